@@ -1,0 +1,38 @@
+# Thin wrapper around CMake so that the two commands a user types are
+# `make demo` and `make check`. Each installs missing Debian packages first.
+BUILD   ?= build
+ASAN_BUILD ?= build-asan
+JOBS    ?= $(shell nproc)
+CMAKE_FLAGS ?=
+
+.PHONY: all deps configure demo check check-asan bench format clean
+
+all: deps configure
+	cmake --build $(BUILD) -j $(JOBS)
+
+deps:
+	@./scripts/install-deps.sh
+
+configure:
+	@test -f $(BUILD)/CMakeCache.txt || cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS)
+
+demo: all
+	./$(BUILD)/livemig demo --ram 1G --workload stress:2x64M --verify
+
+check: all
+	cd $(BUILD) && ctest --output-on-failure --timeout 300 -j 1
+
+# The same suite built with AddressSanitizer and UBSan.
+check-asan: deps
+	@test -f $(ASAN_BUILD)/CMakeCache.txt || cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DLM_SANITIZE=ON
+	cmake --build $(ASAN_BUILD) -j $(JOBS)
+	cd $(ASAN_BUILD) && ctest --output-on-failure --timeout 600 -j 1
+
+bench: all
+	./bench/precopy.sh
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD)

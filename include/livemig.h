@@ -1,0 +1,170 @@
+/*
+ * livemig: live migration of guest memory between processes or hosts.
+ *
+ * The one public header. An embedding program (a VMM, or any program with a
+ * large memory region) creates a context, registers its RAM blocks and guest
+ * callbacks, and calls lm_migrate() on the source or lm_incoming() on the
+ * destination. Every call returns 0 or a negative errno; lm_last_error()
+ * gives a sentence that says what went wrong and what to do.
+ */
+#ifndef LIVEMIG_H
+#define LIVEMIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define LM_VERSION_STRING "0.1.0"
+#define LM_MAX_BLOCKS 64
+#define LM_BLOCK_NAME_MAX 32
+
+typedef struct lm_ctx lm_ctx;
+typedef struct lm_listener lm_listener;
+
+/* Flags for lm_ram_block_add(). */
+enum {
+    /* The block is fresh anonymous memory: a page never written reads as zero,
+     * so the destination need not clear it when a zero page arrives. */
+    LM_RAM_ZEROED = 1u << 0,
+};
+
+/*
+ * Guest callbacks, called from the thread running lm_migrate()/lm_incoming().
+ * Each returns 0 or a negative errno.
+ *   stop:       park every vCPU; on return guest RAM must not change.
+ *   resume:     restart vCPUs (destination after switchover; source when a
+ *               switchover fails, so the guest keeps running where it was).
+ *   save_state: serialize device state into a malloc()ed buffer; the library
+ *               frees it. Called with the guest stopped.
+ *   load_state: destination only, before resume.
+ */
+typedef struct lm_guest_ops {
+    int (*stop)(void *opaque);
+    int (*resume)(void *opaque);
+    int (*save_state)(void *opaque, void **buf, size_t *len);
+    int (*load_state)(void *opaque, const void *buf, size_t len);
+} lm_guest_ops;
+
+typedef enum lm_tracker_kind {
+    LM_TRACKER_AUTO = 0,   /* uffd-async when the kernel has PAGEMAP_SCAN, else uffd-sync */
+    LM_TRACKER_UFFD_ASYNC, /* userfaultfd WP_ASYNC read and re-armed by PAGEMAP_SCAN */
+    LM_TRACKER_UFFD_SYNC,  /* userfaultfd write-protect, a thread records each fault */
+} lm_tracker_kind;
+
+/* A snapshot passed to the progress callback about four times a second. */
+typedef struct lm_progress {
+    unsigned round;            /* 1 = first full pass */
+    double pass_percent;       /* of the current round's pages */
+    double throughput_bps;     /* bytes per second, current round */
+    double dirty_pages_rate;   /* pages per second, last sync */
+    uint64_t remaining_bytes;  /* dirty data still to send */
+} lm_progress;
+
+typedef struct lm_params {
+    uint64_t downtime_limit_ms; /* switch over when the rest fits in this (300) */
+    uint64_t max_bandwidth;     /* bytes per second, 0 = unlimited */
+    unsigned max_rounds;        /* switch over after this many rounds anyway (30) */
+    bool verify;                /* compare digests of all guest RAM */
+    lm_tracker_kind tracker;
+    unsigned io_timeout_ms;     /* bound on any single network wait (10000) */
+    unsigned accept_timeout_ms; /* destination: wait for the source (0 = forever) */
+    bool no_receivedmap;        /* destination: find zero pages by reading them
+                                   (the seed's baseline; costs a fault a page) */
+    void (*progress)(void *opaque, const lm_progress *p);
+    void *progress_opaque;
+} lm_params;
+
+typedef struct lm_round_stats {
+    unsigned round;
+    uint64_t dirty_pages;   /* pages found dirty at the start of the round */
+    uint64_t bytes;         /* bytes put on the wire during the round */
+    double duration_ms;
+    double bandwidth_bps;
+} lm_round_stats;
+
+#define LM_MAX_ROUND_STATS 256
+
+/* Names follow QEMU's query-migrate; see the JSON report. */
+typedef struct lm_stats {
+    char status[16];            /* "setup", "active", "completed", "failed" */
+    double total_time_ms;
+    double downtime_ms;
+    double setup_time_ms;
+    double verify_time_ms;      /* digest time while stopped, kept out of downtime */
+    uint64_t transferred;       /* bytes on the wire, headers included */
+    uint64_t total;             /* bytes of guest RAM */
+    uint64_t duplicate;         /* zero pages sent without payload */
+    uint64_t normal;            /* pages sent with payload */
+    uint64_t normal_bytes;
+    uint64_t dirty_sync_count;
+    uint64_t multifd_bytes;
+    uint64_t precopy_bytes;
+    uint64_t downtime_bytes;
+    uint64_t postcopy_bytes;
+    double pages_per_second;
+    double mbps;
+    uint64_t dest_minor_faults; /* destination: faults taken while receiving */
+    uint64_t dest_major_faults;
+    bool verify_done;
+    bool verify_match;
+    char digest[40];            /* hex */
+    char tracker[16];           /* dirty tracker used (source) */
+    unsigned nrounds;
+    lm_round_stats rounds[LM_MAX_ROUND_STATS];
+} lm_stats;
+
+lm_ctx *lm_ctx_new(void);
+void lm_ctx_free(lm_ctx *ctx);
+const char *lm_last_error(const lm_ctx *ctx);
+
+/* Anonymous memory suitable for guest RAM (page aligned, never-written pages
+ * read as zero). Returns NULL and sets errno on failure. */
+void *lm_ram_alloc(uint64_t len);
+void lm_ram_free(void *host, uint64_t len);
+
+/* Register guest RAM. len must be a multiple of the page size. On the
+ * destination, registering nothing lets lm_incoming() allocate blocks that
+ * match the source's layout; lm_ram_block_get() then reports them. */
+int lm_ram_block_add(lm_ctx *ctx, uint32_t id, const char *name, void *host,
+                     uint64_t len, unsigned flags);
+unsigned lm_ram_block_count(const lm_ctx *ctx);
+int lm_ram_block_get(const lm_ctx *ctx, unsigned index, uint32_t *id, void **host,
+                     uint64_t *len);
+
+void lm_set_guest_ops(lm_ctx *ctx, const lm_guest_ops *ops, void *opaque);
+void lm_params_init(lm_params *p);
+
+/* Source: precopy to uri ("tcp:HOST:PORT" or "unix:PATH"). Blocks until the
+ * migration completes or fails. On failure the guest keeps running on the
+ * source with its memory intact. */
+int lm_migrate(lm_ctx *ctx, const char *uri, const lm_params *params);
+
+/* Destination: listen first (so a port of 0 can be resolved and reported),
+ * then accept exactly one migration. lm_incoming() returns once the guest
+ * has been resumed on this side. */
+int lm_listen(const char *uri, lm_listener **out, char *errbuf, size_t errlen);
+const char *lm_listener_uri(const lm_listener *l);
+void lm_listener_close(lm_listener *l);
+int lm_incoming(lm_ctx *ctx, lm_listener *l, const lm_params *params);
+
+/* Ask a running lm_migrate()/lm_incoming() to stop; safe from any thread and
+ * from a signal handler. */
+void lm_cancel(lm_ctx *ctx);
+
+/* A consistent copy of the current statistics; safe from any thread. */
+void lm_stats_get(lm_ctx *ctx, lm_stats *out);
+/* The statistics as one JSON object (the contract in ARCHITECTURE.md), in a
+ * malloc()ed string the caller frees; role is "source" or "destination". */
+char *lm_stats_json(const lm_stats *s, const char *role);
+/* A human report in the style of QEMU's `info migrate`. */
+void lm_stats_print(const lm_stats *s, const char *role, FILE *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

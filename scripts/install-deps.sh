@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Installs the Debian packages livemig needs to build and test, only when missing,
+# so that `make demo` and `make check` work on a fresh machine.
+set -euo pipefail
+need=()
+for pkg in gcc make cmake pkg-config libxxhash-dev iproute2 python3; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || need+=("$pkg")
+done
+[ ${#need[@]} -eq 0 ] && exit 0
+echo "livemig: installing missing packages: ${need[*]}" >&2
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq || true
+$SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >&2

@@ -1,0 +1,504 @@
+/*
+ * The livemig command: a thin user of the library with a synthetic guest.
+ *   livemig incoming --listen URI [options]       destination
+ *   livemig migrate --ram SIZE --workload SPEC --to URI [options]   source
+ *   livemig demo [options]                        both, on loopback
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli/progress.h"
+#include "guest/guest.h"
+#include "livemig.h"
+#include "migration/stats.h"
+#include "util/clock.h"
+#include "util/json.h"
+#include "util/parse.h"
+
+typedef struct cli_opts {
+    const char *cmd;
+    uint64_t ram;
+    const char *workload;
+    const char *to;
+    const char *listen;
+    lm_params params;
+    const char *stats_json;
+    const char *dest_stats_json;
+    double run_for;
+    bool run_forever;
+    uint64_t seed;
+    bool progress;
+} cli_opts;
+
+/* The one thing a signal handler must reach: the migration to cancel. */
+static lm_ctx *volatile cancel_target;
+static volatile sig_atomic_t interrupted;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    interrupted = 1;
+    if (cancel_target)
+        lm_cancel(cancel_target);
+}
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+        "usage:\n"
+        "  livemig incoming --listen tcp:HOST:PORT [--run-for SECONDS|inf] [options]\n"
+        "  livemig migrate --ram SIZE --workload SPEC --to tcp:HOST:PORT [options]\n"
+        "  livemig demo [--ram SIZE] [--workload SPEC] [options]\n"
+        "\n"
+        "workloads: idle | fill:SIZE | stress:NxSIZE | random:PAGES_PER_SEC\n"
+        "options:\n"
+        "  --downtime-limit MS       switch over when the rest fits in MS (300)\n"
+        "  --max-bandwidth BYTES     cap the rate, e.g. 500M (per second; 0 = none)\n"
+        "  --max-rounds N            switch over after N rounds anyway (30)\n"
+        "  --verify                  compare RAM digests; a mismatch fails\n"
+        "  --stats-json FILE         write the report as JSON\n"
+        "  --dest-stats-json FILE    demo: the destination's JSON report\n"
+        "  --dirty-tracker KIND      auto | uffd-async | uffd-sync\n"
+        "  --timeout SECONDS         bound on any network wait (10)\n"
+        "  --accept-timeout SECONDS  incoming: wait for a source (0 = forever)\n"
+        "  --no-receivedmap          incoming: read zero pages to check them\n"
+        "  --seed N                  workload random seed (1)\n"
+        "  --no-progress             no progress line on stderr\n"
+        "  --multifd-channels N      parallel channels (only 0 in this release)\n"
+        "  --zero-page-detection M   none (only, in this release)\n"
+        "  --compress METHOD         none (only, in this release)\n");
+}
+
+static int fail_usage(const char *fmt, const char *arg)
+{
+    fprintf(stderr, "livemig: ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, "\nrun 'livemig --help' for usage\n");
+    return 2;
+}
+
+enum {
+    OPT_RAM = 256, OPT_WORKLOAD, OPT_TO, OPT_LISTEN, OPT_DOWNTIME, OPT_MAXBW, OPT_ROUNDS,
+    OPT_VERIFY, OPT_STATS, OPT_DEST_STATS, OPT_TRACKER, OPT_TIMEOUT, OPT_ACCEPT_TIMEOUT,
+    OPT_NO_RECVMAP, OPT_SEED, OPT_NO_PROGRESS, OPT_RUN_FOR, OPT_MULTIFD, OPT_ZERO, OPT_COMPRESS,
+    OPT_POSTCOPY, OPT_HELP,
+};
+
+static int parse_ms(const char *arg, unsigned *out)
+{
+    double secs;
+    bool inf;
+    if (lm_parse_seconds(arg, &secs, &inf) < 0 || inf || secs > 86400)
+        return -EINVAL;
+    *out = (unsigned)(secs * 1000.0);
+    return 0;
+}
+
+static int parse_args(int argc, char **argv, cli_opts *o)
+{
+    static const struct option longopts[] = {
+        {"ram", required_argument, 0, OPT_RAM},
+        {"workload", required_argument, 0, OPT_WORKLOAD},
+        {"to", required_argument, 0, OPT_TO},
+        {"listen", required_argument, 0, OPT_LISTEN},
+        {"downtime-limit", required_argument, 0, OPT_DOWNTIME},
+        {"max-bandwidth", required_argument, 0, OPT_MAXBW},
+        {"max-rounds", required_argument, 0, OPT_ROUNDS},
+        {"verify", no_argument, 0, OPT_VERIFY},
+        {"stats-json", required_argument, 0, OPT_STATS},
+        {"dest-stats-json", required_argument, 0, OPT_DEST_STATS},
+        {"dirty-tracker", required_argument, 0, OPT_TRACKER},
+        {"timeout", required_argument, 0, OPT_TIMEOUT},
+        {"accept-timeout", required_argument, 0, OPT_ACCEPT_TIMEOUT},
+        {"no-receivedmap", no_argument, 0, OPT_NO_RECVMAP},
+        {"seed", required_argument, 0, OPT_SEED},
+        {"no-progress", no_argument, 0, OPT_NO_PROGRESS},
+        {"run-for", required_argument, 0, OPT_RUN_FOR},
+        {"multifd-channels", required_argument, 0, OPT_MULTIFD},
+        {"zero-page-detection", required_argument, 0, OPT_ZERO},
+        {"compress", required_argument, 0, OPT_COMPRESS},
+        {"postcopy", no_argument, 0, OPT_POSTCOPY},
+        {"help", no_argument, 0, OPT_HELP},
+        {0, 0, 0, 0},
+    };
+    int c;
+    uint64_t v;
+    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        switch (c) {
+        case OPT_RAM:
+            if (lm_parse_size(optarg, &o->ram) < 0 || !o->ram)
+                return fail_usage("bad --ram '%s': use a size such as 512M or 2G", optarg);
+            break;
+        case OPT_WORKLOAD: o->workload = optarg; break;
+        case OPT_TO: o->to = optarg; break;
+        case OPT_LISTEN: o->listen = optarg; break;
+        case OPT_DOWNTIME:
+            if (lm_parse_u64(optarg, &o->params.downtime_limit_ms) < 0)
+                return fail_usage("bad --downtime-limit '%s': milliseconds", optarg);
+            break;
+        case OPT_MAXBW:
+            if (lm_parse_size(optarg, &o->params.max_bandwidth) < 0)
+                return fail_usage("bad --max-bandwidth '%s': bytes per second, e.g. 500M", optarg);
+            break;
+        case OPT_ROUNDS:
+            if (lm_parse_u64(optarg, &v) < 0 || v == 0 || v > 100000)
+                return fail_usage("bad --max-rounds '%s'", optarg);
+            o->params.max_rounds = (unsigned)v;
+            break;
+        case OPT_VERIFY: o->params.verify = true; break;
+        case OPT_STATS: o->stats_json = optarg; break;
+        case OPT_DEST_STATS: o->dest_stats_json = optarg; break;
+        case OPT_TRACKER:
+            if (!strcmp(optarg, "auto"))
+                o->params.tracker = LM_TRACKER_AUTO;
+            else if (!strcmp(optarg, "uffd-async"))
+                o->params.tracker = LM_TRACKER_UFFD_ASYNC;
+            else if (!strcmp(optarg, "uffd-sync"))
+                o->params.tracker = LM_TRACKER_UFFD_SYNC;
+            else
+                return fail_usage("bad --dirty-tracker '%s': auto, uffd-async or uffd-sync", optarg);
+            break;
+        case OPT_TIMEOUT:
+            if (parse_ms(optarg, &o->params.io_timeout_ms) < 0 || !o->params.io_timeout_ms)
+                return fail_usage("bad --timeout '%s': seconds", optarg);
+            break;
+        case OPT_ACCEPT_TIMEOUT:
+            if (parse_ms(optarg, &o->params.accept_timeout_ms) < 0)
+                return fail_usage("bad --accept-timeout '%s': seconds", optarg);
+            break;
+        case OPT_NO_RECVMAP: o->params.no_receivedmap = true; break;
+        case OPT_SEED:
+            if (lm_parse_u64(optarg, &o->seed) < 0)
+                return fail_usage("bad --seed '%s'", optarg);
+            break;
+        case OPT_NO_PROGRESS: o->progress = false; break;
+        case OPT_RUN_FOR:
+            if (lm_parse_seconds(optarg, &o->run_for, &o->run_forever) < 0)
+                return fail_usage("bad --run-for '%s': seconds or inf", optarg);
+            break;
+        case OPT_MULTIFD:
+            if (strcmp(optarg, "0"))
+                return fail_usage("--multifd-channels %s: multifd channels are not implemented "
+                                  "in this release; use 0 (one stream)", optarg);
+            break;
+        case OPT_ZERO:
+            if (strcmp(optarg, "none"))
+                return fail_usage("--zero-page-detection %s: only 'none' is implemented in this "
+                                  "release (never-populated pages are still sent as zero pages)",
+                                  optarg);
+            break;
+        case OPT_COMPRESS:
+            if (strcmp(optarg, "none"))
+                return fail_usage("--compress %s: compression is not implemented in this "
+                                  "release; use none", optarg);
+            break;
+        case OPT_POSTCOPY:
+            return fail_usage("%s: postcopy is not implemented in this release", "--postcopy");
+        case 'h':
+        case OPT_HELP:
+            usage(stdout);
+            exit(0);
+        default:
+            return 2;
+        }
+    }
+    if (optind < argc)
+        return fail_usage("unexpected argument '%s'", argv[optind]);
+    return 0;
+}
+
+static void sleep_seconds(double secs)
+{
+    uint64_t end = lm_now_ns() + (uint64_t)(secs * 1e9);
+    while (!interrupted && lm_now_ns() < end) {
+        struct timespec ts = {0, 20000000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+/* The synthetic guest's part of the report: how it felt and that it ran. */
+typedef struct guest_report {
+    unsigned vcpus;
+    uint64_t counter_start, counter_end;
+    lm_hist latency;
+    char workload[LM_WORKLOAD_SPEC_MAX];
+} guest_report;
+
+static void guest_report_take(lm_guest *g, uint64_t start, guest_report *r)
+{
+    r->vcpus = g->nvcpus;
+    r->counter_start = start;
+    r->counter_end = lm_guest_counter_sum(g);
+    lm_guest_latency(g, &r->latency);
+    snprintf(r->workload, sizeof(r->workload), "%s", g->wl.spec);
+}
+
+static void guest_report_print(const guest_report *r, const char *phase)
+{
+    printf("guest: %s, %u vCPU(s), progress %llu -> %llu (%s), write latency p50 %.1f us, "
+           "p99 %.1f us, max %.1f us\n",
+           r->workload, r->vcpus, (unsigned long long)r->counter_start,
+           (unsigned long long)r->counter_end, phase,
+           (double)lm_hist_quantile(&r->latency, 0.5) / 1000.0,
+           (double)lm_hist_quantile(&r->latency, 0.99) / 1000.0,
+           (double)lm_hist_quantile(&r->latency, 1.0) / 1000.0);
+}
+
+static int write_json(const char *path, const lm_stats *s, const char *role, const guest_report *g)
+{
+    lm_json j;
+    lm_json_init(&j);
+    lm_json_object_begin(&j, NULL);
+    lm__stats_json_fields(&j, s, role);
+    if (g) {
+        lm_json_object_begin(&j, "guest");
+        lm_json_str(&j, "workload", g->workload);
+        lm_json_u64(&j, "vcpus", g->vcpus);
+        lm_json_u64(&j, "progress-start", g->counter_start);
+        lm_json_u64(&j, "progress-end", g->counter_end);
+        lm_json_double(&j, "write-latency-p50-us", (double)lm_hist_quantile(&g->latency, 0.5) / 1000.0);
+        lm_json_double(&j, "write-latency-p99-us", (double)lm_hist_quantile(&g->latency, 0.99) / 1000.0);
+        lm_json_double(&j, "write-latency-max-us", (double)lm_hist_quantile(&g->latency, 1.0) / 1000.0);
+        lm_json_object_end(&j);
+    }
+    lm_json_object_end(&j);
+    char *text = lm_json_finish(&j);
+    FILE *f = text ? fopen(path, "w") : NULL;
+    if (!f || fputs(text, f) < 0 || fclose(f) != 0) {
+        fprintf(stderr, "livemig: cannot write %s: %s\n", path, strerror(errno));
+        free(text);
+        return -1;
+    }
+    free(text);
+    return 0;
+}
+
+/* Destination: waits on an open listener, runs the guest afterwards. */
+typedef struct dest_guest {
+    lm_guest g;
+    lm_ctx *ctx;
+} dest_guest;
+
+static int dest_load_state(void *opaque, const void *buf, size_t len)
+{
+    dest_guest *dg = opaque;
+    void *host;
+    uint64_t len0;
+    if (lm_ram_block_get(dg->ctx, 0, NULL, &host, &len0) < 0)
+        return -ENOENT;
+    lm_guest_init_empty(&dg->g, host, len0);
+    return lm_guest_callbacks.load_state(&dg->g, buf, len);
+}
+
+static int dest_resume(void *opaque)
+{
+    return lm_guest_callbacks.resume(&((dest_guest *)opaque)->g);
+}
+
+static int run_incoming(cli_opts *o, lm_listener *l)
+{
+    lm_ctx *ctx = lm_ctx_new();
+    dest_guest *dg = calloc(1, sizeof(*dg));
+    if (!ctx || !dg) {
+        fprintf(stderr, "livemig: out of memory\n");
+        return 1;
+    }
+    dg->ctx = ctx;
+    lm_guest_ops ops = {.load_state = dest_load_state, .resume = dest_resume};
+    lm_set_guest_ops(ctx, &ops, dg);
+    cancel_target = ctx;
+    fprintf(stderr, "livemig: waiting for a migration on %s\n", lm_listener_uri(l));
+    int ret = lm_incoming(ctx, l, &o->params);
+    lm_stats st;
+    lm_stats_get(ctx, &st);
+    guest_report gr = {0};
+    bool have_guest = false;
+    if (ret == 0) {
+        uint64_t start = dg->g.resumed_counter_sum;
+        if (o->run_forever)
+            fprintf(stderr, "livemig: guest running on the destination; Ctrl-C stops it\n");
+        sleep_seconds(o->run_forever ? INFINITY : o->run_for);
+        lm_guest_callbacks.stop(&dg->g);
+        guest_report_take(&dg->g, start, &gr);
+        have_guest = true;
+    }
+    lm_stats_print(&st, "destination", stdout);
+    if (have_guest)
+        guest_report_print(&gr, "resumed -> end of run");
+    if (ret < 0)
+        fprintf(stderr, "livemig incoming: %s\n", lm_last_error(ctx));
+    else if (st.verify_done)
+        printf("verify: digests match\n");
+    fflush(stdout);
+    if (o->stats_json && write_json(o->stats_json, &st, "destination", have_guest ? &gr : NULL) < 0)
+        ret = -EIO;
+    cancel_target = NULL;
+    if (have_guest || dg->g.nvcpus)
+        lm_guest_destroy(&dg->g);
+    lm_ctx_free(ctx);
+    free(dg);
+    return ret < 0 ? 1 : 0;
+}
+
+static int run_migrate(cli_opts *o)
+{
+    char why[256];
+    lm_workload wl;
+    if (lm_workload_parse(o->workload, &wl, why, sizeof(why)) < 0 ||
+        lm_workload_check(&wl, o->ram, why, sizeof(why)) < 0) {
+        fprintf(stderr, "livemig: %s\n", why);
+        return 2;
+    }
+    uint8_t *ram = lm_ram_alloc(o->ram);
+    lm_ctx *ctx = lm_ctx_new();
+    lm_guest *g = calloc(1, sizeof(*g));
+    if (!ram || !ctx || !g) {
+        fprintf(stderr, "livemig: cannot allocate %llu bytes of guest RAM\n",
+                (unsigned long long)o->ram);
+        return 1;
+    }
+    if (lm_guest_create(g, ram, o->ram, &wl, o->seed, why, sizeof(why)) < 0) {
+        fprintf(stderr, "livemig: %s\n", why);
+        return 1;
+    }
+    int ret = lm_ram_block_add(ctx, 0, "ram", ram, o->ram, LM_RAM_ZEROED);
+    if (ret < 0) {
+        fprintf(stderr, "livemig: %s\n", lm_last_error(ctx));
+        return 1;
+    }
+    lm_set_guest_ops(ctx, &lm_guest_callbacks, g);
+    lm_cli_progress_state prog;
+    lm_cli_progress_init(&prog);
+    if (o->progress) {
+        o->params.progress = lm_cli_progress;
+        o->params.progress_opaque = &prog;
+    }
+    cancel_target = ctx;
+    uint64_t start = lm_guest_counter_sum(g);
+    ret = lm_migrate(ctx, o->to, &o->params);
+    cancel_target = NULL;
+    lm_cli_progress_done(&prog);
+
+    lm_stats st;
+    lm_stats_get(ctx, &st);
+    guest_report gr;
+    if (ret < 0) {
+        /* Show that the guest survived: it runs on, its memory untouched. */
+        uint64_t before = lm_guest_counter_sum(g);
+        sleep_seconds(0.2);
+        fprintf(stderr, "livemig migrate: %s\n", lm_last_error(ctx));
+        fprintf(stderr, "livemig migrate: the guest keeps running on the source (progress %llu -> %llu)\n",
+                (unsigned long long)before, (unsigned long long)lm_guest_counter_sum(g));
+        lm_guest_callbacks.stop(g);
+    }
+    guest_report_take(g, start, &gr);
+    lm_stats_print(&st, "source", stdout);
+    guest_report_print(&gr, ret == 0 ? "start -> switchover" : "start -> end");
+    fflush(stdout);
+    if (o->stats_json && write_json(o->stats_json, &st, "source", &gr) < 0 && ret == 0)
+        ret = -EIO;
+    lm_guest_destroy(g);
+    lm_ctx_free(ctx);
+    lm_ram_free(ram, o->ram);
+    free(g);
+    return ret < 0 ? 1 : 0;
+}
+
+static int cmd_incoming(cli_opts *o)
+{
+    if (!o->listen)
+        return fail_usage("%s needs --listen tcp:HOST:PORT", "incoming");
+    lm_listener *l;
+    char why[512];
+    if (lm_listen(o->listen, &l, why, sizeof(why)) < 0) {
+        fprintf(stderr, "livemig: %s\n", why);
+        return 1;
+    }
+    int rc = run_incoming(o, l);
+    lm_listener_close(l);
+    return rc;
+}
+
+static int cmd_migrate(cli_opts *o)
+{
+    if (!o->to || !o->ram || !o->workload)
+        return fail_usage("%s needs --ram SIZE --workload SPEC --to tcp:HOST:PORT", "migrate");
+    return run_migrate(o);
+}
+
+/* Both ends on loopback: the destination is a child process, as on a real
+ * second host, so its page faults and memory are its own. */
+static int cmd_demo(cli_opts *o)
+{
+    if (!o->ram)
+        o->ram = 1ull << 30;
+    if (!o->workload)
+        o->workload = "stress:2x64M";
+    lm_listener *l;
+    char why[512];
+    if (lm_listen(o->listen ? o->listen : "tcp:127.0.0.1:0", &l, why, sizeof(why)) < 0) {
+        fprintf(stderr, "livemig: %s\n", why);
+        return 1;
+    }
+    fflush(NULL);
+    pid_t child = fork();
+    if (child < 0) {
+        fprintf(stderr, "livemig: fork: %s\n", strerror(errno));
+        return 1;
+    }
+    if (child == 0) {
+        cli_opts d = *o;
+        d.stats_json = o->dest_stats_json;
+        d.params.accept_timeout_ms = 30000;
+        _exit(run_incoming(&d, l));
+    }
+    char uri[256];
+    snprintf(uri, sizeof(uri), "%s", lm_listener_uri(l));
+    lm_listener_close(l);
+    o->to = uri;
+    printf("== source (pid %d) -> destination (pid %d) on %s ==\n", (int)getpid(), (int)child, uri);
+    fflush(stdout);
+    int rc = run_migrate(o);
+    int status;
+    while (waitpid(child, &status, 0) < 0 && errno == EINTR)
+        ;
+    int child_rc = WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+    if (rc == 0 && child_rc == 0)
+        printf("== demo: migration completed%s ==\n", o->params.verify ? " and verified" : "");
+    return rc ? rc : child_rc;
+}
+
+int main(int argc, char **argv)
+{
+    cli_opts o = {.seed = 1, .run_for = 1.0, .progress = true};
+    lm_params_init(&o.params);
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    o.cmd = argv[1];
+    int rc = parse_args(argc - 1, argv + 1, &o);
+    if (rc)
+        return rc;
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    setvbuf(stdout, NULL, _IOLBF, 0);
+
+    if (!strcmp(o.cmd, "incoming"))
+        return cmd_incoming(&o);
+    if (!strcmp(o.cmd, "migrate"))
+        return cmd_migrate(&o);
+    if (!strcmp(o.cmd, "demo"))
+        return cmd_demo(&o);
+    return fail_usage("unknown command '%s': use incoming, migrate or demo", o.cmd);
+}

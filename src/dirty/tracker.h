@@ -1,0 +1,66 @@
+/*
+ * Dirty tracking on the source: which guest pages were written since the
+ * last sync. A backend is a table of operations (lm_tracker_ops); the engine
+ * only calls the lm_tracker_* wrappers.
+ *
+ * Life cycle, all from the migration thread:
+ *   create -> (arm chunk)* -> (sync block)* -> destroy
+ * A page is tracked from the moment its chunk is armed. The first pass arms
+ * each chunk just before sending it, so the guest never meets a protected
+ * range larger than one chunk, and tracking costs nothing before it matters.
+ */
+#ifndef LM_DIRTY_TRACKER_H
+#define LM_DIRTY_TRACKER_H
+
+#include <stdint.h>
+
+#include "livemig.h"
+#include "util/bitmap.h"
+#include "util/error.h"
+
+typedef struct lm_track_range {
+    uint8_t *host;
+    uint64_t len;
+    uint64_t npages;
+} lm_track_range;
+
+typedef struct lm_tracker lm_tracker;
+
+typedef struct lm_tracker_ops {
+    const char *name;
+    /* Does this kernel support the backend? 0, or -errno with a message that
+     * names the missing feature. Must not change any state. */
+    int (*probe)(lm_err *err);
+    /* Set up t->priv and register every range; nothing is tracked yet. */
+    int (*start)(lm_tracker *t, lm_err *err);
+    /* Begin tracking pages [first, first+count) of range r. */
+    int (*arm)(lm_tracker *t, unsigned r, uint64_t first, uint64_t count, lm_err *err);
+    /* ORs into 'dirty' every page of range r written since it was armed or
+     * last synced, and re-arms those pages, as one atomic step per page: a
+     * write is reported by exactly this sync or a later one. */
+    int (*sync)(lm_tracker *t, unsigned r, lm_word *dirty, lm_err *err);
+    /* Unprotect and unregister everything, free t->priv. Never fails: a
+     * guest must keep running whatever happened to the migration. */
+    void (*stop)(lm_tracker *t);
+} lm_tracker_ops;
+
+struct lm_tracker {
+    const lm_tracker_ops *ops;
+    unsigned nranges;
+    lm_track_range ranges[LM_MAX_BLOCKS];
+    uint64_t page_size;
+    void *priv;
+};
+
+extern const lm_tracker_ops lm_tracker_uffd_async_ops;
+extern const lm_tracker_ops lm_tracker_uffd_sync_ops;
+
+/* Picks the backend for 'kind' (AUTO: the best this kernel supports). */
+int lm_tracker_create(lm_tracker_kind kind, const lm_track_range *ranges, unsigned n,
+                      lm_tracker **out, lm_err *err);
+int lm_tracker_arm(lm_tracker *t, unsigned r, uint64_t first, uint64_t count, lm_err *err);
+int lm_tracker_sync(lm_tracker *t, unsigned r, lm_word *dirty, lm_err *err);
+void lm_tracker_destroy(lm_tracker *t);
+const char *lm_tracker_name(const lm_tracker *t);
+
+#endif

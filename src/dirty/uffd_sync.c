@@ -1,0 +1,263 @@
+/*
+ * Fallback tracker for kernels without PAGEMAP_SCAN: userfaultfd
+ * write-protect in synchronous mode. A write to a protected page blocks the
+ * writer and queues a message; the handler thread sets the page's bit in the
+ * live bitmap and only then unprotects the page, which wakes the writer. So a
+ * write that has completed is always in the live bitmap already.
+ *
+ * A sync exchanges the live words and re-protects the pages they held. The
+ * handler's {set bit, unprotect} and the sync's {exchange, re-protect} hold
+ * one mutex: otherwise a sync could take a bit and re-protect the page before
+ * the handler unprotects it, leaving it writable with no bit anywhere.
+ *
+ * Never-populated pages have no page-table entry to protect, so the range is
+ * also registered for MISSING faults: a first write gets a zero page
+ * installed and is recorded; a first read gets a zero page installed
+ * already write-protected.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "dirty/linux_compat.h"
+#include "dirty/tracker.h"
+#include "dirty/uffd.h"
+
+typedef struct sync_state {
+    int uffd;
+    int stop_fd; /* eventfd that ends the handler thread */
+    pthread_t thread;
+    bool thread_started;
+    pthread_mutex_t lock; /* orders handler updates against syncs */
+    lm_tracker *t;
+    lm_word *live[LM_MAX_BLOCKS]; /* written by the handler, exchanged by sync */
+    void *zero_page;
+} sync_state;
+
+static int sync_probe(lm_err *err)
+{
+    uint64_t features;
+    /* Anonymous write-protect exists in every kernel with userfaultfd WP;
+     * UFFDIO_API succeeding with no features is what we need. */
+    return lm_uffd_probe_features(&features, err);
+}
+
+static int find_range(const lm_tracker *t, uint64_t addr)
+{
+    for (unsigned i = 0; i < t->nranges; i++) {
+        uint64_t base = (uintptr_t)t->ranges[i].host;
+        if (addr >= base && addr - base < t->ranges[i].len)
+            return (int)i;
+    }
+    return -1;
+}
+
+static void handle_fault(sync_state *s, const struct uffd_msg *msg)
+{
+    lm_tracker *t = s->t;
+    uint64_t addr = msg->arg.pagefault.address & ~(t->page_size - 1);
+    int r = find_range(t, addr);
+    if (r < 0)
+        return;
+    uint64_t page = (addr - (uintptr_t)t->ranges[r].host) / t->page_size;
+    uint64_t flags = msg->arg.pagefault.flags;
+
+    pthread_mutex_lock(&s->lock);
+    if (flags & UFFD_PAGEFAULT_FLAG_WP) {
+        lm_bit_set_atomic(s->live[r], page);
+        lm_uffd_wp(s->uffd, (void *)(uintptr_t)addr, t->page_size, false);
+        pthread_mutex_unlock(&s->lock);
+        return;
+    }
+    /* MISSING: install a zero page; a reader gets it protected. */
+    bool write = flags & UFFD_PAGEFAULT_FLAG_WRITE;
+    if (write)
+        lm_bit_set_atomic(s->live[r], page);
+    struct uffdio_copy copy = {
+        .dst = addr,
+        .src = (uintptr_t)s->zero_page,
+        .len = t->page_size,
+        .mode = write ? 0 : UFFDIO_COPY_MODE_WP,
+    };
+    if (ioctl(s->uffd, UFFDIO_COPY, &copy) < 0 && errno == EEXIST) {
+        /* Someone placed it first; just wake the faulting thread. */
+        struct uffdio_range range = {.start = addr, .len = t->page_size};
+        (void)ioctl(s->uffd, UFFDIO_WAKE, &range);
+    }
+    pthread_mutex_unlock(&s->lock);
+}
+
+static void *handler_main(void *arg)
+{
+    sync_state *s = arg;
+    struct uffd_msg msgs[64];
+
+    for (;;) {
+        struct pollfd pfd[2] = {{.fd = s->uffd, .events = POLLIN}, {.fd = s->stop_fd, .events = POLLIN}};
+        if (poll(pfd, 2, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        if (pfd[1].revents)
+            break;
+        ssize_t n = read(s->uffd, msgs, sizeof(msgs));
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EINTR)
+                continue;
+            break;
+        }
+        for (ssize_t i = 0; i < n / (ssize_t)sizeof(msgs[0]); i++)
+            if (msgs[i].event == UFFD_EVENT_PAGEFAULT)
+                handle_fault(s, &msgs[i]);
+    }
+    return NULL;
+}
+
+static void sync_stop(lm_tracker *t);
+
+static int sync_start(lm_tracker *t, lm_err *err)
+{
+    sync_state *s = calloc(1, sizeof(*s));
+    if (!s)
+        return lm_err_set(err, -ENOMEM, "out of memory");
+    s->t = t;
+    pthread_mutex_init(&s->lock, NULL);
+    s->uffd = -1;
+    s->stop_fd = -1;
+    t->priv = s;
+    int ret;
+
+    s->zero_page = mmap(NULL, t->page_size, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (s->zero_page == MAP_FAILED) {
+        s->zero_page = NULL;
+        ret = lm_err_set(err, -ENOMEM, "out of memory");
+        goto fail;
+    }
+    for (unsigned i = 0; i < t->nranges; i++) {
+        if (!(s->live[i] = lm_bitmap_new(t->ranges[i].npages))) {
+            ret = lm_err_set(err, -ENOMEM, "out of memory for dirty bitmaps");
+            goto fail;
+        }
+    }
+    if ((s->stop_fd = eventfd(0, EFD_CLOEXEC)) < 0) {
+        ret = lm_err_set(err, -errno, "eventfd: %s", strerror(errno));
+        goto fail;
+    }
+    if ((s->uffd = lm_uffd_open(0, err)) < 0) {
+        ret = s->uffd;
+        goto fail;
+    }
+    for (unsigned i = 0; i < t->nranges; i++) {
+        ret = lm_uffd_register(s->uffd, t->ranges[i].host, t->ranges[i].len,
+                               UFFDIO_REGISTER_MODE_WP | UFFDIO_REGISTER_MODE_MISSING, err);
+        if (ret < 0)
+            goto fail;
+    }
+    if ((ret = -pthread_create(&s->thread, NULL, handler_main, s)) < 0) {
+        lm_err_set(err, ret, "cannot start the fault-handling thread");
+        goto fail;
+    }
+    s->thread_started = true;
+    return 0;
+fail:
+    sync_stop(t);
+    return ret;
+}
+
+static int sync_arm(lm_tracker *t, unsigned r, uint64_t first, uint64_t count, lm_err *err)
+{
+    sync_state *s = t->priv;
+    int ret = lm_uffd_wp(s->uffd, t->ranges[r].host + first * t->page_size,
+                         count * t->page_size, true);
+    if (ret < 0)
+        return lm_err_set(err, ret, "UFFDIO_WRITEPROTECT failed: %s", strerror(-ret));
+    return 0;
+}
+
+static int sync_sync_locked(lm_tracker *t, unsigned r, lm_word *dirty, lm_err *err)
+{
+    sync_state *s = t->priv;
+    lm_track_range *rg = &t->ranges[r];
+    uint64_t words = LM_BITMAP_WORDS(rg->npages);
+    uint64_t run_start = 0, run_len = 0;
+
+    for (uint64_t i = 0; i < words; i++) {
+        lm_word w = __atomic_exchange_n(&s->live[r][i], 0, __ATOMIC_SEQ_CST);
+        if (!w)
+            continue;
+        dirty[i] |= w;
+        /* Re-protect the taken pages, one ioctl per run of adjacent pages. */
+        for (unsigned b = 0; b < LM_BITS_PER_WORD; b++) {
+            uint64_t page = i * LM_BITS_PER_WORD + b;
+            if ((w >> b) & 1) {
+                if (run_len && run_start + run_len == page) {
+                    run_len++;
+                    continue;
+                }
+                if (run_len) {
+                    int ret = sync_arm(t, r, run_start, run_len, err);
+                    if (ret < 0)
+                        return ret;
+                }
+                run_start = page;
+                run_len = 1;
+            }
+        }
+    }
+    return run_len ? sync_arm(t, r, run_start, run_len, err) : 0;
+}
+
+static int sync_sync(lm_tracker *t, unsigned r, lm_word *dirty, lm_err *err)
+{
+    sync_state *s = t->priv;
+    pthread_mutex_lock(&s->lock);
+    int ret = sync_sync_locked(t, r, dirty, err);
+    pthread_mutex_unlock(&s->lock);
+    return ret;
+}
+
+static void sync_stop(lm_tracker *t)
+{
+    sync_state *s = t->priv;
+    if (!s)
+        return;
+    if (s->uffd >= 0) {
+        /* Unprotecting and unregistering wakes any writer still blocked. */
+        for (unsigned i = 0; i < t->nranges; i++) {
+            lm_uffd_wp(s->uffd, t->ranges[i].host, t->ranges[i].len, false);
+            lm_uffd_unregister(s->uffd, t->ranges[i].host, t->ranges[i].len);
+        }
+    }
+    if (s->thread_started) {
+        uint64_t one = 1;
+        if (write(s->stop_fd, &one, sizeof(one)) != sizeof(one))
+            abort(); /* an eventfd write of 1 cannot fail */
+        pthread_join(s->thread, NULL);
+    }
+    if (s->uffd >= 0)
+        close(s->uffd);
+    if (s->stop_fd >= 0)
+        close(s->stop_fd);
+    for (unsigned i = 0; i < t->nranges; i++)
+        lm_bitmap_free(s->live[i]);
+    if (s->zero_page)
+        munmap(s->zero_page, t->page_size);
+    pthread_mutex_destroy(&s->lock);
+    free(s);
+    t->priv = NULL;
+}
+
+const lm_tracker_ops lm_tracker_uffd_sync_ops = {
+    .name = "uffd-sync",
+    .probe = sync_probe,
+    .start = sync_start,
+    .arm = sync_arm,
+    .sync = sync_sync,
+    .stop = sync_stop,
+};

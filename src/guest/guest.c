@@ -1,0 +1,300 @@
+#include "guest/guest.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "proto/wire.h"
+#include "util/clock.h"
+
+#define GUEST_STATE_MAGIC 0x4C4D4753u /* "LMGS" */
+#define GUEST_STATE_VERSION 1
+#define GUEST_STATE_HEAD 96
+#define GUEST_STATE_VCPU 40
+
+static uint64_t xorshift(uint64_t *s)
+{
+    uint64_t x = *s;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *s = x;
+    return x * 0x2545F4914F6CDD1DULL;
+}
+
+static void sleep_ns(uint64_t ns)
+{
+    struct timespec ts = {.tv_sec = (time_t)(ns / 1000000000ull), .tv_nsec = (long)(ns % 1000000000ull)};
+    nanosleep(&ts, NULL);
+}
+
+/* Parks the calling vCPU while the guest is paused. Returns false on quit. */
+static bool park_if_paused(lm_vcpu *v)
+{
+    lm_guest *g = v->g;
+    if (!atomic_load_explicit(&g->pause, memory_order_acquire))
+        return true;
+    pthread_mutex_lock(&g->lock);
+    g->parked++;
+    pthread_cond_broadcast(&g->cond);
+    while (atomic_load(&g->pause) && !g->quit)
+        pthread_cond_wait(&g->cond, &g->lock);
+    g->parked--;
+    bool go = !g->quit;
+    pthread_mutex_unlock(&g->lock);
+    return go;
+}
+
+/* One timed 8-byte write: the latency the guest feels, faults included. */
+static inline void timed_write(lm_vcpu *v, uint64_t page, uint64_t value)
+{
+    lm_guest *g = v->g;
+    uint64_t t0 = lm_now_ns();
+    volatile uint64_t *p = (volatile uint64_t *)(g->ram + page * g->page_size);
+    *p = value;
+    lm_hist_record(&v->latency, lm_now_ns() - t0);
+}
+
+static void *vcpu_main(void *arg)
+{
+    lm_vcpu *v = arg;
+    lm_guest *g = v->g;
+    double owed = 0; /* random: pages still to write this millisecond */
+
+    while (park_if_paused(v)) {
+        uint64_t c = atomic_load_explicit(&v->counter, memory_order_relaxed);
+        switch (g->wl.kind) {
+        case LM_WL_STRESS:
+            /* Like stress --vm-keep: every page of the region, forever; the
+             * value changes each pass so every pass really dirties. */
+            timed_write(v, v->first_page + v->cursor, c ^ v->prng);
+            if (++v->cursor == v->npages)
+                v->cursor = 0;
+            break;
+        case LM_WL_RANDOM:
+            owed += (double)g->wl.pages_per_sec / 1000.0;
+            while (owed >= 1) {
+                timed_write(v, xorshift(&v->prng) % v->npages, c);
+                owed -= 1;
+            }
+            sleep_ns(1000000);
+            break;
+        default: /* idle and fill: a tick of guest time */
+            sleep_ns(1000000);
+            break;
+        }
+        atomic_store_explicit(&v->counter, c + 1, memory_order_relaxed);
+    }
+    return NULL;
+}
+
+static void fill_random(lm_guest *g, uint64_t bytes, uint64_t seed)
+{
+    uint64_t s = seed | 1, *p = (uint64_t *)g->ram;
+    for (uint64_t i = 0; i < bytes / 8; i++)
+        p[i] = xorshift(&s);
+}
+
+static void guest_init_common(lm_guest *g, uint8_t *ram, uint64_t ram_len)
+{
+    memset(g, 0, sizeof(*g));
+    g->ram = ram;
+    g->ram_len = ram_len;
+    g->page_size = (uint64_t)sysconf(_SC_PAGESIZE);
+    pthread_mutex_init(&g->lock, NULL);
+    pthread_cond_init(&g->cond, NULL);
+}
+
+/* Lays out vCPUs for the workload (regions and seeds), not started. */
+static void layout_vcpus(lm_guest *g, uint64_t seed)
+{
+    uint64_t total_pages = g->ram_len / g->page_size;
+    g->nvcpus = g->wl.kind == LM_WL_STRESS ? g->wl.threads : 1;
+    for (unsigned i = 0; i < g->nvcpus; i++) {
+        lm_vcpu *v = &g->vcpus[i];
+        v->g = g;
+        v->index = i;
+        v->prng = (seed + i) * 0x9E3779B97F4A7C15ULL | 1;
+        if (g->wl.kind == LM_WL_STRESS) {
+            v->npages = g->wl.bytes / g->page_size;
+            v->first_page = i * v->npages;
+        } else {
+            v->first_page = 0;
+            v->npages = total_pages;
+        }
+    }
+}
+
+static int start_vcpus(lm_guest *g)
+{
+    for (unsigned i = 0; i < g->nvcpus; i++) {
+        if (pthread_create(&g->vcpus[i].thread, NULL, vcpu_main, &g->vcpus[i]))
+            return -EAGAIN;
+        g->vcpus[i].started = true;
+    }
+    return 0;
+}
+
+int lm_guest_create(lm_guest *g, uint8_t *ram, uint64_t ram_len, const lm_workload *w,
+                    uint64_t seed, char *why, size_t whylen)
+{
+    guest_init_common(g, ram, ram_len);
+    g->wl = *w;
+    int ret = lm_workload_check(w, ram_len, why, whylen);
+    if (ret < 0)
+        return ret;
+    if (w->kind == LM_WL_FILL)
+        fill_random(g, w->bytes, seed);
+    layout_vcpus(g, seed);
+    g->resumed_counter_sum = 0;
+    if ((ret = start_vcpus(g)) < 0)
+        snprintf(why, whylen, "cannot start vCPU threads");
+    return ret;
+}
+
+void lm_guest_init_empty(lm_guest *g, uint8_t *ram, uint64_t ram_len)
+{
+    guest_init_common(g, ram, ram_len);
+    atomic_store(&g->pause, 1); /* nothing runs until resume */
+}
+
+void lm_guest_destroy(lm_guest *g)
+{
+    pthread_mutex_lock(&g->lock);
+    g->quit = true;
+    atomic_store(&g->pause, 1);
+    pthread_cond_broadcast(&g->cond);
+    pthread_mutex_unlock(&g->lock);
+    for (unsigned i = 0; i < g->nvcpus; i++)
+        if (g->vcpus[i].started)
+            pthread_join(g->vcpus[i].thread, NULL);
+    pthread_mutex_destroy(&g->lock);
+    pthread_cond_destroy(&g->cond);
+}
+
+static int guest_stop(void *opaque)
+{
+    lm_guest *g = opaque;
+    unsigned running = 0;
+    for (unsigned i = 0; i < g->nvcpus; i++)
+        running += g->vcpus[i].started;
+    pthread_mutex_lock(&g->lock);
+    atomic_store_explicit(&g->pause, 1, memory_order_release);
+    while (g->parked < running)
+        pthread_cond_wait(&g->cond, &g->lock);
+    pthread_mutex_unlock(&g->lock);
+    return 0;
+}
+
+static int guest_resume(void *opaque)
+{
+    lm_guest *g = opaque;
+    g->resumed_counter_sum = lm_guest_counter_sum(g);
+    pthread_mutex_lock(&g->lock);
+    atomic_store_explicit(&g->pause, 0, memory_order_release);
+    pthread_cond_broadcast(&g->cond);
+    pthread_mutex_unlock(&g->lock);
+    for (unsigned i = 0; i < g->nvcpus; i++)
+        if (!g->vcpus[i].started) {
+            if (pthread_create(&g->vcpus[i].thread, NULL, vcpu_main, &g->vcpus[i]))
+                return -EAGAIN;
+            g->vcpus[i].started = true;
+        }
+    return 0;
+}
+
+/* State: magic u32 | version u32 | kind u32 | nvcpus u32 | threads u32 |
+ * reserved u32 | bytes u64 | pages_per_sec u64 | ram_len u64 | spec[48],
+ * then per vCPU: counter | prng | cursor | first_page | npages (u64 each). */
+static int guest_save(void *opaque, void **buf, size_t *len)
+{
+    lm_guest *g = opaque;
+    size_t n = GUEST_STATE_HEAD + (size_t)g->nvcpus * GUEST_STATE_VCPU;
+    uint8_t *b = calloc(1, n);
+    if (!b)
+        return -ENOMEM;
+    lm_put_be32(b, GUEST_STATE_MAGIC);
+    lm_put_be32(b + 4, GUEST_STATE_VERSION);
+    lm_put_be32(b + 8, (uint32_t)g->wl.kind);
+    lm_put_be32(b + 12, g->nvcpus);
+    lm_put_be32(b + 16, g->wl.threads);
+    lm_put_be64(b + 24, g->wl.bytes);
+    lm_put_be64(b + 32, g->wl.pages_per_sec);
+    lm_put_be64(b + 40, g->ram_len);
+    memcpy(b + 48, g->wl.spec, strnlen(g->wl.spec, 47));
+    for (unsigned i = 0; i < g->nvcpus; i++) {
+        uint8_t *p = b + GUEST_STATE_HEAD + (size_t)i * GUEST_STATE_VCPU;
+        const lm_vcpu *v = &g->vcpus[i];
+        lm_put_be64(p, atomic_load(&v->counter));
+        lm_put_be64(p + 8, v->prng);
+        lm_put_be64(p + 16, v->cursor);
+        lm_put_be64(p + 24, v->first_page);
+        lm_put_be64(p + 32, v->npages);
+    }
+    *buf = b;
+    *len = n;
+    return 0;
+}
+
+static int guest_load(void *opaque, const void *buf, size_t len)
+{
+    lm_guest *g = opaque;
+    const uint8_t *b = buf;
+    if (len < GUEST_STATE_HEAD || lm_get_be32(b) != GUEST_STATE_MAGIC ||
+        lm_get_be32(b + 4) != GUEST_STATE_VERSION)
+        return -EBADMSG;
+    uint32_t kind = lm_get_be32(b + 8), nvcpus = lm_get_be32(b + 12);
+    if (kind > LM_WL_RANDOM || nvcpus == 0 || nvcpus > LM_GUEST_MAX_VCPUS ||
+        len != GUEST_STATE_HEAD + (size_t)nvcpus * GUEST_STATE_VCPU ||
+        lm_get_be64(b + 40) != g->ram_len || memchr(b + 48, 0, 48) == NULL)
+        return -EBADMSG;
+    g->wl.kind = (lm_workload_kind)kind;
+    g->wl.threads = lm_get_be32(b + 16);
+    g->wl.bytes = lm_get_be64(b + 24);
+    g->wl.pages_per_sec = lm_get_be64(b + 32);
+    memcpy(g->wl.spec, b + 48, 48);
+    uint64_t total_pages = g->ram_len / g->page_size;
+    for (unsigned i = 0; i < nvcpus; i++) {
+        const uint8_t *p = b + GUEST_STATE_HEAD + (size_t)i * GUEST_STATE_VCPU;
+        lm_vcpu *v = &g->vcpus[i];
+        memset(v, 0, sizeof(*v));
+        v->g = g;
+        v->index = i;
+        atomic_store(&v->counter, lm_get_be64(p));
+        v->prng = lm_get_be64(p + 8);
+        v->cursor = lm_get_be64(p + 16);
+        v->first_page = lm_get_be64(p + 24);
+        v->npages = lm_get_be64(p + 32);
+        /* Never let a state blob point a vCPU outside guest RAM. */
+        if (!v->npages || v->first_page > total_pages || v->npages > total_pages - v->first_page ||
+            v->cursor >= v->npages || !v->prng)
+            return -EBADMSG;
+    }
+    g->nvcpus = nvcpus;
+    return 0;
+}
+
+const lm_guest_ops lm_guest_callbacks = {
+    .stop = guest_stop,
+    .resume = guest_resume,
+    .save_state = guest_save,
+    .load_state = guest_load,
+};
+
+uint64_t lm_guest_counter_sum(lm_guest *g)
+{
+    uint64_t sum = 0;
+    for (unsigned i = 0; i < g->nvcpus; i++)
+        sum += atomic_load(&g->vcpus[i].counter);
+    return sum;
+}
+
+void lm_guest_latency(lm_guest *g, lm_hist *out)
+{
+    memset(out, 0, sizeof(*out));
+    for (unsigned i = 0; i < g->nvcpus; i++)
+        lm_hist_merge(out, &g->vcpus[i].latency);
+}

@@ -1,0 +1,85 @@
+/*
+ * The synthetic guest behind the `livemig` command: vCPU threads running a
+ * write pattern over guest RAM, measuring their own write latency. Each
+ * vCPU's progress counter and PRNG state are the guest's device state: they
+ * move at switchover and the destination's vCPUs continue from them.
+ */
+#ifndef LM_GUEST_GUEST_H
+#define LM_GUEST_GUEST_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "livemig.h"
+#include "util/histogram.h"
+
+#define LM_GUEST_MAX_VCPUS 64
+#define LM_WORKLOAD_SPEC_MAX 64
+
+typedef enum lm_workload_kind {
+    LM_WL_IDLE,   /* one vCPU that only ticks */
+    LM_WL_FILL,   /* random data written once before migration, then idle */
+    LM_WL_STRESS, /* N vCPUs, each rewriting its own region in a loop */
+    LM_WL_RANDOM, /* one vCPU writing random pages at a fixed rate */
+} lm_workload_kind;
+
+typedef struct lm_workload {
+    lm_workload_kind kind;
+    unsigned threads;       /* stress */
+    uint64_t bytes;         /* fill: data size; stress: region per thread */
+    uint64_t pages_per_sec; /* random */
+    char spec[LM_WORKLOAD_SPEC_MAX];
+} lm_workload;
+
+/* "idle", "fill:SIZE", "stress:NxSIZE", "random:PAGES_PER_SEC". */
+int lm_workload_parse(const char *spec, lm_workload *w, char *why, size_t whylen);
+/* Does it fit in ram_len bytes? */
+int lm_workload_check(const lm_workload *w, uint64_t ram_len, char *why, size_t whylen);
+
+typedef struct lm_vcpu {
+    struct lm_guest *g;
+    unsigned index;
+    pthread_t thread;
+    bool started;
+    /* Region of guest RAM this vCPU writes, in pages. */
+    uint64_t first_page, npages;
+    /* Device state: written by the vCPU, read by others only while parked. */
+    _Atomic uint64_t counter;
+    uint64_t prng;
+    uint64_t cursor;
+    lm_hist latency; /* nanoseconds a write took */
+} lm_vcpu;
+
+typedef struct lm_guest {
+    uint8_t *ram;
+    uint64_t ram_len, page_size;
+    lm_workload wl;
+    unsigned nvcpus;
+    lm_vcpu vcpus[LM_GUEST_MAX_VCPUS];
+    /* Run control: 'pause' is read by vCPUs on every step; parking and
+     * waking go through lock/cond. */
+    _Atomic int pause;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    unsigned parked;
+    bool quit;
+    uint64_t resumed_counter_sum; /* counters when the guest last resumed */
+} lm_guest;
+
+/* Source: a guest over ram running workload w (fills first), started. */
+int lm_guest_create(lm_guest *g, uint8_t *ram, uint64_t ram_len, const lm_workload *w,
+                    uint64_t seed, char *why, size_t whylen);
+/* Destination: an empty guest over ram; load_state gives it vCPUs. */
+void lm_guest_init_empty(lm_guest *g, uint8_t *ram, uint64_t ram_len);
+void lm_guest_destroy(lm_guest *g);
+
+/* Callbacks for lm_set_guest_ops(); opaque is the lm_guest. */
+extern const lm_guest_ops lm_guest_callbacks;
+
+uint64_t lm_guest_counter_sum(lm_guest *g);
+void lm_guest_latency(lm_guest *g, lm_hist *out);
+
+#endif

@@ -1,0 +1,67 @@
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "guest/guest.h"
+#include "util/parse.h"
+
+static int bad(char *why, size_t whylen, const char *spec)
+{
+    snprintf(why, whylen, "bad workload '%s': use idle, fill:SIZE, stress:NxSIZE or "
+                          "random:PAGES_PER_SEC", spec);
+    return -EINVAL;
+}
+
+int lm_workload_parse(const char *spec, lm_workload *w, char *why, size_t whylen)
+{
+    memset(w, 0, sizeof(*w));
+    if (strlen(spec) >= sizeof(w->spec))
+        return bad(why, whylen, spec);
+    snprintf(w->spec, sizeof(w->spec), "%s", spec);
+    if (!strcmp(spec, "idle")) {
+        w->kind = LM_WL_IDLE;
+        return 0;
+    }
+    if (!strncmp(spec, "fill:", 5)) {
+        w->kind = LM_WL_FILL;
+        return lm_parse_size(spec + 5, &w->bytes) < 0 ? bad(why, whylen, spec) : 0;
+    }
+    if (!strncmp(spec, "random:", 7)) {
+        w->kind = LM_WL_RANDOM;
+        if (lm_parse_u64(spec + 7, &w->pages_per_sec) < 0 || !w->pages_per_sec)
+            return bad(why, whylen, spec);
+        return 0;
+    }
+    if (!strncmp(spec, "stress:", 7)) {
+        w->kind = LM_WL_STRESS;
+        char num[16];
+        const char *x = strchr(spec + 7, 'x');
+        uint64_t n;
+        if (!x || (size_t)(x - spec - 7) >= sizeof(num))
+            return bad(why, whylen, spec);
+        memcpy(num, spec + 7, (size_t)(x - spec - 7));
+        num[x - spec - 7] = '\0';
+        if (lm_parse_u64(num, &n) < 0 || n == 0 || n > LM_GUEST_MAX_VCPUS ||
+            lm_parse_size(x + 1, &w->bytes) < 0 || !w->bytes)
+            return bad(why, whylen, spec);
+        w->threads = (unsigned)n;
+        return 0;
+    }
+    return bad(why, whylen, spec);
+}
+
+int lm_workload_check(const lm_workload *w, uint64_t ram_len, char *why, size_t whylen)
+{
+    uint64_t need = 0;
+    if (w->kind == LM_WL_FILL)
+        need = w->bytes;
+    else if (w->kind == LM_WL_STRESS)
+        need = w->bytes * w->threads;
+    if (need > ram_len) {
+        snprintf(why, whylen, "workload '%s' needs %llu bytes of RAM but the guest has %llu: "
+                 "raise --ram", w->spec, (unsigned long long)need, (unsigned long long)ram_len);
+        return -EINVAL;
+    }
+    return 0;
+}

@@ -1,0 +1,347 @@
+/*
+ * The destination side: accept one migration, validate every field before
+ * it touches memory, place pages, and resume the guest.
+ *
+ *   accept -> HELLO (check layout) -> HELLO_ACK -> PAGES/ROUND_END ...
+ *          -> DEVICE_STATE -> COMPLETE -> verify, load state -> RESUMED -> resume
+ *
+ * Normal pages are read straight into guest RAM. A zero page needs no work
+ * when the block is fresh memory and the page was never received (it reads
+ * as zero already, and not touching it saves a page fault); otherwise it is
+ * cleared. Any invalid input ends the migration with an ERROR to the source;
+ * the guest is never resumed with partial memory.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/uio.h>
+
+#include "migration/engine.h"
+#include "proto/wire.h"
+#include "transport/conn.h"
+#include "transport/transport.h"
+#include "util/clock.h"
+
+typedef struct lm_dest {
+    lm_ctx *ctx;
+    const lm_params *p;
+    lm_conn conn;
+    lm_hello hello;
+    lm_stats st;
+    uint64_t start_ns;
+    uint8_t *device_state;
+    size_t device_state_len;
+    bool have_state;
+    lm_complete complete;
+    uint64_t offsets[LM_PACKET_MAX_PAGES];
+} lm_dest;
+
+static uint64_t minor_faults(uint64_t *major)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    if (major)
+        *major = (uint64_t)ru.ru_majflt;
+    return (uint64_t)ru.ru_minflt;
+}
+
+static bool page_is_zero(const uint8_t *p, uint64_t len)
+{
+    const uint64_t *w = (const uint64_t *)p;
+    uint64_t acc = 0;
+    for (uint64_t i = 0; i < len / 8; i++)
+        acc |= w[i];
+    return acc == 0;
+}
+
+static int protocol_error(lm_dest *d, int code, const char *why)
+{
+    return lm_err_set(&d->ctx->err, code, "invalid migration stream from the source: %s", why);
+}
+
+/* Matches the source's RAM layout with ours, or allocates it when the
+ * embedder registered nothing. */
+static int accept_layout(lm_dest *d)
+{
+    lm_ctx *ctx = d->ctx;
+    const lm_hello *h = &d->hello;
+    if (h->page_size != ctx->page_size)
+        return lm_err_set(&ctx->err, -EINVAL, "the source uses %u-byte pages, this host %llu: "
+                          "migrate between hosts with the same page size", h->page_size,
+                          (unsigned long long)ctx->page_size);
+    if (ctx->nblocks == 0) {
+        for (uint32_t i = 0; i < h->nblocks; i++) {
+            void *host = lm_ram_alloc(h->blocks[i].len);
+            if (!host)
+                return lm_err_set(&ctx->err, -ENOMEM, "cannot reserve %llu bytes for RAM "
+                                  "block %u", (unsigned long long)h->blocks[i].len,
+                                  h->blocks[i].id);
+            int ret = lm_ram_block_add(ctx, h->blocks[i].id, h->blocks[i].name, host,
+                                       h->blocks[i].len, LM_RAM_ZEROED);
+            if (ret < 0) {
+                lm_ram_free(host, h->blocks[i].len);
+                return ret;
+            }
+            ctx->blocks[ctx->nblocks - 1].owned = true;
+        }
+    } else if (ctx->nblocks != h->nblocks) {
+        return lm_err_set(&ctx->err, -EINVAL, "the source has %u RAM blocks, this side %u",
+                          h->nblocks, ctx->nblocks);
+    }
+    for (uint32_t i = 0; i < h->nblocks; i++) {
+        lm_block *b = lm__block_by_id(ctx, h->blocks[i].id);
+        if (!b || b->len != h->blocks[i].len)
+            return lm_err_set(&ctx->err, -EINVAL, "RAM block %u (%llu bytes) on the source "
+                              "has no same-sized block here", h->blocks[i].id,
+                              (unsigned long long)h->blocks[i].len);
+        lm_bitmap_free(b->received);
+        if (!(b->received = lm_bitmap_new(b->npages)))
+            return lm_err_set(&ctx->err, -ENOMEM, "out of memory for the received map");
+    }
+    for (unsigned i = 0; i < ctx->nblocks; i++)
+        d->st.total += ctx->blocks[i].len;
+    return 0;
+}
+
+static int handshake(lm_dest *d)
+{
+    lm_frame f;
+    int ret = lm_conn_recv_frame(&d->conn, &f);
+    if (ret < 0)
+        return ret;
+    if (f.type != LM_MSG_HELLO)
+        return protocol_error(d, -EPROTO, "the stream must start with HELLO");
+    uint8_t buf[LM_HELLO_FIXED_SIZE + LM_MAX_BLOCKS * LM_HELLO_BLOCK_SIZE];
+    if ((ret = lm_conn_recv_body(&d->conn, &f, buf, sizeof(buf))) < 0)
+        return ret;
+    char why[256];
+    if ((ret = lm_hello_decode(buf, f.length, &d->hello, why, sizeof(why))) < 0)
+        return protocol_error(d, ret, why);
+    if ((ret = accept_layout(d)) < 0)
+        return ret;
+    return lm_conn_send_frame(&d->conn, LM_MSG_HELLO_ACK, NULL, 0);
+}
+
+static int receive_pages(lm_dest *d, const lm_frame *f)
+{
+    lm_ctx *ctx = d->ctx;
+    uint64_t ps = ctx->page_size;
+    char why[256];
+    uint8_t raw[LM_PACKET_HDR_SIZE + 8 * LM_PACKET_MAX_PAGES];
+    lm_packet_hdr ph;
+
+    if (f->length < LM_PACKET_HDR_SIZE)
+        return protocol_error(d, -EBADMSG, "PAGES frame shorter than a packet header");
+    int ret = lm_conn_read(&d->conn, raw, LM_PACKET_HDR_SIZE);
+    if (ret < 0)
+        return ret;
+    if ((ret = lm_packet_decode(raw, (uint32_t)ps, &ph, why, sizeof(why))) < 0)
+        return protocol_error(d, ret, why);
+    uint32_t n = ph.normal_pages + ph.zero_pages;
+    uint64_t expect = LM_PACKET_HDR_SIZE + 8ull * n + ph.payload_size;
+    if (f->length != expect) {
+        snprintf(why, sizeof(why), "PAGES frame of %u bytes, its packet needs %llu", f->length,
+                 (unsigned long long)expect);
+        return protocol_error(d, -EBADMSG, why);
+    }
+    lm_block *b = lm__block_by_id(ctx, ph.block_id);
+    if (!b) {
+        snprintf(why, sizeof(why), "packet names unknown RAM block %u", ph.block_id);
+        return protocol_error(d, -EBADMSG, why);
+    }
+    uint8_t *offs = raw + LM_PACKET_HDR_SIZE;
+    if ((ret = lm_conn_read(&d->conn, offs, 8ull * n)) < 0)
+        return ret;
+    /* Every offset is checked before any byte of payload lands. */
+    for (uint32_t i = 0; i < n; i++) {
+        d->offsets[i] = lm_get_be64(offs + 8 * i);
+        if ((ret = lm_packet_check_offset(d->offsets[i], b->len, (uint32_t)ps, why, sizeof(why))) < 0)
+            return protocol_error(d, ret, why);
+    }
+    struct iovec iov[LM_PACKET_MAX_PAGES];
+    int iovcnt = 0;
+    for (uint32_t i = 0; i < ph.normal_pages; i++) {
+        uint8_t *page = b->host + d->offsets[i];
+        if (iovcnt && (uint8_t *)iov[iovcnt - 1].iov_base + iov[iovcnt - 1].iov_len == page)
+            iov[iovcnt - 1].iov_len += ps;
+        else
+            iov[iovcnt++] = (struct iovec){page, ps};
+    }
+    if ((ret = lm_conn_readv(&d->conn, iov, iovcnt)) < 0)
+        return ret;
+    for (uint32_t i = 0; i < ph.normal_pages; i++)
+        lm_bit_set(b->received, d->offsets[i] / ps);
+    for (uint32_t i = ph.normal_pages; i < n; i++) {
+        uint64_t page = d->offsets[i] / ps;
+        uint8_t *dst = b->host + d->offsets[i];
+        if (d->p->no_receivedmap) {
+            /* Baseline: look at the page (a fault if it was never touched). */
+            if (!page_is_zero(dst, ps))
+                memset(dst, 0, ps);
+        } else if (lm_bit_test(b->received, page) || !(b->flags & LM_RAM_ZEROED)) {
+            /* Fresh memory already reads as zero: only a page that held
+             * data before needs clearing. */
+            memset(dst, 0, ps);
+        }
+        lm_bit_set(b->received, page);
+    }
+    d->st.normal += ph.normal_pages;
+    d->st.normal_bytes += ph.payload_size;
+    d->st.duplicate += ph.zero_pages;
+    return 0;
+}
+
+static int receive_stream(lm_dest *d)
+{
+    for (;;) {
+        lm_frame f;
+        int ret = lm_conn_recv_frame(&d->conn, &f);
+        if (ret < 0)
+            return ret;
+        switch (f.type) {
+        case LM_MSG_PAGES:
+            ret = receive_pages(d, &f);
+            break;
+        case LM_MSG_ROUND_END:
+            if (f.length)
+                return protocol_error(d, -EBADMSG, "ROUND_END carries a body");
+            d->st.dirty_sync_count++;
+            break;
+        case LM_MSG_DEVICE_STATE:
+            if (d->have_state)
+                return protocol_error(d, -EBADMSG, "DEVICE_STATE sent twice");
+            d->device_state = malloc(f.length ? f.length : 1);
+            if (!d->device_state)
+                return lm_err_set(&d->ctx->err, -ENOMEM, "out of memory for device state");
+            d->device_state_len = f.length;
+            d->have_state = true;
+            ret = lm_conn_read(&d->conn, d->device_state, f.length);
+            break;
+        case LM_MSG_COMPLETE: {
+            uint8_t buf[LM_COMPLETE_SIZE];
+            char why[256];
+            if ((ret = lm_conn_recv_body(&d->conn, &f, buf, sizeof(buf))) < 0)
+                return ret;
+            if ((ret = lm_complete_decode(buf, f.length, &d->complete, why, sizeof(why))) < 0)
+                return protocol_error(d, ret, why);
+            if (!d->have_state)
+                return protocol_error(d, -EBADMSG, "COMPLETE before DEVICE_STATE");
+            if (d->complete.has_digest != ((d->hello.flags & LM_HELLO_VERIFY) != 0))
+                return protocol_error(d, -EBADMSG, "COMPLETE digest does not match HELLO flags");
+            return 0;
+        }
+        case LM_MSG_ERROR: {
+            uint8_t body[4 + LM_ERROR_MAX_TEXT];
+            if ((ret = lm_conn_recv_body(&d->conn, &f, body, sizeof(body))) < 0)
+                return ret;
+            return lm_conn_peer_error(&d->conn, body, f.length);
+        }
+        default: {
+            char why[128];
+            snprintf(why, sizeof(why), "unexpected %s message during precopy", lm_msg_name(f.type));
+            return protocol_error(d, -EPROTO, why);
+        }
+        }
+        if (ret < 0)
+            return ret;
+    }
+}
+
+/* Verify, load device state, tell the source, then resume. The source hears
+ * RESUMED before the guest runs here, so a guest never runs on both sides
+ * unless that last message is lost in flight. */
+static int finish(lm_dest *d)
+{
+    lm_ctx *ctx = d->ctx;
+    lm_resumed r = {0};
+    int ret = 0;
+    if (d->complete.has_digest) {
+        uint64_t t0 = lm_now_ns(), pages;
+        uint8_t digest[16];
+        if ((ret = lm__ram_digest(ctx, digest, &pages)) < 0)
+            return ret;
+        r.verify_time_us = (lm_now_ns() - t0) / 1000;
+        lm__digest_hex(digest, d->st.digest, sizeof(d->st.digest));
+        d->st.verify_done = true;
+        d->st.verify_match = pages == d->complete.pages && !memcmp(digest, d->complete.digest, 16);
+        d->st.verify_time_ms = (double)r.verify_time_us / 1000.0;
+        r.verified = d->st.verify_match ? 1 : 2;
+        if (!d->st.verify_match) {
+            char src_hex[40];
+            lm__digest_hex(d->complete.digest, src_hex, sizeof(src_hex));
+            ret = lm_err_set(&ctx->err, -EIO, "verification failed: RAM digest %s here, %s on "
+                             "the source; the guest is not resumed here", d->st.digest, src_hex);
+        }
+    }
+    if (ret == 0 && ctx->gops.load_state &&
+        (ret = ctx->gops.load_state(ctx->gopaque, d->device_state, d->device_state_len)) < 0)
+        lm_err_set(&ctx->err, ret, "loading the guest's device state failed");
+    r.status = r.verified == 2 ? 0 : ret;
+    uint8_t buf[LM_RESUMED_SIZE];
+    lm_resumed_encode(&r, buf);
+    int sent = lm_conn_send_frame(&d->conn, LM_MSG_RESUMED, buf, sizeof(buf));
+    if (ret < 0)
+        return ret;
+    if (sent < 0)
+        return lm_err_set(&ctx->err, sent, "could not confirm the switchover to the source; "
+                          "the guest is not resumed here");
+    if (ctx->gops.resume && (ret = ctx->gops.resume(ctx->gopaque)) < 0)
+        return lm_err_set(&ctx->err, ret, "the guest could not be resumed");
+    return 0;
+}
+
+int lm_incoming(lm_ctx *ctx, lm_listener *l, const lm_params *params)
+{
+    lm_params defaults;
+    if (!params) {
+        lm_params_init(&defaults);
+        params = &defaults;
+    }
+    lm_dest *d = calloc(1, sizeof(*d));
+    if (!d)
+        return -ENOMEM;
+    d->ctx = ctx;
+    d->p = params;
+    d->conn.fd = -1;
+    lm_err_reset(&ctx->err);
+    atomic_store(&ctx->cancel, 0);
+    lm__stats_reset(ctx, "setup");
+    snprintf(d->st.status, sizeof(d->st.status), "setup");
+
+    int fd, ret = lm_listener_accept(l, params->accept_timeout_ms, &ctx->cancel, &fd, &ctx->err);
+    if (ret == 0) {
+        d->start_ns = lm_now_ns();
+        lm_conn_init(&d->conn, fd, params->io_timeout_ms, &ctx->cancel, "source", &ctx->err);
+        ret = handshake(d);
+        d->st.setup_time_ms = lm_ns_to_ms(lm_now_ns() - d->start_ns);
+    }
+    if (ret == 0) {
+        snprintf(d->st.status, sizeof(d->st.status), "active");
+        lm__stats_publish(ctx, &d->st);
+        uint64_t maj0, maj1, min0 = minor_faults(&maj0);
+        ret = receive_stream(d);
+        uint64_t min1 = minor_faults(&maj1);
+        d->st.dest_minor_faults = min1 - min0;
+        d->st.dest_major_faults = maj1 - maj0;
+    }
+    if (ret == 0)
+        ret = finish(d);
+    if (ret < 0 && d->conn.fd >= 0 && ret != -ECONNRESET && ret != -EPIPE)
+        lm_conn_send_error(&d->conn, ret, ctx->err.msg);
+
+    d->st.transferred = d->conn.bytes_in;
+    if (d->start_ns) {
+        d->st.total_time_ms = lm_ns_to_ms(lm_now_ns() - d->start_ns);
+        double secs = d->st.total_time_ms / 1000.0;
+        d->st.mbps = secs > 0 ? (double)d->st.transferred * 8 / 1e6 / secs : 0;
+        d->st.pages_per_second = secs > 0 ? (double)(d->st.normal + d->st.duplicate) / secs : 0;
+    }
+    snprintf(d->st.status, sizeof(d->st.status), ret == 0 ? "completed" : "failed");
+    lm__stats_publish(ctx, &d->st);
+    lm_conn_close(&d->conn);
+    free(d->device_state);
+    free(d);
+    return ret;
+}

@@ -1,0 +1,150 @@
+#include "migration/engine.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+lm_ctx *lm_ctx_new(void)
+{
+    lm_ctx *ctx = calloc(1, sizeof(*ctx));
+    if (!ctx)
+        return NULL;
+    ctx->page_size = (uint64_t)sysconf(_SC_PAGESIZE);
+    pthread_mutex_init(&ctx->stats_lock, NULL);
+    lm_err_init(&ctx->err);
+    atomic_init(&ctx->cancel, 0);
+    snprintf(ctx->stats.status, sizeof(ctx->stats.status), "none");
+    return ctx;
+}
+
+void lm_ctx_free(lm_ctx *ctx)
+{
+    if (!ctx)
+        return;
+    for (unsigned i = 0; i < ctx->nblocks; i++) {
+        lm_bitmap_free(ctx->blocks[i].received);
+        if (ctx->blocks[i].owned)
+            lm_ram_free(ctx->blocks[i].host, ctx->blocks[i].len);
+    }
+    pthread_mutex_destroy(&ctx->stats_lock);
+    free(ctx);
+}
+
+const char *lm_last_error(const lm_ctx *ctx)
+{
+    return ctx->err.msg[0] ? ctx->err.msg : "no error";
+}
+
+void *lm_ram_alloc(uint64_t len)
+{
+    void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                   -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+void lm_ram_free(void *host, uint64_t len)
+{
+    if (host)
+        munmap(host, len);
+}
+
+int lm_ram_block_add(lm_ctx *ctx, uint32_t id, const char *name, void *host, uint64_t len,
+                     unsigned flags)
+{
+    if (ctx->nblocks >= LM_MAX_BLOCKS)
+        return lm_err_set(&ctx->err, -E2BIG, "at most %d RAM blocks", LM_MAX_BLOCKS);
+    if (!host || !len || len % ctx->page_size || (uintptr_t)host % ctx->page_size)
+        return lm_err_set(&ctx->err, -EINVAL, "RAM block %u must be page aligned and a "
+                          "non-zero multiple of %llu bytes", id,
+                          (unsigned long long)ctx->page_size);
+    if (lm__block_by_id(ctx, id))
+        return lm_err_set(&ctx->err, -EEXIST, "RAM block id %u is already registered", id);
+    lm_block *b = &ctx->blocks[ctx->nblocks];
+    memset(b, 0, sizeof(*b));
+    b->id = id;
+    snprintf(b->name, sizeof(b->name), "%s", name ? name : "");
+    b->host = host;
+    b->len = len;
+    b->npages = len / ctx->page_size;
+    b->flags = flags;
+    ctx->nblocks++;
+    return 0;
+}
+
+unsigned lm_ram_block_count(const lm_ctx *ctx)
+{
+    return ctx->nblocks;
+}
+
+int lm_ram_block_get(const lm_ctx *ctx, unsigned index, uint32_t *id, void **host, uint64_t *len)
+{
+    if (index >= ctx->nblocks)
+        return -ENOENT;
+    if (id)
+        *id = ctx->blocks[index].id;
+    if (host)
+        *host = ctx->blocks[index].host;
+    if (len)
+        *len = ctx->blocks[index].len;
+    return 0;
+}
+
+lm_block *lm__block_by_id(lm_ctx *ctx, uint32_t id)
+{
+    for (unsigned i = 0; i < ctx->nblocks; i++)
+        if (ctx->blocks[i].id == id)
+            return &ctx->blocks[i];
+    return NULL;
+}
+
+void lm_set_guest_ops(lm_ctx *ctx, const lm_guest_ops *ops, void *opaque)
+{
+    ctx->gops = *ops;
+    ctx->gopaque = opaque;
+}
+
+void lm_params_init(lm_params *p)
+{
+    memset(p, 0, sizeof(*p));
+    p->downtime_limit_ms = 300;
+    p->max_rounds = 30;
+    p->tracker = LM_TRACKER_AUTO;
+    p->io_timeout_ms = 10000;
+}
+
+void lm_cancel(lm_ctx *ctx)
+{
+    atomic_store(&ctx->cancel, 1);
+}
+
+void lm__stats_reset(lm_ctx *ctx, const char *status)
+{
+    pthread_mutex_lock(&ctx->stats_lock);
+    memset(&ctx->stats, 0, sizeof(ctx->stats));
+    snprintf(ctx->stats.status, sizeof(ctx->stats.status), "%s", status);
+    pthread_mutex_unlock(&ctx->stats_lock);
+}
+
+void lm__stats_set_status(lm_ctx *ctx, const char *status)
+{
+    pthread_mutex_lock(&ctx->stats_lock);
+    snprintf(ctx->stats.status, sizeof(ctx->stats.status), "%s", status);
+    pthread_mutex_unlock(&ctx->stats_lock);
+}
+
+void lm__stats_publish(lm_ctx *ctx, const lm_stats *working)
+{
+    pthread_mutex_lock(&ctx->stats_lock);
+    ctx->stats = *working;
+    pthread_mutex_unlock(&ctx->stats_lock);
+}
+
+void lm_stats_get(lm_ctx *ctx, lm_stats *out)
+{
+    pthread_mutex_lock(&ctx->stats_lock);
+    *out = ctx->stats;
+    pthread_mutex_unlock(&ctx->stats_lock);
+}

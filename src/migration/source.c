@@ -1,0 +1,532 @@
+/*
+ * The source side of a precopy migration.
+ *
+ *   connect -> HELLO/HELLO_ACK -> first pass -> rounds -> switchover
+ *
+ * First pass: every page once, chunk by chunk; each chunk is armed for dirty
+ * tracking just before it is sent, and pages the kernel says were never
+ * populated go as zero pages without being read. Rounds: sync the tracker,
+ * estimate how long the remaining dirty data would take at the bandwidth
+ * measured in the last round, and switch over when that fits in the downtime
+ * limit (or after max_rounds). Switchover: stop the guest, last sync, last
+ * pages, device state, COMPLETE (with the digest when verifying), then wait
+ * for RESUMED. Any failure before RESUMED resumes the guest here, intact.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <time.h>
+
+#include "dirty/pagemap.h"
+#include "dirty/tracker.h"
+#include "migration/engine.h"
+#include "proto/wire.h"
+#include "transport/conn.h"
+#include "transport/transport.h"
+#include "util/clock.h"
+
+#define ARM_CHUNK_BYTES (64ull << 20)
+#define PROGRESS_INTERVAL_NS 250000000ull
+#define RATE_WINDOW_NS 100000000ull
+#define MIN_BYTES_FOR_BANDWIDTH (4ull << 20)
+
+typedef struct packet {
+    lm_block *block;
+    uint32_t nnormal, nzero;
+    uint64_t normal[LM_PACKET_MAX_PAGES];
+    uint64_t zero[LM_PACKET_MAX_PAGES];
+} packet;
+
+typedef struct lm_source {
+    lm_ctx *ctx;
+    const lm_params *p;
+    lm_conn conn;
+    lm_tracker *tracker;
+    lm_pagemap pm;
+    lm_word *dirty[LM_MAX_BLOCKS];
+    lm_word *populated; /* one chunk's worth, reused */
+    lm_stats st;        /* working copy, published to ctx->stats */
+    packet pk;
+    uint64_t start_ns, stop_ns;
+    uint64_t rate_window_ns, rate_window_bytes;
+    uint64_t round_pages, round_done, round_start_ns, round_bytes0;
+    uint64_t last_progress_ns, last_sync_ns;
+    double bandwidth;  /* bytes per second, from the last round that sent enough */
+    double dirty_rate; /* pages per second */
+    bool stopped;      /* the guest is stopped by us */
+    bool in_downtime;
+} lm_source;
+
+static uint64_t wire_bytes(const lm_source *s)
+{
+    return s->conn.bytes_out;
+}
+
+static void report_progress(lm_source *s, bool force)
+{
+    uint64_t now = lm_now_ns();
+    if (!force && now - s->last_progress_ns < PROGRESS_INTERVAL_NS)
+        return;
+    s->last_progress_ns = now;
+    s->st.transferred = wire_bytes(s);
+    s->st.precopy_bytes = s->in_downtime ? s->st.precopy_bytes : s->st.transferred;
+    s->st.total_time_ms = lm_ns_to_ms(now - s->start_ns);
+    lm__stats_publish(s->ctx, &s->st);
+    if (s->p->progress) {
+        double secs = (double)(now - s->round_start_ns) / 1e9;
+        lm_progress pr = {
+            .round = s->st.nrounds ? s->st.nrounds : 1,
+            .pass_percent = s->round_pages ? 100.0 * (double)s->round_done / (double)s->round_pages : 100.0,
+            .throughput_bps = secs > 0 ? (double)(wire_bytes(s) - s->round_bytes0) / secs : 0,
+            .dirty_pages_rate = s->dirty_rate,
+            .remaining_bytes = (s->round_pages - s->round_done) * s->ctx->page_size,
+        };
+        s->p->progress(s->p->progress_opaque, &pr);
+    }
+}
+
+/* --max-bandwidth: at most max/10 bytes per 100 ms window. */
+static void pace(lm_source *s, uint64_t bytes)
+{
+    if (!s->p->max_bandwidth || s->in_downtime)
+        return;
+    uint64_t now = lm_now_ns();
+    if (now - s->rate_window_ns >= RATE_WINDOW_NS) {
+        s->rate_window_ns = now;
+        s->rate_window_bytes = 0;
+    }
+    s->rate_window_bytes += bytes;
+    if (s->rate_window_bytes >= s->p->max_bandwidth / 10) {
+        uint64_t until = s->rate_window_ns + RATE_WINDOW_NS;
+        if (until > now) {
+            struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)(until - now)};
+            nanosleep(&ts, NULL);
+        }
+        s->rate_window_ns = lm_now_ns();
+        s->rate_window_bytes = 0;
+    }
+}
+
+static int packet_flush(lm_source *s)
+{
+    packet *pk = &s->pk;
+    uint32_t n = pk->nnormal + pk->nzero;
+    if (!n)
+        return 0;
+    uint64_t ps = s->ctx->page_size;
+    uint8_t head[LM_FRAME_HDR_SIZE + LM_PACKET_HDR_SIZE + 8 * LM_PACKET_MAX_PAGES];
+    lm_packet_hdr ph = {
+        .pages_alloc = LM_PACKET_MAX_PAGES,
+        .normal_pages = pk->nnormal,
+        .zero_pages = pk->nzero,
+        .block_id = pk->block->id,
+        .payload_size = pk->nnormal * ps,
+        .packet_num = s->st.normal + s->st.duplicate, /* pages so far: a running id */
+    };
+    size_t head_len = LM_FRAME_HDR_SIZE + LM_PACKET_HDR_SIZE + 8 * (size_t)n;
+    lm_frame_encode(head, LM_MSG_PAGES, (uint32_t)(head_len - LM_FRAME_HDR_SIZE + ph.payload_size));
+    lm_packet_encode(&ph, head + LM_FRAME_HDR_SIZE);
+    uint8_t *offs = head + LM_FRAME_HDR_SIZE + LM_PACKET_HDR_SIZE;
+    for (uint32_t i = 0; i < pk->nnormal; i++)
+        lm_put_be64(offs + 8 * i, pk->normal[i]);
+    for (uint32_t i = 0; i < pk->nzero; i++)
+        lm_put_be64(offs + 8 * (pk->nnormal + i), pk->zero[i]);
+
+    /* Payload straight from guest RAM; adjacent pages share one iovec. */
+    struct iovec iov[1 + LM_PACKET_MAX_PAGES];
+    int iovcnt = 1;
+    iov[0] = (struct iovec){head, head_len};
+    for (uint32_t i = 0; i < pk->nnormal; i++) {
+        uint8_t *page = pk->block->host + pk->normal[i];
+        struct iovec *last = &iov[iovcnt - 1];
+        if (iovcnt > 1 && (uint8_t *)last->iov_base + last->iov_len == page)
+            last->iov_len += ps;
+        else
+            iov[iovcnt++] = (struct iovec){page, ps};
+    }
+    uint64_t before = wire_bytes(s);
+    int ret = lm_conn_writev(&s->conn, iov, iovcnt);
+    if (ret < 0)
+        return ret;
+    s->st.normal += pk->nnormal;
+    s->st.normal_bytes += pk->nnormal * ps;
+    s->st.duplicate += pk->nzero;
+    s->round_done += n;
+    pk->nnormal = pk->nzero = 0;
+    pace(s, wire_bytes(s) - before);
+    report_progress(s, false);
+    if (atomic_load(&s->ctx->cancel))
+        return lm_err_set(&s->ctx->err, -ECANCELED, "migration cancelled");
+    return 0;
+}
+
+static int queue_page(lm_source *s, lm_block *b, uint64_t page, bool zero)
+{
+    packet *pk = &s->pk;
+    if (pk->block != b || pk->nnormal + pk->nzero == LM_PACKET_MAX_PAGES) {
+        int ret = packet_flush(s);
+        if (ret < 0)
+            return ret;
+        pk->block = b;
+    }
+    uint64_t off = page * s->ctx->page_size;
+    if (zero)
+        pk->zero[pk->nzero++] = off;
+    else
+        pk->normal[pk->nnormal++] = off;
+    return 0;
+}
+
+static void begin_round(lm_source *s, uint64_t pages)
+{
+    s->round_pages = pages;
+    s->round_done = 0;
+    s->round_start_ns = lm_now_ns();
+    s->round_bytes0 = wire_bytes(s);
+}
+
+/* Ends a round: records its statistics and updates the bandwidth estimate. */
+static void end_round(lm_source *s, uint64_t dirty_pages)
+{
+    uint64_t ns = lm_now_ns() - s->round_start_ns, bytes = wire_bytes(s) - s->round_bytes0;
+    double bw = ns ? (double)bytes * 1e9 / (double)ns : 0;
+    if (bytes >= MIN_BYTES_FOR_BANDWIDTH || s->bandwidth == 0)
+        s->bandwidth = bw;
+    if (s->st.nrounds < LM_MAX_ROUND_STATS) {
+        lm_round_stats *r = &s->st.rounds[s->st.nrounds];
+        r->round = s->st.nrounds + 1;
+        r->dirty_pages = dirty_pages;
+        r->bytes = bytes;
+        r->duration_ms = lm_ns_to_ms(ns);
+        r->bandwidth_bps = bw;
+    }
+    s->st.nrounds++;
+}
+
+static int first_pass(lm_source *s)
+{
+    lm_ctx *ctx = s->ctx;
+    uint64_t chunk_pages = ARM_CHUNK_BYTES / ctx->page_size, total = 0;
+    for (unsigned i = 0; i < ctx->nblocks; i++)
+        total += ctx->blocks[i].npages;
+    begin_round(s, total);
+    for (unsigned i = 0; i < ctx->nblocks; i++) {
+        lm_block *b = &ctx->blocks[i];
+        for (uint64_t first = 0; first < b->npages; first += chunk_pages) {
+            uint64_t n = b->npages - first < chunk_pages ? b->npages - first : chunk_pages;
+            /* Which pages hold data: those populated before arming (present
+             * or really swapped; arming then marks never-populated pages as
+             * "swapped"), plus those that became present since. A write
+             * after arming is tracked, so nothing in between is lost. */
+            uint8_t *host = b->host + first * ctx->page_size;
+            lm_bitmap_clear_all(s->populated, n);
+            int ret = lm_pagemap_pages(&s->pm, host, n * ctx->page_size,
+                                       LM_PM_PRESENT | LM_PM_SWAPPED, s->populated);
+            if (ret == 0)
+                ret = lm_tracker_arm(s->tracker, i, first, n, &ctx->err);
+            if (ret == 0)
+                ret = lm_pagemap_pages(&s->pm, host, n * ctx->page_size, LM_PM_PRESENT,
+                                       s->populated);
+            if (ret < 0)
+                return lm_err_set(&ctx->err, ret, "preparing pages [%llu, +%llu) of block %u "
+                                  "failed: %s", (unsigned long long)first,
+                                  (unsigned long long)n, b->id, strerror(-ret));
+            for (uint64_t p = 0; p < n; p++)
+                if ((ret = queue_page(s, b, first + p, !lm_bit_test(s->populated, p))) < 0)
+                    return ret;
+        }
+    }
+    int ret = packet_flush(s);
+    if (ret == 0)
+        ret = lm_conn_send_frame(&s->conn, LM_MSG_ROUND_END, NULL, 0);
+    return ret;
+}
+
+/* ORs the tracker's dirty pages into s->dirty (which may still hold pages
+ * a converged round left for the switchover); returns how many are set. */
+static int sync_dirty(lm_source *s, uint64_t *count)
+{
+    lm_ctx *ctx = s->ctx;
+    uint64_t n = 0, now = lm_now_ns();
+    for (unsigned i = 0; i < ctx->nblocks; i++) {
+        int ret = lm_tracker_sync(s->tracker, i, s->dirty[i], &ctx->err);
+        if (ret < 0)
+            return ret;
+        n += lm_bitmap_count(s->dirty[i], ctx->blocks[i].npages);
+    }
+    if (s->last_sync_ns && now > s->last_sync_ns)
+        s->dirty_rate = (double)n * 1e9 / (double)(now - s->last_sync_ns);
+    s->last_sync_ns = now;
+    s->st.dirty_sync_count++;
+    *count = n;
+    return 0;
+}
+
+static int send_dirty(lm_source *s, uint64_t count)
+{
+    lm_ctx *ctx = s->ctx;
+    begin_round(s, count);
+    for (unsigned i = 0; i < ctx->nblocks; i++) {
+        lm_block *b = &ctx->blocks[i];
+        for (uint64_t p = lm_bitmap_next_set(s->dirty[i], b->npages, 0); p < b->npages;
+             p = lm_bitmap_next_set(s->dirty[i], b->npages, p + 1)) {
+            int ret = queue_page(s, b, p, false);
+            if (ret < 0)
+                return ret;
+        }
+        lm_bitmap_clear_all(s->dirty[i], b->npages);
+    }
+    int ret = packet_flush(s);
+    if (ret == 0)
+        ret = lm_conn_send_frame(&s->conn, LM_MSG_ROUND_END, NULL, 0);
+    return ret;
+}
+
+static int handshake(lm_source *s)
+{
+    lm_ctx *ctx = s->ctx;
+    lm_hello h = {.page_size = (uint32_t)ctx->page_size,
+                  .flags = s->p->verify ? LM_HELLO_VERIFY : 0,
+                  .nblocks = ctx->nblocks};
+    for (unsigned i = 0; i < ctx->nblocks; i++) {
+        h.blocks[i].id = ctx->blocks[i].id;
+        h.blocks[i].len = ctx->blocks[i].len;
+        memcpy(h.blocks[i].name, ctx->blocks[i].name, LM_BLOCK_NAME_MAX);
+        h.ram_total += ctx->blocks[i].len;
+    }
+    uint8_t buf[LM_HELLO_FIXED_SIZE + LM_MAX_BLOCKS * LM_HELLO_BLOCK_SIZE];
+    lm_hello_encode(&h, buf);
+    int ret = lm_conn_send_frame(&s->conn, LM_MSG_HELLO, buf, (uint32_t)lm_hello_size(h.nblocks));
+    if (ret < 0)
+        return ret;
+    lm_frame f;
+    if ((ret = lm_conn_recv_frame(&s->conn, &f)) < 0)
+        return ret;
+    uint8_t body[4 + LM_ERROR_MAX_TEXT];
+    if ((ret = lm_conn_recv_body(&s->conn, &f, body, sizeof(body))) < 0)
+        return ret;
+    if (f.type == LM_MSG_ERROR)
+        return lm_conn_peer_error(&s->conn, body, f.length);
+    if (f.type != LM_MSG_HELLO_ACK || f.length)
+        return lm_err_set(&ctx->err, -EPROTO, "the destination answered HELLO with %s",
+                          lm_msg_name(f.type));
+    return 0;
+}
+
+/* After a send failed, the destination may have said why: prefer its words. */
+static void read_peer_reason(lm_source *s)
+{
+    lm_frame f;
+    uint8_t body[4 + LM_ERROR_MAX_TEXT];
+    lm_err scratch;
+    lm_err_init(&scratch);
+    lm_conn probe = s->conn;
+    probe.err = &scratch;
+    probe.timeout_ms = 200;
+    if (lm_conn_recv_frame(&probe, &f) == 0 && f.type == LM_MSG_ERROR &&
+        lm_conn_recv_body(&probe, &f, body, sizeof(body)) == 0) {
+        lm_err_reset(&s->ctx->err);
+        lm_conn_peer_error(&probe, body, f.length);
+        memcpy(s->ctx->err.msg, scratch.msg, sizeof(scratch.msg));
+        s->ctx->err.code = scratch.code;
+    }
+}
+
+static int switchover(lm_source *s)
+{
+    lm_ctx *ctx = s->ctx;
+    s->stop_ns = lm_now_ns();
+    s->st.precopy_bytes = wire_bytes(s);
+    s->in_downtime = true;
+    int ret = ctx->gops.stop ? ctx->gops.stop(ctx->gopaque) : 0;
+    if (ret < 0)
+        return lm_err_set(&ctx->err, ret, "the guest could not be stopped for switchover");
+    s->stopped = true;
+
+    uint64_t count;
+    if ((ret = sync_dirty(s, &count)) < 0 || (ret = send_dirty(s, count)) < 0)
+        return ret;
+    end_round(s, count);
+
+    void *state = NULL;
+    size_t state_len = 0;
+    if (ctx->gops.save_state && (ret = ctx->gops.save_state(ctx->gopaque, &state, &state_len)) < 0)
+        return lm_err_set(&ctx->err, ret, "saving the guest's device state failed");
+    if (state_len > LM_FRAME_MAX_LEN) {
+        free(state);
+        return lm_err_set(&ctx->err, -E2BIG, "device state of %zu bytes exceeds %u", state_len,
+                          LM_FRAME_MAX_LEN);
+    }
+    ret = lm_conn_send_frame(&s->conn, LM_MSG_DEVICE_STATE, state, (uint32_t)state_len);
+    free(state);
+    if (ret < 0)
+        return ret;
+
+    /* Tracking is over (the guest is stopped and its last pages are sent);
+     * ending it also clears the markers that would hide never-populated
+     * pages from the digest. */
+    lm_tracker_destroy(s->tracker);
+    s->tracker = NULL;
+
+    /* The digest while the last bytes drain on the destination side. */
+    lm_complete c = {0};
+    uint64_t verify_ns = 0;
+    if (s->p->verify) {
+        uint64_t t0 = lm_now_ns();
+        if ((ret = lm__ram_digest(ctx, c.digest, &c.pages)) < 0)
+            return ret;
+        c.has_digest = 1;
+        verify_ns = lm_now_ns() - t0;
+        lm__digest_hex(c.digest, s->st.digest, sizeof(s->st.digest));
+    }
+    uint8_t cbuf[LM_COMPLETE_SIZE];
+    lm_complete_encode(&c, cbuf);
+    if ((ret = lm_conn_send_frame(&s->conn, LM_MSG_COMPLETE, cbuf, sizeof(cbuf))) < 0)
+        return ret;
+
+    lm_frame f;
+    uint8_t body[4 + LM_ERROR_MAX_TEXT];
+    if ((ret = lm_conn_recv_frame(&s->conn, &f)) < 0 ||
+        (ret = lm_conn_recv_body(&s->conn, &f, body, sizeof(body))) < 0)
+        return ret;
+    if (f.type == LM_MSG_ERROR)
+        return lm_conn_peer_error(&s->conn, body, f.length);
+    lm_resumed r;
+    char why[256];
+    if (f.type != LM_MSG_RESUMED)
+        return lm_err_set(&ctx->err, -EPROTO, "expected RESUMED, got %s", lm_msg_name(f.type));
+    if ((ret = lm_resumed_decode(body, f.length, &r, why, sizeof(why))) < 0)
+        return lm_err_set(&ctx->err, ret, "invalid RESUMED: %s", why);
+    uint64_t end = lm_now_ns();
+    s->st.verify_time_ms = lm_ns_to_ms(verify_ns) + (double)r.verify_time_us / 1000.0;
+    s->st.verify_done = s->p->verify;
+    s->st.verify_match = r.verified == 1;
+    if (r.verified == 2)
+        return lm_err_set(&ctx->err, -EIO, "verification failed: the destination's RAM "
+                          "digest differs from the source's (%s); the guest keeps running "
+                          "on the source", s->st.digest);
+    if (r.status < 0)
+        return lm_err_set(&ctx->err, r.status, "the destination could not resume the guest: %s",
+                          strerror(-r.status));
+    double down = lm_ns_to_ms(end - s->stop_ns) - s->st.verify_time_ms;
+    s->st.downtime_ms = down > 0 ? down : 0;
+    s->st.downtime_bytes = wire_bytes(s) - s->st.precopy_bytes;
+    return 0;
+}
+
+static int setup(lm_source *s, const char *uri)
+{
+    lm_ctx *ctx = s->ctx;
+    if (!ctx->nblocks)
+        return lm_err_set(&ctx->err, -EINVAL, "no RAM blocks registered: nothing to migrate");
+    const char *addr;
+    const lm_transport_ops *t = lm_transport_for(uri, &addr, &ctx->err);
+    if (!t)
+        return -EINVAL;
+
+    lm_track_range ranges[LM_MAX_BLOCKS];
+    for (unsigned i = 0; i < ctx->nblocks; i++) {
+        lm_block *b = &ctx->blocks[i];
+        ranges[i] = (lm_track_range){b->host, b->len, b->npages};
+        s->st.total += b->len;
+        if (!(s->dirty[i] = lm_bitmap_new(b->npages)))
+            return lm_err_set(&ctx->err, -ENOMEM, "out of memory for dirty bitmaps");
+    }
+    uint64_t chunk = ARM_CHUNK_BYTES / ctx->page_size;
+    if (!(s->populated = lm_bitmap_new(chunk)))
+        return lm_err_set(&ctx->err, -ENOMEM, "out of memory");
+    int ret = lm_pagemap_open(&s->pm);
+    if (ret < 0)
+        return lm_err_set(&ctx->err, ret, "cannot open /proc/self/pagemap: %s", strerror(-ret));
+    /* Probe tracking before touching the network: a missing kernel feature
+     * is the user's first error, not a half-made connection. */
+    if ((ret = lm_tracker_create(s->p->tracker, ranges, ctx->nblocks, &s->tracker, &ctx->err)) < 0)
+        return ret;
+    snprintf(s->st.tracker, sizeof(s->st.tracker), "%s", lm_tracker_name(s->tracker));
+
+    int fd;
+    if ((ret = t->connect(addr, s->p->io_timeout_ms, &fd, &ctx->err)) < 0)
+        return ret;
+    lm_conn_init(&s->conn, fd, s->p->io_timeout_ms, &ctx->cancel, "destination", &ctx->err);
+    return handshake(s);
+}
+
+static int precopy(lm_source *s)
+{
+    int ret = first_pass(s);
+    if (ret < 0)
+        return ret;
+    for (;;) {
+        uint64_t count;
+        if ((ret = sync_dirty(s, &count)) < 0)
+            return ret;
+        end_round(s, count);
+        double remaining = (double)(count * (s->ctx->page_size + 8));
+        double expect_ms = s->bandwidth > 0 ? remaining * 1000.0 / s->bandwidth : 0;
+        /* The pages stay in s->dirty: the switchover sends them. */
+        if (expect_ms <= (double)s->p->downtime_limit_ms || s->st.nrounds >= s->p->max_rounds)
+            return 0;
+        if ((ret = send_dirty(s, count)) < 0)
+            return ret;
+    }
+}
+
+int lm_migrate(lm_ctx *ctx, const char *uri, const lm_params *params)
+{
+    lm_params defaults;
+    if (!params) {
+        lm_params_init(&defaults);
+        params = &defaults;
+    }
+    lm_source *s = calloc(1, sizeof(*s));
+    if (!s)
+        return -ENOMEM;
+    s->ctx = ctx;
+    s->p = params;
+    s->conn.fd = -1;
+    s->pm.fd = -1;
+    lm_err_reset(&ctx->err);
+    atomic_store(&ctx->cancel, 0);
+    lm__stats_reset(ctx, "setup");
+    s->start_ns = lm_now_ns();
+    snprintf(s->st.status, sizeof(s->st.status), "setup");
+
+    int ret = setup(s, uri);
+    s->st.setup_time_ms = lm_ns_to_ms(lm_now_ns() - s->start_ns);
+    if (ret == 0) {
+        snprintf(s->st.status, sizeof(s->st.status), "active");
+        lm__stats_publish(ctx, &s->st);
+        ret = precopy(s);
+    }
+    if (ret == 0)
+        ret = switchover(s);
+
+    if (ret < 0) {
+        if (s->conn.fd >= 0 && ret != -ECONNRESET && ret != -EPIPE)
+            lm_conn_send_error(&s->conn, ret, ctx->err.msg);
+        if (s->conn.fd >= 0)
+            read_peer_reason(s);
+    }
+    /* Tracking ends before the guest runs again: nothing stays protected. */
+    lm_tracker_destroy(s->tracker);
+    if (ret < 0 && s->stopped && ctx->gops.resume)
+        ctx->gops.resume(ctx->gopaque);
+
+    s->st.transferred = wire_bytes(s);
+    s->st.total_time_ms = lm_ns_to_ms(lm_now_ns() - s->start_ns);
+    double secs = s->st.total_time_ms / 1000.0;
+    s->st.mbps = secs > 0 ? (double)s->st.transferred * 8 / 1e6 / secs : 0;
+    s->st.pages_per_second = secs > 0 ? (double)(s->st.normal + s->st.duplicate) / secs : 0;
+    snprintf(s->st.status, sizeof(s->st.status), ret == 0 ? "completed" : "failed");
+    report_progress(s, true);
+
+    lm_conn_close(&s->conn);
+    lm_pagemap_close(&s->pm);
+    for (unsigned i = 0; i < ctx->nblocks; i++)
+        lm_bitmap_free(s->dirty[i]);
+    lm_bitmap_free(s->populated);
+    free(s);
+    return ret;
+}

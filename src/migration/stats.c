@@ -1,0 +1,96 @@
+#include "migration/stats.h"
+
+#include <stdlib.h>
+
+#include "util/parse.h"
+
+void lm__stats_json_fields(lm_json *j, const lm_stats *s, const char *role)
+{
+    bool dest = role && role[0] == 'd';
+    lm_json_str(j, "role", role);
+    lm_json_str(j, "status", s->status);
+    lm_json_double(j, "total-time", s->total_time_ms);
+    lm_json_double(j, "downtime", s->downtime_ms);
+    lm_json_double(j, "setup-time", s->setup_time_ms);
+    lm_json_double(j, "verify-time", s->verify_time_ms);
+    if (!dest)
+        lm_json_str(j, "dirty-tracker", s->tracker);
+    lm_json_object_begin(j, "ram");
+    lm_json_u64(j, "transferred", s->transferred);
+    lm_json_u64(j, "total", s->total);
+    lm_json_u64(j, "duplicate", s->duplicate);
+    lm_json_u64(j, "normal", s->normal);
+    lm_json_u64(j, "normal-bytes", s->normal_bytes);
+    lm_json_u64(j, "dirty-sync-count", s->dirty_sync_count);
+    lm_json_u64(j, "multifd-bytes", s->multifd_bytes);
+    lm_json_double(j, "pages-per-second", s->pages_per_second);
+    lm_json_double(j, "mbps", s->mbps);
+    lm_json_u64(j, "precopy-bytes", s->precopy_bytes);
+    lm_json_u64(j, "downtime-bytes", s->downtime_bytes);
+    lm_json_u64(j, "postcopy-bytes", s->postcopy_bytes);
+    lm_json_object_end(j);
+    if (dest) {
+        lm_json_u64(j, "dest-minor-faults", s->dest_minor_faults);
+        lm_json_u64(j, "dest-major-faults", s->dest_major_faults);
+    } else {
+        lm_json_array_begin(j, "rounds");
+        unsigned n = s->nrounds < LM_MAX_ROUND_STATS ? s->nrounds : LM_MAX_ROUND_STATS;
+        for (unsigned i = 0; i < n; i++) {
+            const lm_round_stats *r = &s->rounds[i];
+            lm_json_object_begin(j, NULL);
+            lm_json_u64(j, "round", r->round);
+            lm_json_u64(j, "dirty-pages", r->dirty_pages);
+            lm_json_u64(j, "bytes", r->bytes);
+            lm_json_double(j, "duration", r->duration_ms);
+            lm_json_double(j, "bandwidth-mbps", r->bandwidth_bps * 8 / 1e6);
+            lm_json_object_end(j);
+        }
+        lm_json_array_end(j);
+    }
+    if (s->verify_done) {
+        lm_json_object_begin(j, "verify");
+        lm_json_bool(j, "match", s->verify_match);
+        lm_json_str(j, "digest", s->digest);
+        lm_json_object_end(j);
+    }
+}
+
+char *lm_stats_json(const lm_stats *s, const char *role)
+{
+    lm_json j;
+    lm_json_init(&j);
+    lm_json_object_begin(&j, NULL);
+    lm__stats_json_fields(&j, s, role);
+    lm_json_object_end(&j);
+    return lm_json_finish(&j);
+}
+
+void lm_stats_print(const lm_stats *s, const char *role, FILE *out)
+{
+    char a[32], b[32];
+    bool dest = role && role[0] == 'd';
+    fprintf(out, "Migration status: %s (%s)\n", s->status, dest ? "destination" : "source");
+    fprintf(out, "total time: %.0f ms\n", s->total_time_ms);
+    if (!dest)
+        fprintf(out, "downtime: %.1f ms\n", s->downtime_ms);
+    fprintf(out, "setup: %.1f ms\n", s->setup_time_ms);
+    if (s->verify_done)
+        fprintf(out, "verify: %s (digest %s, %.0f ms, not counted in downtime)\n",
+                s->verify_match ? "match" : "MISMATCH", s->digest, s->verify_time_ms);
+    fprintf(out, "transferred ram: %s\n", lm_format_bytes(s->transferred, a, sizeof(a)));
+    fprintf(out, "throughput: %.2f mbps\n", s->mbps);
+    fprintf(out, "total ram: %s\n", lm_format_bytes(s->total, a, sizeof(a)));
+    fprintf(out, "duplicate: %llu pages\n", (unsigned long long)s->duplicate);
+    fprintf(out, "normal: %llu pages\n", (unsigned long long)s->normal);
+    fprintf(out, "normal bytes: %s\n", lm_format_bytes(s->normal_bytes, a, sizeof(a)));
+    fprintf(out, "dirty sync count: %llu\n", (unsigned long long)s->dirty_sync_count);
+    fprintf(out, "pages-per-second: %.0f\n", s->pages_per_second);
+    if (!dest) {
+        fprintf(out, "dirty tracker: %s\n", s->tracker);
+        fprintf(out, "precopy ram: %s\n", lm_format_bytes(s->precopy_bytes, a, sizeof(a)));
+        fprintf(out, "downtime ram: %s\n", lm_format_bytes(s->downtime_bytes, b, sizeof(b)));
+    } else {
+        fprintf(out, "destination page faults: %llu minor, %llu major\n",
+                (unsigned long long)s->dest_minor_faults, (unsigned long long)s->dest_major_faults);
+    }
+}

@@ -1,0 +1,245 @@
+#include "proto/wire.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+static int reject(char *why, size_t whylen, int code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static int reject(char *why, size_t whylen, int code, const char *fmt, ...)
+{
+    if (whylen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(why, whylen, fmt, ap);
+        va_end(ap);
+    }
+    return code;
+}
+
+const char *lm_msg_name(uint16_t type)
+{
+    static const char *const names[LM_MSG__COUNT] = {
+        [LM_MSG_HELLO] = "HELLO",       [LM_MSG_HELLO_ACK] = "HELLO_ACK",
+        [LM_MSG_PAGES] = "PAGES",       [LM_MSG_ROUND_END] = "ROUND_END",
+        [LM_MSG_DEVICE_STATE] = "DEVICE_STATE", [LM_MSG_COMPLETE] = "COMPLETE",
+        [LM_MSG_RESUMED] = "RESUMED",   [LM_MSG_ERROR] = "ERROR",
+    };
+    return type < LM_MSG__COUNT && names[type] ? names[type] : "UNKNOWN";
+}
+
+/* Frame: magic u32 | version u16 | type u16 | length u32 | reserved u32 */
+void lm_frame_encode(uint8_t out[LM_FRAME_HDR_SIZE], uint16_t type, uint32_t length)
+{
+    lm_put_be32(out, LM_WIRE_MAGIC);
+    lm_put_be16(out + 4, LM_WIRE_VERSION);
+    lm_put_be16(out + 6, type);
+    lm_put_be32(out + 8, length);
+    lm_put_be32(out + 12, 0);
+}
+
+int lm_frame_decode(const uint8_t in[LM_FRAME_HDR_SIZE], lm_frame *f, char *why, size_t whylen)
+{
+    uint32_t magic = lm_get_be32(in);
+    if (magic != LM_WIRE_MAGIC)
+        return reject(why, whylen, -EBADMSG,
+                      "bad frame magic 0x%08x (expected 0x%08x): the peer is not livemig "
+                      "or the stream is corrupt", magic, LM_WIRE_MAGIC);
+    uint16_t version = lm_get_be16(in + 4);
+    if (version != LM_WIRE_VERSION)
+        return reject(why, whylen, -EPROTO,
+                      "protocol version %u, this livemig speaks %u: use the same "
+                      "livemig release on both ends", version, LM_WIRE_VERSION);
+    uint16_t type = lm_get_be16(in + 6);
+    if (type == 0 || type >= LM_MSG__COUNT)
+        return reject(why, whylen, -EBADMSG, "unknown message type %u", type);
+    uint32_t length = lm_get_be32(in + 8);
+    if (length > LM_FRAME_MAX_LEN)
+        return reject(why, whylen, -EBADMSG, "frame length %u exceeds the limit %u", length,
+                      LM_FRAME_MAX_LEN);
+    uint32_t reserved = lm_get_be32(in + 12);
+    if (reserved)
+        return reject(why, whylen, -EBADMSG, "reserved frame field is 0x%08x, must be 0",
+                      reserved);
+    f->type = type;
+    f->length = length;
+    return 0;
+}
+
+/* Hello: page_size u32 | flags u32 | nblocks u32 | reserved u32 | ram_total u64
+ *        | reserved u64, then per block: id u32 | reserved u32 | len u64 |
+ *        name[32], NUL-padded. */
+size_t lm_hello_size(uint32_t nblocks)
+{
+    return LM_HELLO_FIXED_SIZE + (size_t)nblocks * LM_HELLO_BLOCK_SIZE;
+}
+
+void lm_hello_encode(const lm_hello *h, uint8_t *out)
+{
+    memset(out, 0, lm_hello_size(h->nblocks));
+    lm_put_be32(out, h->page_size);
+    lm_put_be32(out + 4, h->flags);
+    lm_put_be32(out + 8, h->nblocks);
+    lm_put_be64(out + 16, h->ram_total);
+    for (uint32_t i = 0; i < h->nblocks; i++) {
+        uint8_t *b = out + LM_HELLO_FIXED_SIZE + (size_t)i * LM_HELLO_BLOCK_SIZE;
+        lm_put_be32(b, h->blocks[i].id);
+        lm_put_be64(b + 8, h->blocks[i].len);
+        memcpy(b + 16, h->blocks[i].name, strnlen(h->blocks[i].name, LM_BLOCK_NAME_MAX - 1));
+    }
+}
+
+int lm_hello_decode(const uint8_t *in, size_t len, lm_hello *h, char *why, size_t whylen)
+{
+    if (len < LM_HELLO_FIXED_SIZE)
+        return reject(why, whylen, -EBADMSG, "HELLO of %zu bytes is truncated", len);
+    memset(h, 0, sizeof(*h));
+    h->page_size = lm_get_be32(in);
+    h->flags = lm_get_be32(in + 4);
+    h->nblocks = lm_get_be32(in + 8);
+    h->ram_total = lm_get_be64(in + 16);
+    if (h->page_size < 4096 || h->page_size > (1u << 21) || (h->page_size & (h->page_size - 1)))
+        return reject(why, whylen, -EBADMSG, "HELLO page size %u is not a power of two "
+                      "between 4 KiB and 2 MiB", h->page_size);
+    if (h->flags & ~LM_HELLO_KNOWN_FLAGS)
+        return reject(why, whylen, -EBADMSG, "HELLO has unknown flags 0x%x", h->flags);
+    if (lm_get_be32(in + 12) || lm_get_be64(in + 24))
+        return reject(why, whylen, -EBADMSG, "HELLO reserved fields are not zero");
+    if (h->nblocks == 0 || h->nblocks > LM_MAX_BLOCKS)
+        return reject(why, whylen, -EBADMSG, "HELLO announces %u RAM blocks (1..%d allowed)",
+                      h->nblocks, LM_MAX_BLOCKS);
+    if (len != lm_hello_size(h->nblocks))
+        return reject(why, whylen, -EBADMSG, "HELLO is %zu bytes, %zu expected for %u blocks",
+                      len, lm_hello_size(h->nblocks), h->nblocks);
+    uint64_t sum = 0;
+    for (uint32_t i = 0; i < h->nblocks; i++) {
+        const uint8_t *b = in + LM_HELLO_FIXED_SIZE + (size_t)i * LM_HELLO_BLOCK_SIZE;
+        lm_wire_block *blk = &h->blocks[i];
+        blk->id = lm_get_be32(b);
+        blk->len = lm_get_be64(b + 8);
+        if (lm_get_be32(b + 4))
+            return reject(why, whylen, -EBADMSG, "HELLO block %u reserved field not zero", i);
+        if (!blk->len || blk->len % h->page_size || blk->len > (1ull << 46))
+            return reject(why, whylen, -EBADMSG, "HELLO block %u has invalid length %llu", i,
+                          (unsigned long long)blk->len);
+        if (!memchr(b + 16, '\0', LM_BLOCK_NAME_MAX))
+            return reject(why, whylen, -EBADMSG, "HELLO block %u name is not terminated", i);
+        memcpy(blk->name, b + 16, LM_BLOCK_NAME_MAX);
+        for (uint32_t j = 0; j < i; j++)
+            if (h->blocks[j].id == blk->id)
+                return reject(why, whylen, -EBADMSG, "HELLO repeats block id %u", blk->id);
+        sum += blk->len;
+    }
+    if (sum != h->ram_total)
+        return reject(why, whylen, -EBADMSG, "HELLO RAM total %llu != sum of blocks %llu",
+                      (unsigned long long)h->ram_total, (unsigned long long)sum);
+    return 0;
+}
+
+/* Packet: magic u32 | version u32 | flags u32 | pages_alloc u32 | normal u32 |
+ *         zero u32 | block u32 | reserved u32 | payload_size u64 |
+ *         packet_num u64 | reserved u64 | reserved u64 */
+void lm_packet_encode(const lm_packet_hdr *h, uint8_t out[LM_PACKET_HDR_SIZE])
+{
+    memset(out, 0, LM_PACKET_HDR_SIZE);
+    lm_put_be32(out, LM_PACKET_MAGIC);
+    lm_put_be32(out + 4, LM_PACKET_VERSION);
+    lm_put_be32(out + 8, h->flags);
+    lm_put_be32(out + 12, h->pages_alloc);
+    lm_put_be32(out + 16, h->normal_pages);
+    lm_put_be32(out + 20, h->zero_pages);
+    lm_put_be32(out + 24, h->block_id);
+    lm_put_be64(out + 32, h->payload_size);
+    lm_put_be64(out + 40, h->packet_num);
+}
+
+int lm_packet_decode(const uint8_t in[LM_PACKET_HDR_SIZE], uint32_t page_size, lm_packet_hdr *h,
+                     char *why, size_t whylen)
+{
+    uint32_t magic = lm_get_be32(in), version = lm_get_be32(in + 4);
+    if (magic != LM_PACKET_MAGIC)
+        return reject(why, whylen, -EBADMSG, "bad packet magic 0x%08x", magic);
+    if (version != LM_PACKET_VERSION)
+        return reject(why, whylen, -EPROTO, "packet version %u, expected %u", version,
+                      LM_PACKET_VERSION);
+    h->flags = lm_get_be32(in + 8);
+    h->pages_alloc = lm_get_be32(in + 12);
+    h->normal_pages = lm_get_be32(in + 16);
+    h->zero_pages = lm_get_be32(in + 20);
+    h->block_id = lm_get_be32(in + 24);
+    h->payload_size = lm_get_be64(in + 32);
+    h->packet_num = lm_get_be64(in + 40);
+    if (h->flags)
+        return reject(why, whylen, -EBADMSG, "packet has unknown flags 0x%x", h->flags);
+    if (lm_get_be32(in + 28) || lm_get_be64(in + 48) || lm_get_be64(in + 56))
+        return reject(why, whylen, -EBADMSG, "packet reserved fields are not zero");
+    if (h->pages_alloc == 0 || h->pages_alloc > LM_PACKET_MAX_PAGES)
+        return reject(why, whylen, -EBADMSG, "packet pages_alloc %u (1..%d allowed)",
+                      h->pages_alloc, LM_PACKET_MAX_PAGES);
+    /* Compared in 64 bits so that two large counts cannot wrap. */
+    if ((uint64_t)h->normal_pages + h->zero_pages > h->pages_alloc)
+        return reject(why, whylen, -EBADMSG, "packet counts %u normal + %u zero exceed "
+                      "pages_alloc %u", h->normal_pages, h->zero_pages, h->pages_alloc);
+    if (h->payload_size != (uint64_t)h->normal_pages * page_size)
+        return reject(why, whylen, -EBADMSG, "packet payload %llu bytes, %u normal pages "
+                      "need %llu", (unsigned long long)h->payload_size, h->normal_pages,
+                      (unsigned long long)h->normal_pages * page_size);
+    return 0;
+}
+
+int lm_packet_check_offset(uint64_t offset, uint64_t block_len, uint32_t page_size, char *why,
+                           size_t whylen)
+{
+    if (offset % page_size)
+        return reject(why, whylen, -EBADMSG, "page offset 0x%llx is not page aligned",
+                      (unsigned long long)offset);
+    if (offset >= block_len)
+        return reject(why, whylen, -EBADMSG, "page offset 0x%llx is outside the block "
+                      "(%llu bytes)", (unsigned long long)offset, (unsigned long long)block_len);
+    return 0;
+}
+
+/* Complete: has_digest u32 | reserved u32 | pages u64 | digest[16] */
+void lm_complete_encode(const lm_complete *c, uint8_t out[LM_COMPLETE_SIZE])
+{
+    memset(out, 0, LM_COMPLETE_SIZE);
+    lm_put_be32(out, c->has_digest);
+    lm_put_be64(out + 8, c->pages);
+    memcpy(out + 16, c->digest, 16);
+}
+
+int lm_complete_decode(const uint8_t *in, size_t len, lm_complete *c, char *why, size_t whylen)
+{
+    if (len != LM_COMPLETE_SIZE)
+        return reject(why, whylen, -EBADMSG, "COMPLETE is %zu bytes, expected %d", len,
+                      LM_COMPLETE_SIZE);
+    c->has_digest = lm_get_be32(in);
+    if (c->has_digest > 1 || lm_get_be32(in + 4))
+        return reject(why, whylen, -EBADMSG, "COMPLETE has invalid flags");
+    c->pages = lm_get_be64(in + 8);
+    memcpy(c->digest, in + 16, 16);
+    return 0;
+}
+
+/* Resumed: status i32 | verified u32 | verify_time_us u64 */
+void lm_resumed_encode(const lm_resumed *r, uint8_t out[LM_RESUMED_SIZE])
+{
+    lm_put_be32(out, (uint32_t)r->status);
+    lm_put_be32(out + 4, r->verified);
+    lm_put_be64(out + 8, r->verify_time_us);
+}
+
+int lm_resumed_decode(const uint8_t *in, size_t len, lm_resumed *r, char *why, size_t whylen)
+{
+    if (len != LM_RESUMED_SIZE)
+        return reject(why, whylen, -EBADMSG, "RESUMED is %zu bytes, expected %d", len,
+                      LM_RESUMED_SIZE);
+    r->status = (int32_t)lm_get_be32(in);
+    r->verified = lm_get_be32(in + 4);
+    r->verify_time_us = lm_get_be64(in + 8);
+    if (r->verified > 2 || r->status > 0 || r->status < -4095)
+        return reject(why, whylen, -EBADMSG, "RESUMED has invalid fields");
+    return 0;
+}

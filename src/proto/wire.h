@@ -1,0 +1,136 @@
+/*
+ * The wire protocol (docs/PROTOCOL.md). Every integer is big-endian. The
+ * main connection carries frames: a 16-byte header, then 'length' bytes of
+ * body. Page data travels in packets (a packet header, the offset
+ * array with normal pages first and zero pages after, then the payload of the
+ * normal pages only); on the main connection a packet is the body of a PAGES
+ * frame. Decoders validate every field before anything uses it.
+ */
+#ifndef LM_PROTO_WIRE_H
+#define LM_PROTO_WIRE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "livemig.h"
+
+#define LM_WIRE_MAGIC 0x4C4D4947u /* "LMIG" */
+#define LM_WIRE_VERSION 1
+#define LM_FRAME_HDR_SIZE 16
+#define LM_FRAME_MAX_LEN (64u << 20)
+
+#define LM_PACKET_MAGIC 0x4C4D504Bu /* "LMPK" */
+#define LM_PACKET_VERSION 1
+#define LM_PACKET_HDR_SIZE 64
+#define LM_PACKET_MAX_PAGES 128
+
+#define LM_HELLO_FIXED_SIZE 32
+#define LM_HELLO_BLOCK_SIZE 48
+#define LM_COMPLETE_SIZE 32
+#define LM_RESUMED_SIZE 16
+#define LM_ERROR_MAX_TEXT 1024
+
+typedef enum lm_msg_type {
+    LM_MSG_HELLO = 1,    /* source -> destination: version, page size, RAM layout */
+    LM_MSG_HELLO_ACK,    /* destination -> source: layout accepted */
+    LM_MSG_PAGES,        /* a page packet */
+    LM_MSG_ROUND_END,    /* the end of a precopy round */
+    LM_MSG_DEVICE_STATE, /* opaque guest device state */
+    LM_MSG_COMPLETE,     /* all pages sent; digest when verifying */
+    LM_MSG_RESUMED,      /* destination -> source: outcome of the switchover */
+    LM_MSG_ERROR,        /* either way: errno and a sentence, then close */
+    LM_MSG__COUNT
+} lm_msg_type;
+
+typedef struct lm_frame {
+    uint16_t type;
+    uint32_t length;
+} lm_frame;
+
+/* Hello flags. */
+enum { LM_HELLO_VERIFY = 1u << 0 };
+#define LM_HELLO_KNOWN_FLAGS LM_HELLO_VERIFY
+
+typedef struct lm_wire_block {
+    uint32_t id;
+    uint64_t len;
+    char name[LM_BLOCK_NAME_MAX];
+} lm_wire_block;
+
+typedef struct lm_hello {
+    uint32_t page_size;
+    uint32_t flags;
+    uint32_t nblocks;
+    uint64_t ram_total;
+    lm_wire_block blocks[LM_MAX_BLOCKS];
+} lm_hello;
+
+typedef struct lm_packet_hdr {
+    uint32_t flags;
+    uint32_t pages_alloc;
+    uint32_t normal_pages;
+    uint32_t zero_pages;
+    uint32_t block_id;
+    uint64_t payload_size;
+    uint64_t packet_num;
+} lm_packet_hdr;
+
+typedef struct lm_complete {
+    uint32_t has_digest;
+    uint64_t pages;       /* pages hashed into the digest */
+    uint8_t digest[16];
+} lm_complete;
+
+typedef struct lm_resumed {
+    int32_t status;       /* 0, or an errno when the destination refused */
+    uint32_t verified;    /* 0 not asked, 1 match, 2 mismatch */
+    uint64_t verify_time_us;
+} lm_resumed;
+
+static inline void lm_put_be16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)(v >> 8); p[1] = (uint8_t)v; }
+static inline void lm_put_be32(uint8_t *p, uint32_t v)
+{
+    for (int i = 3; i >= 0; i--, v >>= 8)
+        p[i] = (uint8_t)v;
+}
+static inline void lm_put_be64(uint8_t *p, uint64_t v)
+{
+    for (int i = 7; i >= 0; i--, v >>= 8)
+        p[i] = (uint8_t)v;
+}
+static inline uint16_t lm_get_be16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
+static inline uint32_t lm_get_be32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+static inline uint64_t lm_get_be64(const uint8_t *p)
+{
+    return (uint64_t)lm_get_be32(p) << 32 | lm_get_be32(p + 4);
+}
+
+const char *lm_msg_name(uint16_t type);
+
+/* Each decoder returns 0, or -EBADMSG (-EPROTO for a version mismatch) with
+ * a sentence in why. */
+void lm_frame_encode(uint8_t out[LM_FRAME_HDR_SIZE], uint16_t type, uint32_t length);
+int lm_frame_decode(const uint8_t in[LM_FRAME_HDR_SIZE], lm_frame *f, char *why, size_t whylen);
+
+/* Returns the encoded size (LM_HELLO_FIXED_SIZE + nblocks * LM_HELLO_BLOCK_SIZE). */
+size_t lm_hello_size(uint32_t nblocks);
+void lm_hello_encode(const lm_hello *h, uint8_t *out);
+int lm_hello_decode(const uint8_t *in, size_t len, lm_hello *h, char *why, size_t whylen);
+
+void lm_packet_encode(const lm_packet_hdr *h, uint8_t out[LM_PACKET_HDR_SIZE]);
+/* Checks the header against itself and the page size; the caller checks
+ * the block id and the offsets (lm_packet_check_offset). */
+int lm_packet_decode(const uint8_t in[LM_PACKET_HDR_SIZE], uint32_t page_size, lm_packet_hdr *h,
+                     char *why, size_t whylen);
+int lm_packet_check_offset(uint64_t offset, uint64_t block_len, uint32_t page_size, char *why,
+                           size_t whylen);
+
+void lm_complete_encode(const lm_complete *c, uint8_t out[LM_COMPLETE_SIZE]);
+int lm_complete_decode(const uint8_t *in, size_t len, lm_complete *c, char *why, size_t whylen);
+void lm_resumed_encode(const lm_resumed *r, uint8_t out[LM_RESUMED_SIZE]);
+int lm_resumed_decode(const uint8_t *in, size_t len, lm_resumed *r, char *why, size_t whylen);
+
+#endif

@@ -1,0 +1,192 @@
+#include "transport/conn.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+void lm_conn_init(lm_conn *c, int fd, unsigned timeout_ms, const _Atomic int *cancel,
+                  const char *peer, lm_err *err)
+{
+    int one = 1;
+    memset(c, 0, sizeof(*c));
+    c->fd = fd;
+    c->timeout_ms = timeout_ms ? timeout_ms : 10000;
+    c->cancel = cancel;
+    c->peer = peer;
+    c->err = err;
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+void lm_conn_close(lm_conn *c)
+{
+    if (c->fd >= 0)
+        close(c->fd);
+    c->fd = -1;
+}
+
+static int io_failed(lm_conn *c, int code, const char *what)
+{
+    if (code == -ECANCELED)
+        return lm_err_set(c->err, code, "migration cancelled");
+    if (code == -ETIMEDOUT)
+        return lm_err_set(c->err, code, "no progress %s the %s for %u ms: it is stuck or "
+                          "unreachable", what, c->peer, c->timeout_ms);
+    if (code == -ECONNRESET || code == -EPIPE || code == -ENOTCONN)
+        return lm_err_set(c->err, code, "connection to the %s lost while %s it (%s): "
+                          "did the %s exit?", c->peer, what, strerror(-code), c->peer);
+    return lm_err_set(c->err, code, "error while %s the %s: %s", what, c->peer, strerror(-code));
+}
+
+/* Waits until fd is ready for 'events', in 100 ms slices so cancel is seen. */
+static int wait_ready(lm_conn *c, short events)
+{
+    unsigned waited = 0;
+    for (;;) {
+        if (c->cancel && atomic_load(c->cancel))
+            return -ECANCELED;
+        struct pollfd pfd = {.fd = c->fd, .events = events};
+        int n = poll(&pfd, 1, 100);
+        if (n > 0)
+            return 0; /* ready, or an error the next call will report */
+        if (n < 0 && errno != EINTR)
+            return -errno;
+        waited += 100;
+        if (waited >= c->timeout_ms)
+            return -ETIMEDOUT;
+    }
+}
+
+static void advance(struct iovec **iov, int *iovcnt, size_t done)
+{
+    while (*iovcnt && done >= (*iov)->iov_len) {
+        done -= (*iov)->iov_len;
+        (*iov)++;
+        (*iovcnt)--;
+    }
+    if (*iovcnt) {
+        (*iov)->iov_base = (char *)(*iov)->iov_base + done;
+        (*iov)->iov_len -= done;
+    }
+}
+
+int lm_conn_writev(lm_conn *c, struct iovec *iov, int iovcnt)
+{
+    while (iovcnt && iov->iov_len == 0)
+        iov++, iovcnt--;
+    while (iovcnt > 0) {
+        struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)(iovcnt > IOV_MAX ? IOV_MAX : iovcnt)};
+        ssize_t n = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno != EAGAIN)
+                return io_failed(c, -errno, "sending to");
+            int ret = wait_ready(c, POLLOUT);
+            if (ret < 0)
+                return io_failed(c, ret, "sending to");
+            continue;
+        }
+        c->bytes_out += (uint64_t)n;
+        advance(&iov, &iovcnt, (size_t)n);
+        while (iovcnt && iov->iov_len == 0)
+            iov++, iovcnt--;
+    }
+    return 0;
+}
+
+int lm_conn_readv(lm_conn *c, struct iovec *iov, int iovcnt)
+{
+    while (iovcnt && iov->iov_len == 0)
+        iov++, iovcnt--;
+    while (iovcnt > 0) {
+        ssize_t n = readv(c->fd, iov, iovcnt > IOV_MAX ? IOV_MAX : iovcnt);
+        if (n == 0)
+            return lm_err_set(c->err, -ECONNRESET, "the %s closed the connection in the "
+                              "middle of the stream (truncated or aborted migration)", c->peer);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno != EAGAIN)
+                return io_failed(c, -errno, "receiving from");
+            int ret = wait_ready(c, POLLIN);
+            if (ret < 0)
+                return io_failed(c, ret, "receiving from");
+            continue;
+        }
+        c->bytes_in += (uint64_t)n;
+        advance(&iov, &iovcnt, (size_t)n);
+        while (iovcnt && iov->iov_len == 0)
+            iov++, iovcnt--;
+    }
+    return 0;
+}
+
+int lm_conn_read(lm_conn *c, void *buf, size_t len)
+{
+    struct iovec iov = {.iov_base = buf, .iov_len = len};
+    return lm_conn_readv(c, &iov, 1);
+}
+
+int lm_conn_send_frame(lm_conn *c, uint16_t type, const void *body, uint32_t len)
+{
+    uint8_t hdr[LM_FRAME_HDR_SIZE];
+    lm_frame_encode(hdr, type, len);
+    struct iovec iov[2] = {{hdr, sizeof(hdr)}, {(void *)body, len}};
+    return lm_conn_writev(c, iov, len ? 2 : 1);
+}
+
+int lm_conn_recv_frame(lm_conn *c, lm_frame *f)
+{
+    uint8_t hdr[LM_FRAME_HDR_SIZE];
+    int ret = lm_conn_read(c, hdr, sizeof(hdr));
+    if (ret < 0)
+        return ret;
+    char why[256];
+    ret = lm_frame_decode(hdr, f, why, sizeof(why));
+    if (ret < 0)
+        return lm_err_set(c->err, ret, "invalid stream from the %s: %s", c->peer, why);
+    return 0;
+}
+
+int lm_conn_recv_body(lm_conn *c, const lm_frame *f, void *buf, size_t cap)
+{
+    if (f->length > cap)
+        return lm_err_set(c->err, -EBADMSG, "invalid stream from the %s: %s message of %u "
+                          "bytes, at most %zu expected", c->peer, lm_msg_name(f->type),
+                          f->length, cap);
+    return lm_conn_read(c, buf, f->length);
+}
+
+void lm_conn_send_error(lm_conn *c, int code, const char *msg)
+{
+    uint8_t body[4 + LM_ERROR_MAX_TEXT];
+    size_t n = strnlen(msg, LM_ERROR_MAX_TEXT);
+    lm_put_be32(body, (uint32_t)(code < 0 ? -code : code));
+    memcpy(body + 4, msg, n);
+    unsigned saved = c->timeout_ms;
+    lm_err scratch; /* a failure here must not replace the real error */
+    lm_err *real = c->err;
+    lm_err_init(&scratch);
+    c->err = &scratch;
+    c->timeout_ms = 1000;
+    (void)lm_conn_send_frame(c, LM_MSG_ERROR, body, (uint32_t)(4 + n));
+    c->timeout_ms = saved;
+    c->err = real;
+}
+
+int lm_conn_peer_error(lm_conn *c, const uint8_t *body, size_t len)
+{
+    if (len < 4)
+        return lm_err_set(c->err, -EBADMSG, "the %s reported an error without a code", c->peer);
+    int code = (int)lm_get_be32(body);
+    if (code <= 0 || code > 4095)
+        code = EPROTO;
+    return lm_err_set(c->err, -code, "the %s failed: %.*s", c->peer, (int)(len - 4),
+                      (const char *)body + 4);
+}

@@ -1,0 +1,46 @@
+/*
+ * A connected stream with bounded waits: every read and write gives up after
+ * timeout_ms without progress, or at once when *cancel is set, and turns
+ * errno into a sentence naming the peer. Descriptors are non-blocking.
+ */
+#ifndef LM_TRANSPORT_CONN_H
+#define LM_TRANSPORT_CONN_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "proto/wire.h"
+#include "util/error.h"
+
+typedef struct lm_conn {
+    int fd;
+    unsigned timeout_ms;
+    const _Atomic int *cancel;
+    const char *peer; /* "destination" or "source", for messages */
+    lm_err *err;
+    uint64_t bytes_out; /* owned by the one thread that writes */
+    uint64_t bytes_in;  /* owned by the one thread that reads */
+} lm_conn;
+
+void lm_conn_init(lm_conn *c, int fd, unsigned timeout_ms, const _Atomic int *cancel,
+                  const char *peer, lm_err *err);
+void lm_conn_close(lm_conn *c);
+
+/* Writes all of iov (modified in place). 0 or -errno. */
+int lm_conn_writev(lm_conn *c, struct iovec *iov, int iovcnt);
+/* Reads exactly the bytes iov describes (modified in place). */
+int lm_conn_readv(lm_conn *c, struct iovec *iov, int iovcnt);
+int lm_conn_read(lm_conn *c, void *buf, size_t len);
+
+int lm_conn_send_frame(lm_conn *c, uint16_t type, const void *body, uint32_t len);
+/* Reads and validates a frame header. */
+int lm_conn_recv_frame(lm_conn *c, lm_frame *f);
+/* Reads a frame body of f->length bytes into buf (at most cap). */
+int lm_conn_recv_body(lm_conn *c, const lm_frame *f, void *buf, size_t cap);
+/* Best effort: tells the peer why we stop (ERROR frame), never blocks long. */
+void lm_conn_send_error(lm_conn *c, int code, const char *msg);
+/* Turns a received ERROR body into a message in c->err. */
+int lm_conn_peer_error(lm_conn *c, const uint8_t *body, size_t len);
+
+#endif

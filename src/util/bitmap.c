@@ -1,0 +1,70 @@
+#include "util/bitmap.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+lm_word *lm_bitmap_new(uint64_t nbits)
+{
+    return calloc(LM_BITMAP_WORDS(nbits) ? LM_BITMAP_WORDS(nbits) : 1, sizeof(lm_word));
+}
+
+void lm_bitmap_free(lm_word *map)
+{
+    free(map);
+}
+
+void lm_bitmap_set_range(lm_word *map, uint64_t start, uint64_t count)
+{
+    uint64_t bit = start, end = start + count;
+
+    /* Head bits up to a word boundary, whole words, then tail bits. */
+    while (bit < end && bit % LM_BITS_PER_WORD)
+        lm_bit_set(map, bit++);
+    while (end - bit >= LM_BITS_PER_WORD) {
+        map[bit / LM_BITS_PER_WORD] = ~(lm_word)0;
+        bit += LM_BITS_PER_WORD;
+    }
+    while (bit < end)
+        lm_bit_set(map, bit++);
+}
+
+void lm_bitmap_clear_all(lm_word *map, uint64_t nbits)
+{
+    memset(map, 0, LM_BITMAP_WORDS(nbits) * sizeof(lm_word));
+}
+
+uint64_t lm_bitmap_count(const lm_word *map, uint64_t nbits)
+{
+    uint64_t n = 0, words = nbits / LM_BITS_PER_WORD;
+
+    for (uint64_t i = 0; i < words; i++)
+        n += (uint64_t)__builtin_popcountll(map[i]);
+    if (nbits % LM_BITS_PER_WORD) {
+        lm_word tail_mask = ((lm_word)1 << (nbits % LM_BITS_PER_WORD)) - 1;
+        n += (uint64_t)__builtin_popcountll(map[words] & tail_mask);
+    }
+    return n;
+}
+
+uint64_t lm_bitmap_next_set(const lm_word *map, uint64_t nbits, uint64_t from)
+{
+    if (from >= nbits)
+        return nbits;
+    uint64_t idx = from / LM_BITS_PER_WORD;
+    lm_word w = map[idx] & (~(lm_word)0 << (from % LM_BITS_PER_WORD));
+    uint64_t words = LM_BITMAP_WORDS(nbits);
+
+    while (!w) {
+        if (++idx >= words)
+            return nbits;
+        w = map[idx];
+    }
+    uint64_t bit = idx * LM_BITS_PER_WORD + (uint64_t)__builtin_ctzll(w);
+    return bit < nbits ? bit : nbits;
+}
+
+void lm_bitmap_or(lm_word *dst, const lm_word *src, uint64_t nbits)
+{
+    for (uint64_t i = 0; i < LM_BITMAP_WORDS(nbits); i++)
+        dst[i] |= src[i];
+}
