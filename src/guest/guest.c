@@ -150,9 +150,18 @@ int lm_guest_create(lm_guest *g, uint8_t *ram, uint64_t ram_len, const lm_worklo
         fill_random(g, w->bytes, seed);
     layout_vcpus(g, seed);
     g->resumed_counter_sum = 0;
-    if ((ret = start_vcpus(g)) < 0)
+    if ((ret = start_vcpus(g)) < 0) {
         snprintf(why, whylen, "cannot start vCPU threads");
-    return ret;
+        return ret;
+    }
+    /* Like `stress --vm-keep`, whose workers allocate and touch their whole
+     * region before the steady state: the guest is up once every stress
+     * vCPU has written its region once, so migrations start from the same
+     * state every time. */
+    for (unsigned i = 0; g->wl.kind == LM_WL_STRESS && i < g->nvcpus; i++)
+        while (atomic_load(&g->vcpus[i].counter) < g->vcpus[i].npages)
+            sleep_ns(1000000);
+    return 0;
 }
 
 void lm_guest_init_empty(lm_guest *g, uint8_t *ram, uint64_t ram_len)

@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""A hand-made migration source that speaks livemig's wire protocol
+(docs/PROTOCOL.md) and sends one chosen kind of bad input, to check that
+`livemig incoming` rejects it cleanly. Prints the destination's reply."""
+import os
+import socket
+import struct
+import sys
+
+MAGIC, VERSION = 0x4C4D4947, 1
+PMAGIC, PVERSION = 0x4C4D504B, 1
+HELLO, HELLO_ACK, PAGES, ROUND_END, DEVICE_STATE, COMPLETE, RESUMED, ERROR = range(1, 9)
+PAGE = os.sysconf("SC_PAGE_SIZE")
+BLOCK_LEN = 1 << 20
+
+
+def frame(mtype, body=b"", version=VERSION, magic=MAGIC, length=None):
+    n = len(body) if length is None else length
+    return struct.pack(">IHHII", magic, version, mtype, n, 0) + body
+
+
+def hello(verify=False):
+    fixed = struct.pack(">IIIIQQ", PAGE, 1 if verify else 0, 1, 0, BLOCK_LEN, 0)
+    block = struct.pack(">IIQ", 0, 0, BLOCK_LEN) + b"ram".ljust(32, b"\0")
+    return frame(HELLO, fixed + block)
+
+
+def packet(normal, zero, block=0, pages_alloc=128, payload=None, normal_count=None,
+           payload_size=None):
+    ncount = len(normal) if normal_count is None else normal_count
+    data = b"\xaa" * (PAGE * len(normal)) if payload is None else payload
+    psize = ncount * PAGE if payload_size is None else payload_size
+    hdr = struct.pack(">IIIIIIIIQQQQ", PMAGIC, PVERSION, 0, pages_alloc, ncount, len(zero),
+                      block, 0, psize, 1, 0, 0)
+    offs = b"".join(struct.pack(">Q", o) for o in normal + zero)
+    return hdr + offs + data
+
+
+def recv_frame(s):
+    hdr = b""
+    while len(hdr) < 16:
+        chunk = s.recv(16 - len(hdr))
+        if not chunk:
+            return None, b""
+        hdr += chunk
+    magic, version, mtype, length, _ = struct.unpack(">IHHII", hdr)
+    body = b""
+    while len(body) < length:
+        chunk = s.recv(length - len(body))
+        if not chunk:
+            break
+        body += chunk
+    return mtype, body
+
+
+def handshake(s, verify=False):
+    s.sendall(hello(verify))
+    mtype, body = recv_frame(s)
+    if mtype != HELLO_ACK:
+        sys.exit(f"fake source: expected HELLO_ACK, got {mtype} {body!r}")
+
+
+def main():
+    host, port = sys.argv[1].rsplit(":", 1)
+    case = sys.argv[2]
+    s = socket.create_connection((host, int(port)), timeout=10)
+    if case == "garbage":
+        s.sendall(os.urandom(4096))
+    elif case == "truncated":
+        s.sendall(hello()[:40])
+        s.shutdown(socket.SHUT_WR)
+    elif case == "wrong-version":
+        s.sendall(frame(HELLO, hello()[16:], version=7))
+    elif case == "not-hello-first":
+        s.sendall(frame(ROUND_END))
+    elif case == "bad-hello":
+        bad = bytearray(hello())
+        struct.pack_into(">I", bad, 16, 4095)  # page size
+        s.sendall(bytes(bad))
+    else:
+        handshake(s, verify=(case == "verify-mismatch"))
+        if case == "offset-out-of-range":
+            body = packet([BLOCK_LEN], [])
+        elif case == "offset-unaligned":
+            body = packet([100], [])
+        elif case == "zero-offset-out-of-range":
+            body = packet([], [BLOCK_LEN + PAGE])
+        elif case == "unknown-block":
+            body = packet([0], [], block=7)
+        elif case == "counts-over-alloc":
+            body = packet([0], [PAGE] * 8, pages_alloc=4)
+        elif case == "payload-mismatch":
+            body = packet([0], [], payload_size=2 * PAGE)
+        elif case == "frame-length-mismatch":
+            body = packet([0], [], normal_count=2)
+        elif case == "truncated-payload":
+            full = packet([0, PAGE], [])
+            s.sendall(frame(PAGES, full[:-PAGE - 100], length=len(full)))
+            s.shutdown(socket.SHUT_WR)
+            body = None
+        elif case == "verify-mismatch":
+            s.sendall(frame(PAGES, packet([0], [PAGE])))
+            s.sendall(frame(DEVICE_STATE, b"not a guest state"))
+            s.sendall(frame(COMPLETE, struct.pack(">IIQ", 1, 0, BLOCK_LEN // PAGE) + b"\x11" * 16))
+            body = None
+        else:
+            sys.exit(f"unknown case {case}")
+        if body is not None:
+            s.sendall(frame(PAGES, body))
+    mtype, body = recv_frame(s)
+    if mtype == ERROR:
+        print("ERROR:", body[4:].decode(errors="replace"))
+    elif mtype == RESUMED:
+        status, verified, _ = struct.unpack(">iIQ", body)
+        print(f"RESUMED: status={status} verified={verified}")
+    else:
+        print(f"reply: {mtype}")
+
+
+if __name__ == "__main__":
+    main()

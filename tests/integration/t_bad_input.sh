@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Garbage, truncated and malformed streams sent to `livemig incoming`: each is
+# rejected with a clear message and exit status 1, never a crash or a hang,
+# and never a write outside guest RAM (offsets are checked before payload).
+. "$(dirname "$0")/lib.sh"
+FAKE="$(dirname "$0")/fake_source.py"
+
+check_case() {
+    local case=$1 pattern=$2
+    start_incoming "$case" --timeout 3 --verify
+    local addr=${DEST_URI#tcp:}
+    timeout 20 python3 "$FAKE" "$addr" "$case" >"$TMP/$case.reply" 2>&1 || true
+    wait_pid "$DEST_PID" 15
+    if [ "$WAIT_RC" != 1 ]; then
+        cat "$TMP/$case.err" "$TMP/$case.out" >&2
+        fail "$case: incoming exited $WAIT_RC, expected 1"
+    fi
+    grep -qiE "$pattern" "$TMP/$case.err" || { cat "$TMP/$case.err" >&2; fail "$case: message does not match /$pattern/"; }
+    note "$case: $(grep 'livemig incoming' "$TMP/$case.err" | head -n1)"
+}
+
+check_case garbage                  'bad frame magic'
+check_case truncated                'closed the connection'
+check_case wrong-version            'protocol version 7'
+check_case not-hello-first          'must start with HELLO'
+check_case bad-hello                'page size'
+check_case offset-out-of-range      'outside the block'
+check_case offset-unaligned         'not page aligned'
+check_case zero-offset-out-of-range 'outside the block'
+check_case unknown-block            'unknown RAM block 7'
+check_case counts-over-alloc        'exceed pages_alloc'
+check_case payload-mismatch         'packet payload'
+check_case frame-length-mismatch    'its packet needs'
+check_case truncated-payload        'closed the connection'
+check_case verify-mismatch          'verification failed'
+grep -q 'verified=2' "$TMP/verify-mismatch.reply" || fail "verify-mismatch: source was not told"
+grep -q 'ERROR: .*outside the block' "$TMP/offset-out-of-range.reply" || fail "source was not told why"
+echo ok
