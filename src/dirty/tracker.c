@@ -64,11 +64,11 @@ int lm_tracker_arm(lm_tracker *t, unsigned r, uint64_t first, uint64_t count, lm
     return t->ops->arm(t, r, first, count, err);
 }
 
-int lm_tracker_sync(lm_tracker *t, unsigned r, lm_word *dirty, lm_err *err)
+int lm_tracker_sync(lm_tracker *t, unsigned r, lm_word *dirty, bool rearm, lm_err *err)
 {
     if (r >= t->nranges)
         return lm_err_set(err, -EINVAL, "sync of unknown range %u", r);
-    return t->ops->sync(t, r, dirty, err);
+    return t->ops->sync(t, r, dirty, rearm, err);
 }
 
 void lm_tracker_destroy(lm_tracker *t)

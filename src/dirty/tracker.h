@@ -12,6 +12,7 @@
 #ifndef LM_DIRTY_TRACKER_H
 #define LM_DIRTY_TRACKER_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "livemig.h"
@@ -36,9 +37,12 @@ typedef struct lm_tracker_ops {
     /* Begin tracking pages [first, first+count) of range r. */
     int (*arm)(lm_tracker *t, unsigned r, uint64_t first, uint64_t count, lm_err *err);
     /* ORs into 'dirty' every page of range r written since it was armed or
-     * last synced, and re-arms those pages, as one atomic step per page: a
-     * write is reported by exactly this sync or a later one. */
-    int (*sync)(lm_tracker *t, unsigned r, lm_word *dirty, lm_err *err);
+     * last synced. With rearm, those pages are protected again in the same
+     * atomic step per page: a write that completed before the sync started
+     * is reported by it (or, if it overlapped an earlier sync, by that one).
+     * Without rearm (the final sync, guest stopped) the pages are only read:
+     * cheaper, and the tracker must not be synced again. */
+    int (*sync)(lm_tracker *t, unsigned r, lm_word *dirty, bool rearm, lm_err *err);
     /* Unprotect and unregister everything, free t->priv. Never fails: a
      * guest must keep running whatever happened to the migration. */
     void (*stop)(lm_tracker *t);
@@ -59,7 +63,7 @@ extern const lm_tracker_ops lm_tracker_uffd_sync_ops;
 int lm_tracker_create(lm_tracker_kind kind, const lm_track_range *ranges, unsigned n,
                       lm_tracker **out, lm_err *err);
 int lm_tracker_arm(lm_tracker *t, unsigned r, uint64_t first, uint64_t count, lm_err *err);
-int lm_tracker_sync(lm_tracker *t, unsigned r, lm_word *dirty, lm_err *err);
+int lm_tracker_sync(lm_tracker *t, unsigned r, lm_word *dirty, bool rearm, lm_err *err);
 void lm_tracker_destroy(lm_tracker *t);
 const char *lm_tracker_name(const lm_tracker *t);
 

@@ -98,13 +98,17 @@ static void collect_written(void *opaque, uint64_t start, uint64_t end, uint64_t
     lm_bitmap_set_range(c->dirty, (start - c->base) / c->page, (end - start) / c->page);
 }
 
-static int async_sync(lm_tracker *t, unsigned r, lm_word *dirty, lm_err *err)
+static int async_sync(lm_tracker *t, unsigned r, lm_word *dirty, bool rearm, lm_err *err)
 {
     async_state *s = t->priv;
     lm_track_range *rg = &t->ranges[r];
     struct collect c = {.base = (uintptr_t)rg->host, .page = t->page_size, .dirty = dirty};
+    /* Written and holding data: a never-populated page carries a uffd-wp
+     * marker (not written), or on kernels without markers no entry at all,
+     * which must not count as a write either. */
     int ret = lm_pagemap_scan(&s->pm, (uintptr_t)rg->host, (uintptr_t)rg->host + rg->len,
-                              PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC, PAGE_IS_WRITTEN, 0,
+                              rearm ? PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC : 0,
+                              PAGE_IS_WRITTEN, PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
                               PAGE_IS_WRITTEN, collect_written, &c);
     if (ret < 0)
         return lm_err_set(err, ret, "PAGEMAP_SCAN (write-protect matching) failed: %s",

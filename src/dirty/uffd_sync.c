@@ -180,7 +180,7 @@ static int sync_arm(lm_tracker *t, unsigned r, uint64_t first, uint64_t count, l
     return 0;
 }
 
-static int sync_sync_locked(lm_tracker *t, unsigned r, lm_word *dirty, lm_err *err)
+static int sync_sync_locked(lm_tracker *t, unsigned r, lm_word *dirty, bool rearm, lm_err *err)
 {
     sync_state *s = t->priv;
     lm_track_range *rg = &t->ranges[r];
@@ -192,6 +192,8 @@ static int sync_sync_locked(lm_tracker *t, unsigned r, lm_word *dirty, lm_err *e
         if (!w)
             continue;
         dirty[i] |= w;
+        if (!rearm)
+            continue;
         /* Re-protect the taken pages, one ioctl per run of adjacent pages. */
         for (unsigned b = 0; b < LM_BITS_PER_WORD; b++) {
             uint64_t page = i * LM_BITS_PER_WORD + b;
@@ -213,11 +215,11 @@ static int sync_sync_locked(lm_tracker *t, unsigned r, lm_word *dirty, lm_err *e
     return run_len ? sync_arm(t, r, run_start, run_len, err) : 0;
 }
 
-static int sync_sync(lm_tracker *t, unsigned r, lm_word *dirty, lm_err *err)
+static int sync_sync(lm_tracker *t, unsigned r, lm_word *dirty, bool rearm, lm_err *err)
 {
     sync_state *s = t->priv;
     pthread_mutex_lock(&s->lock);
-    int ret = sync_sync_locked(t, r, dirty, err);
+    int ret = sync_sync_locked(t, r, dirty, rearm, err);
     pthread_mutex_unlock(&s->lock);
     return ret;
 }

@@ -246,12 +246,12 @@ static int first_pass(lm_source *s)
 
 /* ORs the tracker's dirty pages into s->dirty (which may still hold pages
  * a converged round left for the switchover); returns how many are set. */
-static int sync_dirty(lm_source *s, uint64_t *count)
+static int sync_dirty(lm_source *s, bool rearm, uint64_t *count)
 {
     lm_ctx *ctx = s->ctx;
     uint64_t n = 0, now = lm_now_ns();
     for (unsigned i = 0; i < ctx->nblocks; i++) {
-        int ret = lm_tracker_sync(s->tracker, i, s->dirty[i], &ctx->err);
+        int ret = lm_tracker_sync(s->tracker, i, s->dirty[i], rearm, &ctx->err);
         if (ret < 0)
             return ret;
         n += lm_bitmap_count(s->dirty[i], ctx->blocks[i].npages);
@@ -346,7 +346,8 @@ static int switchover(lm_source *s)
     s->stopped = true;
 
     uint64_t count;
-    if ((ret = sync_dirty(s, &count)) < 0 || (ret = send_dirty(s, count)) < 0)
+    /* Final sync: the guest is stopped, so nothing needs protecting again. */
+    if ((ret = sync_dirty(s, false, &count)) < 0 || (ret = send_dirty(s, count)) < 0)
         return ret;
     end_round(s, count);
 
@@ -364,17 +365,16 @@ static int switchover(lm_source *s)
     if (ret < 0)
         return ret;
 
-    /* Tracking is over (the guest is stopped and its last pages are sent);
-     * ending it also clears the markers that would hide never-populated
-     * pages from the digest. */
-    lm_tracker_destroy(s->tracker);
-    s->tracker = NULL;
-
-    /* The digest while the last bytes drain on the destination side. */
+    /* The digest while the last bytes drain on the destination side. It
+     * needs tracking ended first (its markers would make never-populated
+     * pages look swapped); that walk over all RAM counts as verify time.
+     * Without verification it waits until the destination has resumed. */
     lm_complete c = {0};
     uint64_t verify_ns = 0;
     if (s->p->verify) {
         uint64_t t0 = lm_now_ns();
+        lm_tracker_destroy(s->tracker);
+        s->tracker = NULL;
         if ((ret = lm__ram_digest(ctx, c.digest, &c.pages)) < 0)
             return ret;
         c.has_digest = 1;
@@ -386,10 +386,16 @@ static int switchover(lm_source *s)
     if ((ret = lm_conn_send_frame(&s->conn, LM_MSG_COMPLETE, cbuf, sizeof(cbuf))) < 0)
         return ret;
 
+    /* The destination hashes all of its RAM before it answers: allow for
+     * that at a pessimistic 1 GB/s on top of the usual bound. */
     lm_frame f;
     uint8_t body[4 + LM_ERROR_MAX_TEXT];
-    if ((ret = lm_conn_recv_frame(&s->conn, &f)) < 0 ||
-        (ret = lm_conn_recv_body(&s->conn, &f, body, sizeof(body))) < 0)
+    unsigned io_timeout = s->conn.timeout_ms;
+    if (s->p->verify)
+        s->conn.timeout_ms += (unsigned)(s->st.total / 1000000);
+    ret = lm_conn_recv_frame(&s->conn, &f);
+    s->conn.timeout_ms = io_timeout;
+    if (ret < 0 || (ret = lm_conn_recv_body(&s->conn, &f, body, sizeof(body))) < 0)
         return ret;
     if (f.type == LM_MSG_ERROR)
         return lm_conn_peer_error(&s->conn, body, f.length);
@@ -460,7 +466,7 @@ static int precopy(lm_source *s)
         return ret;
     for (;;) {
         uint64_t count;
-        if ((ret = sync_dirty(s, &count)) < 0)
+        if ((ret = sync_dirty(s, true, &count)) < 0)
             return ret;
         end_round(s, count);
         double remaining = (double)(count * (s->ctx->page_size + 8));

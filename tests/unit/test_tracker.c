@@ -59,7 +59,7 @@ static void randomized_rounds(lm_tracker_kind kind, const char *name)
         for (uint64_t p = 0; p < NPAGES; p += 4)
             sink ^= mem[p * page_size];
         (void)sink;
-        CHECK(lm_tracker_sync(t, 0, got, &err) == 0);
+        CHECK(lm_tracker_sync(t, 0, got, true, &err) == 0);
         /* Every written page is reported. Reading a never-populated page
          * may count as a write on some kernels (a fresh page appears), so
          * compare exactly only where the page was populated beforehand. */
@@ -79,6 +79,17 @@ static void randomized_rounds(lm_tracker_kind kind, const char *name)
         if (round > 0)
             CHECK_EQ_U64(spurious, 0);
     }
+    /* The final sync (guest stopped) reads without re-arming. */
+    lm_bitmap_clear_all(want, NPAGES);
+    lm_bitmap_clear_all(got, NPAGES);
+    for (unsigned i = 0; i < 300; i++) {
+        uint64_t p = test_rand(&seed) % NPAGES;
+        mem[p * page_size] = 0x5a;
+        lm_bit_set(want, p);
+    }
+    CHECK(lm_tracker_sync(t, 0, got, false, &err) == 0);
+    for (uint64_t i = 0; i < LM_BITMAP_WORDS(NPAGES); i++)
+        CHECK_EQ_U64(got[i], want[i]);
     lm_bitmap_free(got);
     lm_bitmap_free(want);
     lm_tracker_destroy(t);
@@ -184,7 +195,7 @@ static void concurrent_writers(lm_tracker_kind kind, const char *name)
     lm_word *prev = lm_bitmap_new(NPAGES);
     /* Writes before arming are not tracked by design: start from a sync. */
     take_reference(&w, ref);
-    CHECK(lm_tracker_sync(t, 0, prev, &err) == 0);
+    CHECK(lm_tracker_sync(t, 0, prev, true, &err) == 0);
     uint64_t strict_rounds = 0, checked = 0;
     for (int round = 0; round < 60; round++) {
         bool quiet = round % 3 == 2; /* this sync and the previous one held */
@@ -193,7 +204,7 @@ static void concurrent_writers(lm_tracker_kind kind, const char *name)
             hold_writers(&w, NW, true);
         take_reference(&w, ref);
         lm_bitmap_clear_all(got, NPAGES);
-        CHECK(lm_tracker_sync(t, 0, got, &err) == 0);
+        CHECK(lm_tracker_sync(t, 0, got, true, &err) == 0);
         uint64_t missed = 0, extra = 0;
         for (uint64_t i = 0; i < LM_BITMAP_WORDS(NPAGES); i++) {
             lm_word allowed = quiet ? got[i] : got[i] | prev[i];
@@ -215,7 +226,7 @@ static void concurrent_writers(lm_tracker_kind kind, const char *name)
         if (next_quiet) {
             hold_writers(&w, NW, true);
             take_reference(&w, ref);
-            CHECK(lm_tracker_sync(t, 0, prev, &err) == 0);
+            CHECK(lm_tracker_sync(t, 0, prev, true, &err) == 0);
             hold_writers(&w, NW, false);
         } else if (quiet) {
             hold_writers(&w, NW, false);
