@@ -348,15 +348,24 @@ static int run_incoming(cli_opts *o, lm_listener *l)
     return ret < 0 ? 1 : 0;
 }
 
+static int check_workload(const cli_opts *o, lm_workload *wl)
+{
+    char why[256];
+    if (lm_workload_parse(o->workload, wl, why, sizeof(why)) < 0 ||
+        lm_workload_check(wl, o->ram, why, sizeof(why)) < 0) {
+        fprintf(stderr, "livemig: %s\n", why);
+        return 2;
+    }
+    return 0;
+}
+
 static int run_migrate(cli_opts *o)
 {
     char why[256];
     lm_workload wl;
-    if (lm_workload_parse(o->workload, &wl, why, sizeof(why)) < 0 ||
-        lm_workload_check(&wl, o->ram, why, sizeof(why)) < 0) {
-        fprintf(stderr, "livemig: %s\n", why);
-        return 2;
-    }
+    int rc = check_workload(o, &wl);
+    if (rc)
+        return rc;
     uint8_t *ram = lm_ram_alloc(o->ram);
     lm_ctx *ctx = lm_ctx_new();
     lm_guest *g = calloc(1, sizeof(*g));
@@ -442,6 +451,10 @@ static int cmd_demo(cli_opts *o)
         o->ram = 1ull << 30;
     if (!o->workload)
         o->workload = "stress:2x64M";
+    lm_workload wl;
+    int rc = check_workload(o, &wl);
+    if (rc)
+        return rc;
     lm_listener *l;
     char why[512];
     if (lm_listen(o->listen ? o->listen : "tcp:127.0.0.1:0", &l, why, sizeof(why)) < 0) {
@@ -466,7 +479,10 @@ static int cmd_demo(cli_opts *o)
     o->to = uri;
     printf("== source (pid %d) -> destination (pid %d) on %s ==\n", (int)getpid(), (int)child, uri);
     fflush(stdout);
-    int rc = run_migrate(o);
+    rc = run_migrate(o);
+    /* A source that failed before connecting leaves the child waiting. */
+    if (rc)
+        kill(child, SIGTERM);
     int status;
     while (waitpid(child, &status, 0) < 0 && errno == EINTR)
         ;

@@ -42,8 +42,9 @@ int lm_workload_parse(const char *spec, lm_workload *w, char *why, size_t whylen
             return bad(why, whylen, spec);
         memcpy(num, spec + 7, (size_t)(x - spec - 7));
         num[x - spec - 7] = '\0';
+        /* A region holds whole pages: at least one. */
         if (lm_parse_u64(num, &n) < 0 || n == 0 || n > LM_GUEST_MAX_VCPUS ||
-            lm_parse_size(x + 1, &w->bytes) < 0 || !w->bytes)
+            lm_parse_size(x + 1, &w->bytes) < 0 || w->bytes < 4096)
             return bad(why, whylen, spec);
         w->threads = (unsigned)n;
         return 0;
@@ -53,14 +54,14 @@ int lm_workload_parse(const char *spec, lm_workload *w, char *why, size_t whylen
 
 int lm_workload_check(const lm_workload *w, uint64_t ram_len, char *why, size_t whylen)
 {
-    uint64_t need = 0;
+    bool too_big = false;
     if (w->kind == LM_WL_FILL)
-        need = w->bytes;
-    else if (w->kind == LM_WL_STRESS)
-        need = w->bytes * w->threads;
-    if (need > ram_len) {
-        snprintf(why, whylen, "workload '%s' needs %llu bytes of RAM but the guest has %llu: "
-                 "raise --ram", w->spec, (unsigned long long)need, (unsigned long long)ram_len);
+        too_big = w->bytes > ram_len;
+    else if (w->kind == LM_WL_STRESS) /* divide: bytes * threads could wrap */
+        too_big = w->bytes > ram_len / w->threads;
+    if (too_big) {
+        snprintf(why, whylen, "workload '%s' needs more RAM than the guest's %llu bytes: "
+                 "raise --ram", w->spec, (unsigned long long)ram_len);
         return -EINVAL;
     }
     return 0;

@@ -1,5 +1,6 @@
 #include "util/parse.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -10,7 +11,8 @@ int lm_parse_u64(const char *s, uint64_t *out)
 {
     char *end;
 
-    if (!s || !*s || *s == '-' || *s == '+')
+    /* strtoull would skip white space and accept a sign: digits only. */
+    if (!s || !isdigit((unsigned char)*s))
         return -EINVAL;
     errno = 0;
     unsigned long long v = strtoull(s, &end, 10);
@@ -24,7 +26,8 @@ int lm_parse_size(const char *s, uint64_t *out)
 {
     char *end;
 
-    if (!s || !*s || *s == '-' || *s == '+')
+    /* strtoull would skip white space and accept a sign: digits only. */
+    if (!s || !isdigit((unsigned char)*s))
         return -EINVAL;
     errno = 0;
     unsigned long long v = strtoull(s, &end, 10);
