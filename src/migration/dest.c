@@ -34,7 +34,7 @@ typedef struct lm_dest {
     uint8_t *device_state;
     size_t device_state_len;
     bool have_state;
-    lm_complete complete;
+
     uint64_t offsets[LM_PACKET_MAX_PAGES];
 } lm_dest;
 
@@ -219,19 +219,17 @@ static int receive_stream(lm_dest *d)
             d->have_state = true;
             ret = lm_conn_read(&d->conn, d->device_state, f.length);
             break;
-        case LM_MSG_COMPLETE: {
-            uint8_t buf[LM_COMPLETE_SIZE];
-            char why[256];
-            if ((ret = lm_conn_recv_body(&d->conn, &f, buf, sizeof(buf))) < 0)
-                return ret;
-            if ((ret = lm_complete_decode(buf, f.length, &d->complete, why, sizeof(why))) < 0)
-                return protocol_error(d, ret, why);
+        case LM_MSG_PING:
+            if (f.length)
+                return protocol_error(d, -EBADMSG, "PING carries a body");
+            ret = lm_conn_send_frame(&d->conn, LM_MSG_PONG, NULL, 0);
+            break;
+        case LM_MSG_COMPLETE:
+            if (f.length)
+                return protocol_error(d, -EBADMSG, "COMPLETE carries a body");
             if (!d->have_state)
                 return protocol_error(d, -EBADMSG, "COMPLETE before DEVICE_STATE");
-            if (d->complete.has_digest != ((d->hello.flags & LM_HELLO_VERIFY) != 0))
-                return protocol_error(d, -EBADMSG, "COMPLETE digest does not match HELLO flags");
             return 0;
-        }
         case LM_MSG_ERROR: {
             uint8_t body[4 + LM_ERROR_MAX_TEXT];
             if ((ret = lm_conn_recv_body(&d->conn, &f, body, sizeof(body))) < 0)
@@ -249,6 +247,27 @@ static int receive_stream(lm_dest *d)
     }
 }
 
+static int receive_verify(lm_dest *d, lm_verify_msg *v)
+{
+    lm_frame f;
+    uint8_t body[4 + LM_ERROR_MAX_TEXT];
+    char why[256];
+    /* The source hashes all of its RAM first: allow 1 GB/s on top. */
+    unsigned io_timeout = d->conn.timeout_ms;
+    d->conn.timeout_ms += (unsigned)(d->st.total / 1000000);
+    int ret = lm_conn_recv_frame(&d->conn, &f);
+    d->conn.timeout_ms = io_timeout;
+    if (ret < 0 || (ret = lm_conn_recv_body(&d->conn, &f, body, sizeof(body))) < 0)
+        return ret;
+    if (f.type == LM_MSG_ERROR)
+        return lm_conn_peer_error(&d->conn, body, f.length);
+    if (f.type != LM_MSG_VERIFY)
+        return protocol_error(d, -EPROTO, "expected VERIFY after COMPLETE");
+    if ((ret = lm_verify_decode(body, f.length, v, why, sizeof(why))) < 0)
+        return protocol_error(d, ret, why);
+    return 0;
+}
+
 /* Verify, load device state, tell the source, then resume. The source hears
  * RESUMED before the guest runs here, so a guest never runs on both sides
  * unless that last message is lost in flight. */
@@ -257,20 +276,22 @@ static int finish(lm_dest *d)
     lm_ctx *ctx = d->ctx;
     lm_resumed r = {0};
     int ret = 0;
-    if (d->complete.has_digest) {
+    if (d->hello.flags & LM_HELLO_VERIFY) {
+        /* Our digest, then the source's (it hashed while we drained). */
         uint64_t t0 = lm_now_ns(), pages;
         uint8_t digest[16];
-        if ((ret = lm__ram_digest(ctx, digest, &pages)) < 0)
+        lm_verify_msg v;
+        if ((ret = lm__ram_digest(ctx, digest, &pages)) < 0 || (ret = receive_verify(d, &v)) < 0)
             return ret;
         r.verify_time_us = (lm_now_ns() - t0) / 1000;
         lm__digest_hex(digest, d->st.digest, sizeof(d->st.digest));
         d->st.verify_done = true;
-        d->st.verify_match = pages == d->complete.pages && !memcmp(digest, d->complete.digest, 16);
+        d->st.verify_match = pages == v.pages && !memcmp(digest, v.digest, 16);
         d->st.verify_time_ms = (double)r.verify_time_us / 1000.0;
         r.verified = d->st.verify_match ? 1 : 2;
         if (!d->st.verify_match) {
             char src_hex[40];
-            lm__digest_hex(d->complete.digest, src_hex, sizeof(src_hex));
+            lm__digest_hex(v.digest, src_hex, sizeof(src_hex));
             ret = lm_err_set(&ctx->err, -EIO, "verification failed: RAM digest %s here, %s on "
                              "the source; the guest is not resumed here", d->st.digest, src_hex);
         }

@@ -26,6 +26,8 @@ const char *lm_msg_name(uint16_t type)
         [LM_MSG_PAGES] = "PAGES",       [LM_MSG_ROUND_END] = "ROUND_END",
         [LM_MSG_DEVICE_STATE] = "DEVICE_STATE", [LM_MSG_COMPLETE] = "COMPLETE",
         [LM_MSG_RESUMED] = "RESUMED",   [LM_MSG_ERROR] = "ERROR",
+        [LM_MSG_VERIFY] = "VERIFY",     [LM_MSG_PING] = "PING",
+        [LM_MSG_PONG] = "PONG",
     };
     return type < LM_MSG__COUNT && names[type] ? names[type] : "UNKNOWN";
 }
@@ -201,25 +203,23 @@ int lm_packet_check_offset(uint64_t offset, uint64_t block_len, uint32_t page_si
     return 0;
 }
 
-/* Complete: has_digest u32 | reserved u32 | pages u64 | digest[16] */
-void lm_complete_encode(const lm_complete *c, uint8_t out[LM_COMPLETE_SIZE])
+/* Verify: pages u64 | digest[16] | reserved u64 */
+void lm_verify_encode(const lm_verify_msg *v, uint8_t out[LM_VERIFY_SIZE])
 {
-    memset(out, 0, LM_COMPLETE_SIZE);
-    lm_put_be32(out, c->has_digest);
-    lm_put_be64(out + 8, c->pages);
-    memcpy(out + 16, c->digest, 16);
+    memset(out, 0, LM_VERIFY_SIZE);
+    lm_put_be64(out, v->pages);
+    memcpy(out + 8, v->digest, 16);
 }
 
-int lm_complete_decode(const uint8_t *in, size_t len, lm_complete *c, char *why, size_t whylen)
+int lm_verify_decode(const uint8_t *in, size_t len, lm_verify_msg *v, char *why, size_t whylen)
 {
-    if (len != LM_COMPLETE_SIZE)
-        return reject(why, whylen, -EBADMSG, "COMPLETE is %zu bytes, expected %d", len,
-                      LM_COMPLETE_SIZE);
-    c->has_digest = lm_get_be32(in);
-    if (c->has_digest > 1 || lm_get_be32(in + 4))
-        return reject(why, whylen, -EBADMSG, "COMPLETE has invalid flags");
-    c->pages = lm_get_be64(in + 8);
-    memcpy(c->digest, in + 16, 16);
+    if (len != LM_VERIFY_SIZE)
+        return reject(why, whylen, -EBADMSG, "VERIFY is %zu bytes, expected %d", len,
+                      LM_VERIFY_SIZE);
+    if (lm_get_be64(in + 24))
+        return reject(why, whylen, -EBADMSG, "VERIFY reserved field is not zero");
+    v->pages = lm_get_be64(in);
+    memcpy(v->digest, in + 8, 16);
     return 0;
 }
 

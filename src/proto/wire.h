@@ -26,7 +26,7 @@
 
 #define LM_HELLO_FIXED_SIZE 32
 #define LM_HELLO_BLOCK_SIZE 48
-#define LM_COMPLETE_SIZE 32
+#define LM_VERIFY_SIZE 32
 #define LM_RESUMED_SIZE 16
 #define LM_ERROR_MAX_TEXT 1024
 
@@ -36,9 +36,12 @@ typedef enum lm_msg_type {
     LM_MSG_PAGES,        /* a page packet */
     LM_MSG_ROUND_END,    /* the end of a precopy round */
     LM_MSG_DEVICE_STATE, /* opaque guest device state */
-    LM_MSG_COMPLETE,     /* all pages sent; digest when verifying */
+    LM_MSG_COMPLETE,     /* every page and the device state are sent */
     LM_MSG_RESUMED,      /* destination -> source: outcome of the switchover */
     LM_MSG_ERROR,        /* either way: errno and a sentence, then close */
+    LM_MSG_VERIFY,       /* after COMPLETE when verifying: the source's digest */
+    LM_MSG_PING,         /* asks the destination to confirm it caught up */
+    LM_MSG_PONG,         /* destination -> source: everything before PING is processed */
     LM_MSG__COUNT
 } lm_msg_type;
 
@@ -75,11 +78,10 @@ typedef struct lm_packet_hdr {
     uint64_t packet_num;
 } lm_packet_hdr;
 
-typedef struct lm_complete {
-    uint32_t has_digest;
-    uint64_t pages;       /* pages hashed into the digest */
+typedef struct lm_verify_msg {
+    uint64_t pages; /* pages hashed into the digest */
     uint8_t digest[16];
-} lm_complete;
+} lm_verify_msg;
 
 typedef struct lm_resumed {
     int32_t status;       /* 0, or an errno when the destination refused */
@@ -128,8 +130,8 @@ int lm_packet_decode(const uint8_t in[LM_PACKET_HDR_SIZE], uint32_t page_size, l
 int lm_packet_check_offset(uint64_t offset, uint64_t block_len, uint32_t page_size, char *why,
                            size_t whylen);
 
-void lm_complete_encode(const lm_complete *c, uint8_t out[LM_COMPLETE_SIZE]);
-int lm_complete_decode(const uint8_t *in, size_t len, lm_complete *c, char *why, size_t whylen);
+void lm_verify_encode(const lm_verify_msg *v, uint8_t out[LM_VERIFY_SIZE]);
+int lm_verify_decode(const uint8_t *in, size_t len, lm_verify_msg *v, char *why, size_t whylen);
 void lm_resumed_encode(const lm_resumed *r, uint8_t out[LM_RESUMED_SIZE]);
 int lm_resumed_decode(const uint8_t *in, size_t len, lm_resumed *r, char *why, size_t whylen);
 

@@ -9,7 +9,8 @@ import sys
 
 MAGIC, VERSION = 0x4C4D4947, 1
 PMAGIC, PVERSION = 0x4C4D504B, 1
-HELLO, HELLO_ACK, PAGES, ROUND_END, DEVICE_STATE, COMPLETE, RESUMED, ERROR = range(1, 9)
+(HELLO, HELLO_ACK, PAGES, ROUND_END, DEVICE_STATE, COMPLETE, RESUMED, ERROR, VERIFY, PING,
+ PONG) = range(1, 12)
 PAGE = os.sysconf("SC_PAGE_SIZE")
 BLOCK_LEN = 1 << 20
 
@@ -101,7 +102,15 @@ def main():
         elif case == "verify-mismatch":
             s.sendall(frame(PAGES, packet([0], [PAGE])))
             s.sendall(frame(DEVICE_STATE, b"not a guest state"))
-            s.sendall(frame(COMPLETE, struct.pack(">IIQ", 1, 0, BLOCK_LEN // PAGE) + b"\x11" * 16))
+            s.sendall(frame(PING))
+            mtype, _ = recv_frame(s)
+            if mtype != PONG:
+                sys.exit(f"fake source: expected PONG, got {mtype}")
+            s.sendall(frame(COMPLETE))
+            s.sendall(frame(VERIFY, struct.pack(">Q", BLOCK_LEN // PAGE) + b"\x11" * 16 + bytes(8)))
+            body = None
+        elif case == "complete-without-state":
+            s.sendall(frame(COMPLETE))
             body = None
         else:
             sys.exit(f"unknown case {case}")

@@ -33,6 +33,7 @@ check_case payload-mismatch         'packet payload'
 check_case frame-length-mismatch    'its packet needs'
 check_case truncated-payload        'closed the connection'
 check_case verify-mismatch          'verification failed'
+check_case complete-without-state   'COMPLETE before DEVICE_STATE'
 grep -q 'verified=2' "$TMP/verify-mismatch.reply" || fail "verify-mismatch: source was not told"
 grep -q 'ERROR: .*outside the block' "$TMP/offset-out-of-range.reply" || fail "source was not told why"
 echo ok

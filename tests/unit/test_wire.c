@@ -454,38 +454,32 @@ static void packets(void)
     REJECTS(lm_packet_check_offset(PS, 4ull << 21, 1u << 21, why, sizeof(why)), -EBADMSG);
 }
 
-/* ---- complete, resumed -------------------------------------------------------- */
+/* ---- verify, resumed -------------------------------------------------------- */
 
-static void complete_resumed(void)
+static void verify_resumed(void)
 {
-    uint8_t b[LM_COMPLETE_SIZE + 8] = {0}, x[LM_COMPLETE_SIZE + 8];
-    lm_complete c = {.has_digest = 1, .pages = 0x1122334455667788ull}, dc;
+    uint8_t b[LM_VERIFY_SIZE + 8] = {0}, x[LM_VERIFY_SIZE + 8];
+    lm_verify_msg c = {.pages = 0x1122334455667788ull}, dc;
     for (int i = 0; i < 16; i++)
         c.digest[i] = (uint8_t)(0xA0 + i);
-    lm_complete_encode(&c, b);
+    lm_verify_encode(&c, b);
     memset(&dc, 0, sizeof(dc));
-    ACCEPTS(lm_complete_decode(b, LM_COMPLETE_SIZE, &dc, why, sizeof(why)));
-    CHECK_EQ_U64(dc.has_digest, 1);
+    ACCEPTS(lm_verify_decode(b, LM_VERIFY_SIZE, &dc, why, sizeof(why)));
     CHECK_EQ_U64(dc.pages, c.pages);
     CHECK(memcmp(dc.digest, c.digest, 16) == 0);
-    lm_complete c0 = {.has_digest = 0, .pages = 0};
-    lm_complete_encode(&c0, b);
-    ACCEPTS(lm_complete_decode(b, LM_COMPLETE_SIZE, &dc, why, sizeof(why)));
-    CHECK_EQ_U64(dc.has_digest, 0);
+    lm_verify_msg c0 = {.pages = 0};
+    lm_verify_encode(&c0, b);
+    ACCEPTS(lm_verify_decode(b, LM_VERIFY_SIZE, &dc, why, sizeof(why)));
     CHECK_EQ_U64(dc.pages, 0);
 
-    lm_complete_encode(&c, b);
-    static const size_t bad_len[] = {0, 1, LM_COMPLETE_SIZE - 1, LM_COMPLETE_SIZE + 1,
-                                     LM_COMPLETE_SIZE + 8};
+    lm_verify_encode(&c, b);
+    static const size_t bad_len[] = {0, 1, LM_VERIFY_SIZE - 1, LM_VERIFY_SIZE + 1,
+                                     LM_VERIFY_SIZE + 8};
     for (size_t i = 0; i < sizeof(bad_len) / sizeof(bad_len[0]); i++)
-        REJECTS(lm_complete_decode(b, bad_len[i], &dc, why, sizeof(why)), -EBADMSG);
-    memcpy(x, b, sizeof(x)); lm_put_be32(x, 2);
-    REJECTS(lm_complete_decode(x, LM_COMPLETE_SIZE, &dc, why, sizeof(why)), -EBADMSG);
-    memcpy(x, b, sizeof(x)); lm_put_be32(x, UINT32_MAX);
-    REJECTS(lm_complete_decode(x, LM_COMPLETE_SIZE, &dc, why, sizeof(why)), -EBADMSG);
-    for (int off = 4; off < 8; off++) {
+        REJECTS(lm_verify_decode(b, bad_len[i], &dc, why, sizeof(why)), -EBADMSG);
+    for (int off = 24; off < 32; off++) {
         memcpy(x, b, sizeof(x)); x[off] = 1;
-        REJECTS(lm_complete_decode(x, LM_COMPLETE_SIZE, &dc, why, sizeof(why)), -EBADMSG);
+        REJECTS(lm_verify_decode(x, LM_VERIFY_SIZE, &dc, why, sizeof(why)), -EBADMSG);
     }
 
     uint8_t r[LM_RESUMED_SIZE + 4] = {0}, y[LM_RESUMED_SIZE + 4];
@@ -567,7 +561,7 @@ static void random_input(void)
         char w[64];
         lm_frame f;
         lm_packet_hdr p;
-        lm_complete c;
+        lm_verify_msg c;
         lm_resumed r;
         accepted[0] += lm_frame_decode(in, &f, w, sizeof(w)) == 0;
         /* Packet decode against random page sizes, including 0 and odd ones. */
@@ -595,7 +589,7 @@ static void random_input(void)
         } else {
             CHECK(w[0] != '\0');
         }
-        accepted[3] += lm_complete_decode(in, (v >> 8) % 2 ? LM_COMPLETE_SIZE : (v >> 9) % 40,
+        accepted[3] += lm_verify_decode(in, (v >> 8) % 2 ? LM_VERIFY_SIZE : (v >> 9) % 40,
                                           &c, w, sizeof(w)) == 0;
         accepted[4] += lm_resumed_decode(in, (v >> 10) % 2 ? LM_RESUMED_SIZE : (v >> 11) % 40,
                                          &r, w, sizeof(w)) == 0;
@@ -607,7 +601,7 @@ static void random_input(void)
         if (lm_frame_decode(in, &f, tiny, 1) < 0)
             CHECK(tiny[0] == '\0' && tiny[1] == 'Y');
     }
-    fprintf(stderr, "random input accepted: frame %u packet %u hello %u complete %u "
+    fprintf(stderr, "random input accepted: frame %u packet %u hello %u verify %u "
             "resumed %u offset %u\n", accepted[0], accepted[1], accepted[2], accepted[3],
             accepted[4], accepted[5]);
 }
@@ -712,20 +706,20 @@ static void byte_flips(void)
         }
     }
 
-    uint8_t cb[LM_COMPLETE_SIZE], cx[LM_COMPLETE_SIZE], cre[LM_COMPLETE_SIZE];
-    lm_complete c = {.has_digest = 1, .pages = 12345};
+    uint8_t cb[LM_VERIFY_SIZE], cx[LM_VERIFY_SIZE], cre[LM_VERIFY_SIZE];
+    lm_verify_msg c = {.pages = 12345};
     memset(c.digest, 0x3c, 16);
-    lm_complete_encode(&c, cb);
+    lm_verify_encode(&c, cb);
     uint8_t rb[LM_RESUMED_SIZE], rx[LM_RESUMED_SIZE], rre[LM_RESUMED_SIZE];
     lm_resumed r = {.status = 0, .verified = 1, .verify_time_us = 999};
     lm_resumed_encode(&r, rb);
-    for (int i = 0; i < LM_COMPLETE_SIZE; i++) {
+    for (int i = 0; i < LM_VERIFY_SIZE; i++) {
         for (int val = 0; val < 256; val++) {
             memcpy(cx, cb, sizeof(cx));
             cx[i] = (uint8_t)val;
-            lm_complete dc;
-            if (lm_complete_decode(cx, sizeof(cx), &dc, why, sizeof(why)) == 0) {
-                lm_complete_encode(&dc, cre);
+            lm_verify_msg dc;
+            if (lm_verify_decode(cx, sizeof(cx), &dc, why, sizeof(why)) == 0) {
+                lm_verify_encode(&dc, cre);
                 CHECK(memcmp(cre, cx, sizeof(cx)) == 0);
             }
             if (i < LM_RESUMED_SIZE) {
@@ -749,7 +743,7 @@ int main(void)
     hello_roundtrip();
     hello_rejects();
     packets();
-    complete_resumed();
+    verify_resumed();
     random_input();
     byte_flips();
     TEST_DONE();
