@@ -56,6 +56,23 @@ typedef enum lm_tracker_kind {
     LM_TRACKER_UFFD_SYNC,  /* userfaultfd write-protect, a thread records each fault */
 } lm_tracker_kind;
 
+/* Where zero pages are found (pages the kernel reports as never populated
+ * are zero pages in every mode, without being read). */
+typedef enum lm_zero_detection {
+    LM_ZERO_DETECT_MULTIFD = 0, /* in each channel's sender thread (default) */
+    LM_ZERO_DETECT_LEGACY,      /* on the migration thread, before queueing */
+    LM_ZERO_DETECT_NONE,        /* every populated page is sent with its data */
+} lm_zero_detection;
+
+/* Compression of page payloads (zero pages are never compressed: they have
+ * no payload). Numbered as on the wire. */
+typedef enum lm_compression {
+    LM_COMPRESSION_NONE = 0,
+    LM_COMPRESSION_ZLIB = 1,
+    LM_COMPRESSION_ZSTD = 2,
+    LM_COMPRESSION_LZ4 = 3,
+} lm_compression;
+
 /* A snapshot passed to the progress callback about four times a second. */
 typedef struct lm_progress {
     unsigned round;            /* 1 = first full pass */
@@ -75,6 +92,9 @@ typedef struct lm_params {
     unsigned accept_timeout_ms; /* destination: wait for the source (0 = forever) */
     bool no_receivedmap;        /* destination: find zero pages by reading them
                                    (the seed's baseline; costs a fault a page) */
+    unsigned multifd_channels;  /* source: extra connections for pages (0 = one stream) */
+    lm_zero_detection zero_detection; /* source */
+    lm_compression compress;    /* source; the destination follows the source */
     void (*progress)(void *opaque, const lm_progress *p);
     void *progress_opaque;
 } lm_params;

@@ -58,7 +58,7 @@ static void usage(FILE *out)
         "  livemig migrate --ram SIZE --workload SPEC --to tcp:HOST:PORT [options]\n"
         "  livemig demo [--ram SIZE] [--workload SPEC] [options]\n"
         "\n"
-        "workloads: idle | fill:SIZE | stress:NxSIZE | random:PAGES_PER_SEC\n"
+        "workloads: idle | fill:SIZE | text:SIZE | stress:NxSIZE | random:PAGES_PER_SEC\n"
         "options:\n"
         "  --downtime-limit MS       switch over when the rest fits in MS (300)\n"
         "  --max-bandwidth BYTES     cap the rate, e.g. 500M (per second; 0 = none)\n"
@@ -72,9 +72,11 @@ static void usage(FILE *out)
         "  --no-receivedmap          incoming: read zero pages to check them\n"
         "  --seed N                  workload random seed (1)\n"
         "  --no-progress             no progress line on stderr\n"
-        "  --multifd-channels N      parallel channels (only 0 in this release)\n"
-        "  --zero-page-detection M   none (only, in this release)\n"
-        "  --compress METHOD         none (only, in this release)\n");
+        "  --multifd-channels N      extra connections for pages, each with its own\n"
+        "                            sender thread (0 = one stream; default 0)\n"
+        "  --zero-page-detection M   multifd (in the channel threads, default) | legacy\n"
+        "                            (on the migration thread) | none\n"
+        "  --compress METHOD         none | zlib | zstd | lz4 (page payloads)\n");
 }
 
 static int fail_usage(const char *fmt, const char *arg)
@@ -185,21 +187,30 @@ static int parse_args(int argc, char **argv, cli_opts *o)
                 return fail_usage("bad --run-for '%s': seconds or inf", optarg);
             break;
         case OPT_MULTIFD:
-            if (strcmp(optarg, "0"))
-                return fail_usage("--multifd-channels %s: multifd channels are not implemented "
-                                  "in this release; use 0 (one stream)", optarg);
+            if (lm_parse_u64(optarg, &v) < 0 || v > 64)
+                return fail_usage("bad --multifd-channels '%s': 0 (one stream) to 64", optarg);
+            o->params.multifd_channels = (unsigned)v;
             break;
         case OPT_ZERO:
-            if (strcmp(optarg, "none"))
-                return fail_usage("--zero-page-detection %s: only 'none' is implemented in this "
-                                  "release (never-populated pages are still sent as zero pages)",
-                                  optarg);
+            if (!strcmp(optarg, "multifd"))
+                o->params.zero_detection = LM_ZERO_DETECT_MULTIFD;
+            else if (!strcmp(optarg, "legacy"))
+                o->params.zero_detection = LM_ZERO_DETECT_LEGACY;
+            else if (!strcmp(optarg, "none"))
+                o->params.zero_detection = LM_ZERO_DETECT_NONE;
+            else
+                return fail_usage("bad --zero-page-detection '%s': none, legacy or multifd", optarg);
             break;
-        case OPT_COMPRESS:
-            if (strcmp(optarg, "none"))
-                return fail_usage("--compress %s: compression is not implemented in this "
-                                  "release; use none", optarg);
+        case OPT_COMPRESS: {
+            static const char *const names[] = {"none", "zlib", "zstd", "lz4"};
+            unsigned m = 0;
+            while (m < 4 && strcmp(optarg, names[m]))
+                m++;
+            if (m == 4)
+                return fail_usage("bad --compress '%s': none, zlib, zstd or lz4", optarg);
+            o->params.compress = (lm_compression)m;
             break;
+        }
         case OPT_POSTCOPY:
             return fail_usage("%s: postcopy is not implemented in this release", "--postcopy");
         case 'h':

@@ -24,17 +24,18 @@ typedef enum lm_workload_kind {
     LM_WL_FILL,   /* random data written once before migration, then idle */
     LM_WL_STRESS, /* N vCPUs, each rewriting its own region in a loop */
     LM_WL_RANDOM, /* one vCPU writing random pages at a fixed rate */
+    LM_WL_TEXT,   /* like fill, with compressible text-like data */
 } lm_workload_kind;
 
 typedef struct lm_workload {
     lm_workload_kind kind;
     unsigned threads;       /* stress */
-    uint64_t bytes;         /* fill: data size; stress: region per thread */
+    uint64_t bytes;         /* fill, text: data size; stress: region per thread */
     uint64_t pages_per_sec; /* random */
     char spec[LM_WORKLOAD_SPEC_MAX];
 } lm_workload;
 
-/* "idle", "fill:SIZE", "stress:NxSIZE", "random:PAGES_PER_SEC". */
+/* "idle", "fill:SIZE", "text:SIZE", "stress:NxSIZE", "random:PAGES_PER_SEC". */
 int lm_workload_parse(const char *spec, lm_workload *w, char *why, size_t whylen);
 /* Does it fit in ram_len bytes? */
 int lm_workload_check(const lm_workload *w, uint64_t ram_len, char *why, size_t whylen);

@@ -8,8 +8,8 @@
 
 static int bad(char *why, size_t whylen, const char *spec)
 {
-    snprintf(why, whylen, "bad workload '%s': use idle, fill:SIZE, stress:NxSIZE or "
-                          "random:PAGES_PER_SEC", spec);
+    snprintf(why, whylen, "bad workload '%s': use idle, fill:SIZE, text:SIZE, stress:NxSIZE "
+                          "or random:PAGES_PER_SEC", spec);
     return -EINVAL;
 }
 
@@ -25,6 +25,10 @@ int lm_workload_parse(const char *spec, lm_workload *w, char *why, size_t whylen
     }
     if (!strncmp(spec, "fill:", 5)) {
         w->kind = LM_WL_FILL;
+        return lm_parse_size(spec + 5, &w->bytes) < 0 ? bad(why, whylen, spec) : 0;
+    }
+    if (!strncmp(spec, "text:", 5)) {
+        w->kind = LM_WL_TEXT;
         return lm_parse_size(spec + 5, &w->bytes) < 0 ? bad(why, whylen, spec) : 0;
     }
     if (!strncmp(spec, "random:", 7)) {
@@ -55,7 +59,7 @@ int lm_workload_parse(const char *spec, lm_workload *w, char *why, size_t whylen
 int lm_workload_check(const lm_workload *w, uint64_t ram_len, char *why, size_t whylen)
 {
     bool too_big = false;
-    if (w->kind == LM_WL_FILL)
+    if (w->kind == LM_WL_FILL || w->kind == LM_WL_TEXT)
         too_big = w->bytes > ram_len;
     else if (w->kind == LM_WL_STRESS) /* divide: bytes * threads could wrap */
         too_big = w->bytes > ram_len / w->threads;

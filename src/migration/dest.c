@@ -17,8 +17,10 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/uio.h>
+#include <unistd.h>
 
 #include "migration/engine.h"
+#include "multifd/recv.h"
 #include "proto/wire.h"
 #include "transport/conn.h"
 #include "transport/transport.h"
@@ -27,7 +29,11 @@
 typedef struct lm_dest {
     lm_ctx *ctx;
     const lm_params *p;
+    lm_listener *listener;
     lm_conn conn;
+    lm_recv_chan main_chan;   /* packets on the main connection */
+    lm_multifd_recv pool;     /* multifd channels, when the source asked for them */
+    bool use_pool;
     lm_hello hello;
     lm_stats st;
     uint64_t start_ns;
@@ -35,7 +41,6 @@ typedef struct lm_dest {
     size_t device_state_len;
     bool have_state;
 
-    uint64_t offsets[LM_PACKET_MAX_PAGES];
 } lm_dest;
 
 static uint64_t minor_faults(uint64_t *major)
@@ -45,15 +50,6 @@ static uint64_t minor_faults(uint64_t *major)
     if (major)
         *major = (uint64_t)ru.ru_majflt;
     return (uint64_t)ru.ru_minflt;
-}
-
-static bool page_is_zero(const uint8_t *p, uint64_t len)
-{
-    const uint64_t *w = (const uint64_t *)p;
-    uint64_t acc = 0;
-    for (uint64_t i = 0; i < len / 8; i++)
-        acc |= w[i];
-    return acc == 0;
 }
 
 static int protocol_error(lm_dest *d, int code, const char *why)
@@ -105,6 +101,58 @@ static int accept_layout(lm_dest *d)
     return 0;
 }
 
+/* The source's channels connect to our listener after HELLO_ACK and name
+ * this migration's uuid and their id. A stray connection is dropped and
+ * waited past; too many of them fail the migration. */
+static int accept_channels(lm_dest *d)
+{
+    lm_ctx *ctx = d->ctx;
+    unsigned n = d->hello.nchannels, got = 0, attempts = 0;
+    int fds[LM_MAX_CHANNELS];
+    for (unsigned i = 0; i < n; i++)
+        fds[i] = -1;
+    int ret = 0;
+    while (got < n) {
+        if (++attempts > 2 * n + 8) {
+            ret = lm_err_set(&ctx->err, -EPROTO, "too many connections that are not this "
+                             "migration's channels (%u of %u channels arrived)", got, n);
+            break;
+        }
+        int fd;
+        if ((ret = lm_listener_accept(d->listener, d->conn.timeout_ms, &ctx->cancel, &fd,
+                                      &ctx->err)) < 0)
+            break;
+        lm_err scratch;
+        lm_err_init(&scratch);
+        lm_conn c;
+        lm_conn_init(&c, fd, d->conn.timeout_ms, &ctx->cancel, "source", &scratch);
+        lm_frame f;
+        uint8_t body[LM_CHANNEL_HELLO_SIZE];
+        lm_channel_hello ch;
+        char why[128];
+        if (lm_conn_recv_frame(&c, &f) == 0 && f.type == LM_MSG_CHANNEL_HELLO &&
+            lm_conn_recv_body(&c, &f, body, sizeof(body)) == 0 &&
+            lm_channel_hello_decode(body, f.length, &ch, why, sizeof(why)) == 0 &&
+            !memcmp(ch.uuid, d->hello.uuid, 16) && ch.channel < n && fds[ch.channel] < 0) {
+            fds[ch.channel] = fd;
+            got++;
+        } else {
+            lm_conn_close(&c);
+        }
+    }
+    if (ret < 0) {
+        for (unsigned i = 0; i < n; i++)
+            if (fds[i] >= 0)
+                close(fds[i]);
+        return ret;
+    }
+    ret = lm_multifd_recv_start(&d->pool, n, fds, ctx, d->conn.timeout_ms, &ctx->cancel,
+                                (lm_compression)d->hello.compress, d->p->no_receivedmap,
+                                d->conn.fd, &ctx->err);
+    d->use_pool = ret == 0;
+    return ret;
+}
+
 static int handshake(lm_dest *d)
 {
     lm_frame f;
@@ -121,76 +169,35 @@ static int handshake(lm_dest *d)
         return protocol_error(d, ret, why);
     if ((ret = accept_layout(d)) < 0)
         return ret;
-    return lm_conn_send_frame(&d->conn, LM_MSG_HELLO_ACK, NULL, 0);
+    lm_compression method = (lm_compression)d->hello.compress;
+    if ((ret = lm_recv_chan_init(&d->main_chan, 0, d->ctx, &d->conn, method,
+                                 d->p->no_receivedmap, &d->ctx->err)) < 0)
+        return ret;
+    if ((ret = lm_conn_send_frame(&d->conn, LM_MSG_HELLO_ACK, NULL, 0)) < 0)
+        return ret;
+    return d->hello.nchannels ? accept_channels(d) : 0;
 }
 
+/* A PAGES frame on the main connection: one packet, like a channel's. */
 static int receive_pages(lm_dest *d, const lm_frame *f)
 {
-    lm_ctx *ctx = d->ctx;
-    uint64_t ps = ctx->page_size;
-    char why[256];
-    uint8_t raw[LM_PACKET_HDR_SIZE + 8 * LM_PACKET_MAX_PAGES];
+    uint8_t raw[LM_PACKET_HDR_SIZE];
     lm_packet_hdr ph;
-
+    char why[256];
     if (f->length < LM_PACKET_HDR_SIZE)
         return protocol_error(d, -EBADMSG, "PAGES frame shorter than a packet header");
-    int ret = lm_conn_read(&d->conn, raw, LM_PACKET_HDR_SIZE);
-    if (ret < 0)
+    int ret = lm_conn_read(&d->conn, raw, sizeof(raw));
+    if (ret < 0 || (ret = lm_recv_chan_decode(&d->main_chan, raw, &ph)) < 0)
         return ret;
-    if ((ret = lm_packet_decode(raw, (uint32_t)ps, &ph, why, sizeof(why))) < 0)
-        return protocol_error(d, ret, why);
-    uint32_t n = ph.normal_pages + ph.zero_pages;
-    uint64_t expect = LM_PACKET_HDR_SIZE + 8ull * n + ph.payload_size;
+    if (ph.flags & LM_PACKET_FLAG_SYNC)
+        return protocol_error(d, -EBADMSG, "SYNC packet on the main connection");
+    uint64_t expect = LM_PACKET_HDR_SIZE + 8ull * (ph.normal_pages + ph.zero_pages) + ph.payload_size;
     if (f->length != expect) {
         snprintf(why, sizeof(why), "PAGES frame of %u bytes, its packet needs %llu", f->length,
                  (unsigned long long)expect);
         return protocol_error(d, -EBADMSG, why);
     }
-    lm_block *b = lm__block_by_id(ctx, ph.block_id);
-    if (!b) {
-        snprintf(why, sizeof(why), "packet names unknown RAM block %u", ph.block_id);
-        return protocol_error(d, -EBADMSG, why);
-    }
-    uint8_t *offs = raw + LM_PACKET_HDR_SIZE;
-    if ((ret = lm_conn_read(&d->conn, offs, 8ull * n)) < 0)
-        return ret;
-    /* Every offset is checked before any byte of payload lands. */
-    for (uint32_t i = 0; i < n; i++) {
-        d->offsets[i] = lm_get_be64(offs + 8 * i);
-        if ((ret = lm_packet_check_offset(d->offsets[i], b->len, (uint32_t)ps, why, sizeof(why))) < 0)
-            return protocol_error(d, ret, why);
-    }
-    struct iovec iov[LM_PACKET_MAX_PAGES];
-    int iovcnt = 0;
-    for (uint32_t i = 0; i < ph.normal_pages; i++) {
-        uint8_t *page = b->host + d->offsets[i];
-        if (iovcnt && (uint8_t *)iov[iovcnt - 1].iov_base + iov[iovcnt - 1].iov_len == page)
-            iov[iovcnt - 1].iov_len += ps;
-        else
-            iov[iovcnt++] = (struct iovec){page, ps};
-    }
-    if ((ret = lm_conn_readv(&d->conn, iov, iovcnt)) < 0)
-        return ret;
-    for (uint32_t i = 0; i < ph.normal_pages; i++)
-        lm_bit_set(b->received, d->offsets[i] / ps);
-    for (uint32_t i = ph.normal_pages; i < n; i++) {
-        uint64_t page = d->offsets[i] / ps;
-        uint8_t *dst = b->host + d->offsets[i];
-        if (d->p->no_receivedmap) {
-            /* Baseline: look at the page (a fault if it was never touched). */
-            if (!page_is_zero(dst, ps))
-                memset(dst, 0, ps);
-        } else if (lm_bit_test(b->received, page) || !(b->flags & LM_RAM_ZEROED)) {
-            /* Fresh memory already reads as zero: only a page that held
-             * data before needs clearing. */
-            memset(dst, 0, ps);
-        }
-        lm_bit_set(b->received, page);
-    }
-    d->st.normal += ph.normal_pages;
-    d->st.normal_bytes += ph.payload_size;
-    d->st.duplicate += ph.zero_pages;
-    return 0;
+    return lm_recv_chan_body(&d->main_chan, &ph);
 }
 
 static int receive_stream(lm_dest *d)
@@ -207,6 +214,9 @@ static int receive_stream(lm_dest *d)
         case LM_MSG_ROUND_END:
             if (f.length)
                 return protocol_error(d, -EBADMSG, "ROUND_END carries a body");
+            /* Every channel finishes this round before any starts the next. */
+            if (d->use_pool)
+                ret = lm_multifd_recv_barrier(&d->pool, d->conn.timeout_ms);
             d->st.dirty_sync_count++;
             break;
         case LM_MSG_DEVICE_STATE:
@@ -229,7 +239,7 @@ static int receive_stream(lm_dest *d)
                 return protocol_error(d, -EBADMSG, "COMPLETE carries a body");
             if (!d->have_state)
                 return protocol_error(d, -EBADMSG, "COMPLETE before DEVICE_STATE");
-            return 0;
+            return d->use_pool ? lm_multifd_recv_finish(&d->pool, d->conn.timeout_ms) : 0;
         case LM_MSG_ERROR: {
             uint8_t body[4 + LM_ERROR_MAX_TEXT];
             if ((ret = lm_conn_recv_body(&d->conn, &f, body, sizeof(body))) < 0)
@@ -326,6 +336,7 @@ int lm_incoming(lm_ctx *ctx, lm_listener *l, const lm_params *params)
     d->ctx = ctx;
     d->p = params;
     d->conn.fd = -1;
+    d->listener = l;
     lm_err_reset(&ctx->err);
     atomic_store(&ctx->cancel, 0);
     lm__stats_reset(ctx, "setup");
@@ -347,12 +358,23 @@ int lm_incoming(lm_ctx *ctx, lm_listener *l, const lm_params *params)
         d->st.dest_minor_faults = min1 - min0;
         d->st.dest_major_faults = maj1 - maj0;
     }
+    /* Page counters live with the channels that received them. */
+    d->st.normal = atomic_load(&d->main_chan.normal);
+    d->st.duplicate = atomic_load(&d->main_chan.zero);
+    d->st.normal_bytes = atomic_load(&d->main_chan.normal_bytes);
+    if (d->use_pool) {
+        if (ret == 0)
+            lm_multifd_recv_counters(&d->pool, &d->st.normal, &d->st.duplicate,
+                                     &d->st.normal_bytes, &d->st.multifd_bytes);
+        lm_multifd_recv_stop(&d->pool);
+    }
+    lm_recv_chan_cleanup(&d->main_chan);
     if (ret == 0)
         ret = finish(d);
     if (ret < 0 && d->conn.fd >= 0 && ret != -ECONNRESET && ret != -EPIPE)
         lm_conn_send_error(&d->conn, ret, ctx->err.msg);
 
-    d->st.transferred = d->conn.bytes_in;
+    d->st.transferred = d->conn.bytes_in + d->st.multifd_bytes;
     if (d->start_ns) {
         d->st.total_time_ms = lm_ns_to_ms(lm_now_ns() - d->start_ns);
         double secs = d->st.total_time_ms / 1000.0;

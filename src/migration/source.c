@@ -16,12 +16,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/uio.h>
 #include <time.h>
 
 #include "dirty/pagemap.h"
 #include "dirty/tracker.h"
 #include "migration/engine.h"
+#include "multifd/send.h"
+#include "util/zero.h"
 #include "proto/wire.h"
 #include "transport/conn.h"
 #include "transport/transport.h"
@@ -32,13 +35,6 @@
 #define RATE_WINDOW_NS 100000000ull
 #define MIN_BYTES_FOR_BANDWIDTH (4ull << 20)
 
-typedef struct packet {
-    lm_block *block;
-    uint32_t nnormal, nzero;
-    uint64_t normal[LM_PACKET_MAX_PAGES];
-    uint64_t zero[LM_PACKET_MAX_PAGES];
-} packet;
-
 typedef struct lm_source {
     lm_ctx *ctx;
     const lm_params *p;
@@ -48,7 +44,13 @@ typedef struct lm_source {
     lm_word *dirty[LM_MAX_BLOCKS];
     lm_word *populated; /* one chunk's worth, reused */
     lm_stats st;        /* working copy, published to ctx->stats */
-    packet pk;
+    lm_page_batch *batch;   /* being filled by the scheduler */
+    lm_send_chan main_chan; /* single stream: packets inline on the main connection */
+    lm_multifd_send pool;   /* multifd: sender threads, one connection each */
+    bool use_pool;
+    uint8_t uuid[16];       /* names this migration to the destination's channels */
+    const char *addr;       /* the destination, for the channels' connections */
+    const lm_transport_ops *transport;
     uint64_t start_ns, stop_ns;
     uint64_t rate_window_ns, rate_window_bytes;
     uint64_t round_pages, round_done, round_start_ns, round_bytes0;
@@ -59,9 +61,22 @@ typedef struct lm_source {
     bool in_downtime;
 } lm_source;
 
-static uint64_t wire_bytes(const lm_source *s)
+static uint64_t wire_bytes(lm_source *s)
 {
-    return s->conn.bytes_out;
+    return s->conn.bytes_out + (s->use_pool ? lm_multifd_send_bytes(&s->pool) : 0);
+}
+
+/* Page counters live with the channels that send; gather them. */
+static void gather_counters(lm_source *s)
+{
+    lm_send_chan *m = &s->main_chan;
+    s->st.normal = atomic_load_explicit(&m->normal, memory_order_relaxed);
+    s->st.duplicate = atomic_load_explicit(&m->zero, memory_order_relaxed);
+    s->st.normal_bytes = atomic_load_explicit(&m->normal_bytes, memory_order_relaxed);
+    if (s->use_pool)
+        lm_multifd_send_counters(&s->pool, &s->st.normal, &s->st.duplicate, &s->st.normal_bytes);
+    s->st.multifd_bytes = s->use_pool ? lm_multifd_send_bytes(&s->pool) : 0;
+    s->st.transferred = wire_bytes(s);
 }
 
 static void report_progress(lm_source *s, bool force)
@@ -70,7 +85,7 @@ static void report_progress(lm_source *s, bool force)
     if (!force && now - s->last_progress_ns < PROGRESS_INTERVAL_NS)
         return;
     s->last_progress_ns = now;
-    s->st.transferred = wire_bytes(s);
+    gather_counters(s);
     s->st.precopy_bytes = s->in_downtime ? s->st.precopy_bytes : s->st.transferred;
     s->st.total_time_ms = lm_ns_to_ms(now - s->start_ns);
     lm__stats_publish(s->ctx, &s->st);
@@ -109,74 +124,60 @@ static void pace(lm_source *s, uint64_t bytes)
     }
 }
 
-static int packet_flush(lm_source *s)
+/* Hands the current batch to a channel: inline on the main connection for a
+ * single stream, else to an idle multifd sender thread. */
+static int flush_batch(lm_source *s)
 {
-    packet *pk = &s->pk;
-    uint32_t n = pk->nnormal + pk->nzero;
+    lm_page_batch *b = s->batch;
+    uint32_t n = lm_batch_pages(b);
     if (!n)
         return 0;
-    uint64_t ps = s->ctx->page_size;
-    uint8_t head[LM_FRAME_HDR_SIZE + LM_PACKET_HDR_SIZE + 8 * LM_PACKET_MAX_PAGES];
-    lm_packet_hdr ph = {
-        .pages_alloc = LM_PACKET_MAX_PAGES,
-        .normal_pages = pk->nnormal,
-        .zero_pages = pk->nzero,
-        .block_id = pk->block->id,
-        .payload_size = pk->nnormal * ps,
-        .packet_num = s->st.normal + s->st.duplicate, /* pages so far: a running id */
-    };
-    size_t head_len = LM_FRAME_HDR_SIZE + LM_PACKET_HDR_SIZE + 8 * (size_t)n;
-    lm_frame_encode(head, LM_MSG_PAGES, (uint32_t)(head_len - LM_FRAME_HDR_SIZE + ph.payload_size));
-    lm_packet_encode(&ph, head + LM_FRAME_HDR_SIZE);
-    uint8_t *offs = head + LM_FRAME_HDR_SIZE + LM_PACKET_HDR_SIZE;
-    for (uint32_t i = 0; i < pk->nnormal; i++)
-        lm_put_be64(offs + 8 * i, pk->normal[i]);
-    for (uint32_t i = 0; i < pk->nzero; i++)
-        lm_put_be64(offs + 8 * (pk->nnormal + i), pk->zero[i]);
-
-    /* Payload straight from guest RAM; adjacent pages share one iovec. */
-    struct iovec iov[1 + LM_PACKET_MAX_PAGES];
-    int iovcnt = 1;
-    iov[0] = (struct iovec){head, head_len};
-    for (uint32_t i = 0; i < pk->nnormal; i++) {
-        uint8_t *page = pk->block->host + pk->normal[i];
-        struct iovec *last = &iov[iovcnt - 1];
-        if (iovcnt > 1 && (uint8_t *)last->iov_base + last->iov_len == page)
-            last->iov_len += ps;
-        else
-            iov[iovcnt++] = (struct iovec){page, ps};
-    }
-    uint64_t before = wire_bytes(s);
-    int ret = lm_conn_writev(&s->conn, iov, iovcnt);
+    uint64_t bytes = b->nnormal * s->ctx->page_size + 8ull * n;
+    int ret = s->use_pool ? lm_multifd_send_queue(&s->pool, &s->batch)
+                          : lm_send_chan_packet(&s->main_chan, b, &s->ctx->err);
     if (ret < 0)
         return ret;
-    s->st.normal += pk->nnormal;
-    s->st.normal_bytes += pk->nnormal * ps;
-    s->st.duplicate += pk->nzero;
+    lm_batch_reset(s->batch);
     s->round_done += n;
-    pk->nnormal = pk->nzero = 0;
-    pace(s, wire_bytes(s) - before);
+    pace(s, bytes);
     report_progress(s, false);
     if (atomic_load(&s->ctx->cancel))
         return lm_err_set(&s->ctx->err, -ECANCELED, "migration cancelled");
     return 0;
 }
 
+/* Queues one page; 'zero' when it is known to be zero without looking
+ * (never populated). Legacy detection looks here, on this thread. */
 static int queue_page(lm_source *s, lm_block *b, uint64_t page, bool zero)
 {
-    packet *pk = &s->pk;
-    if (pk->block != b || pk->nnormal + pk->nzero == LM_PACKET_MAX_PAGES) {
-        int ret = packet_flush(s);
+    lm_page_batch *pk = s->batch;
+    if (pk->block != b || lm_batch_pages(pk) == LM_PACKET_MAX_PAGES) {
+        int ret = flush_batch(s);
         if (ret < 0)
             return ret;
+        pk = s->batch;
         pk->block = b;
     }
     uint64_t off = page * s->ctx->page_size;
+    if (!zero && s->p->zero_detection == LM_ZERO_DETECT_LEGACY)
+        zero = lm_buffer_is_zero(b->host + off, s->ctx->page_size);
     if (zero)
         pk->zero[pk->nzero++] = off;
     else
         pk->normal[pk->nnormal++] = off;
     return 0;
+}
+
+/* The end of a round: everything queued is on the wire, every channel has
+ * sent its SYNC, then ROUND_END on the main connection. */
+static int end_of_round_barrier(lm_source *s)
+{
+    int ret = flush_batch(s);
+    if (ret == 0 && s->use_pool)
+        ret = lm_multifd_send_sync(&s->pool);
+    if (ret == 0)
+        ret = lm_conn_send_frame(&s->conn, LM_MSG_ROUND_END, NULL, 0);
+    return ret;
 }
 
 static void begin_round(lm_source *s, uint64_t pages)
@@ -238,10 +239,7 @@ static int first_pass(lm_source *s)
                     return ret;
         }
     }
-    int ret = packet_flush(s);
-    if (ret == 0)
-        ret = lm_conn_send_frame(&s->conn, LM_MSG_ROUND_END, NULL, 0);
-    return ret;
+    return end_of_round_barrier(s);
 }
 
 /* ORs the tracker's dirty pages into s->dirty (which may still hold pages
@@ -278,10 +276,7 @@ static int send_dirty(lm_source *s, uint64_t count)
         }
         lm_bitmap_clear_all(s->dirty[i], b->npages);
     }
-    int ret = packet_flush(s);
-    if (ret == 0)
-        ret = lm_conn_send_frame(&s->conn, LM_MSG_ROUND_END, NULL, 0);
-    return ret;
+    return end_of_round_barrier(s);
 }
 
 static int handshake(lm_source *s)
@@ -289,7 +284,10 @@ static int handshake(lm_source *s)
     lm_ctx *ctx = s->ctx;
     lm_hello h = {.page_size = (uint32_t)ctx->page_size,
                   .flags = s->p->verify ? LM_HELLO_VERIFY : 0,
-                  .nblocks = ctx->nblocks};
+                  .nblocks = ctx->nblocks,
+                  .nchannels = s->p->multifd_channels,
+                  .compress = (uint32_t)s->p->compress};
+    memcpy(h.uuid, s->uuid, sizeof(h.uuid));
     for (unsigned i = 0; i < ctx->nblocks; i++) {
         h.blocks[i].id = ctx->blocks[i].id;
         h.blocks[i].len = ctx->blocks[i].len;
@@ -350,6 +348,9 @@ static int switchover(lm_source *s)
     if ((ret = sync_dirty(s, false, &count)) < 0 || (ret = send_dirty(s, count)) < 0)
         return ret;
     end_round(s, count);
+    /* Every page is out: closing the channels tells the destination so. */
+    if (s->use_pool)
+        lm_multifd_send_stop(&s->pool);
 
     void *state = NULL;
     size_t state_len = 0;
@@ -423,11 +424,32 @@ static int switchover(lm_source *s)
     return 0;
 }
 
+static int connect_channel(void *opaque, int *fd, lm_err *err)
+{
+    lm_source *s = opaque;
+    return s->transport->connect(s->addr, s->p->io_timeout_ms, fd, err);
+}
+
+static int check_params(lm_ctx *ctx, const lm_params *p)
+{
+    if (p->multifd_channels > LM_MAX_CHANNELS)
+        return lm_err_set(&ctx->err, -EINVAL, "at most %d multifd channels", LM_MAX_CHANNELS);
+    if ((unsigned)p->zero_detection > LM_ZERO_DETECT_NONE)
+        return lm_err_set(&ctx->err, -EINVAL, "unknown zero-page detection mode %d",
+                          (int)p->zero_detection);
+    if ((unsigned)p->compress >= LM_COMPRESS_METHODS)
+        return lm_err_set(&ctx->err, -EINVAL, "unknown compression method %d", (int)p->compress);
+    return 0;
+}
+
 static int setup(lm_source *s, const char *uri)
 {
     lm_ctx *ctx = s->ctx;
     if (!ctx->nblocks)
         return lm_err_set(&ctx->err, -EINVAL, "no RAM blocks registered: nothing to migrate");
+    int ret = check_params(ctx, s->p);
+    if (ret < 0)
+        return ret;
     const char *addr;
     const lm_transport_ops *t = lm_transport_for(uri, &addr, &ctx->err);
     if (!t)
@@ -444,7 +466,7 @@ static int setup(lm_source *s, const char *uri)
     uint64_t chunk = ARM_CHUNK_BYTES / ctx->page_size;
     if (!(s->populated = lm_bitmap_new(chunk)))
         return lm_err_set(&ctx->err, -ENOMEM, "out of memory");
-    int ret = lm_pagemap_open(&s->pm);
+    ret = lm_pagemap_open(&s->pm);
     if (ret < 0)
         return lm_err_set(&ctx->err, ret, "cannot open /proc/self/pagemap: %s", strerror(-ret));
     /* Probe tracking before touching the network: a missing kernel feature
@@ -453,11 +475,32 @@ static int setup(lm_source *s, const char *uri)
         return ret;
     snprintf(s->st.tracker, sizeof(s->st.tracker), "%s", lm_tracker_name(s->tracker));
 
+    if (!(s->batch = calloc(1, sizeof(*s->batch))))
+        return lm_err_set(&ctx->err, -ENOMEM, "out of memory");
+    if (getrandom(s->uuid, sizeof(s->uuid), 0) != sizeof(s->uuid))
+        return lm_err_set(&ctx->err, -EIO, "getrandom failed: %s", strerror(errno));
+
     int fd;
+    s->transport = t;
+    s->addr = addr;
     if ((ret = t->connect(addr, s->p->io_timeout_ms, &fd, &ctx->err)) < 0)
         return ret;
     lm_conn_init(&s->conn, fd, s->p->io_timeout_ms, &ctx->cancel, "destination", &ctx->err);
-    return handshake(s);
+    /* Single stream: zero detection (multifd mode) happens inline. */
+    bool inline_detect = s->p->zero_detection == LM_ZERO_DETECT_MULTIFD;
+    if ((ret = lm_send_chan_init(&s->main_chan, 0, &s->conn, true, inline_detect, s->p->compress,
+                                 ctx->page_size, &ctx->err)) < 0)
+        return ret;
+    if ((ret = handshake(s)) < 0)
+        return ret;
+    if (!s->p->multifd_channels)
+        return 0;
+    ret = lm_multifd_send_start(&s->pool, s->p->multifd_channels, connect_channel, s, s->uuid,
+                                s->p->io_timeout_ms, &ctx->cancel,
+                                s->p->zero_detection == LM_ZERO_DETECT_MULTIFD, s->p->compress,
+                                ctx->page_size, s->conn.fd, &ctx->err);
+    s->use_pool = ret == 0;
+    return ret;
 }
 
 /* PING/PONG: returns once the destination has processed everything sent so
@@ -537,10 +580,12 @@ int lm_migrate(lm_ctx *ctx, const char *uri, const lm_params *params)
     }
     /* Tracking ends before the guest runs again: nothing stays protected. */
     lm_tracker_destroy(s->tracker);
+    if (s->use_pool)
+        lm_multifd_send_stop(&s->pool);
     if (ret < 0 && s->stopped && ctx->gops.resume)
         ctx->gops.resume(ctx->gopaque);
 
-    s->st.transferred = wire_bytes(s);
+    gather_counters(s);
     s->st.total_time_ms = lm_ns_to_ms(lm_now_ns() - s->start_ns);
     double secs = s->st.total_time_ms / 1000.0;
     s->st.mbps = secs > 0 ? (double)s->st.transferred * 8 / 1e6 / secs : 0;
@@ -548,6 +593,8 @@ int lm_migrate(lm_ctx *ctx, const char *uri, const lm_params *params)
     snprintf(s->st.status, sizeof(s->st.status), ret == 0 ? "completed" : "failed");
     report_progress(s, true);
 
+    lm_send_chan_cleanup(&s->main_chan);
+    free(s->batch);
     lm_conn_close(&s->conn);
     lm_pagemap_close(&s->pm);
     for (unsigned i = 0; i < ctx->nblocks; i++)

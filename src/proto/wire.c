@@ -27,7 +27,7 @@ const char *lm_msg_name(uint16_t type)
         [LM_MSG_DEVICE_STATE] = "DEVICE_STATE", [LM_MSG_COMPLETE] = "COMPLETE",
         [LM_MSG_RESUMED] = "RESUMED",   [LM_MSG_ERROR] = "ERROR",
         [LM_MSG_VERIFY] = "VERIFY",     [LM_MSG_PING] = "PING",
-        [LM_MSG_PONG] = "PONG",
+        [LM_MSG_PONG] = "PONG",         [LM_MSG_CHANNEL_HELLO] = "CHANNEL_HELLO",
     };
     return type < LM_MSG__COUNT && names[type] ? names[type] : "UNKNOWN";
 }
@@ -70,9 +70,9 @@ int lm_frame_decode(const uint8_t in[LM_FRAME_HDR_SIZE], lm_frame *f, char *why,
     return 0;
 }
 
-/* Hello: page_size u32 | flags u32 | nblocks u32 | reserved u32 | ram_total u64
- *        | reserved u64, then per block: id u32 | reserved u32 | len u64 |
- *        name[32], NUL-padded. */
+/* Hello: page_size u32 | flags u32 | nblocks u32 | nchannels u32 |
+ *        ram_total u64 | compress u32 | reserved u32 | uuid[16], then per
+ *        block: id u32 | reserved u32 | len u64 | name[32], NUL-padded. */
 size_t lm_hello_size(uint32_t nblocks)
 {
     return LM_HELLO_FIXED_SIZE + (size_t)nblocks * LM_HELLO_BLOCK_SIZE;
@@ -84,7 +84,10 @@ void lm_hello_encode(const lm_hello *h, uint8_t *out)
     lm_put_be32(out, h->page_size);
     lm_put_be32(out + 4, h->flags);
     lm_put_be32(out + 8, h->nblocks);
+    lm_put_be32(out + 12, h->nchannels);
     lm_put_be64(out + 16, h->ram_total);
+    lm_put_be32(out + 24, h->compress);
+    memcpy(out + 32, h->uuid, 16);
     for (uint32_t i = 0; i < h->nblocks; i++) {
         uint8_t *b = out + LM_HELLO_FIXED_SIZE + (size_t)i * LM_HELLO_BLOCK_SIZE;
         lm_put_be32(b, h->blocks[i].id);
@@ -101,14 +104,23 @@ int lm_hello_decode(const uint8_t *in, size_t len, lm_hello *h, char *why, size_
     h->page_size = lm_get_be32(in);
     h->flags = lm_get_be32(in + 4);
     h->nblocks = lm_get_be32(in + 8);
+    h->nchannels = lm_get_be32(in + 12);
     h->ram_total = lm_get_be64(in + 16);
+    h->compress = lm_get_be32(in + 24);
+    memcpy(h->uuid, in + 32, 16);
     if (h->page_size < 4096 || h->page_size > (1u << 21) || (h->page_size & (h->page_size - 1)))
         return reject(why, whylen, -EBADMSG, "HELLO page size %u is not a power of two "
                       "between 4 KiB and 2 MiB", h->page_size);
     if (h->flags & ~LM_HELLO_KNOWN_FLAGS)
         return reject(why, whylen, -EBADMSG, "HELLO has unknown flags 0x%x", h->flags);
-    if (lm_get_be32(in + 12) || lm_get_be64(in + 24))
-        return reject(why, whylen, -EBADMSG, "HELLO reserved fields are not zero");
+    if (lm_get_be32(in + 28))
+        return reject(why, whylen, -EBADMSG, "HELLO reserved field is not zero");
+    if (h->nchannels > LM_MAX_CHANNELS)
+        return reject(why, whylen, -EBADMSG, "HELLO announces %u channels (at most %d)",
+                      h->nchannels, LM_MAX_CHANNELS);
+    if (h->compress >= LM_COMPRESS_METHODS)
+        return reject(why, whylen, -EBADMSG, "HELLO names unknown compression method %u",
+                      h->compress);
     if (h->nblocks == 0 || h->nblocks > LM_MAX_BLOCKS)
         return reject(why, whylen, -EBADMSG, "HELLO announces %u RAM blocks (1..%d allowed)",
                       h->nblocks, LM_MAX_BLOCKS);
@@ -157,8 +169,8 @@ void lm_packet_encode(const lm_packet_hdr *h, uint8_t out[LM_PACKET_HDR_SIZE])
     lm_put_be64(out + 40, h->packet_num);
 }
 
-int lm_packet_decode(const uint8_t in[LM_PACKET_HDR_SIZE], uint32_t page_size, lm_packet_hdr *h,
-                     char *why, size_t whylen)
+int lm_packet_decode(const uint8_t in[LM_PACKET_HDR_SIZE], uint32_t page_size,
+                     uint64_t compress_bound, lm_packet_hdr *h, char *why, size_t whylen)
 {
     uint32_t magic = lm_get_be32(in), version = lm_get_be32(in + 4);
     if (magic != LM_PACKET_MAGIC)
@@ -173,7 +185,7 @@ int lm_packet_decode(const uint8_t in[LM_PACKET_HDR_SIZE], uint32_t page_size, l
     h->block_id = lm_get_be32(in + 24);
     h->payload_size = lm_get_be64(in + 32);
     h->packet_num = lm_get_be64(in + 40);
-    if (h->flags)
+    if (h->flags & ~LM_PACKET_KNOWN_FLAGS)
         return reject(why, whylen, -EBADMSG, "packet has unknown flags 0x%x", h->flags);
     if (lm_get_be32(in + 28) || lm_get_be64(in + 48) || lm_get_be64(in + 56))
         return reject(why, whylen, -EBADMSG, "packet reserved fields are not zero");
@@ -184,6 +196,21 @@ int lm_packet_decode(const uint8_t in[LM_PACKET_HDR_SIZE], uint32_t page_size, l
     if ((uint64_t)h->normal_pages + h->zero_pages > h->pages_alloc)
         return reject(why, whylen, -EBADMSG, "packet counts %u normal + %u zero exceed "
                       "pages_alloc %u", h->normal_pages, h->zero_pages, h->pages_alloc);
+    if (h->flags & LM_PACKET_FLAG_SYNC) {
+        if (h->flags != LM_PACKET_FLAG_SYNC || h->normal_pages || h->zero_pages || h->payload_size)
+            return reject(why, whylen, -EBADMSG, "SYNC packet carries pages or flags");
+        return 0;
+    }
+    if (h->flags & LM_PACKET_FLAG_COMPRESSED) {
+        if (!compress_bound)
+            return reject(why, whylen, -EBADMSG, "compressed packet, but no compression was "
+                          "negotiated");
+        if (!h->normal_pages || !h->payload_size || h->payload_size > compress_bound)
+            return reject(why, whylen, -EBADMSG, "compressed payload of %llu bytes for %u "
+                          "pages (1..%llu allowed)", (unsigned long long)h->payload_size,
+                          h->normal_pages, (unsigned long long)compress_bound);
+        return 0;
+    }
     if (h->payload_size != (uint64_t)h->normal_pages * page_size)
         return reject(why, whylen, -EBADMSG, "packet payload %llu bytes, %u normal pages "
                       "need %llu", (unsigned long long)h->payload_size, h->normal_pages,
@@ -200,6 +227,27 @@ int lm_packet_check_offset(uint64_t offset, uint64_t block_len, uint32_t page_si
     if (offset >= block_len)
         return reject(why, whylen, -EBADMSG, "page offset 0x%llx is outside the block "
                       "(%llu bytes)", (unsigned long long)offset, (unsigned long long)block_len);
+    return 0;
+}
+
+/* Channel hello: uuid[16] | channel u32 | reserved u32 */
+void lm_channel_hello_encode(const lm_channel_hello *c, uint8_t out[LM_CHANNEL_HELLO_SIZE])
+{
+    memset(out, 0, LM_CHANNEL_HELLO_SIZE);
+    memcpy(out, c->uuid, 16);
+    lm_put_be32(out + 16, c->channel);
+}
+
+int lm_channel_hello_decode(const uint8_t *in, size_t len, lm_channel_hello *c, char *why,
+                            size_t whylen)
+{
+    if (len != LM_CHANNEL_HELLO_SIZE)
+        return reject(why, whylen, -EBADMSG, "CHANNEL_HELLO is %zu bytes, expected %d", len,
+                      LM_CHANNEL_HELLO_SIZE);
+    if (lm_get_be32(in + 20))
+        return reject(why, whylen, -EBADMSG, "CHANNEL_HELLO reserved field is not zero");
+    memcpy(c->uuid, in, 16);
+    c->channel = lm_get_be32(in + 16);
     return 0;
 }
 

@@ -24,7 +24,10 @@
 #define LM_PACKET_HDR_SIZE 64
 #define LM_PACKET_MAX_PAGES 128
 
-#define LM_HELLO_FIXED_SIZE 32
+#define LM_HELLO_FIXED_SIZE 48
+#define LM_CHANNEL_HELLO_SIZE 24
+#define LM_MAX_CHANNELS 64
+#define LM_COMPRESS_METHODS 4 /* none, zlib, zstd, lz4 */
 #define LM_HELLO_BLOCK_SIZE 48
 #define LM_VERIFY_SIZE 32
 #define LM_RESUMED_SIZE 16
@@ -42,6 +45,7 @@ typedef enum lm_msg_type {
     LM_MSG_VERIFY,       /* after COMPLETE when verifying: the source's digest */
     LM_MSG_PING,         /* asks the destination to confirm it caught up */
     LM_MSG_PONG,         /* destination -> source: everything before PING is processed */
+    LM_MSG_CHANNEL_HELLO, /* first frame on a multifd channel: migration uuid, channel id */
     LM_MSG__COUNT
 } lm_msg_type;
 
@@ -64,9 +68,24 @@ typedef struct lm_hello {
     uint32_t page_size;
     uint32_t flags;
     uint32_t nblocks;
+    uint32_t nchannels; /* multifd channels that will connect (0: one stream) */
+    uint32_t compress;  /* compression method for page payloads */
+    uint8_t uuid[16];   /* names this migration to its channels */
     uint64_t ram_total;
     lm_wire_block blocks[LM_MAX_BLOCKS];
 } lm_hello;
+
+/* Packet flags. */
+enum {
+    LM_PACKET_FLAG_SYNC = 1u << 0,       /* no pages: the end of a round on this channel */
+    LM_PACKET_FLAG_COMPRESSED = 1u << 1, /* payload compressed with the HELLO's method */
+};
+#define LM_PACKET_KNOWN_FLAGS (LM_PACKET_FLAG_SYNC | LM_PACKET_FLAG_COMPRESSED)
+
+typedef struct lm_channel_hello {
+    uint8_t uuid[16];
+    uint32_t channel;
+} lm_channel_hello;
 
 typedef struct lm_packet_hdr {
     uint32_t flags;
@@ -124,12 +143,17 @@ int lm_hello_decode(const uint8_t *in, size_t len, lm_hello *h, char *why, size_
 
 void lm_packet_encode(const lm_packet_hdr *h, uint8_t out[LM_PACKET_HDR_SIZE]);
 /* Checks the header against itself and the page size; the caller checks
- * the block id and the offsets (lm_packet_check_offset). */
-int lm_packet_decode(const uint8_t in[LM_PACKET_HDR_SIZE], uint32_t page_size, lm_packet_hdr *h,
-                     char *why, size_t whylen);
+ * the block id and the offsets (lm_packet_check_offset). compress_bound is
+ * the largest compressed payload accepted, 0 when no compression was
+ * negotiated (then a compressed packet is rejected). */
+int lm_packet_decode(const uint8_t in[LM_PACKET_HDR_SIZE], uint32_t page_size,
+                     uint64_t compress_bound, lm_packet_hdr *h, char *why, size_t whylen);
 int lm_packet_check_offset(uint64_t offset, uint64_t block_len, uint32_t page_size, char *why,
                            size_t whylen);
 
+void lm_channel_hello_encode(const lm_channel_hello *c, uint8_t out[LM_CHANNEL_HELLO_SIZE]);
+int lm_channel_hello_decode(const uint8_t *in, size_t len, lm_channel_hello *c, char *why,
+                            size_t whylen);
 void lm_verify_encode(const lm_verify_msg *v, uint8_t out[LM_VERIFY_SIZE]);
 int lm_verify_decode(const uint8_t *in, size_t len, lm_verify_msg *v, char *why, size_t whylen);
 void lm_resumed_encode(const lm_resumed *r, uint8_t out[LM_RESUMED_SIZE]);

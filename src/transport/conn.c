@@ -133,6 +133,24 @@ int lm_conn_read(lm_conn *c, void *buf, size_t len)
     return lm_conn_readv(c, &iov, 1);
 }
 
+int lm_conn_read_or_eof(lm_conn *c, void *buf, size_t len)
+{
+    for (;;) {
+        ssize_t n = recv(c->fd, buf, 1, MSG_PEEK);
+        if (n == 0)
+            return 1;
+        if (n > 0)
+            return lm_conn_read(c, buf, len);
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN)
+            return io_failed(c, -errno, "receiving from");
+        int ret = wait_ready(c, POLLIN);
+        if (ret < 0)
+            return io_failed(c, ret, "receiving from");
+    }
+}
+
 int lm_conn_send_frame(lm_conn *c, uint16_t type, const void *body, uint32_t len)
 {
     uint8_t hdr[LM_FRAME_HDR_SIZE];

@@ -32,6 +32,9 @@ int lm_conn_writev(lm_conn *c, struct iovec *iov, int iovcnt);
 /* Reads exactly the bytes iov describes (modified in place). */
 int lm_conn_readv(lm_conn *c, struct iovec *iov, int iovcnt);
 int lm_conn_read(lm_conn *c, void *buf, size_t len);
+/* Like lm_conn_read, but a peer that closes before the first byte is a
+ * clean end: returns 1. */
+int lm_conn_read_or_eof(lm_conn *c, void *buf, size_t len);
 
 int lm_conn_send_frame(lm_conn *c, uint16_t type, const void *body, uint32_t len);
 /* Reads and validates a frame header. */

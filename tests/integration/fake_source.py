@@ -20,8 +20,9 @@ def frame(mtype, body=b"", version=VERSION, magic=MAGIC, length=None):
     return struct.pack(">IHHII", magic, version, mtype, n, 0) + body
 
 
-def hello(verify=False):
-    fixed = struct.pack(">IIIIQQ", PAGE, 1 if verify else 0, 1, 0, BLOCK_LEN, 0)
+def hello(verify=False, channels=0, compress=0, uuid=b"\x42" * 16):
+    fixed = struct.pack(">IIIIQII", PAGE, 1 if verify else 0, 1, channels, BLOCK_LEN, compress,
+                        0) + uuid
     block = struct.pack(">IIQ", 0, 0, BLOCK_LEN) + b"ram".ljust(32, b"\0")
     return frame(HELLO, fixed + block)
 

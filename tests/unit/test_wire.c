@@ -115,7 +115,8 @@ static void make_hello(lm_hello *h, uint32_t nblocks, uint32_t page_size)
 static bool hello_equal(const lm_hello *a, const lm_hello *b)
 {
     if (a->page_size != b->page_size || a->flags != b->flags || a->nblocks != b->nblocks ||
-        a->ram_total != b->ram_total)
+        a->ram_total != b->ram_total || a->nchannels != b->nchannels ||
+        a->compress != b->compress || memcmp(a->uuid, b->uuid, 16) != 0)
         return false;
     for (uint32_t i = 0; i < a->nblocks; i++)
         if (a->blocks[i].id != b->blocks[i].id || a->blocks[i].len != b->blocks[i].len ||
@@ -131,7 +132,7 @@ static void hello_roundtrip(void)
 {
     static lm_hello h, d;
     CHECK_EQ_U64(lm_hello_size(1), LM_HELLO_FIXED_SIZE + LM_HELLO_BLOCK_SIZE);
-    CHECK_EQ_U64(lm_hello_size(LM_MAX_BLOCKS), 32 + 48 * LM_MAX_BLOCKS);
+    CHECK_EQ_U64(lm_hello_size(LM_MAX_BLOCKS), 48 + 48 * LM_MAX_BLOCKS);
 
     make_hello(&h, 1, PS);
     lm_hello_encode(&h, hbuf);
@@ -222,17 +223,38 @@ static void hello_rejects(void)
         lm_put_be32(hx + 4, LM_HELLO_VERIFY | 1u << bit);
         REJECTS(lm_hello_decode(hx, n, &d, why, sizeof(why)), -EBADMSG);
     }
-    /* Reserved fields: at 12 (u32) and 24 (u64), every byte. */
-    for (int off = 12; off < 16; off++) {
+    /* Channels: 0..LM_MAX_CHANNELS accepted, more rejected. */
+    static const uint32_t bad_ch[] = {LM_MAX_CHANNELS + 1, 1000, 1u << 24, UINT32_MAX};
+    for (size_t i = 0; i < sizeof(bad_ch) / sizeof(bad_ch[0]); i++) {
         n = hello_base();
-        hx[off] = 1;
+        lm_put_be32(hx + 12, bad_ch[i]);
         REJECTS(lm_hello_decode(hx, n, &d, why, sizeof(why)), -EBADMSG);
     }
-    for (int off = 24; off < 32; off++) {
+    n = hello_base();
+    lm_put_be32(hx + 12, LM_MAX_CHANNELS);
+    ACCEPTS(lm_hello_decode(hx, n, &d, why, sizeof(why)));
+    CHECK_EQ_U64(d.nchannels, LM_MAX_CHANNELS);
+    /* Compression method: 0..3 accepted, unknown rejected. */
+    for (uint32_t m = 0; m < 8; m++) {
+        n = hello_base();
+        lm_put_be32(hx + 24, m);
+        if (m < LM_COMPRESS_METHODS)
+            ACCEPTS(lm_hello_decode(hx, n, &d, why, sizeof(why)));
+        else
+            REJECTS(lm_hello_decode(hx, n, &d, why, sizeof(why)), -EBADMSG);
+    }
+    /* Reserved u32 at 28, every byte. */
+    for (int off = 28; off < 32; off++) {
         n = hello_base();
         hx[off] = 0x40;
         REJECTS(lm_hello_decode(hx, n, &d, why, sizeof(why)), -EBADMSG);
     }
+    /* The uuid is carried as is. */
+    n = hello_base();
+    for (int i = 0; i < 16; i++)
+        hx[32 + i] = (uint8_t)(0xc0 + i);
+    ACCEPTS(lm_hello_decode(hx, n, &d, why, sizeof(why)));
+    CHECK(d.uuid[0] == 0xc0 && d.uuid[15] == 0xcf);
     /* nblocks 0, LM_MAX_BLOCKS + 1 and huge, with a length that would match. */
     n = hello_base();
     lm_put_be32(hx + 8, 0);
@@ -333,6 +355,67 @@ static bool packet_equal(const lm_packet_hdr *a, const lm_packet_hdr *b)
            a->packet_num == b->packet_num;
 }
 
+/* SYNC and COMPRESSED packets, and the channel hello. */
+static void packet_flags(void)
+{
+    uint8_t b[LM_PACKET_HDR_SIZE];
+    lm_packet_hdr p, d;
+    /* SYNC: no pages, no payload, no other flag. */
+    p = make_packet(0, 0, LM_PACKET_MAX_PAGES);
+    p.flags = LM_PACKET_FLAG_SYNC;
+    lm_packet_encode(&p, b);
+    ACCEPTS(lm_packet_decode(b, PS, 0, &d, why, sizeof(why)));
+    CHECK_EQ_U64(d.flags, LM_PACKET_FLAG_SYNC);
+    p = make_packet(1, 0, 4);
+    p.flags = LM_PACKET_FLAG_SYNC;
+    lm_packet_encode(&p, b);
+    REJECTS(lm_packet_decode(b, PS, 0, &d, why, sizeof(why)), -EBADMSG);
+    p = make_packet(0, 1, 4);
+    p.flags = LM_PACKET_FLAG_SYNC;
+    lm_packet_encode(&p, b);
+    REJECTS(lm_packet_decode(b, PS, 0, &d, why, sizeof(why)), -EBADMSG);
+    p = make_packet(0, 0, 4);
+    p.flags = LM_PACKET_FLAG_SYNC | LM_PACKET_FLAG_COMPRESSED;
+    lm_packet_encode(&p, b);
+    REJECTS(lm_packet_decode(b, PS, 1 << 20, &d, why, sizeof(why)), -EBADMSG);
+
+    /* COMPRESSED: only when negotiated, 1..bound bytes, at least one normal page. */
+    p = make_packet(8, 2, 16);
+    p.flags = LM_PACKET_FLAG_COMPRESSED;
+    p.payload_size = 1234;
+    lm_packet_encode(&p, b);
+    REJECTS(lm_packet_decode(b, PS, 0, &d, why, sizeof(why)), -EBADMSG);
+    ACCEPTS(lm_packet_decode(b, PS, 1 << 20, &d, why, sizeof(why)));
+    CHECK_EQ_U64(d.payload_size, 1234);
+    REJECTS(lm_packet_decode(b, PS, 1233, &d, why, sizeof(why)), -EBADMSG);
+    p.payload_size = 0;
+    lm_packet_encode(&p, b);
+    REJECTS(lm_packet_decode(b, PS, 1 << 20, &d, why, sizeof(why)), -EBADMSG);
+    p = make_packet(0, 3, 16);
+    p.flags = LM_PACKET_FLAG_COMPRESSED;
+    p.payload_size = 10;
+    lm_packet_encode(&p, b);
+    REJECTS(lm_packet_decode(b, PS, 1 << 20, &d, why, sizeof(why)), -EBADMSG);
+    for (int bit = 2; bit < 32; bit++) {
+        p = make_packet(1, 0, 4);
+        p.flags = 1u << bit;
+        lm_packet_encode(&p, b);
+        REJECTS(lm_packet_decode(b, PS, 1 << 20, &d, why, sizeof(why)), -EBADMSG);
+    }
+
+    uint8_t cb[LM_CHANNEL_HELLO_SIZE + 4];
+    lm_channel_hello ch = {.channel = 63}, dc;
+    memset(ch.uuid, 0x5a, 16);
+    lm_channel_hello_encode(&ch, cb);
+    ACCEPTS(lm_channel_hello_decode(cb, LM_CHANNEL_HELLO_SIZE, &dc, why, sizeof(why)));
+    CHECK_EQ_U64(dc.channel, 63);
+    CHECK(memcmp(dc.uuid, ch.uuid, 16) == 0);
+    REJECTS(lm_channel_hello_decode(cb, LM_CHANNEL_HELLO_SIZE - 1, &dc, why, sizeof(why)), -EBADMSG);
+    REJECTS(lm_channel_hello_decode(cb, LM_CHANNEL_HELLO_SIZE + 1, &dc, why, sizeof(why)), -EBADMSG);
+    cb[23] = 1;
+    REJECTS(lm_channel_hello_decode(cb, LM_CHANNEL_HELLO_SIZE, &dc, why, sizeof(why)), -EBADMSG);
+}
+
 static void packets(void)
 {
     uint8_t b[LM_PACKET_HDR_SIZE], x[LM_PACKET_HDR_SIZE];
@@ -348,7 +431,7 @@ static void packets(void)
         memset(b, 0xee, sizeof(b));
         lm_packet_encode(&p, b);
         memset(&d, 0, sizeof(d));
-        ACCEPTS(lm_packet_decode(b, PS, &d, why, sizeof(why)));
+        ACCEPTS(lm_packet_decode(b, PS, 0, &d, why, sizeof(why)));
         CHECK(packet_equal(&p, &d));
         CHECK_EQ_U64(lm_get_be32(b), LM_PACKET_MAGIC);
         CHECK_EQ_U64(lm_get_be32(b + 4), LM_PACKET_VERSION);
@@ -360,14 +443,14 @@ static void packets(void)
     p = make_packet(2, 1, 4);
     p.payload_size = 2ull << 21;
     lm_packet_encode(&p, b);
-    ACCEPTS(lm_packet_decode(b, 1u << 21, &d, why, sizeof(why)));
+    ACCEPTS(lm_packet_decode(b, 1u << 21, 0, &d, why, sizeof(why)));
     CHECK(packet_equal(&p, &d));
-    REJECTS(lm_packet_decode(b, PS, &d, why, sizeof(why)), -EBADMSG);
+    REJECTS(lm_packet_decode(b, PS, 0, &d, why, sizeof(why)), -EBADMSG);
 
     p = make_packet(10, 20, 100);
     lm_packet_encode(&p, b);
 #define PKT_REJECT(code)                                                              \
-    REJECTS(lm_packet_decode(x, PS, &d, why, sizeof(why)), code)
+    REJECTS(lm_packet_decode(x, PS, 0, &d, why, sizeof(why)), code)
     memcpy(x, b, sizeof(x)); x[3] ^= 0x20;                       /* magic */
     PKT_REJECT(-EBADMSG);
     memcpy(x, b, sizeof(x)); lm_put_be32(x, LM_WIRE_MAGIC);      /* frame magic is not packet magic */
@@ -376,7 +459,7 @@ static void packets(void)
     PKT_REJECT(-EPROTO);
     memcpy(x, b, sizeof(x)); lm_put_be32(x + 4, 0);
     PKT_REJECT(-EPROTO);
-    for (int bit = 0; bit < 32; bit++) {                         /* flags */
+    for (int bit = 0; bit < 32; bit++) {                         /* flags (none negotiated) */
         memcpy(x, b, sizeof(x)); lm_put_be32(x + 8, 1u << bit);
         PKT_REJECT(-EBADMSG);
     }
@@ -394,7 +477,7 @@ static void packets(void)
         uint8_t z[LM_PACKET_HDR_SIZE];
         p = make_packet(0, 0, 0);
         lm_packet_encode(&p, z);
-        REJECTS(lm_packet_decode(z, PS, &d, why, sizeof(why)), -EBADMSG);
+        REJECTS(lm_packet_decode(z, PS, 0, &d, why, sizeof(why)), -EBADMSG);
     }
     memcpy(x, b, sizeof(x)); lm_put_be32(x + 12, LM_PACKET_MAX_PAGES + 1);
     PKT_REJECT(-EBADMSG);
@@ -566,7 +649,7 @@ static void random_input(void)
         accepted[0] += lm_frame_decode(in, &f, w, sizeof(w)) == 0;
         /* Packet decode against random page sizes, including 0 and odd ones. */
         uint32_t ps = (v >> 33) % 4 ? PS : (uint32_t)(v >> 36);
-        if (lm_packet_decode(in, ps, &p, w, sizeof(w)) == 0) {
+        if (lm_packet_decode(in, ps, 0, &p, w, sizeof(w)) == 0) {
             accepted[1]++;
             CHECK(p.pages_alloc >= 1 && p.pages_alloc <= LM_PACKET_MAX_PAGES);
             CHECK((uint64_t)p.normal_pages + p.zero_pages <= p.pages_alloc);
@@ -645,7 +728,7 @@ static void byte_flips(void)
             px[i] = (uint8_t)val;
             lm_packet_hdr d;
             why[0] = '\0';
-            if (lm_packet_decode(px, PS, &d, why, sizeof(why)) == 0) {
+            if (lm_packet_decode(px, PS, 0, &d, why, sizeof(why)) == 0) {
                 lm_packet_encode(&d, pre);
                 CHECK(memcmp(pre, px, sizeof(px)) == 0);
                 CHECK((uint64_t)d.normal_pages + d.zero_pages <= d.pages_alloc);
@@ -743,6 +826,7 @@ int main(void)
     hello_roundtrip();
     hello_rejects();
     packets();
+    packet_flags();
     verify_resumed();
     random_input();
     byte_flips();

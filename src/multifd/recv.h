@@ -1,0 +1,91 @@
+/*
+ * The receiving half of a page channel, and the pool of multifd receiver
+ * threads.
+ *
+ * A channel reads one packet: header (validated), offsets (each checked
+ * against the block before any payload is read), then the payload: straight
+ * into guest RAM when uncompressed, through the channel's decompressor
+ * otherwise. Zero pages follow the receivedmap rule. The same code serves
+ * the main connection's PAGES frames (single stream) and each multifd
+ * channel's thread.
+ *
+ * Round barrier: a SYNC packet parks the channel's thread until the main
+ * thread, at the matching ROUND_END, has seen every channel park; only then
+ * do they go on. So no packet of round N+1 is placed before every packet of
+ * round N: a page resent in a later round can never be overwritten by an
+ * older copy that was late on another channel. State under 'lock'.
+ */
+#ifndef LM_MULTIFD_RECV_H
+#define LM_MULTIFD_RECV_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "livemig.h"
+#include "multifd/compress.h"
+#include "transport/conn.h"
+
+struct lm_ctx;
+
+typedef struct lm_recv_chan {
+    /* Set up once. */
+    unsigned id;
+    struct lm_ctx *ctx;
+    bool no_receivedmap;
+    lm_conn *conn;
+    lm_conn own_conn;
+    const lm_compress_ops *comp;
+    void *comp_state;
+    uint8_t *comp_buf;
+    uint64_t comp_bound;
+    /* Owned by the receiving thread. */
+    uint64_t offsets[LM_PACKET_MAX_PAGES];
+    uint8_t raw[8 * LM_PACKET_MAX_PAGES];
+    /* Written by the receiving thread, read by anyone (relaxed). */
+    _Atomic uint64_t normal, zero, normal_bytes;
+    /* Thread. */
+    struct lm_multifd_recv *pool;
+    pthread_t thread;
+    bool started;
+} lm_recv_chan;
+
+int lm_recv_chan_init(lm_recv_chan *c, unsigned id, struct lm_ctx *ctx, lm_conn *conn,
+                      lm_compression method, bool no_receivedmap, lm_err *err);
+void lm_recv_chan_cleanup(lm_recv_chan *c);
+/* Decodes a packet header already read from the connection. */
+int lm_recv_chan_decode(lm_recv_chan *c, const uint8_t raw[LM_PACKET_HDR_SIZE], lm_packet_hdr *ph);
+/* Reads the offsets and payload of a (non-SYNC) packet and places its pages. */
+int lm_recv_chan_body(lm_recv_chan *c, const lm_packet_hdr *ph);
+
+typedef struct lm_multifd_recv {
+    unsigned n;
+    lm_recv_chan *chans;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    unsigned synced;  /* channels parked at the current round's SYNC */
+    uint64_t go_gen;  /* bumped by the main thread to release them */
+    unsigned ended;   /* channels whose source closed them */
+    bool failed;
+    lm_err *err;
+    const _Atomic int *cancel;
+    int main_fd;
+} lm_multifd_recv;
+
+/* Starts a receiver thread on each of the n connected fds (fds[i] is
+ * channel i). On failure nothing is left running and the fds are closed. */
+int lm_multifd_recv_start(lm_multifd_recv *m, unsigned n, const int *fds, struct lm_ctx *ctx,
+                          unsigned timeout_ms, const _Atomic int *cancel, lm_compression method,
+                          bool no_receivedmap, int main_fd, lm_err *err);
+/* Main thread at ROUND_END: waits (bounded by timeout_ms without a channel
+ * arriving) until every channel parked at its SYNC, then releases them. */
+int lm_multifd_recv_barrier(lm_multifd_recv *m, unsigned timeout_ms);
+/* After COMPLETE: waits for every channel to see its source close it. */
+int lm_multifd_recv_finish(lm_multifd_recv *m, unsigned timeout_ms);
+/* Stops the threads (shutting the channels down) and frees everything. */
+void lm_multifd_recv_stop(lm_multifd_recv *m);
+void lm_multifd_recv_counters(lm_multifd_recv *m, uint64_t *normal, uint64_t *zero,
+                              uint64_t *normal_bytes, uint64_t *bytes);
+
+#endif
