@@ -95,6 +95,9 @@ typedef struct lm_params {
     unsigned multifd_channels;  /* source: extra connections for pages (0 = one stream) */
     lm_zero_detection zero_detection; /* source */
     lm_compression compress;    /* source; the destination follows the source */
+    unsigned x_slow_channel_us; /* testing aid, destination: multifd channel 0 waits this
+                                   long before placing each packet, so packets of a
+                                   round arrive late against the next round's */
     void (*progress)(void *opaque, const lm_progress *p);
     void *progress_opaque;
 } lm_params;

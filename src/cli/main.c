@@ -91,7 +91,7 @@ enum {
     OPT_RAM = 256, OPT_WORKLOAD, OPT_TO, OPT_LISTEN, OPT_DOWNTIME, OPT_MAXBW, OPT_ROUNDS,
     OPT_VERIFY, OPT_STATS, OPT_DEST_STATS, OPT_TRACKER, OPT_TIMEOUT, OPT_ACCEPT_TIMEOUT,
     OPT_NO_RECVMAP, OPT_SEED, OPT_NO_PROGRESS, OPT_RUN_FOR, OPT_MULTIFD, OPT_ZERO, OPT_COMPRESS,
-    OPT_POSTCOPY, OPT_HELP,
+    OPT_POSTCOPY, OPT_HELP, OPT_X_SLOW,
 };
 
 static int parse_ms(const char *arg, unsigned *out)
@@ -129,6 +129,7 @@ static int parse_args(int argc, char **argv, cli_opts *o)
         {"compress", required_argument, 0, OPT_COMPRESS},
         {"postcopy", no_argument, 0, OPT_POSTCOPY},
         {"help", no_argument, 0, OPT_HELP},
+        {"x-slow-channel-us", required_argument, 0, OPT_X_SLOW},
         {0, 0, 0, 0},
     };
     int c;
@@ -213,6 +214,11 @@ static int parse_args(int argc, char **argv, cli_opts *o)
         }
         case OPT_POSTCOPY:
             return fail_usage("%s: postcopy is not implemented in this release", "--postcopy");
+        case OPT_X_SLOW: /* testing aid, deliberately not in --help */
+            if (lm_parse_u64(optarg, &v) < 0 || v > 1000000)
+                return fail_usage("bad --x-slow-channel-us '%s'", optarg);
+            o->params.x_slow_channel_us = (unsigned)v;
+            break;
         case 'h':
         case OPT_HELP:
             usage(stdout);

@@ -148,7 +148,7 @@ static int accept_channels(lm_dest *d)
     }
     ret = lm_multifd_recv_start(&d->pool, n, fds, ctx, d->conn.timeout_ms, &ctx->cancel,
                                 (lm_compression)d->hello.compress, d->p->no_receivedmap,
-                                d->conn.fd, &ctx->err);
+                                d->p->x_slow_channel_us, d->conn.fd, &ctx->err);
     d->use_pool = ret == 0;
     return ret;
 }

@@ -179,6 +179,10 @@ static void *receiver_main(void *arg)
                 return NULL;
             continue;
         }
+        if (c->slow_us) {
+            struct timespec ts = {0, (long)c->slow_us * 1000};
+            nanosleep(&ts, NULL);
+        }
         if ((ret = lm_recv_chan_body(c, &ph)) < 0)
             break;
     }
@@ -190,7 +194,8 @@ static void *receiver_main(void *arg)
 
 int lm_multifd_recv_start(lm_multifd_recv *m, unsigned n, const int *fds, struct lm_ctx *ctx,
                           unsigned timeout_ms, const _Atomic int *cancel, lm_compression method,
-                          bool no_receivedmap, int main_fd, lm_err *err)
+                          bool no_receivedmap, unsigned slow_channel_us, int main_fd,
+                          lm_err *err)
 {
     memset(m, 0, sizeof(*m));
     pthread_mutex_init(&m->lock, NULL);
@@ -212,6 +217,7 @@ int lm_multifd_recv_start(lm_multifd_recv *m, unsigned n, const int *fds, struct
         int r = lm_recv_chan_init(c, i, ctx, &c->own_conn, method, no_receivedmap, err);
         lm_conn_init(&c->own_conn, fds[i], timeout_ms, cancel, "source", err);
         c->pool = m;
+        c->slow_us = i == 0 ? slow_channel_us : 0;
         if (ret == 0)
             ret = r;
     }

@@ -34,6 +34,7 @@ typedef struct lm_recv_chan {
     unsigned id;
     struct lm_ctx *ctx;
     bool no_receivedmap;
+    unsigned slow_us; /* testing aid: delay before placing each packet */
     lm_conn *conn;
     lm_conn own_conn;
     const lm_compress_ops *comp;
@@ -77,7 +78,8 @@ typedef struct lm_multifd_recv {
  * channel i). On failure nothing is left running and the fds are closed. */
 int lm_multifd_recv_start(lm_multifd_recv *m, unsigned n, const int *fds, struct lm_ctx *ctx,
                           unsigned timeout_ms, const _Atomic int *cancel, lm_compression method,
-                          bool no_receivedmap, int main_fd, lm_err *err);
+                          bool no_receivedmap, unsigned slow_channel_us, int main_fd,
+                          lm_err *err);
 /* Main thread at ROUND_END: waits (bounded by timeout_ms without a channel
  * arriving) until every channel parked at its SYNC, then releases them. */
 int lm_multifd_recv_barrier(lm_multifd_recv *m, unsigned timeout_ms);

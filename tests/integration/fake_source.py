@@ -10,7 +10,7 @@ import sys
 MAGIC, VERSION = 0x4C4D4947, 1
 PMAGIC, PVERSION = 0x4C4D504B, 1
 (HELLO, HELLO_ACK, PAGES, ROUND_END, DEVICE_STATE, COMPLETE, RESUMED, ERROR, VERIFY, PING,
- PONG) = range(1, 12)
+ PONG, CHANNEL_HELLO) = range(1, 13)
 PAGE = os.sysconf("SC_PAGE_SIZE")
 BLOCK_LEN = 1 << 20
 
@@ -28,11 +28,11 @@ def hello(verify=False, channels=0, compress=0, uuid=b"\x42" * 16):
 
 
 def packet(normal, zero, block=0, pages_alloc=128, payload=None, normal_count=None,
-           payload_size=None):
+           payload_size=None, flags=0, magic=PMAGIC):
     ncount = len(normal) if normal_count is None else normal_count
     data = b"\xaa" * (PAGE * len(normal)) if payload is None else payload
-    psize = ncount * PAGE if payload_size is None else payload_size
-    hdr = struct.pack(">IIIIIIIIQQQQ", PMAGIC, PVERSION, 0, pages_alloc, ncount, len(zero),
+    psize = (ncount * PAGE if payload is None else len(payload)) if payload_size is None else payload_size
+    hdr = struct.pack(">IIIIIIIIQQQQ", magic, PVERSION, flags, pages_alloc, ncount, len(zero),
                       block, 0, psize, 1, 0, 0)
     offs = b"".join(struct.pack(">Q", o) for o in normal + zero)
     return hdr + offs + data
@@ -55,8 +55,18 @@ def recv_frame(s):
     return mtype, body
 
 
-def handshake(s, verify=False):
-    s.sendall(hello(verify))
+COMPRESSED = 2
+UUID = b"\x42" * 16
+
+
+def channel(host, port, chan_id, uuid=UUID):
+    c = socket.create_connection((host, int(port)), timeout=10)
+    c.sendall(frame(CHANNEL_HELLO, uuid + struct.pack(">II", chan_id, 0)))
+    return c
+
+
+def handshake(s, verify=False, channels=0, compress=0):
+    s.sendall(hello(verify, channels, compress))
     mtype, body = recv_frame(s)
     if mtype != HELLO_ACK:
         sys.exit(f"fake source: expected HELLO_ACK, got {mtype} {body!r}")
@@ -79,6 +89,27 @@ def main():
         bad = bytearray(hello())
         struct.pack_into(">I", bad, 16, 4095)  # page size
         s.sendall(bytes(bad))
+    elif case.startswith("channel-"):
+        handshake(s, channels=1)
+        c = channel(host, port, 0)
+        if case == "channel-bad-magic":
+            c.sendall(packet([0], [], magic=0x12345678))
+        elif case == "channel-offset-out-of-range":
+            c.sendall(packet([BLOCK_LEN], []))
+        elif case == "channel-unknown-block":
+            c.sendall(packet([0], [], block=9))
+        elif case == "channel-compressed-not-negotiated":
+            c.sendall(packet([0], [], flags=COMPRESSED, payload=b"x" * 100))
+        elif case == "channel-counts-over-alloc":
+            c.sendall(packet([0, PAGE], [], pages_alloc=1))
+        else:
+            sys.exit(f"unknown case {case}")
+    elif case in ("corrupt-zstd", "corrupt-zlib", "corrupt-lz4", "oversize-compressed"):
+        method = {"corrupt-zlib": 1, "corrupt-lz4": 3}.get(case, 2)
+        handshake(s, compress=method)
+        size = 10 << 20 if case == "oversize-compressed" else None
+        body = packet([0, PAGE], [], flags=COMPRESSED, payload=os.urandom(3000), payload_size=size)
+        s.sendall(frame(PAGES, body))
     else:
         handshake(s, verify=(case == "verify-mismatch"))
         if case == "offset-out-of-range":

@@ -61,7 +61,7 @@ expect_json() {
 # between two processes; leaves $TMP/NAME.src.json and $TMP/NAME.dst.json.
 migrate_ok() {
     local name=$1 ram=$2 wl=$3; shift 3
-    start_incoming "$name.dst" --verify --stats-json "$TMP/$name.dst.json" --run-for 0.5
+    start_incoming "$name.dst" --verify --stats-json "$TMP/$name.dst.json" --run-for 0.2
     local rc=0
     timeout 120 "$LIVEMIG" migrate --ram "$ram" --workload "$wl" --to "$DEST_URI" --verify \
         --no-progress --stats-json "$TMP/$name.src.json" "$@" >"$TMP/$name.src.out" 2>&1 || rc=$?

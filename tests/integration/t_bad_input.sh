@@ -34,6 +34,15 @@ check_case frame-length-mismatch    'its packet needs'
 check_case truncated-payload        'closed the connection'
 check_case verify-mismatch          'verification failed'
 check_case complete-without-state   'COMPLETE before DEVICE_STATE'
+check_case channel-bad-magic        'channel 0\): bad packet magic'
+check_case channel-offset-out-of-range 'channel 0\): page offset .* outside the block'
+check_case channel-unknown-block    'channel 0\): packet names unknown RAM block 9'
+check_case channel-compressed-not-negotiated 'no compression was negotiated'
+check_case channel-counts-over-alloc 'exceed pages_alloc'
+check_case corrupt-zstd             'zstd payload corrupt'
+check_case corrupt-zlib             'zlib payload corrupt'
+check_case corrupt-lz4              'lz4 payload corrupt'
+check_case oversize-compressed      'compressed payload of'
 grep -q 'verified=2' "$TMP/verify-mismatch.reply" || fail "verify-mismatch: source was not told"
 grep -q 'ERROR: .*outside the block' "$TMP/offset-out-of-range.reply" || fail "source was not told why"
 echo ok
