@@ -95,6 +95,9 @@ typedef struct lm_params {
     unsigned multifd_channels;  /* source: extra connections for pages (0 = one stream) */
     lm_zero_detection zero_detection; /* source */
     lm_compression compress;    /* source; the destination follows the source */
+    int dest_thp;               /* destination, RAM it allocates: 1 backs it with
+                                   transparent huge pages (MADV_HUGEPAGE), 0 with 4 KiB
+                                   pages; lm_params_init() sets the measured faster one */
     unsigned x_slow_channel_us; /* testing aid, destination: multifd channel 0 waits this
                                    long before placing each packet, so packets of a
                                    round arrive late against the next round's */

@@ -70,6 +70,7 @@ static void usage(FILE *out)
         "  --timeout SECONDS         bound on any network wait (10)\n"
         "  --accept-timeout SECONDS  incoming: wait for a source (0 = forever)\n"
         "  --no-receivedmap          incoming: read zero pages to check them\n"
+        "  --dest-thp on|off         incoming: back guest RAM with huge pages\n"
         "  --seed N                  workload random seed (1)\n"
         "  --no-progress             no progress line on stderr\n"
         "  --multifd-channels N      extra connections for pages, each with its own\n"
@@ -91,7 +92,7 @@ enum {
     OPT_RAM = 256, OPT_WORKLOAD, OPT_TO, OPT_LISTEN, OPT_DOWNTIME, OPT_MAXBW, OPT_ROUNDS,
     OPT_VERIFY, OPT_STATS, OPT_DEST_STATS, OPT_TRACKER, OPT_TIMEOUT, OPT_ACCEPT_TIMEOUT,
     OPT_NO_RECVMAP, OPT_SEED, OPT_NO_PROGRESS, OPT_RUN_FOR, OPT_MULTIFD, OPT_ZERO, OPT_COMPRESS,
-    OPT_POSTCOPY, OPT_HELP, OPT_X_SLOW,
+    OPT_POSTCOPY, OPT_HELP, OPT_X_SLOW, OPT_DEST_THP,
 };
 
 static int parse_ms(const char *arg, unsigned *out)
@@ -130,6 +131,7 @@ static int parse_args(int argc, char **argv, cli_opts *o)
         {"postcopy", no_argument, 0, OPT_POSTCOPY},
         {"help", no_argument, 0, OPT_HELP},
         {"x-slow-channel-us", required_argument, 0, OPT_X_SLOW},
+        {"dest-thp", required_argument, 0, OPT_DEST_THP},
         {0, 0, 0, 0},
     };
     int c;
@@ -214,6 +216,11 @@ static int parse_args(int argc, char **argv, cli_opts *o)
         }
         case OPT_POSTCOPY:
             return fail_usage("%s: postcopy is not implemented in this release", "--postcopy");
+        case OPT_DEST_THP:
+            if (strcmp(optarg, "on") && strcmp(optarg, "off"))
+                return fail_usage("bad --dest-thp '%s': on or off", optarg);
+            o->params.dest_thp = !strcmp(optarg, "on");
+            break;
         case OPT_X_SLOW: /* testing aid, deliberately not in --help */
             if (lm_parse_u64(optarg, &v) < 0 || v > 1000000)
                 return fail_usage("bad --x-slow-channel-us '%s'", optarg);

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -70,6 +71,10 @@ static int accept_layout(lm_dest *d)
     if (ctx->nblocks == 0) {
         for (uint32_t i = 0; i < h->nblocks; i++) {
             void *host = lm_ram_alloc(h->blocks[i].len);
+            /* Huge pages: one fault (and one zeroing) per 2 MiB instead of
+             * 512; see docs/BENCHMARKS.md for the measurement. */
+            if (host && d->p->dest_thp)
+                (void)madvise(host, h->blocks[i].len, MADV_HUGEPAGE);
             if (!host)
                 return lm_err_set(&ctx->err, -ENOMEM, "cannot reserve %llu bytes for RAM "
                                   "block %u", (unsigned long long)h->blocks[i].len,

@@ -45,6 +45,7 @@ typedef struct lm_source {
     lm_word *populated; /* one chunk's worth, reused */
     lm_stats st;        /* working copy, published to ctx->stats */
     lm_page_batch *batch;   /* being filled by the scheduler */
+    lm_page_batch *zbatch;  /* never-populated pages: sent inline, no payload, no hand-off */
     lm_send_chan main_chan; /* single stream: packets inline on the main connection */
     lm_multifd_send pool;   /* multifd: sender threads, one connection each */
     bool use_pool;
@@ -124,20 +125,23 @@ static void pace(lm_source *s, uint64_t bytes)
     }
 }
 
-/* Hands the current batch to a channel: inline on the main connection for a
- * single stream, else to an idle multifd sender thread. */
-static int flush_batch(lm_source *s)
+/* Hands a batch to a channel: pages that need reading go to an idle multifd
+ * sender thread (or inline on the main connection for a single stream);
+ * never-populated pages go inline, since a thread hand-off would cost more
+ * than writing their offsets. Safe for ordering: they are only ever sent
+ * in the first pass, and every page only once in a round. */
+static int flush_one(lm_source *s, lm_page_batch **bp, bool via_pool)
 {
-    lm_page_batch *b = s->batch;
+    lm_page_batch *b = *bp;
     uint32_t n = lm_batch_pages(b);
     if (!n)
         return 0;
     uint64_t bytes = b->nnormal * s->ctx->page_size + 8ull * n;
-    int ret = s->use_pool ? lm_multifd_send_queue(&s->pool, &s->batch)
-                          : lm_send_chan_packet(&s->main_chan, b, &s->ctx->err);
+    int ret = via_pool ? lm_multifd_send_queue(&s->pool, bp)
+                       : lm_send_chan_packet(&s->main_chan, b, &s->ctx->err);
     if (ret < 0)
         return ret;
-    lm_batch_reset(s->batch);
+    lm_batch_reset(*bp);
     s->round_done += n;
     pace(s, bytes);
     report_progress(s, false);
@@ -146,19 +150,26 @@ static int flush_batch(lm_source *s)
     return 0;
 }
 
-/* Queues one page; 'zero' when it is known to be zero without looking
- * (never populated). Legacy detection looks here, on this thread. */
-static int queue_page(lm_source *s, lm_block *b, uint64_t page, bool zero)
+static int flush_batch(lm_source *s)
 {
-    lm_page_batch *pk = s->batch;
-    if (pk->block != b || lm_batch_pages(pk) == LM_PACKET_MAX_PAGES) {
-        int ret = flush_batch(s);
+    int ret = flush_one(s, &s->zbatch, false);
+    return ret < 0 ? ret : flush_one(s, &s->batch, s->use_pool);
+}
+
+/* Queues one page; 'known_zero' when it is zero without looking (never
+ * populated). Legacy detection looks here, on this thread. */
+static int queue_page(lm_source *s, lm_block *b, uint64_t page, bool known_zero)
+{
+    lm_page_batch **bp = known_zero ? &s->zbatch : &s->batch;
+    if ((*bp)->block != b || lm_batch_pages(*bp) == LM_PACKET_MAX_PAGES) {
+        int ret = flush_one(s, bp, !known_zero && s->use_pool);
         if (ret < 0)
             return ret;
-        pk = s->batch;
-        pk->block = b;
+        (*bp)->block = b;
     }
+    lm_page_batch *pk = *bp;
     uint64_t off = page * s->ctx->page_size;
+    bool zero = known_zero;
     if (!zero && s->p->zero_detection == LM_ZERO_DETECT_LEGACY)
         zero = lm_buffer_is_zero(b->host + off, s->ctx->page_size);
     if (zero)
@@ -475,7 +486,7 @@ static int setup(lm_source *s, const char *uri)
         return ret;
     snprintf(s->st.tracker, sizeof(s->st.tracker), "%s", lm_tracker_name(s->tracker));
 
-    if (!(s->batch = calloc(1, sizeof(*s->batch))))
+    if (!(s->batch = calloc(1, sizeof(*s->batch))) || !(s->zbatch = calloc(1, sizeof(*s->zbatch))))
         return lm_err_set(&ctx->err, -ENOMEM, "out of memory");
     if (getrandom(s->uuid, sizeof(s->uuid), 0) != sizeof(s->uuid))
         return lm_err_set(&ctx->err, -EIO, "getrandom failed: %s", strerror(errno));
@@ -595,6 +606,7 @@ int lm_migrate(lm_ctx *ctx, const char *uri, const lm_params *params)
 
     lm_send_chan_cleanup(&s->main_chan);
     free(s->batch);
+    free(s->zbatch);
     lm_conn_close(&s->conn);
     lm_pagemap_close(&s->pm);
     for (unsigned i = 0; i < ctx->nblocks; i++)
