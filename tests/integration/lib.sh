@@ -59,9 +59,11 @@ expect_json() {
 
 # migrate_ok NAME RAM WORKLOAD [migrate args...]: a full verified migration
 # between two processes; leaves $TMP/NAME.src.json and $TMP/NAME.dst.json.
+# DEST_ARGS adds options to the destination.
 migrate_ok() {
     local name=$1 ram=$2 wl=$3; shift 3
-    start_incoming "$name.dst" --verify --stats-json "$TMP/$name.dst.json" --run-for 0.2
+    # shellcheck disable=SC2086
+    start_incoming "$name.dst" --verify --stats-json "$TMP/$name.dst.json" --run-for 0.2 ${DEST_ARGS:-}
     local rc=0
     timeout 120 "$LIVEMIG" migrate --ram "$ram" --workload "$wl" --to "$DEST_URI" --verify \
         --no-progress --stats-json "$TMP/$name.src.json" "$@" >"$TMP/$name.src.out" 2>&1 || rc=$?

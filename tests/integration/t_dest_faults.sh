@@ -4,8 +4,8 @@
 # about one page fault per data page. Without it (--no-receivedmap) the
 # destination reads every zero page to check it, and faults each one in.
 . "$(dirname "$0")/lib.sh"
-migrate_ok rmap 256M fill:8M --multifd-channels 2
-start_incoming norm.dst --verify --stats-json "$TMP/norm.dst.json" --run-for 0.2 --no-receivedmap
+DEST_ARGS="--dest-thp off" migrate_ok rmap 256M fill:8M --multifd-channels 2
+start_incoming norm.dst --verify --stats-json "$TMP/norm.dst.json" --run-for 0.2 --no-receivedmap --dest-thp off
 "$LIVEMIG" migrate --ram 256M --workload fill:8M --to "$DEST_URI" --verify --no-progress \
     --multifd-channels 2 --stats-json "$TMP/norm.src.json" >/dev/null 2>&1 || fail "no-receivedmap run failed"
 wait_pid "$DEST_PID" 60

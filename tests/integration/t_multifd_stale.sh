@@ -11,7 +11,7 @@ for run in 1 2; do
     start_incoming "stale$run.dst" --verify --stats-json "$TMP/stale$run.dst.json" --run-for 0.2 \
         --x-slow-channel-us 3000
     timeout 120 "$LIVEMIG" migrate --ram 128M --workload stress:2x8M --to "$DEST_URI" --verify \
-        --multifd-channels 4 --downtime-limit 20 --max-rounds 6 --no-progress \
+        --multifd-channels 4 --downtime-limit 1 --max-rounds 6 --no-progress \
         --stats-json "$TMP/stale$run.src.json" >"$TMP/stale$run.src.out" 2>&1 || {
         cat "$TMP/stale$run.src.out" "$TMP/stale$run.dst.err" >&2; fail "run $run: migrate failed"; }
     wait_pid "$DEST_PID" 60
