@@ -95,6 +95,10 @@ typedef struct lm_params {
     unsigned multifd_channels;  /* source: extra connections for pages (0 = one stream) */
     lm_zero_detection zero_detection; /* source */
     lm_compression compress;    /* source; the destination follows the source */
+    bool postcopy;              /* source: may switch to postcopy (needs the destination's
+                                   kernel to have userfaultfd) */
+    unsigned postcopy_after_rounds; /* source: switch after this many rounds (0: only on
+                                   lm_start_postcopy() or when precopy stops converging) */
     int dest_thp;               /* destination, RAM it allocates: 1 backs it with
                                    transparent huge pages (MADV_HUGEPAGE), 0 with 4 KiB
                                    pages; lm_params_init() sets the measured faster one */
@@ -140,6 +144,16 @@ typedef struct lm_stats {
     bool verify_match;
     char digest[40];            /* hex */
     char tracker[16];           /* dirty tracker used (source) */
+    /* Postcopy. */
+    bool postcopy;              /* the migration switched to postcopy */
+    uint64_t postcopy_requests; /* pages a vCPU waited for, requested on the return path */
+    uint64_t postcopy_pages_placed; /* destination: pages placed with data (UFFDIO_COPY) */
+    uint64_t postcopy_zero_placed;  /* destination: zero pages placed (UFFDIO_ZEROPAGE) */
+    uint64_t postcopy_duplicates;   /* destination: copies that arrived after the page */
+    uint64_t postcopy_eexist;       /* destination: placements the kernel had already */
+    uint64_t postcopy_faults;       /* destination: missing-page faults read */
+    double request_latency_p50_us, request_latency_p99_us, request_latency_max_us;
+    double vcpu_blocktime_ms;   /* destination: total time vCPUs waited on missing pages */
     unsigned nrounds;
     lm_round_stats rounds[LM_MAX_ROUND_STATS];
 } lm_stats;
@@ -177,6 +191,10 @@ int lm_listen(const char *uri, lm_listener **out, char *errbuf, size_t errlen);
 const char *lm_listener_uri(const lm_listener *l);
 void lm_listener_close(lm_listener *l);
 int lm_incoming(lm_ctx *ctx, lm_listener *l, const lm_params *params);
+
+/* Source: switch to postcopy at the next opportunity (like QEMU's
+ * migrate-start-postcopy); needs params.postcopy. Safe from a signal handler. */
+void lm_start_postcopy(lm_ctx *ctx);
 
 /* Ask a running lm_migrate()/lm_incoming() to stop; safe from any thread and
  * from a signal handler. */

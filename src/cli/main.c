@@ -42,6 +42,26 @@ typedef struct cli_opts {
 static lm_ctx *volatile cancel_target;
 static volatile sig_atomic_t interrupted;
 
+static void on_start_postcopy(int sig)
+{
+    (void)sig;
+    if (cancel_target)
+        lm_start_postcopy(cancel_target);
+}
+
+/* Postcopy failed half way: this process holds part of the guest's memory.
+ * Keep it (and the guest's vCPUs, waiting on missing pages) until the user
+ * decides, then leave without tearing anything down. */
+static void hold_paused_state(const char *who)
+{
+    fprintf(stderr, "livemig %s: postcopy is paused; this process keeps its part of the guest's "
+            "memory. Stop it with Ctrl-C (SIGINT) or SIGTERM when you have decided.\n", who);
+    fflush(NULL);
+    while (!interrupted)
+        pause();
+    _exit(1);
+}
+
 static void on_signal(int sig)
 {
     (void)sig;
@@ -64,6 +84,9 @@ static void usage(FILE *out)
         "  --max-bandwidth BYTES     cap the rate, e.g. 500M (per second; 0 = none)\n"
         "  --max-rounds N            switch over after N rounds anyway (30)\n"
         "  --verify                  compare RAM digests; a mismatch fails\n"
+        "  --postcopy                may switch to postcopy: when precopy stops converging,\n"
+        "                            on SIGUSR1 (migrate-start-postcopy), or after\n"
+        "  --postcopy-after-rounds N   N rounds\n"
         "  --stats-json FILE         write the report as JSON\n"
         "  --dest-stats-json FILE    demo: the destination's JSON report\n"
         "  --dirty-tracker KIND      auto | uffd-async | uffd-sync\n"
@@ -92,7 +115,7 @@ enum {
     OPT_RAM = 256, OPT_WORKLOAD, OPT_TO, OPT_LISTEN, OPT_DOWNTIME, OPT_MAXBW, OPT_ROUNDS,
     OPT_VERIFY, OPT_STATS, OPT_DEST_STATS, OPT_TRACKER, OPT_TIMEOUT, OPT_ACCEPT_TIMEOUT,
     OPT_NO_RECVMAP, OPT_SEED, OPT_NO_PROGRESS, OPT_RUN_FOR, OPT_MULTIFD, OPT_ZERO, OPT_COMPRESS,
-    OPT_POSTCOPY, OPT_HELP, OPT_X_SLOW, OPT_DEST_THP,
+    OPT_POSTCOPY, OPT_HELP, OPT_X_SLOW, OPT_DEST_THP, OPT_POSTCOPY_AFTER,
 };
 
 static int parse_ms(const char *arg, unsigned *out)
@@ -129,6 +152,7 @@ static int parse_args(int argc, char **argv, cli_opts *o)
         {"zero-page-detection", required_argument, 0, OPT_ZERO},
         {"compress", required_argument, 0, OPT_COMPRESS},
         {"postcopy", no_argument, 0, OPT_POSTCOPY},
+        {"postcopy-after-rounds", required_argument, 0, OPT_POSTCOPY_AFTER},
         {"help", no_argument, 0, OPT_HELP},
         {"x-slow-channel-us", required_argument, 0, OPT_X_SLOW},
         {"dest-thp", required_argument, 0, OPT_DEST_THP},
@@ -215,7 +239,14 @@ static int parse_args(int argc, char **argv, cli_opts *o)
             break;
         }
         case OPT_POSTCOPY:
-            return fail_usage("%s: postcopy is not implemented in this release", "--postcopy");
+            o->params.postcopy = true;
+            break;
+        case OPT_POSTCOPY_AFTER:
+            if (lm_parse_u64(optarg, &v) < 0 || v == 0 || v > 100000)
+                return fail_usage("bad --postcopy-after-rounds '%s'", optarg);
+            o->params.postcopy_after_rounds = (unsigned)v;
+            o->params.postcopy = true;
+            break;
         case OPT_DEST_THP:
             if (strcmp(optarg, "on") && strcmp(optarg, "off"))
                 return fail_usage("bad --dest-thp '%s': on or off", optarg);
@@ -364,6 +395,8 @@ static int run_incoming(cli_opts *o, lm_listener *l)
     fflush(stdout);
     if (o->stats_json && write_json(o->stats_json, &st, "destination", have_guest ? &gr : NULL) < 0)
         ret = -EIO;
+    if (ret < 0 && !strcmp(st.status, "postcopy-paused"))
+        hold_paused_state("incoming");
     cancel_target = NULL;
     if (have_guest || dg->g.nvcpus)
         lm_guest_destroy(&dg->g);
@@ -423,6 +456,13 @@ static int run_migrate(cli_opts *o)
     lm_stats st;
     lm_stats_get(ctx, &st);
     guest_report gr;
+    if (ret < 0 && !strcmp(st.status, "postcopy-paused")) {
+        fprintf(stderr, "livemig migrate: %s\n", lm_last_error(ctx));
+        lm_stats_print(&st, "source", stdout);
+        if (o->stats_json)
+            write_json(o->stats_json, &st, "source", NULL);
+        hold_paused_state("migrate");
+    }
     if (ret < 0) {
         /* Show that the guest survived: it runs on, its memory untouched. */
         uint64_t before = lm_guest_counter_sum(g);
@@ -531,6 +571,8 @@ int main(int argc, char **argv)
     struct sigaction sa = {.sa_handler = on_signal};
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    struct sigaction sp = {.sa_handler = on_start_postcopy};
+    sigaction(SIGUSR1, &sp, NULL);
     signal(SIGPIPE, SIG_IGN);
     setvbuf(stdout, NULL, _IOLBF, 0);
 

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "migration/engine.h"
+#include "migration/postcopy.h"
 #include "multifd/recv.h"
 #include "proto/wire.h"
 #include "transport/conn.h"
@@ -35,6 +36,12 @@ typedef struct lm_dest {
     lm_recv_chan main_chan;   /* packets on the main connection */
     lm_multifd_recv pool;     /* multifd channels, when the source asked for them */
     bool use_pool;
+    /* Postcopy. */
+    lm_recv_chan preempt;     /* urgent pages, its own receiver thread */
+    bool have_preempt;
+    lm_postcopy_dst pc;
+    bool pc_init, in_postcopy, postcopy_done;
+    pthread_mutex_t conn_lock; /* main-connection writes once the fault thread runs */
     lm_hello hello;
     lm_stats st;
     uint64_t start_ns;
@@ -112,8 +119,9 @@ static int accept_layout(lm_dest *d)
 static int accept_channels(lm_dest *d)
 {
     lm_ctx *ctx = d->ctx;
-    unsigned n = d->hello.nchannels, got = 0, attempts = 0;
-    int fds[LM_MAX_CHANNELS];
+    bool postcopy = d->hello.flags & LM_HELLO_POSTCOPY;
+    unsigned nch = d->hello.nchannels, n = nch + postcopy, got = 0, attempts = 0;
+    int fds[LM_MAX_CHANNELS + 1];
     for (unsigned i = 0; i < n; i++)
         fds[i] = -1;
     int ret = 0;
@@ -151,7 +159,22 @@ static int accept_channels(lm_dest *d)
                 close(fds[i]);
         return ret;
     }
-    ret = lm_multifd_recv_start(&d->pool, n, fds, ctx, d->conn.timeout_ms, &ctx->cancel,
+    if (postcopy) { /* the last one is the preempt connection */
+        lm_recv_chan *c = &d->preempt;
+        ret = lm_recv_chan_init(c, nch, ctx, &c->own_conn, (lm_compression)d->hello.compress,
+                                false, &ctx->err);
+        lm_conn_init(&c->own_conn, fds[nch], d->conn.timeout_ms, &ctx->cancel, "source",
+                     &ctx->err);
+        d->have_preempt = true;
+        if (ret < 0) {
+            for (unsigned i = 0; i < nch; i++)
+                close(fds[i]);
+            return ret;
+        }
+    }
+    if (!nch)
+        return 0;
+    ret = lm_multifd_recv_start(&d->pool, nch, fds, ctx, d->conn.timeout_ms, &ctx->cancel,
                                 (lm_compression)d->hello.compress, d->p->no_receivedmap,
                                 d->p->x_slow_channel_us, d->conn.fd, &ctx->err);
     d->use_pool = ret == 0;
@@ -180,7 +203,7 @@ static int handshake(lm_dest *d)
         return ret;
     if ((ret = lm_conn_send_frame(&d->conn, LM_MSG_HELLO_ACK, NULL, 0)) < 0)
         return ret;
-    return d->hello.nchannels ? accept_channels(d) : 0;
+    return d->hello.nchannels || (d->hello.flags & LM_HELLO_POSTCOPY) ? accept_channels(d) : 0;
 }
 
 /* A PAGES frame on the main connection: one packet, like a channel's. */
@@ -203,6 +226,102 @@ static int receive_pages(lm_dest *d, const lm_frame *f)
         return protocol_error(d, -EBADMSG, why);
     }
     return lm_recv_chan_body(&d->main_chan, &ph);
+}
+
+static int send_locked(lm_dest *d, uint16_t type, const void *body, uint32_t len)
+{
+    pthread_mutex_lock(&d->conn_lock);
+    int ret = lm_conn_send_frame(&d->conn, type, body, len);
+    pthread_mutex_unlock(&d->conn_lock);
+    return ret;
+}
+
+static int receive_verify(lm_dest *d, lm_verify_msg *v);
+
+/* POSTCOPY_RUN: from here the guest runs here, its missing pages fault. */
+static int postcopy_start(lm_dest *d)
+{
+    lm_ctx *ctx = d->ctx;
+    int ret = lm_postcopy_dst_start(&d->pc);
+    if (ret == 0)
+        ret = lm_recv_chan_postcopy(&d->main_chan, &d->pc, &ctx->err);
+    if (ret == 0 && d->use_pool)
+        ret = lm_multifd_recv_postcopy(&d->pool, &d->pc, &ctx->err);
+    if (ret == 0 && d->have_preempt && (ret = lm_recv_chan_postcopy(&d->preempt, &d->pc, &ctx->err)) == 0)
+        ret = lm_recv_chan_start_thread(&d->preempt, &ctx->err);
+    if (ret == 0 && ctx->gops.load_state &&
+        (ret = ctx->gops.load_state(ctx->gopaque, d->device_state, d->device_state_len)) < 0)
+        lm_err_set(&ctx->err, ret, "loading the guest's device state failed");
+    lm_resumed r = {.status = ret};
+    uint8_t buf[LM_RESUMED_SIZE];
+    lm_resumed_encode(&r, buf);
+    int sent = send_locked(d, LM_MSG_RESUMED, buf, sizeof(buf));
+    if (ret < 0)
+        return ret;
+    if (sent < 0)
+        return sent;
+    if (ctx->gops.resume && (ret = ctx->gops.resume(ctx->gopaque)) < 0)
+        return lm_err_set(&ctx->err, ret, "the guest could not be resumed");
+    d->in_postcopy = true;
+    d->st.postcopy = true;
+    return 0;
+}
+
+static void postcopy_stats(lm_dest *d)
+{
+    lm_postcopy_dst *pc = &d->pc;
+    d->st.postcopy_requests = atomic_load(&pc->requests);
+    d->st.postcopy_pages_placed = atomic_load(&pc->placed_pages);
+    d->st.postcopy_zero_placed = atomic_load(&pc->zero_placed);
+    d->st.postcopy_duplicates = atomic_load(&pc->duplicates);
+    d->st.postcopy_eexist = atomic_load(&pc->eexist);
+    d->st.postcopy_faults = atomic_load(&pc->faults);
+    pthread_mutex_lock(&pc->lock);
+    d->st.request_latency_p50_us = (double)lm_hist_quantile(&pc->latency_ns, 0.5) / 1000.0;
+    d->st.request_latency_p99_us = (double)lm_hist_quantile(&pc->latency_ns, 0.99) / 1000.0;
+    d->st.request_latency_max_us = (double)lm_hist_quantile(&pc->latency_ns, 1.0) / 1000.0;
+    d->st.vcpu_blocktime_ms = (double)pc->blocktime_ns / 1e6;
+    pthread_mutex_unlock(&pc->lock);
+}
+
+/* POSTCOPY_END: wait for the last pages, verify, give the memory back to
+ * the guest for good and tell the source it may let go. */
+static int postcopy_finish(lm_dest *d)
+{
+    lm_ctx *ctx = d->ctx;
+    int ret = d->use_pool ? lm_multifd_recv_finish(&d->pool, d->conn.timeout_ms) : 0;
+    if (ret == 0)
+        ret = lm_postcopy_dst_wait(&d->pc, d->conn.timeout_ms);
+    if (ret < 0)
+        return ret;
+    lm_resumed r = {0};
+    if (d->hello.flags & LM_HELLO_VERIFY) {
+        uint64_t t0 = lm_now_ns(), pages;
+        uint8_t digest[16];
+        lm_verify_msg v;
+        if ((ret = receive_verify(d, &v)) < 0 ||
+            (ret = lm__digest(ctx, d->pc.hashes, digest, &pages)) < 0)
+            return ret;
+        r.verify_time_us = (lm_now_ns() - t0) / 1000;
+        lm__digest_hex(digest, d->st.digest, sizeof(d->st.digest));
+        d->st.verify_done = true;
+        d->st.verify_match = pages == v.pages && !memcmp(digest, v.digest, 16);
+        d->st.verify_time_ms = (double)r.verify_time_us / 1000.0;
+        r.verified = d->st.verify_match ? 1 : 2;
+    }
+    postcopy_stats(d);
+    if (d->have_preempt)
+        lm_recv_chan_join(&d->preempt);
+    lm_postcopy_dst_stop(&d->pc, true); /* every page is here: the guest owns its RAM again */
+    d->pc_init = false;
+    d->postcopy_done = true;
+    uint8_t buf[LM_RESUMED_SIZE];
+    lm_resumed_encode(&r, buf);
+    ret = send_locked(d, LM_MSG_POSTCOPY_DONE, buf, sizeof(buf));
+    if (ret == 0 && r.verified == 2)
+        ret = lm_err_set(&ctx->err, -EIO, "verification failed after postcopy: RAM digest %s "
+                         "here differs from the source's", d->st.digest);
+    return ret;
 }
 
 static int receive_stream(lm_dest *d)
@@ -237,11 +356,38 @@ static int receive_stream(lm_dest *d)
         case LM_MSG_PING:
             if (f.length)
                 return protocol_error(d, -EBADMSG, "PING carries a body");
-            ret = lm_conn_send_frame(&d->conn, LM_MSG_PONG, NULL, 0);
+            ret = send_locked(d, LM_MSG_PONG, NULL, 0);
             break;
+        case LM_MSG_POSTCOPY_SWITCH: {
+            if (!(d->hello.flags & LM_HELLO_POSTCOPY) || d->pc_init)
+                return protocol_error(d, -EPROTO, "unexpected POSTCOPY_SWITCH");
+            uint8_t *body = malloc(f.length ? f.length : 1);
+            if (!body)
+                return lm_err_set(&d->ctx->err, -ENOMEM, "out of memory");
+            ret = lm_conn_read(&d->conn, body, f.length);
+            if (ret == 0)
+                ret = lm_postcopy_dst_init(&d->pc, d->ctx, body, f.length,
+                                           d->hello.flags & LM_HELLO_VERIFY, &d->conn,
+                                           &d->conn_lock);
+            d->pc_init = true;
+            free(body);
+            break;
+        }
+        case LM_MSG_POSTCOPY_RUN:
+            if (f.length || !d->pc_init || !d->have_state || d->in_postcopy)
+                return protocol_error(d, -EPROTO, "POSTCOPY_RUN before POSTCOPY_SWITCH and "
+                                      "DEVICE_STATE");
+            ret = postcopy_start(d);
+            break;
+        case LM_MSG_POSTCOPY_END:
+            if (f.length || !d->in_postcopy)
+                return protocol_error(d, -EPROTO, "unexpected POSTCOPY_END");
+            return postcopy_finish(d);
         case LM_MSG_COMPLETE:
             if (f.length)
                 return protocol_error(d, -EBADMSG, "COMPLETE carries a body");
+            if (d->in_postcopy)
+                return protocol_error(d, -EPROTO, "COMPLETE during postcopy");
             if (!d->have_state)
                 return protocol_error(d, -EBADMSG, "COMPLETE before DEVICE_STATE");
             return d->use_pool ? lm_multifd_recv_finish(&d->pool, d->conn.timeout_ms) : 0;
@@ -342,6 +488,7 @@ int lm_incoming(lm_ctx *ctx, lm_listener *l, const lm_params *params)
     d->p = params;
     d->conn.fd = -1;
     d->listener = l;
+    pthread_mutex_init(&d->conn_lock, NULL);
     lm_err_reset(&ctx->err);
     atomic_store(&ctx->cancel, 0);
     lm__stats_reset(ctx, "setup");
@@ -373,8 +520,25 @@ int lm_incoming(lm_ctx *ctx, lm_listener *l, const lm_params *params)
                                      &d->st.normal_bytes, &d->st.multifd_bytes);
         lm_multifd_recv_stop(&d->pool);
     }
+    if (ret < 0 && d->in_postcopy && !d->postcopy_done) {
+        /* The guest runs here on memory that is partly still on the source:
+         * keep everything (vCPUs wait on their missing pages) for a later
+         * recovery; never let it see zeros where its data should be. */
+        postcopy_stats(d);
+        if (d->have_preempt)
+            lm_recv_chan_join(&d->preempt);
+        lm_postcopy_dst_stop(&d->pc, false);
+        d->pc_init = false;
+    } else if (d->pc_init) {
+        lm_postcopy_dst_stop(&d->pc, true); /* switch announced, guest never ran here */
+    }
+    if (d->have_preempt) {
+        lm_recv_chan_join(&d->preempt);
+        lm_recv_chan_cleanup(&d->preempt);
+        lm_conn_close(&d->preempt.own_conn);
+    }
     lm_recv_chan_cleanup(&d->main_chan);
-    if (ret == 0)
+    if (ret == 0 && !d->postcopy_done)
         ret = finish(d);
     if (ret < 0 && d->conn.fd >= 0 && ret != -ECONNRESET && ret != -EPIPE)
         lm_conn_send_error(&d->conn, ret, ctx->err.msg);
@@ -386,7 +550,8 @@ int lm_incoming(lm_ctx *ctx, lm_listener *l, const lm_params *params)
         d->st.mbps = secs > 0 ? (double)d->st.transferred * 8 / 1e6 / secs : 0;
         d->st.pages_per_second = secs > 0 ? (double)(d->st.normal + d->st.duplicate) / secs : 0;
     }
-    snprintf(d->st.status, sizeof(d->st.status), ret == 0 ? "completed" : "failed");
+    snprintf(d->st.status, sizeof(d->st.status), "%s",
+             ret == 0 ? "completed" : d->in_postcopy ? "postcopy-paused" : "failed");
     lm__stats_publish(ctx, &d->st);
     lm_conn_close(&d->conn);
     free(d->device_state);

@@ -116,6 +116,11 @@ void lm_params_init(lm_params *p)
     p->dest_thp = 1; /* measured: docs/BENCHMARKS.md, "Destination huge pages" */
 }
 
+void lm_start_postcopy(lm_ctx *ctx)
+{
+    atomic_store(&ctx->postcopy_requested, 1);
+}
+
 void lm_cancel(lm_ctx *ctx)
 {
     atomic_store(&ctx->cancel, 1);

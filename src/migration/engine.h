@@ -36,6 +36,7 @@ struct lm_ctx {
 
     /* Shared. */
     _Atomic int cancel;
+    _Atomic int postcopy_requested;
     pthread_mutex_t stats_lock;
     lm_stats stats;
 
@@ -54,6 +55,11 @@ lm_block *lm__block_by_id(lm_ctx *ctx, uint32_t id);
  * defined over per-page hashes so that a page the kernel says was never
  * populated contributes the zero-page hash without being read. */
 int lm__ram_digest(lm_ctx *ctx, uint8_t out[16], uint64_t *pages);
+/* The same digest from per-page hashes already known (hashes[i] for
+ * ctx->blocks[i], one per page): postcopy hashes each page as it is placed. */
+int lm__digest(lm_ctx *ctx, uint64_t *const hashes[], uint8_t out[16], uint64_t *pages);
+uint64_t lm__page_hash(const void *page, uint64_t page_size); /* NULL: a zero page */
+uint64_t lm__zero_page_hash(uint64_t page_size);
 void lm__digest_hex(const uint8_t d[16], char *out, size_t len);
 
 #endif

@@ -23,6 +23,7 @@
 #include "dirty/pagemap.h"
 #include "dirty/tracker.h"
 #include "migration/engine.h"
+#include "migration/source.h"
 #include "multifd/send.h"
 #include "util/zero.h"
 #include "proto/wire.h"
@@ -35,40 +36,14 @@
 #define RATE_WINDOW_NS 100000000ull
 #define MIN_BYTES_FOR_BANDWIDTH (4ull << 20)
 
-typedef struct lm_source {
-    lm_ctx *ctx;
-    const lm_params *p;
-    lm_conn conn;
-    lm_tracker *tracker;
-    lm_pagemap pm;
-    lm_word *dirty[LM_MAX_BLOCKS];
-    lm_word *populated; /* one chunk's worth, reused */
-    lm_stats st;        /* working copy, published to ctx->stats */
-    lm_page_batch *batch;   /* being filled by the scheduler */
-    lm_page_batch *zbatch;  /* never-populated pages: sent inline, no payload, no hand-off */
-    lm_send_chan main_chan; /* single stream: packets inline on the main connection */
-    lm_multifd_send pool;   /* multifd: sender threads, one connection each */
-    bool use_pool;
-    uint8_t uuid[16];       /* names this migration to the destination's channels */
-    const char *addr;       /* the destination, for the channels' connections */
-    const lm_transport_ops *transport;
-    uint64_t start_ns, stop_ns;
-    uint64_t rate_window_ns, rate_window_bytes;
-    uint64_t round_pages, round_done, round_start_ns, round_bytes0;
-    uint64_t last_progress_ns, last_sync_ns;
-    double bandwidth;  /* bytes per second, from the last round that sent enough */
-    double dirty_rate; /* pages per second */
-    bool stopped;      /* the guest is stopped by us */
-    bool in_downtime;
-} lm_source;
 
-static uint64_t wire_bytes(lm_source *s)
+uint64_t lm__src_wire_bytes(lm_source *s)
 {
     return s->conn.bytes_out + (s->use_pool ? lm_multifd_send_bytes(&s->pool) : 0);
 }
 
 /* Page counters live with the channels that send; gather them. */
-static void gather_counters(lm_source *s)
+void lm__src_gather_counters(lm_source *s)
 {
     lm_send_chan *m = &s->main_chan;
     s->st.normal = atomic_load_explicit(&m->normal, memory_order_relaxed);
@@ -77,7 +52,7 @@ static void gather_counters(lm_source *s)
     if (s->use_pool)
         lm_multifd_send_counters(&s->pool, &s->st.normal, &s->st.duplicate, &s->st.normal_bytes);
     s->st.multifd_bytes = s->use_pool ? lm_multifd_send_bytes(&s->pool) : 0;
-    s->st.transferred = wire_bytes(s);
+    s->st.transferred = lm__src_wire_bytes(s);
 }
 
 static void report_progress(lm_source *s, bool force)
@@ -86,7 +61,7 @@ static void report_progress(lm_source *s, bool force)
     if (!force && now - s->last_progress_ns < PROGRESS_INTERVAL_NS)
         return;
     s->last_progress_ns = now;
-    gather_counters(s);
+    lm__src_gather_counters(s);
     s->st.precopy_bytes = s->in_downtime ? s->st.precopy_bytes : s->st.transferred;
     s->st.total_time_ms = lm_ns_to_ms(now - s->start_ns);
     lm__stats_publish(s->ctx, &s->st);
@@ -95,7 +70,7 @@ static void report_progress(lm_source *s, bool force)
         lm_progress pr = {
             .round = s->st.nrounds ? s->st.nrounds : 1,
             .pass_percent = s->round_pages ? 100.0 * (double)s->round_done / (double)s->round_pages : 100.0,
-            .throughput_bps = secs > 0 ? (double)(wire_bytes(s) - s->round_bytes0) / secs : 0,
+            .throughput_bps = secs > 0 ? (double)(lm__src_wire_bytes(s) - s->round_bytes0) / secs : 0,
             .dirty_pages_rate = s->dirty_rate,
             .remaining_bytes = (s->round_pages - s->round_done) * s->ctx->page_size,
         };
@@ -150,7 +125,7 @@ static int flush_one(lm_source *s, lm_page_batch **bp, bool via_pool)
     return 0;
 }
 
-static int flush_batch(lm_source *s)
+int lm__src_flush_batch(lm_source *s)
 {
     int ret = flush_one(s, &s->zbatch, false);
     return ret < 0 ? ret : flush_one(s, &s->batch, s->use_pool);
@@ -158,7 +133,7 @@ static int flush_batch(lm_source *s)
 
 /* Queues one page; 'known_zero' when it is zero without looking (never
  * populated). Legacy detection looks here, on this thread. */
-static int queue_page(lm_source *s, lm_block *b, uint64_t page, bool known_zero)
+int lm__src_queue_page(lm_source *s, lm_block *b, uint64_t page, bool known_zero)
 {
     lm_page_batch **bp = known_zero ? &s->zbatch : &s->batch;
     if ((*bp)->block != b || lm_batch_pages(*bp) == LM_PACKET_MAX_PAGES) {
@@ -181,9 +156,9 @@ static int queue_page(lm_source *s, lm_block *b, uint64_t page, bool known_zero)
 
 /* The end of a round: everything queued is on the wire, every channel has
  * sent its SYNC, then ROUND_END on the main connection. */
-static int end_of_round_barrier(lm_source *s)
+int lm__src_end_of_round_barrier(lm_source *s)
 {
-    int ret = flush_batch(s);
+    int ret = lm__src_flush_batch(s);
     if (ret == 0 && s->use_pool)
         ret = lm_multifd_send_sync(&s->pool);
     if (ret == 0)
@@ -191,18 +166,18 @@ static int end_of_round_barrier(lm_source *s)
     return ret;
 }
 
-static void begin_round(lm_source *s, uint64_t pages)
+void lm__src_begin_round(lm_source *s, uint64_t pages)
 {
     s->round_pages = pages;
     s->round_done = 0;
     s->round_start_ns = lm_now_ns();
-    s->round_bytes0 = wire_bytes(s);
+    s->round_bytes0 = lm__src_wire_bytes(s);
 }
 
 /* Ends a round: records its statistics and updates the bandwidth estimate. */
-static void end_round(lm_source *s, uint64_t dirty_pages)
+void lm__src_end_round(lm_source *s, uint64_t dirty_pages)
 {
-    uint64_t ns = lm_now_ns() - s->round_start_ns, bytes = wire_bytes(s) - s->round_bytes0;
+    uint64_t ns = lm_now_ns() - s->round_start_ns, bytes = lm__src_wire_bytes(s) - s->round_bytes0;
     double bw = ns ? (double)bytes * 1e9 / (double)ns : 0;
     if (bytes >= MIN_BYTES_FOR_BANDWIDTH || s->bandwidth == 0)
         s->bandwidth = bw;
@@ -223,7 +198,7 @@ static int first_pass(lm_source *s)
     uint64_t chunk_pages = ARM_CHUNK_BYTES / ctx->page_size, total = 0;
     for (unsigned i = 0; i < ctx->nblocks; i++)
         total += ctx->blocks[i].npages;
-    begin_round(s, total);
+    lm__src_begin_round(s, total);
     for (unsigned i = 0; i < ctx->nblocks; i++) {
         lm_block *b = &ctx->blocks[i];
         for (uint64_t first = 0; first < b->npages; first += chunk_pages) {
@@ -246,16 +221,16 @@ static int first_pass(lm_source *s)
                                   "failed: %s", (unsigned long long)first,
                                   (unsigned long long)n, b->id, strerror(-ret));
             for (uint64_t p = 0; p < n; p++)
-                if ((ret = queue_page(s, b, first + p, !lm_bit_test(s->populated, p))) < 0)
+                if ((ret = lm__src_queue_page(s, b, first + p, !lm_bit_test(s->populated, p))) < 0)
                     return ret;
         }
     }
-    return end_of_round_barrier(s);
+    return lm__src_end_of_round_barrier(s);
 }
 
 /* ORs the tracker's dirty pages into s->dirty (which may still hold pages
  * a converged round left for the switchover); returns how many are set. */
-static int sync_dirty(lm_source *s, bool rearm, uint64_t *count)
+int lm__src_sync_dirty(lm_source *s, bool rearm, uint64_t *count)
 {
     lm_ctx *ctx = s->ctx;
     uint64_t n = 0, now = lm_now_ns();
@@ -276,25 +251,26 @@ static int sync_dirty(lm_source *s, bool rearm, uint64_t *count)
 static int send_dirty(lm_source *s, uint64_t count)
 {
     lm_ctx *ctx = s->ctx;
-    begin_round(s, count);
+    lm__src_begin_round(s, count);
     for (unsigned i = 0; i < ctx->nblocks; i++) {
         lm_block *b = &ctx->blocks[i];
         for (uint64_t p = lm_bitmap_next_set(s->dirty[i], b->npages, 0); p < b->npages;
              p = lm_bitmap_next_set(s->dirty[i], b->npages, p + 1)) {
-            int ret = queue_page(s, b, p, false);
+            int ret = lm__src_queue_page(s, b, p, false);
             if (ret < 0)
                 return ret;
         }
         lm_bitmap_clear_all(s->dirty[i], b->npages);
     }
-    return end_of_round_barrier(s);
+    return lm__src_end_of_round_barrier(s);
 }
 
 static int handshake(lm_source *s)
 {
     lm_ctx *ctx = s->ctx;
     lm_hello h = {.page_size = (uint32_t)ctx->page_size,
-                  .flags = s->p->verify ? LM_HELLO_VERIFY : 0,
+                  .flags = (s->p->verify ? LM_HELLO_VERIFY : 0) |
+                           (s->p->postcopy ? LM_HELLO_POSTCOPY : 0),
                   .nblocks = ctx->nblocks,
                   .nchannels = s->p->multifd_channels,
                   .compress = (uint32_t)s->p->compress};
@@ -347,7 +323,7 @@ static int switchover(lm_source *s)
 {
     lm_ctx *ctx = s->ctx;
     s->stop_ns = lm_now_ns();
-    s->st.precopy_bytes = wire_bytes(s);
+    s->st.precopy_bytes = lm__src_wire_bytes(s);
     s->in_downtime = true;
     int ret = ctx->gops.stop ? ctx->gops.stop(ctx->gopaque) : 0;
     if (ret < 0)
@@ -356,9 +332,9 @@ static int switchover(lm_source *s)
 
     uint64_t count;
     /* Final sync: the guest is stopped, so nothing needs protecting again. */
-    if ((ret = sync_dirty(s, false, &count)) < 0 || (ret = send_dirty(s, count)) < 0)
+    if ((ret = lm__src_sync_dirty(s, false, &count)) < 0 || (ret = send_dirty(s, count)) < 0)
         return ret;
-    end_round(s, count);
+    lm__src_end_round(s, count);
     /* Every page is out: closing the channels tells the destination so. */
     if (s->use_pool)
         lm_multifd_send_stop(&s->pool);
@@ -431,7 +407,7 @@ static int switchover(lm_source *s)
                           strerror(-r.status));
     double down = lm_ns_to_ms(end - s->stop_ns) - s->st.verify_time_ms;
     s->st.downtime_ms = down > 0 ? down : 0;
-    s->st.downtime_bytes = wire_bytes(s) - s->st.precopy_bytes;
+    s->st.downtime_bytes = lm__src_wire_bytes(s) - s->st.precopy_bytes;
     return 0;
 }
 
@@ -505,12 +481,14 @@ static int setup(lm_source *s, const char *uri)
     if ((ret = handshake(s)) < 0)
         return ret;
     if (!s->p->multifd_channels)
-        return 0;
+        return s->p->postcopy ? lm__src_postcopy_connect(s) : 0;
     ret = lm_multifd_send_start(&s->pool, s->p->multifd_channels, connect_channel, s, s->uuid,
                                 s->p->io_timeout_ms, &ctx->cancel,
                                 s->p->zero_detection == LM_ZERO_DETECT_MULTIFD, s->p->compress,
                                 ctx->page_size, s->conn.fd, &ctx->err);
     s->use_pool = ret == 0;
+    if (ret == 0 && s->p->postcopy)
+        ret = lm__src_postcopy_connect(s);
     return ret;
 }
 
@@ -533,6 +511,9 @@ static int wait_caught_up(lm_source *s)
     return 0;
 }
 
+/* Rounds until the rest fits in the downtime limit. Returns 0 for a
+ * precopy switchover, 1 to switch to postcopy, or -errno. The pages found
+ * by the last sync stay in s->dirty for whichever comes next. */
 static int precopy(lm_source *s)
 {
     int ret = first_pass(s);
@@ -540,14 +521,18 @@ static int precopy(lm_source *s)
         return ret;
     for (;;) {
         uint64_t count;
-        if ((ret = sync_dirty(s, true, &count)) < 0)
+        if ((ret = lm__src_sync_dirty(s, true, &count)) < 0)
             return ret;
-        end_round(s, count);
+        lm__src_end_round(s, count);
         double remaining = (double)(count * (s->ctx->page_size + 8));
         double expect_ms = s->bandwidth > 0 ? remaining * 1000.0 / s->bandwidth : 0;
-        /* The pages stay in s->dirty: the switchover sends them. */
-        if (expect_ms <= (double)s->p->downtime_limit_ms || s->st.nrounds >= s->p->max_rounds)
-            return wait_caught_up(s);
+        bool converged = expect_ms <= (double)s->p->downtime_limit_ms;
+        bool postcopy = lm__src_want_postcopy(s, count);
+        if (converged || s->st.nrounds >= s->p->max_rounds || postcopy) {
+            if ((ret = wait_caught_up(s)) < 0)
+                return ret;
+            return !converged && (postcopy || s->p->postcopy);
+        }
         if ((ret = send_dirty(s, count)) < 0)
             return ret;
     }
@@ -566,6 +551,7 @@ int lm_migrate(lm_ctx *ctx, const char *uri, const lm_params *params)
     s->ctx = ctx;
     s->p = params;
     s->conn.fd = -1;
+    s->preempt_conn.fd = -1;
     s->pm.fd = -1;
     lm_err_reset(&ctx->err);
     atomic_store(&ctx->cancel, 0);
@@ -580,7 +566,9 @@ int lm_migrate(lm_ctx *ctx, const char *uri, const lm_params *params)
         lm__stats_publish(ctx, &s->st);
         ret = precopy(s);
     }
-    if (ret == 0)
+    if (ret == 1)
+        ret = lm__src_postcopy(s);
+    else if (ret == 0)
         ret = switchover(s);
 
     if (ret < 0) {
@@ -593,21 +581,26 @@ int lm_migrate(lm_ctx *ctx, const char *uri, const lm_params *params)
     lm_tracker_destroy(s->tracker);
     if (s->use_pool)
         lm_multifd_send_stop(&s->pool);
-    if (ret < 0 && s->stopped && ctx->gops.resume)
+    /* Before postcopy the guest's newest state is here: run it again. In
+     * postcopy it ran on the destination; resuming here would fork it. */
+    if (ret < 0 && s->stopped && !s->in_postcopy && ctx->gops.resume)
         ctx->gops.resume(ctx->gopaque);
 
-    gather_counters(s);
+    lm__src_gather_counters(s);
     s->st.total_time_ms = lm_ns_to_ms(lm_now_ns() - s->start_ns);
     double secs = s->st.total_time_ms / 1000.0;
     s->st.mbps = secs > 0 ? (double)s->st.transferred * 8 / 1e6 / secs : 0;
     s->st.pages_per_second = secs > 0 ? (double)(s->st.normal + s->st.duplicate) / secs : 0;
-    snprintf(s->st.status, sizeof(s->st.status), ret == 0 ? "completed" : "failed");
+    snprintf(s->st.status, sizeof(s->st.status), "%s",
+             ret == 0 ? "completed" : s->in_postcopy ? "postcopy-paused" : "failed");
     report_progress(s, true);
 
     lm_send_chan_cleanup(&s->main_chan);
     free(s->batch);
     free(s->zbatch);
     lm_conn_close(&s->conn);
+    if (s->preempt_conn.fd >= 0)
+        lm_conn_close(&s->preempt_conn);
     lm_pagemap_close(&s->pm);
     for (unsigned i = 0; i < ctx->nblocks; i++)
         lm_bitmap_free(s->dirty[i]);

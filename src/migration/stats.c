@@ -47,6 +47,22 @@ void lm__stats_json_fields(lm_json *j, const lm_stats *s, const char *role)
         }
         lm_json_array_end(j);
     }
+    if (s->postcopy) {
+        lm_json_object_begin(j, "postcopy");
+        lm_json_u64(j, "requests", s->postcopy_requests);
+        if (dest) {
+            lm_json_u64(j, "faults", s->postcopy_faults);
+            lm_json_u64(j, "pages-placed", s->postcopy_pages_placed);
+            lm_json_u64(j, "zero-pages-placed", s->postcopy_zero_placed);
+            lm_json_u64(j, "duplicates", s->postcopy_duplicates);
+            lm_json_u64(j, "eexist", s->postcopy_eexist);
+            lm_json_double(j, "request-latency-p50-us", s->request_latency_p50_us);
+            lm_json_double(j, "request-latency-p99-us", s->request_latency_p99_us);
+            lm_json_double(j, "request-latency-max-us", s->request_latency_max_us);
+            lm_json_double(j, "vcpu-blocktime-ms", s->vcpu_blocktime_ms);
+        }
+        lm_json_object_end(j);
+    }
     if (s->verify_done) {
         lm_json_object_begin(j, "verify");
         lm_json_bool(j, "match", s->verify_match);
@@ -85,6 +101,15 @@ void lm_stats_print(const lm_stats *s, const char *role, FILE *out)
     fprintf(out, "normal bytes: %s\n", lm_format_bytes(s->normal_bytes, a, sizeof(a)));
     fprintf(out, "dirty sync count: %llu\n", (unsigned long long)s->dirty_sync_count);
     fprintf(out, "pages-per-second: %.0f\n", s->pages_per_second);
+    if (s->postcopy)
+        fprintf(out, "postcopy: %llu page requests%s\n", (unsigned long long)s->postcopy_requests,
+                dest ? "" : "");
+    if (s->postcopy && dest)
+        fprintf(out, "postcopy: %llu pages placed, %llu zero pages placed, request latency "
+                "p50 %.0f us p99 %.0f us max %.0f us, vCPU blocktime %.1f ms\n",
+                (unsigned long long)s->postcopy_pages_placed,
+                (unsigned long long)s->postcopy_zero_placed, s->request_latency_p50_us,
+                s->request_latency_p99_us, s->request_latency_max_us, s->vcpu_blocktime_ms);
     if (!dest) {
         fprintf(out, "dirty tracker: %s\n", s->tracker);
         fprintf(out, "precopy ram: %s\n", lm_format_bytes(s->precopy_bytes, a, sizeof(a)));

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "migration/engine.h"
+#include "migration/postcopy.h"
 #include "util/clock.h"
 #include "util/zero.h"
 
@@ -37,8 +38,19 @@ int lm_recv_chan_init(lm_recv_chan *c, unsigned id, struct lm_ctx *ctx, lm_conn 
     return ret;
 }
 
+int lm_recv_chan_postcopy(lm_recv_chan *c, struct lm_postcopy_dst *pc, lm_err *err)
+{
+    if (!c->bounce && posix_memalign((void **)&c->bounce, c->ctx->page_size,
+                                     LM_PACKET_MAX_PAGES * c->ctx->page_size))
+        return lm_err_set(err, -ENOMEM, "out of memory for postcopy buffers");
+    atomic_store_explicit(&c->postcopy, pc, memory_order_release);
+    return 0;
+}
+
 void lm_recv_chan_cleanup(lm_recv_chan *c)
 {
+    free(c->bounce);
+    c->bounce = NULL;
     if (c->comp)
         c->comp->recv_cleanup(c->comp_state);
     c->comp = NULL;
@@ -83,6 +95,46 @@ static void place_zero(lm_recv_chan *c, lm_block *b, uint64_t off)
     lm_bit_set_atomic(b->received, page);
 }
 
+static void count_packet(lm_recv_chan *c, const lm_packet_hdr *ph)
+{
+    atomic_fetch_add_explicit(&c->normal, ph->normal_pages, memory_order_relaxed);
+    atomic_fetch_add_explicit(&c->normal_bytes, (uint64_t)ph->normal_pages * c->ctx->page_size,
+                              memory_order_relaxed);
+    atomic_fetch_add_explicit(&c->zero, ph->zero_pages, memory_order_relaxed);
+}
+
+/* Postcopy: the guest runs, so a page must appear whole and at once: read
+ * (or decompress) into the bounce buffer, then place each page atomically. */
+static int place_postcopy(lm_recv_chan *c, lm_postcopy_dst *pc, lm_block *b,
+                          const lm_packet_hdr *ph)
+{
+    uint64_t ps = c->ctx->page_size;
+    uint8_t *pages[LM_PACKET_MAX_PAGES];
+    int ret;
+    for (uint32_t i = 0; i < ph->normal_pages; i++)
+        pages[i] = c->bounce + i * ps;
+    if (ph->flags & LM_PACKET_FLAG_COMPRESSED) {
+        if ((ret = lm_conn_read(c->conn, c->comp_buf, ph->payload_size)) < 0)
+            return ret;
+        lm_err scratch;
+        lm_err_init(&scratch);
+        ret = c->comp->decompress(c->comp_state, c->comp_buf, ph->payload_size, pages,
+                                  ph->normal_pages, &scratch);
+        if (ret < 0)
+            return bad_stream(c, ret, scratch.msg);
+    } else if ((ret = lm_conn_read(c->conn, c->bounce, ph->payload_size)) < 0) {
+        return ret;
+    }
+    uint32_t n = ph->normal_pages + ph->zero_pages;
+    for (uint32_t i = 0; i < n; i++) {
+        const uint8_t *data = i < ph->normal_pages ? pages[i] : NULL;
+        if ((ret = lm_postcopy_dst_place(pc, b, c->offsets[i] / ps, data)) < 0)
+            return ret;
+    }
+    count_packet(c, ph);
+    return 0;
+}
+
 int lm_recv_chan_body(lm_recv_chan *c, const lm_packet_hdr *ph)
 {
     uint64_t ps = c->ctx->page_size;
@@ -93,6 +145,7 @@ int lm_recv_chan_body(lm_recv_chan *c, const lm_packet_hdr *ph)
         return bad_stream(c, -EBADMSG, why);
     }
     uint32_t n = ph->normal_pages + ph->zero_pages;
+    lm_postcopy_dst *pc = atomic_load_explicit(&c->postcopy, memory_order_acquire);
     int ret = lm_conn_read(c->conn, c->raw, 8ull * n);
     if (ret < 0)
         return ret;
@@ -102,6 +155,8 @@ int lm_recv_chan_body(lm_recv_chan *c, const lm_packet_hdr *ph)
         if ((ret = lm_packet_check_offset(c->offsets[i], b->len, (uint32_t)ps, why, sizeof(why))) < 0)
             return bad_stream(c, ret, why);
     }
+    if (pc)
+        return place_postcopy(c, pc, b, ph);
     if (ph->flags & LM_PACKET_FLAG_COMPRESSED) {
         uint8_t *pages[LM_PACKET_MAX_PAGES];
         if ((ret = lm_conn_read(c->conn, c->comp_buf, ph->payload_size)) < 0)
@@ -131,11 +186,56 @@ int lm_recv_chan_body(lm_recv_chan *c, const lm_packet_hdr *ph)
         lm_bit_set_atomic(b->received, c->offsets[i] / ps);
     for (uint32_t i = ph->normal_pages; i < n; i++)
         place_zero(c, b, c->offsets[i]);
-    atomic_fetch_add_explicit(&c->normal, ph->normal_pages, memory_order_relaxed);
-    atomic_fetch_add_explicit(&c->normal_bytes, (uint64_t)ph->normal_pages * ps,
-                              memory_order_relaxed);
-    atomic_fetch_add_explicit(&c->zero, ph->zero_pages, memory_order_relaxed);
+    count_packet(c, ph);
     return 0;
+}
+
+/* The preempt connection's receiver: packets until the source closes it. */
+static void *preempt_main(void *arg)
+{
+    lm_recv_chan *c = arg;
+    for (;;) {
+        uint8_t raw[LM_PACKET_HDR_SIZE];
+        lm_packet_hdr ph;
+        int ret = lm_conn_read_or_eof(c->conn, raw, sizeof(raw));
+        if (ret == 1)
+            return NULL;
+        if (ret < 0 || (ret = lm_recv_chan_decode(c, raw, &ph)) < 0)
+            break;
+        if ((ph.flags & LM_PACKET_FLAG_SYNC) || !atomic_load(&c->postcopy)) {
+            bad_stream(c, -EBADMSG, "unexpected packet on the postcopy preempt connection");
+            break;
+        }
+        if ((ret = lm_recv_chan_body(c, &ph)) < 0)
+            break;
+    }
+    /* Wake the main thread: it reports the error we recorded. */
+    lm_postcopy_dst *pc = atomic_load(&c->postcopy);
+    if (pc) {
+        pthread_mutex_lock(&pc->lock);
+        pc->failed = true;
+        pthread_cond_broadcast(&pc->cond);
+        pthread_mutex_unlock(&pc->lock);
+    }
+    return NULL;
+}
+
+int lm_recv_chan_start_thread(lm_recv_chan *c, lm_err *err)
+{
+    int ret = -pthread_create(&c->thread, NULL, preempt_main, c);
+    if (ret < 0)
+        return lm_err_set(err, ret, "cannot start the postcopy preempt receiver");
+    c->started = true;
+    return 0;
+}
+
+void lm_recv_chan_join(lm_recv_chan *c)
+{
+    if (c->started) {
+        shutdown(c->conn->fd, SHUT_RDWR);
+        pthread_join(c->thread, NULL);
+        c->started = false;
+    }
 }
 
 static void fail_pool(lm_multifd_recv *m)
@@ -324,6 +424,16 @@ void lm_multifd_recv_stop(lm_multifd_recv *m)
     m->chans = NULL;
     pthread_mutex_destroy(&m->lock);
     pthread_cond_destroy(&m->cond);
+}
+
+int lm_multifd_recv_postcopy(lm_multifd_recv *m, struct lm_postcopy_dst *pc, lm_err *err)
+{
+    for (unsigned i = 0; m->chans && i < m->n; i++) {
+        int ret = lm_recv_chan_postcopy(&m->chans[i], pc, err);
+        if (ret < 0)
+            return ret;
+    }
+    return 0;
 }
 
 void lm_multifd_recv_counters(lm_multifd_recv *m, uint64_t *normal, uint64_t *zero,

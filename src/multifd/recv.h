@@ -28,6 +28,7 @@
 #include "transport/conn.h"
 
 struct lm_ctx;
+struct lm_postcopy_dst;
 
 typedef struct lm_recv_chan {
     /* Set up once. */
@@ -41,6 +42,10 @@ typedef struct lm_recv_chan {
     void *comp_state;
     uint8_t *comp_buf;
     uint64_t comp_bound;
+    /* Set once the guest runs on the destination: pages are then placed
+     * atomically with userfaultfd from 'bounce' instead of read in place. */
+    struct lm_postcopy_dst *_Atomic postcopy;
+    uint8_t *bounce;
     /* Owned by the receiving thread. */
     uint64_t offsets[LM_PACKET_MAX_PAGES];
     uint8_t raw[8 * LM_PACKET_MAX_PAGES];
@@ -59,6 +64,11 @@ void lm_recv_chan_cleanup(lm_recv_chan *c);
 int lm_recv_chan_decode(lm_recv_chan *c, const uint8_t raw[LM_PACKET_HDR_SIZE], lm_packet_hdr *ph);
 /* Reads the offsets and payload of a (non-SYNC) packet and places its pages. */
 int lm_recv_chan_body(lm_recv_chan *c, const lm_packet_hdr *ph);
+/* Switches the channel to postcopy placement (allocates its bounce buffer). */
+int lm_recv_chan_postcopy(lm_recv_chan *c, struct lm_postcopy_dst *pc, lm_err *err);
+/* A standalone receiver thread for the postcopy preempt connection. */
+int lm_recv_chan_start_thread(lm_recv_chan *c, lm_err *err);
+void lm_recv_chan_join(lm_recv_chan *c);
 
 typedef struct lm_multifd_recv {
     unsigned n;
@@ -87,6 +97,8 @@ int lm_multifd_recv_barrier(lm_multifd_recv *m, unsigned timeout_ms);
 int lm_multifd_recv_finish(lm_multifd_recv *m, unsigned timeout_ms);
 /* Stops the threads (shutting the channels down) and frees everything. */
 void lm_multifd_recv_stop(lm_multifd_recv *m);
+/* Switches every channel to postcopy placement. */
+int lm_multifd_recv_postcopy(lm_multifd_recv *m, struct lm_postcopy_dst *pc, lm_err *err);
 void lm_multifd_recv_counters(lm_multifd_recv *m, uint64_t *normal, uint64_t *zero,
                               uint64_t *normal_bytes, uint64_t *bytes);
 

@@ -28,6 +28,9 @@ const char *lm_msg_name(uint16_t type)
         [LM_MSG_RESUMED] = "RESUMED",   [LM_MSG_ERROR] = "ERROR",
         [LM_MSG_VERIFY] = "VERIFY",     [LM_MSG_PING] = "PING",
         [LM_MSG_PONG] = "PONG",         [LM_MSG_CHANNEL_HELLO] = "CHANNEL_HELLO",
+        [LM_MSG_POSTCOPY_SWITCH] = "POSTCOPY_SWITCH", [LM_MSG_POSTCOPY_RUN] = "POSTCOPY_RUN",
+        [LM_MSG_PAGE_REQUEST] = "PAGE_REQUEST", [LM_MSG_POSTCOPY_END] = "POSTCOPY_END",
+        [LM_MSG_POSTCOPY_DONE] = "POSTCOPY_DONE",
     };
     return type < LM_MSG__COUNT && names[type] ? names[type] : "UNKNOWN";
 }

@@ -46,6 +46,11 @@ typedef enum lm_msg_type {
     LM_MSG_PING,         /* asks the destination to confirm it caught up */
     LM_MSG_PONG,         /* destination -> source: everything before PING is processed */
     LM_MSG_CHANNEL_HELLO, /* first frame on a multifd channel: migration uuid, channel id */
+    LM_MSG_POSTCOPY_SWITCH, /* the pages the destination must still receive */
+    LM_MSG_POSTCOPY_RUN,    /* resume the guest now */
+    LM_MSG_PAGE_REQUEST,    /* destination -> source: a vCPU waits on this page */
+    LM_MSG_POSTCOPY_END,    /* every needed page has been sent */
+    LM_MSG_POSTCOPY_DONE,   /* destination -> source: every page placed (RESUMED body) */
     LM_MSG__COUNT
 } lm_msg_type;
 
@@ -55,8 +60,11 @@ typedef struct lm_frame {
 } lm_frame;
 
 /* Hello flags. */
-enum { LM_HELLO_VERIFY = 1u << 0 };
-#define LM_HELLO_KNOWN_FLAGS LM_HELLO_VERIFY
+enum {
+    LM_HELLO_VERIFY = 1u << 0,
+    LM_HELLO_POSTCOPY = 1u << 1, /* a preempt connection follows the channels */
+};
+#define LM_HELLO_KNOWN_FLAGS (LM_HELLO_VERIFY | LM_HELLO_POSTCOPY)
 
 typedef struct lm_wire_block {
     uint32_t id;

@@ -1,0 +1,374 @@
+/* The destination's half of postcopy: see postcopy.h. */
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "dirty/linux_compat.h"
+#include "dirty/pagemap.h"
+#include "dirty/uffd.h"
+#include "migration/postcopy.h"
+#include "proto/wire.h"
+#include "util/clock.h"
+
+/* Switch body, per block in the sender's order: id u32 | reserved u32 |
+ * npages u64 | ceil(npages / 64) bitmap words (u64). */
+size_t lm_postcopy_switch_size(const lm_ctx *ctx)
+{
+    size_t n = 0;
+    for (unsigned i = 0; i < ctx->nblocks; i++)
+        n += 16 + 8 * LM_BITMAP_WORDS(ctx->blocks[i].npages);
+    return n;
+}
+
+void lm_postcopy_switch_encode(const lm_ctx *ctx, lm_word *const needed[], uint8_t *out)
+{
+    for (unsigned i = 0; i < ctx->nblocks; i++) {
+        const lm_block *b = &ctx->blocks[i];
+        lm_put_be32(out, b->id);
+        lm_put_be32(out + 4, 0);
+        lm_put_be64(out + 8, b->npages);
+        out += 16;
+        for (uint64_t w = 0; w < LM_BITMAP_WORDS(b->npages); w++, out += 8)
+            lm_put_be64(out, needed[i][w]);
+    }
+}
+
+static bool test_and_set(lm_word *map, uint64_t bit)
+{
+    lm_word mask = (lm_word)1 << (bit % LM_BITS_PER_WORD);
+    return __atomic_fetch_or(&map[bit / LM_BITS_PER_WORD], mask, __ATOMIC_ACQ_REL) & mask;
+}
+
+static bool bit_atomic(const lm_word *map, uint64_t bit)
+{
+    return (__atomic_load_n(&map[bit / LM_BITS_PER_WORD], __ATOMIC_ACQUIRE) >>
+            (bit % LM_BITS_PER_WORD)) & 1;
+}
+
+static int bad_switch(lm_postcopy_dst *pc, const char *why)
+{
+    return lm_err_set(&pc->ctx->err, -EBADMSG, "invalid POSTCOPY_SWITCH from the source: %s", why);
+}
+
+int lm_postcopy_dst_init(lm_postcopy_dst *pc, lm_ctx *ctx, const uint8_t *body, size_t len,
+                         bool verify, lm_conn *conn, pthread_mutex_t *conn_lock)
+{
+    memset(pc, 0, sizeof(*pc));
+    pc->ctx = ctx;
+    pc->uffd = -1;
+    pc->stop_fd = -1;
+    pc->verify = verify;
+    pc->conn = conn;
+    pc->conn_lock = conn_lock;
+    pthread_mutex_init(&pc->lock, NULL);
+    pthread_cond_init(&pc->cond, NULL);
+    if (len != lm_postcopy_switch_size(ctx))
+        return bad_switch(pc, "its size does not match the RAM layout");
+    uint64_t remaining = 0;
+    for (unsigned i = 0; i < ctx->nblocks; i++) {
+        uint32_t id = lm_get_be32(body);
+        uint64_t npages = lm_get_be64(body + 8);
+        lm_block *b = lm__block_by_id(ctx, id);
+        if (!b || b != &ctx->blocks[i] || npages != b->npages || lm_get_be32(body + 4))
+            return bad_switch(pc, "a block does not match the RAM layout");
+        body += 16;
+        uint64_t words = LM_BITMAP_WORDS(npages);
+        pc->needed[i] = lm_bitmap_new(npages);
+        pc->placed[i] = lm_bitmap_new(npages);
+        pc->requested[i] = lm_bitmap_new(npages);
+        pc->fault_ns[i] = calloc(npages, sizeof(uint64_t));
+        if (verify)
+            pc->hashes[i] = calloc(npages, sizeof(uint64_t));
+        if (!pc->needed[i] || !pc->placed[i] || !pc->requested[i] || !pc->fault_ns[i] ||
+            (verify && !pc->hashes[i]))
+            return lm_err_set(&ctx->err, -ENOMEM, "out of memory for postcopy bitmaps");
+        for (uint64_t w = 0; w < words; w++, body += 8)
+            pc->needed[i][w] = lm_get_be64(body);
+        if (npages % LM_BITS_PER_WORD &&
+            pc->needed[i][words - 1] >> (npages % LM_BITS_PER_WORD))
+            return bad_switch(pc, "bits beyond the end of a block are set");
+        remaining += lm_bitmap_count(pc->needed[i], npages);
+    }
+    atomic_store(&pc->remaining, remaining);
+    return 0;
+}
+
+/* Called with the page's 'placed' bit just taken by this thread. */
+static void page_done(lm_postcopy_dst *pc, unsigned r, uint64_t page)
+{
+    if (lm_bit_test(pc->needed[r], page) && atomic_fetch_sub(&pc->remaining, 1) == 1) {
+        pthread_mutex_lock(&pc->lock);
+        pthread_cond_broadcast(&pc->cond);
+        pthread_mutex_unlock(&pc->lock);
+    }
+    uint64_t waited = __atomic_load_n(&pc->fault_ns[r][page], __ATOMIC_ACQUIRE);
+    if (waited) {
+        uint64_t ns = lm_now_ns() - waited;
+        pthread_mutex_lock(&pc->lock);
+        pc->blocktime_ns += ns;
+        if (bit_atomic(pc->requested[r], page))
+            lm_hist_record(&pc->latency_ns, ns);
+        pthread_mutex_unlock(&pc->lock);
+    }
+}
+
+static unsigned block_index(lm_postcopy_dst *pc, const lm_block *b)
+{
+    return (unsigned)(b - pc->ctx->blocks);
+}
+
+int lm_postcopy_dst_place(lm_postcopy_dst *pc, lm_block *b, uint64_t page, const uint8_t *data)
+{
+    unsigned r = block_index(pc, b);
+    uint64_t ps = pc->ctx->page_size;
+    if (test_and_set(pc->placed[r], page)) {
+        atomic_fetch_add_explicit(&pc->duplicates, 1, memory_order_relaxed);
+        return 0;
+    }
+    if (pc->verify)
+        pc->hashes[r][page] = lm__page_hash(data, ps);
+    uint64_t dst = (uintptr_t)(b->host + page * ps);
+    int rc;
+    if (data) {
+        struct uffdio_copy copy = {.dst = dst, .src = (uintptr_t)data, .len = ps};
+        rc = ioctl(pc->uffd, UFFDIO_COPY, &copy);
+    } else {
+        struct uffdio_zeropage zp = {.range = {.start = dst, .len = ps}};
+        rc = ioctl(pc->uffd, UFFDIO_ZEROPAGE, &zp);
+    }
+    if (rc < 0 && errno == EEXIST) {
+        /* Already there (the kernel raced us): the content is what we
+         * placed before, so count it and wake anyone waiting. */
+        struct uffdio_range range = {.start = dst, .len = ps};
+        (void)ioctl(pc->uffd, UFFDIO_WAKE, &range);
+        atomic_fetch_add_explicit(&pc->eexist, 1, memory_order_relaxed);
+    } else if (rc < 0) {
+        int err = -errno;
+        return lm_err_set(&pc->ctx->err, err, "placing page 0x%llx of block %u failed: %s",
+                          (unsigned long long)page * ps, b->id, strerror(-err));
+    } else {
+        atomic_fetch_add_explicit(data ? &pc->placed_pages : &pc->zero_placed, 1,
+                                  memory_order_relaxed);
+    }
+    page_done(pc, r, page);
+    return 0;
+}
+
+static int send_request(lm_postcopy_dst *pc, const lm_block *b, uint64_t page)
+{
+    uint8_t body[LM_PAGE_REQUEST_SIZE];
+    lm_put_be32(body, b->id);
+    lm_put_be32(body + 4, 0);
+    lm_put_be64(body + 8, page * pc->ctx->page_size);
+    pthread_mutex_lock(pc->conn_lock);
+    int ret = lm_conn_send_frame(pc->conn, LM_MSG_PAGE_REQUEST, body, sizeof(body));
+    pthread_mutex_unlock(pc->conn_lock);
+    atomic_fetch_add_explicit(&pc->requests, 1, memory_order_relaxed);
+    return ret;
+}
+
+static int handle_fault(lm_postcopy_dst *pc, uint64_t addr)
+{
+    lm_ctx *ctx = pc->ctx;
+    for (unsigned r = 0; r < ctx->nblocks; r++) {
+        lm_block *b = &ctx->blocks[r];
+        uint64_t base = (uintptr_t)b->host;
+        if (addr < base || addr - base >= b->len)
+            continue;
+        uint64_t page = (addr - base) / ctx->page_size;
+        atomic_fetch_add_explicit(&pc->faults, 1, memory_order_relaxed);
+        if (bit_atomic(pc->placed[r], page))
+            return 0; /* placed meanwhile; the placement woke the vCPU */
+        uint64_t zero = 0;
+        __atomic_compare_exchange_n(&pc->fault_ns[r][page], &zero, lm_now_ns(), false,
+                                    __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+        if (!lm_bit_test(pc->needed[r], page))
+            return lm_postcopy_dst_place(pc, b, page, NULL); /* zero, never sent */
+        if (!test_and_set(pc->requested[r], page))
+            return send_request(pc, b, page);
+        return 0;
+    }
+    return 0; /* not guest RAM: not ours to resolve */
+}
+
+static void *fault_main(void *arg)
+{
+    lm_postcopy_dst *pc = arg;
+    struct uffd_msg msgs[64];
+    for (;;) {
+        struct pollfd pfd[2] = {{.fd = pc->uffd, .events = POLLIN},
+                                {.fd = pc->stop_fd, .events = POLLIN}};
+        if (poll(pfd, 2, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        if (pfd[1].revents)
+            break;
+        ssize_t n = read(pc->uffd, msgs, sizeof(msgs));
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EINTR)
+                continue;
+            break;
+        }
+        for (ssize_t i = 0; i < n / (ssize_t)sizeof(msgs[0]); i++) {
+            if (msgs[i].event != UFFD_EVENT_PAGEFAULT)
+                continue;
+            if (handle_fault(pc, msgs[i].arg.pagefault.address & ~(pc->ctx->page_size - 1)) < 0) {
+                /* The return path is gone: pause (vCPUs keep waiting for
+                 * their pages, nothing is thrown away) and let the main
+                 * thread report it. */
+                pthread_mutex_lock(&pc->lock);
+                pc->failed = true;
+                pthread_cond_broadcast(&pc->cond);
+                pthread_mutex_unlock(&pc->lock);
+                return NULL;
+            }
+        }
+    }
+    return NULL;
+}
+
+/* Drops the destination's stale copies of the needed pages, one madvise
+ * per run of adjacent pages, so that touching them faults. */
+static int discard_needed(lm_postcopy_dst *pc, unsigned r)
+{
+    lm_block *b = &pc->ctx->blocks[r];
+    uint64_t ps = pc->ctx->page_size;
+    for (uint64_t p = lm_bitmap_next_set(pc->needed[r], b->npages, 0); p < b->npages;) {
+        uint64_t end = p;
+        while (end < b->npages && lm_bit_test(pc->needed[r], end))
+            end++;
+        if (madvise(b->host + p * ps, (end - p) * ps, MADV_DONTNEED) < 0)
+            return lm_err_set(&pc->ctx->err, -errno, "discarding stale pages failed: %s",
+                              strerror(errno));
+        p = lm_bitmap_next_set(pc->needed[r], b->npages, end);
+    }
+    return 0;
+}
+
+int lm_postcopy_dst_start(lm_postcopy_dst *pc)
+{
+    lm_ctx *ctx = pc->ctx;
+    lm_pagemap pm = {.fd = -1};
+    int ret = lm_pagemap_open(&pm);
+    if (ret < 0)
+        return lm_err_set(&ctx->err, ret, "cannot open /proc/self/pagemap: %s", strerror(-ret));
+    if ((pc->stop_fd = eventfd(0, EFD_CLOEXEC)) < 0) {
+        ret = lm_err_set(&ctx->err, -errno, "eventfd: %s", strerror(errno));
+        goto out;
+    }
+    if ((pc->uffd = lm_uffd_open(0, &ctx->err)) < 0) {
+        ret = pc->uffd;
+        goto out;
+    }
+    uint64_t zero_hash = lm__zero_page_hash(ctx->page_size);
+    for (unsigned r = 0; r < ctx->nblocks && ret == 0; r++) {
+        lm_block *b = &ctx->blocks[r];
+        if ((ret = discard_needed(pc, r)) < 0)
+            break;
+        /* Pages present and not needed are final: mark them placed (and
+         * hash them now, before the guest can change them). Pages neither
+         * present nor needed are zero: placed on their first fault. */
+        lm_word *present = lm_bitmap_new(b->npages);
+        if (!present) {
+            ret = lm_err_set(&ctx->err, -ENOMEM, "out of memory");
+            break;
+        }
+        ret = lm_pagemap_pages(&pm, b->host, b->len, LM_PM_PRESENT | LM_PM_SWAPPED, present);
+        for (uint64_t p = 0; ret == 0 && p < b->npages; p++) {
+            bool here = lm_bit_test(present, p) && !lm_bit_test(pc->needed[r], p);
+            if (here)
+                lm_bit_set(pc->placed[r], p);
+            if (pc->verify && !lm_bit_test(pc->needed[r], p))
+                pc->hashes[r][p] = here ? lm__page_hash(b->host + p * ctx->page_size, ctx->page_size)
+                                        : zero_hash;
+        }
+        lm_bitmap_free(present);
+        if (ret < 0) {
+            lm_err_set(&ctx->err, ret, "pagemap scan failed: %s", strerror(-ret));
+            break;
+        }
+        if (ret == 0)
+            ret = lm_uffd_register(pc->uffd, b->host, b->len, UFFDIO_REGISTER_MODE_MISSING,
+                                   &ctx->err);
+    }
+    if (ret == 0 && (ret = -pthread_create(&pc->fault_thread, NULL, fault_main, pc)) < 0)
+        lm_err_set(&ctx->err, ret, "cannot start the postcopy fault thread");
+    pc->fault_thread_started = ret == 0;
+out:
+    lm_pagemap_close(&pm);
+    return ret;
+}
+
+int lm_postcopy_dst_wait(lm_postcopy_dst *pc, unsigned timeout_ms)
+{
+    int ret = 0;
+    uint64_t last = atomic_load(&pc->remaining), since = lm_now_ns();
+    pthread_mutex_lock(&pc->lock);
+    while (atomic_load(&pc->remaining) && !pc->failed) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 100000000;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&pc->cond, &pc->lock, &ts);
+        uint64_t now_left = atomic_load(&pc->remaining);
+        if (now_left != last) {
+            last = now_left;
+            since = lm_now_ns();
+        } else if (lm_now_ns() - since > (uint64_t)timeout_ms * 1000000) {
+            ret = lm_err_set(&pc->ctx->err, -ETIMEDOUT, "%llu pages still missing on the "
+                             "destination after the source finished sending",
+                             (unsigned long long)now_left);
+            break;
+        }
+        if (atomic_load(&pc->ctx->cancel)) {
+            ret = lm_err_set(&pc->ctx->err, -ECANCELED, "migration cancelled");
+            break;
+        }
+    }
+    if (ret == 0 && pc->failed)
+        ret = pc->ctx->err.code ? pc->ctx->err.code : -EIO;
+    pthread_mutex_unlock(&pc->lock);
+    return ret;
+}
+
+void lm_postcopy_dst_stop(lm_postcopy_dst *pc, bool release)
+{
+    if (pc->fault_thread_started) {
+        uint64_t one = 1;
+        if (write(pc->stop_fd, &one, sizeof(one)) != sizeof(one))
+            abort(); /* an eventfd write of 1 cannot fail */
+        pthread_join(pc->fault_thread, NULL);
+        pc->fault_thread_started = false;
+    }
+    if (!release)
+        return;
+    if (pc->uffd >= 0) {
+        for (unsigned r = 0; r < pc->ctx->nblocks; r++)
+            lm_uffd_unregister(pc->uffd, pc->ctx->blocks[r].host, pc->ctx->blocks[r].len);
+        close(pc->uffd);
+        pc->uffd = -1;
+    }
+    if (pc->stop_fd >= 0)
+        close(pc->stop_fd);
+    pc->stop_fd = -1;
+    for (unsigned r = 0; r < LM_MAX_BLOCKS; r++) {
+        lm_bitmap_free(pc->needed[r]);
+        lm_bitmap_free(pc->placed[r]);
+        lm_bitmap_free(pc->requested[r]);
+        free(pc->fault_ns[r]);
+        free(pc->hashes[r]);
+        pc->needed[r] = pc->placed[r] = pc->requested[r] = NULL;
+        pc->fault_ns[r] = pc->hashes[r] = NULL;
+    }
+}

@@ -1,0 +1,305 @@
+/*
+ * The source's half of postcopy (see postcopy.h for the whole picture).
+ *
+ * After the switch the guest is stopped here for good and its memory does
+ * not change, so two threads may read it freely: the migration thread sends
+ * the needed pages in the background (through the multifd channels, or the
+ * main connection), and the request thread answers the destination's page
+ * requests on the preempt connection and moves the background stream to the
+ * requested address. 'urgent' (atomic) says which pages the request thread
+ * sent, so the background skips them; 'jump' passes the next address.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "migration/postcopy.h"
+#include "migration/source.h"
+#include "util/clock.h"
+
+#define POSTCOPY_STALL_ROUNDS 3
+
+typedef struct postcopy_src {
+    lm_source *s;
+    lm_word *urgent[LM_MAX_BLOCKS];
+    _Atomic int64_t jump_block; /* -1: no jump pending */
+    _Atomic uint64_t jump_page;
+    _Atomic uint64_t requests;
+    pthread_t thread;
+    bool thread_started;
+    /* Set by the request thread; 'done' is read after it is joined. */
+    _Atomic int result;
+    _Atomic bool got_done;
+    lm_resumed done;
+} postcopy_src;
+
+bool lm__src_want_postcopy(lm_source *s, uint64_t dirty_pages)
+{
+    if (!s->p->postcopy)
+        return false;
+    /* Not converging: the dirty set has not shrunk for a few rounds. */
+    if (s->st.nrounds == 1 || dirty_pages < s->min_dirty) {
+        s->min_dirty = dirty_pages;
+        s->no_progress_rounds = 0;
+    } else {
+        s->no_progress_rounds++;
+    }
+    if (atomic_load(&s->ctx->postcopy_requested))
+        return true;
+    if (s->p->postcopy_after_rounds && s->st.nrounds >= s->p->postcopy_after_rounds)
+        return true;
+    return s->no_progress_rounds >= POSTCOPY_STALL_ROUNDS;
+}
+
+int lm__src_postcopy_connect(lm_source *s)
+{
+    int fd, ret = s->transport->connect(s->addr, s->p->io_timeout_ms, &fd, &s->ctx->err);
+    if (ret < 0)
+        return ret;
+    lm_conn_init(&s->preempt_conn, fd, s->p->io_timeout_ms, &s->ctx->cancel, "destination",
+                 &s->ctx->err);
+    /* The preempt connection is the channel after the multifd channels. */
+    lm_channel_hello ch = {.channel = s->p->multifd_channels};
+    uint8_t buf[LM_CHANNEL_HELLO_SIZE];
+    memcpy(ch.uuid, s->uuid, 16);
+    lm_channel_hello_encode(&ch, buf);
+    if ((ret = lm_conn_send_frame(&s->preempt_conn, LM_MSG_CHANNEL_HELLO, buf, sizeof(buf))) < 0)
+        return ret;
+    return lm_send_chan_init(&s->preempt_chan, s->p->multifd_channels, &s->preempt_conn, false,
+                             true, LM_COMPRESSION_NONE, s->ctx->page_size, &s->ctx->err);
+}
+
+static bool test_and_set(lm_word *map, uint64_t bit)
+{
+    lm_word mask = (lm_word)1 << (bit % LM_BITS_PER_WORD);
+    return __atomic_fetch_or(&map[bit / LM_BITS_PER_WORD], mask, __ATOMIC_ACQ_REL) & mask;
+}
+
+static int serve_request(postcopy_src *pc, const uint8_t *body, uint32_t len)
+{
+    lm_source *s = pc->s;
+    if (len != LM_PAGE_REQUEST_SIZE || lm_get_be32(body + 4))
+        return lm_err_set(&s->ctx->err, -EBADMSG, "invalid PAGE_REQUEST from the destination");
+    uint32_t id = lm_get_be32(body);
+    uint64_t off = lm_get_be64(body + 8);
+    lm_block *b = lm__block_by_id(s->ctx, id);
+    char why[128];
+    if (!b)
+        return lm_err_set(&s->ctx->err, -EBADMSG, "PAGE_REQUEST for unknown block %u", id);
+    if (lm_packet_check_offset(off, b->len, (uint32_t)s->ctx->page_size, why, sizeof(why)) < 0)
+        return lm_err_set(&s->ctx->err, -EBADMSG, "invalid PAGE_REQUEST: %s", why);
+    unsigned r = (unsigned)(b - s->ctx->blocks);
+    uint64_t page = off / s->ctx->page_size;
+    atomic_fetch_add(&pc->requests, 1);
+    /* Locality: the background stream continues after this page. */
+    atomic_store(&pc->jump_page, page + 1);
+    atomic_store(&pc->jump_block, (int64_t)r);
+    if (test_and_set(pc->urgent[r], page))
+        return 0; /* already sent urgently */
+    lm_page_batch one = {.block = b, .nnormal = 1, .normal = {off}};
+    return lm_send_chan_packet(&s->preempt_chan, &one, &s->ctx->err);
+}
+
+/* Reads the return path until POSTCOPY_DONE or an error. */
+static void *request_main(void *arg)
+{
+    postcopy_src *pc = arg;
+    lm_source *s = pc->s;
+    uint8_t body[4 + LM_ERROR_MAX_TEXT];
+    for (;;) {
+        lm_frame f;
+        int ret = lm_conn_recv_frame(&s->conn, &f);
+        if (ret == 0)
+            ret = lm_conn_recv_body(&s->conn, &f, body, sizeof(body));
+        if (ret == 0 && f.type == LM_MSG_PAGE_REQUEST) {
+            ret = serve_request(pc, body, f.length);
+        } else if (ret == 0 && f.type == LM_MSG_POSTCOPY_DONE) {
+            char why[128];
+            ret = lm_resumed_decode(body, f.length, &pc->done, why, sizeof(why));
+            if (ret < 0)
+                lm_err_set(&s->ctx->err, ret, "invalid POSTCOPY_DONE: %s", why);
+            pc->got_done = ret == 0;
+        } else if (ret == 0 && f.type == LM_MSG_ERROR) {
+            ret = lm_conn_peer_error(&s->conn, body, f.length);
+        } else if (ret == 0) {
+            ret = lm_err_set(&s->ctx->err, -EPROTO, "unexpected %s during postcopy",
+                             lm_msg_name(f.type));
+        }
+        if (ret < 0 || pc->got_done) {
+            pc->result = ret;
+            if (ret < 0) /* wake the migration thread if it is sending */
+                shutdown(s->conn.fd, SHUT_RDWR);
+            return NULL;
+        }
+    }
+}
+
+static int wait_resumed(lm_source *s)
+{
+    lm_frame f;
+    uint8_t body[4 + LM_ERROR_MAX_TEXT];
+    lm_resumed r;
+    char why[128];
+    int ret = lm_conn_recv_frame(&s->conn, &f);
+    if (ret < 0 || (ret = lm_conn_recv_body(&s->conn, &f, body, sizeof(body))) < 0)
+        return ret;
+    if (f.type == LM_MSG_ERROR)
+        return lm_conn_peer_error(&s->conn, body, f.length);
+    if (f.type != LM_MSG_RESUMED)
+        return lm_err_set(&s->ctx->err, -EPROTO, "expected RESUMED, got %s", lm_msg_name(f.type));
+    if ((ret = lm_resumed_decode(body, f.length, &r, why, sizeof(why))) < 0)
+        return lm_err_set(&s->ctx->err, ret, "invalid RESUMED: %s", why);
+    if (r.status < 0)
+        return lm_err_set(&s->ctx->err, r.status, "the destination could not start postcopy: %s",
+                          strerror(-r.status));
+    return 0;
+}
+
+/* The switch: everything up to the guest running on the destination. */
+static int switch_over(lm_source *s, uint64_t *needed)
+{
+    lm_ctx *ctx = s->ctx;
+    s->stop_ns = lm_now_ns();
+    s->st.precopy_bytes = lm__src_wire_bytes(s);
+    s->in_downtime = true;
+    int ret = ctx->gops.stop ? ctx->gops.stop(ctx->gopaque) : 0;
+    if (ret < 0)
+        return lm_err_set(&ctx->err, ret, "the guest could not be stopped for postcopy");
+    s->stopped = true;
+    /* The pages the destination must still receive: a last read-only sync. */
+    if ((ret = lm__src_sync_dirty(s, false, needed)) < 0)
+        return ret;
+    lm_tracker_destroy(s->tracker);
+    s->tracker = NULL;
+
+    size_t n = lm_postcopy_switch_size(ctx);
+    uint8_t *body = malloc(n);
+    if (!body)
+        return lm_err_set(&ctx->err, -ENOMEM, "out of memory");
+    lm_postcopy_switch_encode(ctx, s->dirty, body);
+    ret = n > LM_FRAME_MAX_LEN ? lm_err_set(&ctx->err, -E2BIG, "RAM too large for one switch")
+                               : lm_conn_send_frame(&s->conn, LM_MSG_POSTCOPY_SWITCH, body,
+                                                    (uint32_t)n);
+    free(body);
+    void *state = NULL;
+    size_t state_len = 0;
+    if (ret == 0 && ctx->gops.save_state &&
+        (ret = ctx->gops.save_state(ctx->gopaque, &state, &state_len)) < 0)
+        lm_err_set(&ctx->err, ret, "saving the guest's device state failed");
+    if (ret == 0)
+        ret = lm_conn_send_frame(&s->conn, LM_MSG_DEVICE_STATE, state, (uint32_t)state_len);
+    free(state);
+    if (ret == 0)
+        ret = lm_conn_send_frame(&s->conn, LM_MSG_POSTCOPY_RUN, NULL, 0);
+    if (ret == 0)
+        ret = wait_resumed(s);
+    if (ret == 0) {
+        /* From here on the guest's newest state is on the destination. */
+        s->in_postcopy = true;
+        s->st.postcopy = true;
+        s->st.downtime_ms = lm_ns_to_ms(lm_now_ns() - s->stop_ns);
+        s->st.downtime_bytes = lm__src_wire_bytes(s) - s->st.precopy_bytes;
+    }
+    return ret;
+}
+
+/* Background: every needed page not sent urgently, in address order from
+ * wherever the last request pointed. */
+static int background(postcopy_src *pc, uint64_t needed)
+{
+    lm_source *s = pc->s;
+    lm_ctx *ctx = s->ctx;
+    lm__src_begin_round(s, needed);
+    unsigned r = 0;
+    uint64_t page = 0, left = needed;
+    while (left) {
+        int64_t jb = atomic_exchange(&pc->jump_block, -1);
+        if (jb >= 0) {
+            int ret = lm__src_flush_batch(s); /* keep batches within one block */
+            if (ret < 0)
+                return ret;
+            r = (unsigned)jb;
+            page = atomic_load(&pc->jump_page);
+        }
+        lm_block *b = &ctx->blocks[r];
+        page = lm_bitmap_next_set(s->dirty[r], b->npages, page);
+        if (page >= b->npages) { /* next block, wrapping around */
+            r = (r + 1) % ctx->nblocks;
+            page = 0;
+            continue;
+        }
+        lm_bit_clear(s->dirty[r], page);
+        left--;
+        if (__atomic_load_n(&pc->urgent[r][page / LM_BITS_PER_WORD], __ATOMIC_ACQUIRE) >>
+                (page % LM_BITS_PER_WORD) & 1)
+            continue;
+        int ret = lm__src_queue_page(s, b, page, false);
+        if (ret < 0)
+            return ret;
+        if (pc->result < 0 || pc->got_done)
+            break;
+    }
+    int ret = lm__src_end_of_round_barrier(s);
+    lm__src_end_round(s, needed);
+    return ret;
+}
+
+int lm__src_postcopy(lm_source *s)
+{
+    lm_ctx *ctx = s->ctx;
+    postcopy_src pc = {.s = s, .jump_block = -1};
+    int ret = 0;
+    for (unsigned i = 0; i < ctx->nblocks && ret == 0; i++)
+        if (!(pc.urgent[i] = lm_bitmap_new(ctx->blocks[i].npages)))
+            ret = lm_err_set(&ctx->err, -ENOMEM, "out of memory");
+    uint64_t needed = 0;
+    if (ret == 0)
+        ret = switch_over(s, &needed);
+    if (ret == 0 && (ret = -pthread_create(&pc.thread, NULL, request_main, &pc)) < 0)
+        lm_err_set(&ctx->err, ret, "cannot start the postcopy request thread");
+    pc.thread_started = ret == 0;
+    uint64_t post0 = lm__src_wire_bytes(s);
+    if (ret == 0)
+        ret = background(&pc, needed);
+    /* Every page is out: closing the channels tells the destination so. */
+    if (s->use_pool)
+        lm_multifd_send_stop(&s->pool);
+    if (ret == 0)
+        ret = lm_conn_send_frame(&s->conn, LM_MSG_POSTCOPY_END, NULL, 0);
+    if (ret == 0 && s->p->verify) {
+        lm_verify_msg v;
+        if ((ret = lm__ram_digest(ctx, v.digest, &v.pages)) == 0) {
+            uint8_t vbuf[LM_VERIFY_SIZE];
+            lm__digest_hex(v.digest, s->st.digest, sizeof(s->st.digest));
+            lm_verify_encode(&v, vbuf);
+            ret = lm_conn_send_frame(&s->conn, LM_MSG_VERIFY, vbuf, sizeof(vbuf));
+        }
+    }
+    if (pc.thread_started) {
+        if (ret < 0)
+            shutdown(s->conn.fd, SHUT_RDWR);
+        pthread_join(pc.thread, NULL);
+        if (ret == 0)
+            ret = pc.result;
+    }
+    if (ret == 0 && !pc.got_done)
+        ret = lm_err_set(&ctx->err, -EPROTO, "the destination did not confirm postcopy");
+    if (ret == 0 && pc.done.status < 0)
+        ret = lm_err_set(&ctx->err, pc.done.status, "the destination failed to finish postcopy");
+    if (ret == 0 && s->p->verify) {
+        s->st.verify_done = true;
+        s->st.verify_match = pc.done.verified == 1;
+        s->st.verify_time_ms = (double)pc.done.verify_time_us / 1000.0;
+        if (pc.done.verified != 1)
+            ret = lm_err_set(&ctx->err, -EIO, "verification failed: the destination's RAM "
+                             "digest differs from the source's (%s)", s->st.digest);
+    }
+    s->st.postcopy_requests = atomic_load(&pc.requests);
+    s->st.postcopy_bytes = lm__src_wire_bytes(s) - post0 + s->preempt_conn.bytes_out;
+    lm_send_chan_cleanup(&s->preempt_chan);
+    for (unsigned i = 0; i < ctx->nblocks; i++)
+        lm_bitmap_free(pc.urgent[i]);
+    return ret;
+}

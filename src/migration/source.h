@@ -1,0 +1,65 @@
+/*
+ * The source's state during one migration, shared by the precopy code
+ * (source.c) and the postcopy code (postcopy_src.c). Owned by the migration
+ * thread; the postcopy request thread uses only what postcopy_src.c says.
+ */
+#ifndef LM_MIGRATION_SOURCE_H
+#define LM_MIGRATION_SOURCE_H
+
+#include "dirty/pagemap.h"
+#include "dirty/tracker.h"
+#include "migration/engine.h"
+#include "multifd/send.h"
+#include "transport/conn.h"
+#include "transport/transport.h"
+
+typedef struct lm_source {
+    lm_ctx *ctx;
+    const lm_params *p;
+    lm_conn conn;
+    lm_tracker *tracker;
+    lm_pagemap pm;
+    lm_word *dirty[LM_MAX_BLOCKS];
+    lm_word *populated; /* one chunk's worth, reused */
+    lm_stats st;        /* working copy, published to ctx->stats */
+    lm_page_batch *batch;   /* being filled by the scheduler */
+    lm_page_batch *zbatch;  /* never-populated pages: sent inline, no payload, no hand-off */
+    lm_send_chan main_chan; /* single stream: packets inline on the main connection */
+    lm_multifd_send pool;   /* multifd: sender threads, one connection each */
+    lm_conn preempt_conn;   /* postcopy: urgent pages, written by the request thread */
+    lm_send_chan preempt_chan;
+    bool use_pool;
+    uint8_t uuid[16];       /* names this migration to the destination's channels */
+    const char *addr;       /* the destination, for the channels' connections */
+    const lm_transport_ops *transport;
+    uint64_t start_ns, stop_ns;
+    uint64_t rate_window_ns, rate_window_bytes;
+    uint64_t round_pages, round_done, round_start_ns, round_bytes0;
+    uint64_t last_progress_ns, last_sync_ns;
+    double bandwidth;  /* bytes per second, from the last round that sent enough */
+    double dirty_rate; /* pages per second */
+    bool stopped;      /* the guest is stopped by us */
+    bool in_downtime;
+    bool in_postcopy;  /* the guest runs on the destination: never resume it here */
+    unsigned no_progress_rounds; /* syncs in a row where the dirty set did not shrink */
+    uint64_t min_dirty;          /* smallest dirty set seen so far */
+} lm_source;
+
+uint64_t lm__src_wire_bytes(lm_source *s);
+void lm__src_gather_counters(lm_source *s);
+int lm__src_flush_batch(lm_source *s);
+int lm__src_queue_page(lm_source *s, lm_block *b, uint64_t page, bool known_zero);
+int lm__src_end_of_round_barrier(lm_source *s);
+int lm__src_sync_dirty(lm_source *s, bool rearm, uint64_t *count);
+void lm__src_begin_round(lm_source *s, uint64_t pages);
+void lm__src_end_round(lm_source *s, uint64_t dirty_pages);
+
+/* Should precopy give way to postcopy now? (enabled, and asked for by
+ * command or after N rounds, or not converging). */
+bool lm__src_want_postcopy(lm_source *s, uint64_t dirty_pages);
+/* Stop, switch, run the guest on the destination, send the rest. */
+int lm__src_postcopy(lm_source *s);
+/* Opens the preempt connection (after the multifd channels). */
+int lm__src_postcopy_connect(lm_source *s);
+
+#endif
