@@ -102,6 +102,8 @@ typedef struct lm_params {
     int dest_thp;               /* destination, RAM it allocates: 1 backs it with
                                    transparent huge pages (MADV_HUGEPAGE), 0 with 4 KiB
                                    pages; lm_params_init() sets the measured faster one */
+    unsigned x_postcopy_cut_ms; /* testing aid, source: cut every connection this long
+                                   after the guest started on the destination */
     unsigned x_slow_channel_us; /* testing aid, destination: multifd channel 0 waits this
                                    long before placing each packet, so packets of a
                                    round arrive late against the next round's */
@@ -147,6 +149,7 @@ typedef struct lm_stats {
     /* Postcopy. */
     bool postcopy;              /* the migration switched to postcopy */
     uint64_t postcopy_requests; /* pages a vCPU waited for, requested on the return path */
+    uint64_t postcopy_needed;   /* source: pages still to send at the switch */
     uint64_t postcopy_pages_placed; /* destination: pages placed with data (UFFDIO_COPY) */
     uint64_t postcopy_zero_placed;  /* destination: zero pages placed (UFFDIO_ZEROPAGE) */
     uint64_t postcopy_duplicates;   /* destination: copies that arrived after the page */

@@ -78,7 +78,8 @@ static void usage(FILE *out)
         "  livemig migrate --ram SIZE --workload SPEC --to tcp:HOST:PORT [options]\n"
         "  livemig demo [--ram SIZE] [--workload SPEC] [options]\n"
         "\n"
-        "workloads: idle | fill:SIZE | text:SIZE | stress:NxSIZE | random:PAGES_PER_SEC\n"
+        "workloads: idle | fill:SIZE | text:SIZE | stress:NxSIZE | hot:NxSIZE |\n"
+        "           random:PAGES_PER_SEC\n"
         "options:\n"
         "  --downtime-limit MS       switch over when the rest fits in MS (300)\n"
         "  --max-bandwidth BYTES     cap the rate, e.g. 500M (per second; 0 = none)\n"
@@ -115,7 +116,7 @@ enum {
     OPT_RAM = 256, OPT_WORKLOAD, OPT_TO, OPT_LISTEN, OPT_DOWNTIME, OPT_MAXBW, OPT_ROUNDS,
     OPT_VERIFY, OPT_STATS, OPT_DEST_STATS, OPT_TRACKER, OPT_TIMEOUT, OPT_ACCEPT_TIMEOUT,
     OPT_NO_RECVMAP, OPT_SEED, OPT_NO_PROGRESS, OPT_RUN_FOR, OPT_MULTIFD, OPT_ZERO, OPT_COMPRESS,
-    OPT_POSTCOPY, OPT_HELP, OPT_X_SLOW, OPT_DEST_THP, OPT_POSTCOPY_AFTER,
+    OPT_POSTCOPY, OPT_HELP, OPT_X_SLOW, OPT_DEST_THP, OPT_POSTCOPY_AFTER, OPT_X_CUT,
 };
 
 static int parse_ms(const char *arg, unsigned *out)
@@ -155,6 +156,7 @@ static int parse_args(int argc, char **argv, cli_opts *o)
         {"postcopy-after-rounds", required_argument, 0, OPT_POSTCOPY_AFTER},
         {"help", no_argument, 0, OPT_HELP},
         {"x-slow-channel-us", required_argument, 0, OPT_X_SLOW},
+        {"x-postcopy-cut-ms", required_argument, 0, OPT_X_CUT},
         {"dest-thp", required_argument, 0, OPT_DEST_THP},
         {0, 0, 0, 0},
     };
@@ -251,6 +253,11 @@ static int parse_args(int argc, char **argv, cli_opts *o)
             if (strcmp(optarg, "on") && strcmp(optarg, "off"))
                 return fail_usage("bad --dest-thp '%s': on or off", optarg);
             o->params.dest_thp = !strcmp(optarg, "on");
+            break;
+        case OPT_X_CUT: /* testing aid, deliberately not in --help */
+            if (lm_parse_u64(optarg, &v) < 0 || v == 0 || v > 3600000)
+                return fail_usage("bad --x-postcopy-cut-ms '%s'", optarg);
+            o->params.x_postcopy_cut_ms = (unsigned)v;
             break;
         case OPT_X_SLOW: /* testing aid, deliberately not in --help */
             if (lm_parse_u64(optarg, &v) < 0 || v > 1000000)

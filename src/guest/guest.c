@@ -74,6 +74,10 @@ static void *vcpu_main(void *arg)
             if (++v->cursor == v->npages)
                 v->cursor = 0;
             break;
+        case LM_WL_HOT:
+            /* Many vCPUs, one shared region: the same pages from all sides. */
+            timed_write(v, v->first_page + xorshift(&v->prng) % v->npages, c);
+            break;
         case LM_WL_RANDOM:
             owed += (double)g->wl.pages_per_sec / 1000.0;
             while (owed >= 1) {
@@ -142,7 +146,7 @@ static void guest_init_common(lm_guest *g, uint8_t *ram, uint64_t ram_len)
 static void layout_vcpus(lm_guest *g, uint64_t seed)
 {
     uint64_t total_pages = g->ram_len / g->page_size;
-    g->nvcpus = g->wl.kind == LM_WL_STRESS ? g->wl.threads : 1;
+    g->nvcpus = g->wl.kind == LM_WL_STRESS || g->wl.kind == LM_WL_HOT ? g->wl.threads : 1;
     for (unsigned i = 0; i < g->nvcpus; i++) {
         lm_vcpu *v = &g->vcpus[i];
         v->g = g;
@@ -151,6 +155,9 @@ static void layout_vcpus(lm_guest *g, uint64_t seed)
         if (g->wl.kind == LM_WL_STRESS) {
             v->npages = g->wl.bytes / g->page_size;
             v->first_page = i * v->npages;
+        } else if (g->wl.kind == LM_WL_HOT) {
+            v->npages = g->wl.bytes / g->page_size;
+            v->first_page = 0;
         } else {
             v->first_page = 0;
             v->npages = total_pages;
@@ -288,7 +295,7 @@ static int guest_load(void *opaque, const void *buf, size_t len)
         lm_get_be32(b + 4) != GUEST_STATE_VERSION)
         return -EBADMSG;
     uint32_t kind = lm_get_be32(b + 8), nvcpus = lm_get_be32(b + 12);
-    if (kind > LM_WL_TEXT || nvcpus == 0 || nvcpus > LM_GUEST_MAX_VCPUS ||
+    if (kind > LM_WL_HOT || nvcpus == 0 || nvcpus > LM_GUEST_MAX_VCPUS ||
         len != GUEST_STATE_HEAD + (size_t)nvcpus * GUEST_STATE_VCPU ||
         lm_get_be64(b + 40) != g->ram_len || memchr(b + 48, 0, 48) == NULL)
         return -EBADMSG;

@@ -25,6 +25,7 @@ typedef enum lm_workload_kind {
     LM_WL_STRESS, /* N vCPUs, each rewriting its own region in a loop */
     LM_WL_RANDOM, /* one vCPU writing random pages at a fixed rate */
     LM_WL_TEXT,   /* like fill, with compressible text-like data */
+    LM_WL_HOT,    /* N vCPUs all writing random pages of one shared SIZE region */
 } lm_workload_kind;
 
 typedef struct lm_workload {
@@ -35,7 +36,8 @@ typedef struct lm_workload {
     char spec[LM_WORKLOAD_SPEC_MAX];
 } lm_workload;
 
-/* "idle", "fill:SIZE", "text:SIZE", "stress:NxSIZE", "random:PAGES_PER_SEC". */
+/* "idle", "fill:SIZE", "text:SIZE", "stress:NxSIZE", "hot:NxSIZE",
+ * "random:PAGES_PER_SEC". */
 int lm_workload_parse(const char *spec, lm_workload *w, char *why, size_t whylen);
 /* Does it fit in ram_len bytes? */
 int lm_workload_check(const lm_workload *w, uint64_t ram_len, char *why, size_t whylen);

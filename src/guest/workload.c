@@ -1,4 +1,5 @@
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,8 +9,8 @@
 
 static int bad(char *why, size_t whylen, const char *spec)
 {
-    snprintf(why, whylen, "bad workload '%s': use idle, fill:SIZE, text:SIZE, stress:NxSIZE "
-                          "or random:PAGES_PER_SEC", spec);
+    snprintf(why, whylen, "bad workload '%s': use idle, fill:SIZE, text:SIZE, stress:NxSIZE, "
+                          "hot:NxSIZE or random:PAGES_PER_SEC", spec);
     return -EINVAL;
 }
 
@@ -37,19 +38,21 @@ int lm_workload_parse(const char *spec, lm_workload *w, char *why, size_t whylen
             return bad(why, whylen, spec);
         return 0;
     }
-    if (!strncmp(spec, "stress:", 7)) {
-        w->kind = LM_WL_STRESS;
+    if (!strncmp(spec, "stress:", 7) || !strncmp(spec, "hot:", 4)) {
+        bool hot = spec[0] == 'h';
+        w->kind = hot ? LM_WL_HOT : LM_WL_STRESS;
+        spec += hot ? 4 : 7;
         char num[16];
-        const char *x = strchr(spec + 7, 'x');
+        const char *x = strchr(spec, 'x');
         uint64_t n;
-        if (!x || (size_t)(x - spec - 7) >= sizeof(num))
-            return bad(why, whylen, spec);
-        memcpy(num, spec + 7, (size_t)(x - spec - 7));
-        num[x - spec - 7] = '\0';
+        if (!x || (size_t)(x - spec) >= sizeof(num))
+            return bad(why, whylen, w->spec);
+        memcpy(num, spec, (size_t)(x - spec));
+        num[x - spec] = '\0';
         /* A region holds whole pages: at least one. */
         if (lm_parse_u64(num, &n) < 0 || n == 0 || n > LM_GUEST_MAX_VCPUS ||
             lm_parse_size(x + 1, &w->bytes) < 0 || w->bytes < 4096)
-            return bad(why, whylen, spec);
+            return bad(why, whylen, w->spec);
         w->threads = (unsigned)n;
         return 0;
     }
@@ -63,6 +66,8 @@ int lm_workload_check(const lm_workload *w, uint64_t ram_len, char *why, size_t 
         too_big = w->bytes > ram_len;
     else if (w->kind == LM_WL_STRESS) /* divide: bytes * threads could wrap */
         too_big = w->bytes > ram_len / w->threads;
+    else if (w->kind == LM_WL_HOT)
+        too_big = w->bytes > ram_len;
     if (too_big) {
         snprintf(why, whylen, "workload '%s' needs more RAM than the guest's %llu bytes: "
                  "raise --ram", w->spec, (unsigned long long)ram_len);

@@ -198,7 +198,9 @@ static int switch_over(lm_source *s, uint64_t *needed)
     if (ret == 0) {
         /* From here on the guest's newest state is on the destination. */
         s->in_postcopy = true;
+        s->in_downtime = false; /* it runs again: --max-bandwidth applies */
         s->st.postcopy = true;
+        s->st.postcopy_needed = *needed;
         s->st.downtime_ms = lm_ns_to_ms(lm_now_ns() - s->stop_ns);
         s->st.downtime_bytes = lm__src_wire_bytes(s) - s->st.precopy_bytes;
     }
@@ -213,8 +215,18 @@ static int background(postcopy_src *pc, uint64_t needed)
     lm_ctx *ctx = s->ctx;
     lm__src_begin_round(s, needed);
     unsigned r = 0;
-    uint64_t page = 0, left = needed;
+    uint64_t page = 0, left = needed, cut_at = 0;
+    if (s->p->x_postcopy_cut_ms)
+        cut_at = lm_now_ns() + (uint64_t)s->p->x_postcopy_cut_ms * 1000000;
     while (left) {
+        if (cut_at && lm_now_ns() >= cut_at) {
+            /* Testing aid: the network goes away under both sides. */
+            shutdown(s->conn.fd, SHUT_RDWR);
+            shutdown(s->preempt_conn.fd, SHUT_RDWR);
+            for (unsigned i = 0; s->use_pool && i < s->pool.n; i++)
+                shutdown(s->pool.chans[i].own_conn.fd, SHUT_RDWR);
+            cut_at = 0;
+        }
         int64_t jb = atomic_exchange(&pc->jump_block, -1);
         if (jb >= 0) {
             int ret = lm__src_flush_batch(s); /* keep batches within one block */

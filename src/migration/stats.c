@@ -50,6 +50,8 @@ void lm__stats_json_fields(lm_json *j, const lm_stats *s, const char *role)
     if (s->postcopy) {
         lm_json_object_begin(j, "postcopy");
         lm_json_u64(j, "requests", s->postcopy_requests);
+        if (!dest)
+            lm_json_u64(j, "needed", s->postcopy_needed);
         if (dest) {
             lm_json_u64(j, "faults", s->postcopy_faults);
             lm_json_u64(j, "pages-placed", s->postcopy_pages_placed);
