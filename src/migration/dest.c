@@ -163,8 +163,9 @@ static int accept_channels(lm_dest *d)
         lm_recv_chan *c = &d->preempt;
         ret = lm_recv_chan_init(c, nch, ctx, &c->own_conn, (lm_compression)d->hello.compress,
                                 false, &ctx->err);
-        lm_conn_init(&c->own_conn, fds[nch], d->conn.timeout_ms, &ctx->cancel, "source",
-                     &ctx->err);
+        lm_conn_init(&c->own_conn, fds[nch], d->conn.timeout_ms, &ctx->cancel,
+                     "source (preempt connection)", &ctx->err);
+        lm_conn_share_progress(&c->own_conn, &ctx->io_progress_ns);
         d->have_preempt = true;
         if (ret < 0) {
             for (unsigned i = 0; i < nch; i++)
@@ -176,7 +177,8 @@ static int accept_channels(lm_dest *d)
         return 0;
     ret = lm_multifd_recv_start(&d->pool, nch, fds, ctx, d->conn.timeout_ms, &ctx->cancel,
                                 (lm_compression)d->hello.compress, d->p->no_receivedmap,
-                                d->p->x_slow_channel_us, d->conn.fd, &ctx->err);
+                                d->p->x_slow_channel_us, d->conn.fd, &ctx->io_progress_ns,
+                                &ctx->err);
     d->use_pool = ret == 0;
     return ret;
 }
@@ -490,7 +492,6 @@ int lm_incoming(lm_ctx *ctx, lm_listener *l, const lm_params *params)
     d->listener = l;
     pthread_mutex_init(&d->conn_lock, NULL);
     lm_err_reset(&ctx->err);
-    atomic_store(&ctx->cancel, 0);
     lm__stats_reset(ctx, "setup");
     snprintf(d->st.status, sizeof(d->st.status), "setup");
 
@@ -498,6 +499,7 @@ int lm_incoming(lm_ctx *ctx, lm_listener *l, const lm_params *params)
     if (ret == 0) {
         d->start_ns = lm_now_ns();
         lm_conn_init(&d->conn, fd, params->io_timeout_ms, &ctx->cancel, "source", &ctx->err);
+        lm_conn_share_progress(&d->conn, &ctx->io_progress_ns);
         ret = handshake(d);
         d->st.setup_time_ms = lm_ns_to_ms(lm_now_ns() - d->start_ns);
     }
@@ -515,10 +517,9 @@ int lm_incoming(lm_ctx *ctx, lm_listener *l, const lm_params *params)
     d->st.duplicate = atomic_load(&d->main_chan.zero);
     d->st.normal_bytes = atomic_load(&d->main_chan.normal_bytes);
     if (d->use_pool) {
-        if (ret == 0)
-            lm_multifd_recv_counters(&d->pool, &d->st.normal, &d->st.duplicate,
-                                     &d->st.normal_bytes, &d->st.multifd_bytes);
         lm_multifd_recv_stop(&d->pool);
+        lm_multifd_recv_counters(&d->pool, &d->st.normal, &d->st.duplicate, &d->st.normal_bytes,
+                                 &d->st.multifd_bytes);
     }
     if (ret < 0 && d->in_postcopy && !d->postcopy_done) {
         /* The guest runs here on memory that is partly still on the source:

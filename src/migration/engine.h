@@ -37,6 +37,7 @@ struct lm_ctx {
     /* Shared. */
     _Atomic int cancel;
     _Atomic int postcopy_requested;
+    _Atomic uint64_t io_progress_ns; /* shared by the migration's connections */
     pthread_mutex_t stats_lock;
     lm_stats stats;
 

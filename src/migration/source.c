@@ -473,6 +473,7 @@ static int setup(lm_source *s, const char *uri)
     if ((ret = t->connect(addr, s->p->io_timeout_ms, &fd, &ctx->err)) < 0)
         return ret;
     lm_conn_init(&s->conn, fd, s->p->io_timeout_ms, &ctx->cancel, "destination", &ctx->err);
+    lm_conn_share_progress(&s->conn, &ctx->io_progress_ns);
     /* Single stream: zero detection (multifd mode) happens inline. */
     bool inline_detect = s->p->zero_detection == LM_ZERO_DETECT_MULTIFD;
     if ((ret = lm_send_chan_init(&s->main_chan, 0, &s->conn, true, inline_detect, s->p->compress,
@@ -485,7 +486,7 @@ static int setup(lm_source *s, const char *uri)
     ret = lm_multifd_send_start(&s->pool, s->p->multifd_channels, connect_channel, s, s->uuid,
                                 s->p->io_timeout_ms, &ctx->cancel,
                                 s->p->zero_detection == LM_ZERO_DETECT_MULTIFD, s->p->compress,
-                                ctx->page_size, s->conn.fd, &ctx->err);
+                                ctx->page_size, s->conn.fd, &ctx->io_progress_ns, &ctx->err);
     s->use_pool = ret == 0;
     if (ret == 0 && s->p->postcopy)
         ret = lm__src_postcopy_connect(s);
@@ -554,7 +555,6 @@ int lm_migrate(lm_ctx *ctx, const char *uri, const lm_params *params)
     s->preempt_conn.fd = -1;
     s->pm.fd = -1;
     lm_err_reset(&ctx->err);
-    atomic_store(&ctx->cancel, 0);
     lm__stats_reset(ctx, "setup");
     s->start_ns = lm_now_ns();
     snprintf(s->st.status, sizeof(s->st.status), "setup");
@@ -571,20 +571,21 @@ int lm_migrate(lm_ctx *ctx, const char *uri, const lm_params *params)
     else if (ret == 0)
         ret = switchover(s);
 
-    if (ret < 0) {
-        if (s->conn.fd >= 0 && ret != -ECONNRESET && ret != -EPIPE)
-            lm_conn_send_error(&s->conn, ret, ctx->err.msg);
-        if (s->conn.fd >= 0)
-            read_peer_reason(s);
-    }
-    /* Tracking ends before the guest runs again: nothing stays protected. */
+    /* Tracking ends before the guest runs again: nothing stays protected.
+     * The guest comes back first, the slower goodbyes after. */
     lm_tracker_destroy(s->tracker);
+    s->tracker = NULL;
     if (s->use_pool)
         lm_multifd_send_stop(&s->pool);
     /* Before postcopy the guest's newest state is here: run it again. In
      * postcopy it ran on the destination; resuming here would fork it. */
     if (ret < 0 && s->stopped && !s->in_postcopy && ctx->gops.resume)
         ctx->gops.resume(ctx->gopaque);
+    if (ret < 0 && s->conn.fd >= 0) {
+        if (ret != -ECONNRESET && ret != -EPIPE)
+            lm_conn_send_error(&s->conn, ret, ctx->err.msg);
+        read_peer_reason(s);
+    }
 
     lm__src_gather_counters(s);
     s->st.total_time_ms = lm_ns_to_ms(lm_now_ns() - s->start_ns);

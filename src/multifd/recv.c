@@ -240,10 +240,14 @@ void lm_recv_chan_join(lm_recv_chan *c)
 
 static void fail_pool(lm_multifd_recv *m)
 {
-    /* Lock held. Shutting the main connection down wakes the main thread. */
+    /* Lock held. Shutting the main connection down for reading wakes the
+     * main thread; it can still send the source an ERROR saying why. A
+     * receiver woken by lm_multifd_recv_stop() is not a failure. */
+    if (m->stopping)
+        return;
     m->failed = true;
     if (m->main_fd >= 0)
-        shutdown(m->main_fd, SHUT_RDWR);
+        shutdown(m->main_fd, SHUT_RD);
     pthread_cond_broadcast(&m->cond);
 }
 
@@ -295,7 +299,7 @@ static void *receiver_main(void *arg)
 int lm_multifd_recv_start(lm_multifd_recv *m, unsigned n, const int *fds, struct lm_ctx *ctx,
                           unsigned timeout_ms, const _Atomic int *cancel, lm_compression method,
                           bool no_receivedmap, unsigned slow_channel_us, int main_fd,
-                          lm_err *err)
+                          _Atomic uint64_t *progress_ns, lm_err *err)
 {
     memset(m, 0, sizeof(*m));
     pthread_mutex_init(&m->lock, NULL);
@@ -315,7 +319,9 @@ int lm_multifd_recv_start(lm_multifd_recv *m, unsigned n, const int *fds, struct
     for (unsigned i = 0; i < n; i++) {
         lm_recv_chan *c = &m->chans[i];
         int r = lm_recv_chan_init(c, i, ctx, &c->own_conn, method, no_receivedmap, err);
-        lm_conn_init(&c->own_conn, fds[i], timeout_ms, cancel, "source", err);
+        snprintf(c->peer, sizeof(c->peer), "source (channel %u)", i);
+        lm_conn_init(&c->own_conn, fds[i], timeout_ms, cancel, c->peer, err);
+        lm_conn_share_progress(&c->own_conn, progress_ns);
         c->pool = m;
         c->slow_us = i == 0 ? slow_channel_us : 0;
         if (ret == 0)
@@ -359,7 +365,7 @@ int lm_multifd_recv_barrier(lm_multifd_recv *m, unsigned timeout_ms)
             break;
         }
         if (m->ended) {
-            ret = lm_err_set(m->err, -ECONNRESET, "a multifd channel was closed by the source "
+            ret = lm_err_set(m->err, -EPROTO, "a multifd channel was closed by the source "
                              "before the end of the round");
             break;
         }
@@ -409,14 +415,19 @@ void lm_multifd_recv_stop(lm_multifd_recv *m)
         return;
     pthread_mutex_lock(&m->lock);
     m->failed = m->failed || m->ended < m->n; /* release anyone parked at a barrier */
+    m->stopping = true;
     pthread_cond_broadcast(&m->cond);
     pthread_mutex_unlock(&m->lock);
     for (unsigned i = 0; i < m->n; i++)
         shutdown(m->chans[i].own_conn.fd, SHUT_RDWR);
+    for (unsigned i = 0; i < m->n; i++)
+        if (m->chans[i].started)
+            pthread_join(m->chans[i].thread, NULL);
+    /* Keep the totals: the report wants them whatever happened. */
+    lm_multifd_recv_counters(m, &m->final_normal, &m->final_zero, &m->final_normal_bytes,
+                             &m->final_bytes);
     for (unsigned i = 0; i < m->n; i++) {
         lm_recv_chan *c = &m->chans[i];
-        if (c->started)
-            pthread_join(c->thread, NULL);
         lm_recv_chan_cleanup(c);
         lm_conn_close(&c->own_conn);
     }
@@ -439,11 +450,18 @@ int lm_multifd_recv_postcopy(lm_multifd_recv *m, struct lm_postcopy_dst *pc, lm_
 void lm_multifd_recv_counters(lm_multifd_recv *m, uint64_t *normal, uint64_t *zero,
                               uint64_t *normal_bytes, uint64_t *bytes)
 {
-    for (unsigned i = 0; m->chans && i < m->n; i++) {
+    if (!m->chans) {
+        *normal += m->final_normal;
+        *zero += m->final_zero;
+        *normal_bytes += m->final_normal_bytes;
+        *bytes += m->final_bytes;
+        return;
+    }
+    for (unsigned i = 0; i < m->n; i++) {
         lm_recv_chan *c = &m->chans[i];
         *normal += atomic_load_explicit(&c->normal, memory_order_relaxed);
         *zero += atomic_load_explicit(&c->zero, memory_order_relaxed);
         *normal_bytes += atomic_load_explicit(&c->normal_bytes, memory_order_relaxed);
-        *bytes += c->own_conn.bytes_in; /* read after the threads are joined */
+        *bytes += c->own_conn.bytes_in; /* exact once the threads are joined */
     }
 }

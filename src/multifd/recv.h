@@ -38,6 +38,7 @@ typedef struct lm_recv_chan {
     unsigned slow_us; /* testing aid: delay before placing each packet */
     lm_conn *conn;
     lm_conn own_conn;
+    char peer[40];  /* "source (channel N)", for messages */
     const lm_compress_ops *comp;
     void *comp_state;
     uint8_t *comp_buf;
@@ -79,9 +80,12 @@ typedef struct lm_multifd_recv {
     uint64_t go_gen;  /* bumped by the main thread to release them */
     unsigned ended;   /* channels whose source closed them */
     bool failed;
+    bool stopping;
     lm_err *err;
     const _Atomic int *cancel;
     int main_fd;
+    /* Totals of the channels, kept when they are stopped. */
+    uint64_t final_normal, final_zero, final_normal_bytes, final_bytes;
 } lm_multifd_recv;
 
 /* Starts a receiver thread on each of the n connected fds (fds[i] is
@@ -89,7 +93,7 @@ typedef struct lm_multifd_recv {
 int lm_multifd_recv_start(lm_multifd_recv *m, unsigned n, const int *fds, struct lm_ctx *ctx,
                           unsigned timeout_ms, const _Atomic int *cancel, lm_compression method,
                           bool no_receivedmap, unsigned slow_channel_us, int main_fd,
-                          lm_err *err);
+                          _Atomic uint64_t *progress_ns, lm_err *err);
 /* Main thread at ROUND_END: waits (bounded by timeout_ms without a channel
  * arriving) until every channel parked at its SYNC, then releases them. */
 int lm_multifd_recv_barrier(lm_multifd_recv *m, unsigned timeout_ms);
@@ -99,6 +103,7 @@ int lm_multifd_recv_finish(lm_multifd_recv *m, unsigned timeout_ms);
 void lm_multifd_recv_stop(lm_multifd_recv *m);
 /* Switches every channel to postcopy placement. */
 int lm_multifd_recv_postcopy(lm_multifd_recv *m, struct lm_postcopy_dst *pc, lm_err *err);
+/* Adds the channels' counters to the arguments (also after stop, exactly). */
 void lm_multifd_recv_counters(lm_multifd_recv *m, uint64_t *normal, uint64_t *zero,
                               uint64_t *normal_bytes, uint64_t *bytes);
 

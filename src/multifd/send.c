@@ -1,6 +1,7 @@
 #include "multifd/send.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -134,7 +135,7 @@ static void fail_pool(lm_multifd_send *m)
      * migration thread blocked on it wakes up and sees the failure. */
     m->failed = true;
     if (m->main_fd >= 0)
-        shutdown(m->main_fd, SHUT_RDWR);
+        shutdown(m->main_fd, SHUT_RD); /* wakes a reader; an ERROR can still go out */
     pthread_cond_broadcast(&m->cond);
 }
 
@@ -191,7 +192,7 @@ static int send_channel_hello(lm_send_chan *c, const uint8_t uuid[16])
 int lm_multifd_send_start(lm_multifd_send *m, unsigned n, lm_connect_fn connect, void *opaque,
                           const uint8_t uuid[16], unsigned timeout_ms, const _Atomic int *cancel,
                           bool detect_zero, lm_compression method, uint64_t page_size,
-                          int main_fd, lm_err *err)
+                          int main_fd, _Atomic uint64_t *progress_ns, lm_err *err)
 {
     memset(m, 0, sizeof(*m));
     pthread_mutex_init(&m->lock, NULL);
@@ -210,7 +211,9 @@ int lm_multifd_send_start(lm_multifd_send *m, unsigned n, lm_connect_fn connect,
             break;
         m->n = i + 1; /* from here on, stop() cleans this channel up */
         ret = lm_send_chan_init(c, i, &c->own_conn, false, detect_zero, method, page_size, err);
-        lm_conn_init(&c->own_conn, fd, timeout_ms, cancel, "destination", err);
+        snprintf(c->peer, sizeof(c->peer), "destination (channel %u)", i);
+        lm_conn_init(&c->own_conn, fd, timeout_ms, cancel, c->peer, err);
+        lm_conn_share_progress(&c->own_conn, progress_ns);
         c->conn = &c->own_conn;
         c->pool = m;
         if (ret == 0 && !(c->job = calloc(1, sizeof(*c->job))))
@@ -296,8 +299,15 @@ void lm_multifd_send_stop(lm_multifd_send *m)
         return;
     pthread_mutex_lock(&m->lock);
     m->quit = true;
+    /* A sender still blocked in a write would only notice after its
+     * timeout: after a failure, cut its connection so it returns now. */
+    bool cut = m->failed;
+    for (unsigned i = 0; i < m->n; i++)
+        cut |= m->chans[i].busy;
     pthread_cond_broadcast(&m->cond);
     pthread_mutex_unlock(&m->lock);
+    for (unsigned i = 0; cut && i < m->n; i++)
+        shutdown(m->chans[i].own_conn.fd, SHUT_RDWR);
     for (unsigned i = 0; i < m->n; i++)
         if (m->chans[i].started)
             pthread_join(m->chans[i].thread, NULL);

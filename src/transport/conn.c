@@ -1,5 +1,7 @@
 #include "transport/conn.h"
 
+#include "util/clock.h"
+
 #include <errno.h>
 #include <limits.h>
 #include <netinet/in.h>
@@ -23,6 +25,17 @@ void lm_conn_init(lm_conn *c, int fd, unsigned timeout_ms, const _Atomic int *ca
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
+void lm_conn_share_progress(lm_conn *c, _Atomic uint64_t *progress_ns)
+{
+    c->progress_ns = progress_ns;
+}
+
+static void made_progress(lm_conn *c)
+{
+    if (c->progress_ns)
+        atomic_store_explicit(c->progress_ns, lm_now_ns(), memory_order_relaxed);
+}
+
 void lm_conn_close(lm_conn *c)
 {
     if (c->fd >= 0)
@@ -35,8 +48,8 @@ static int io_failed(lm_conn *c, int code, const char *what)
     if (code == -ECANCELED)
         return lm_err_set(c->err, code, "migration cancelled");
     if (code == -ETIMEDOUT)
-        return lm_err_set(c->err, code, "no progress %s the %s for %u ms: it is stuck or "
-                          "unreachable", what, c->peer, c->timeout_ms);
+        return lm_err_set(c->err, code, "no progress %s the %s for %u ms (on any connection): "
+                          "it is stuck or unreachable", what, c->peer, c->timeout_ms);
     if (code == -ECONNRESET || code == -EPIPE || code == -ENOTCONN)
         return lm_err_set(c->err, code, "connection to the %s lost while %s it (%s): "
                           "did the %s exit?", c->peer, what, strerror(-code), c->peer);
@@ -46,7 +59,7 @@ static int io_failed(lm_conn *c, int code, const char *what)
 /* Waits until fd is ready for 'events', in 100 ms slices so cancel is seen. */
 static int wait_ready(lm_conn *c, short events)
 {
-    unsigned waited = 0;
+    uint64_t start = lm_now_ns();
     for (;;) {
         if (c->cancel && atomic_load(c->cancel))
             return -ECANCELED;
@@ -56,8 +69,12 @@ static int wait_ready(lm_conn *c, short events)
             return 0; /* ready, or an error the next call will report */
         if (n < 0 && errno != EINTR)
             return -errno;
-        waited += 100;
-        if (waited >= c->timeout_ms)
+        uint64_t last = start;
+        if (c->progress_ns) {
+            uint64_t shared = atomic_load_explicit(c->progress_ns, memory_order_relaxed);
+            last = shared > last ? shared : last;
+        }
+        if (lm_now_ns() - last >= (uint64_t)c->timeout_ms * 1000000)
             return -ETIMEDOUT;
     }
 }
@@ -93,6 +110,7 @@ int lm_conn_writev(lm_conn *c, struct iovec *iov, int iovcnt)
             continue;
         }
         c->bytes_out += (uint64_t)n;
+        made_progress(c);
         advance(&iov, &iovcnt, (size_t)n);
         while (iovcnt && iov->iov_len == 0)
             iov++, iovcnt--;
@@ -120,6 +138,7 @@ int lm_conn_readv(lm_conn *c, struct iovec *iov, int iovcnt)
             continue;
         }
         c->bytes_in += (uint64_t)n;
+        made_progress(c);
         advance(&iov, &iovcnt, (size_t)n);
         while (iovcnt && iov->iov_len == 0)
             iov++, iovcnt--;

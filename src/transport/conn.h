@@ -21,11 +21,17 @@ typedef struct lm_conn {
     lm_err *err;
     uint64_t bytes_out; /* owned by the one thread that writes */
     uint64_t bytes_in;  /* owned by the one thread that reads */
+    /* Shared by every connection of one migration: the last time any of
+     * them moved a byte. A connection that is idle on purpose (the main
+     * one while channels carry a round) times out only when all are. */
+    _Atomic uint64_t *progress_ns;
 } lm_conn;
 
 void lm_conn_init(lm_conn *c, int fd, unsigned timeout_ms, const _Atomic int *cancel,
                   const char *peer, lm_err *err);
 void lm_conn_close(lm_conn *c);
+/* Joins the connection to a migration's shared progress clock. */
+void lm_conn_share_progress(lm_conn *c, _Atomic uint64_t *progress_ns);
 
 /* Writes all of iov (modified in place). 0 or -errno. */
 int lm_conn_writev(lm_conn *c, struct iovec *iov, int iovcnt);
