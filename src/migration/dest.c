@@ -254,7 +254,7 @@ static int postcopy_start(lm_dest *d)
     if (ret == 0 && ctx->gops.load_state &&
         (ret = ctx->gops.load_state(ctx->gopaque, d->device_state, d->device_state_len)) < 0)
         lm_err_set(&ctx->err, ret, "loading the guest's device state failed");
-    lm_resumed r = {.status = ret};
+    lm_resumed r = {.status = ret, .verify_time_us = d->pc.verify_ns / 1000};
     uint8_t buf[LM_RESUMED_SIZE];
     lm_resumed_encode(&r, buf);
     int sent = send_locked(d, LM_MSG_RESUMED, buf, sizeof(buf));

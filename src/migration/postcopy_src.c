@@ -137,7 +137,7 @@ static void *request_main(void *arg)
     }
 }
 
-static int wait_resumed(lm_source *s)
+static int wait_resumed(lm_source *s, uint64_t *verify_us)
 {
     lm_frame f;
     uint8_t body[4 + LM_ERROR_MAX_TEXT];
@@ -155,6 +155,7 @@ static int wait_resumed(lm_source *s)
     if (r.status < 0)
         return lm_err_set(&s->ctx->err, r.status, "the destination could not start postcopy: %s",
                           strerror(-r.status));
+    *verify_us = r.verify_time_us;
     return 0;
 }
 
@@ -194,15 +195,18 @@ static int switch_over(lm_source *s, uint64_t *needed)
     free(state);
     if (ret == 0)
         ret = lm_conn_send_frame(&s->conn, LM_MSG_POSTCOPY_RUN, NULL, 0);
+    uint64_t verify_us = 0;
     if (ret == 0)
-        ret = wait_resumed(s);
+        ret = wait_resumed(s, &verify_us);
     if (ret == 0) {
         /* From here on the guest's newest state is on the destination. */
         s->in_postcopy = true;
         s->in_downtime = false; /* it runs again: --max-bandwidth applies */
         s->st.postcopy = true;
         s->st.postcopy_needed = *needed;
-        s->st.downtime_ms = lm_ns_to_ms(lm_now_ns() - s->stop_ns);
+        /* The destination's hashing at the switch is verification. */
+        s->st.downtime_ms = lm_ns_to_ms(lm_now_ns() - s->stop_ns) - (double)verify_us / 1000.0;
+        s->st.verify_time_ms = (double)verify_us / 1000.0;
         s->st.downtime_bytes = lm__src_wire_bytes(s) - s->st.precopy_bytes;
     }
     return ret;
@@ -304,7 +308,7 @@ int lm__src_postcopy(lm_source *s)
     if (ret == 0 && s->p->verify) {
         s->st.verify_done = true;
         s->st.verify_match = pc.done.verified == 1;
-        s->st.verify_time_ms = (double)pc.done.verify_time_us / 1000.0;
+        s->st.verify_time_ms += (double)pc.done.verify_time_us / 1000.0;
         if (pc.done.verified != 1)
             ret = lm_err_set(&ctx->err, -EIO, "verification failed: the destination's RAM "
                              "digest differs from the source's (%s)", s->st.digest);
