@@ -19,8 +19,14 @@ WARMUP = int(os.environ.get("WARMUP", "1"))
 OUT = os.path.join(ROOT, "bench", "results", "postcopy-" + time.strftime("%Y%m%d-%H%M%S"))
 CONFIGS = [
     ("4G stress:4x100M, one stream", "4G", "stress:4x100M", "--multifd-channels 0"),
+    ("4G stress:4x100M, one stream, no preempt connection", "4G", "stress:4x100M",
+     "--multifd-channels 0 --no-postcopy-preempt"),
     ("4G stress:4x100M, 2 channels", "4G", "stress:4x100M", "--multifd-channels 2"),
+    ("4G stress:4x100M, 2 channels, no preempt connection", "4G", "stress:4x100M",
+     "--multifd-channels 2 --no-postcopy-preempt"),
     ("4G stress:4x100M, 4 channels", "4G", "stress:4x100M", "--multifd-channels 4"),
+    ("4G stress:4x100M, 2 channels, UFFDIO_MOVE", "4G", "stress:4x100M",
+     "--multifd-channels 2 --postcopy-place move"),
     ("2G hot:4x256M, 2 channels", "2G", "hot:4x256M", "--multifd-channels 2"),
 ]
 
@@ -85,7 +91,13 @@ def main():
     if shaped:
         print("Shaped link:", shaped_setup())
         configs = [("1G stress:2x64M, 2 channels", "1G", "stress:2x64M", "--multifd-channels 2"),
-                   ("1G stress:2x64M, one stream", "1G", "stress:2x64M", "--multifd-channels 0")]
+                   ("1G stress:2x64M, 2 channels, no preempt", "1G", "stress:2x64M",
+                    "--multifd-channels 2 --no-postcopy-preempt"),
+                   ("1G stress:2x64M, 2 channels, UFFDIO_MOVE", "1G", "stress:2x64M",
+                    "--multifd-channels 2 --postcopy-place move"),
+                   ("1G stress:2x64M, one stream", "1G", "stress:2x64M", "--multifd-channels 0"),
+                   ("1G stress:2x64M, one stream, no preempt", "1G", "stress:2x64M",
+                    "--multifd-channels 0 --no-postcopy-preempt")]
     try:
         run_all(configs, shaped)
     finally:

@@ -99,6 +99,11 @@ typedef struct lm_params {
                                    kernel to have userfaultfd) */
     unsigned postcopy_after_rounds; /* source: switch after this many rounds (0: only on
                                    lm_start_postcopy() or when precopy stops converging) */
+    bool postcopy_no_preempt;   /* source: urgent pages on the main connection, behind
+                                   whatever is queued there (for comparison) */
+    bool postcopy_move;         /* destination: place received pages with UFFDIO_MOVE
+                                   (zero-copy from the receive buffer) instead of
+                                   UFFDIO_COPY */
     int dest_thp;               /* destination, RAM it allocates: 1 backs it with
                                    transparent huge pages (MADV_HUGEPAGE), 0 with 4 KiB
                                    pages; lm_params_init() sets the measured faster one */
@@ -154,6 +159,7 @@ typedef struct lm_stats {
     uint64_t postcopy_zero_placed;  /* destination: zero pages placed (UFFDIO_ZEROPAGE) */
     uint64_t postcopy_duplicates;   /* destination: copies that arrived after the page */
     uint64_t postcopy_eexist;       /* destination: placements the kernel had already */
+    uint64_t postcopy_moved;        /* destination: pages placed by UFFDIO_MOVE */
     uint64_t postcopy_faults;       /* destination: missing-page faults read */
     double request_latency_p50_us, request_latency_p99_us, request_latency_max_us;
     double vcpu_blocktime_ms;   /* destination: total time vCPUs waited on missing pages */

@@ -88,6 +88,7 @@ static void usage(FILE *out)
         "  --postcopy                may switch to postcopy: when precopy stops converging,\n"
         "                            on SIGUSR1 (migrate-start-postcopy), or after\n"
         "  --postcopy-after-rounds N   N rounds\n"
+        "  --no-postcopy-preempt     urgent pages on the main connection, not their own\n"
         "  --stats-json FILE         write the report as JSON\n"
         "  --dest-stats-json FILE    demo: the destination's JSON report\n"
         "  --dirty-tracker KIND      auto | uffd-async | uffd-sync\n"
@@ -95,6 +96,8 @@ static void usage(FILE *out)
         "  --accept-timeout SECONDS  incoming: wait for a source (0 = forever)\n"
         "  --no-receivedmap          incoming: read zero pages to check them\n"
         "  --dest-thp on|off         incoming: back guest RAM with huge pages\n"
+        "  --postcopy-place copy|move  incoming: place pages with UFFDIO_COPY (default)\n"
+        "                            or move them zero-copy with UFFDIO_MOVE\n"
         "  --seed N                  workload random seed (1)\n"
         "  --no-progress             no progress line on stderr\n"
         "  --multifd-channels N      extra connections for pages, each with its own\n"
@@ -117,6 +120,7 @@ enum {
     OPT_VERIFY, OPT_STATS, OPT_DEST_STATS, OPT_TRACKER, OPT_TIMEOUT, OPT_ACCEPT_TIMEOUT,
     OPT_NO_RECVMAP, OPT_SEED, OPT_NO_PROGRESS, OPT_RUN_FOR, OPT_MULTIFD, OPT_ZERO, OPT_COMPRESS,
     OPT_POSTCOPY, OPT_HELP, OPT_X_SLOW, OPT_DEST_THP, OPT_POSTCOPY_AFTER, OPT_X_CUT,
+    OPT_POSTCOPY_PLACE, OPT_NO_PREEMPT,
 };
 
 static int parse_ms(const char *arg, unsigned *out)
@@ -154,6 +158,8 @@ static int parse_args(int argc, char **argv, cli_opts *o)
         {"compress", required_argument, 0, OPT_COMPRESS},
         {"postcopy", no_argument, 0, OPT_POSTCOPY},
         {"postcopy-after-rounds", required_argument, 0, OPT_POSTCOPY_AFTER},
+        {"postcopy-place", required_argument, 0, OPT_POSTCOPY_PLACE},
+        {"no-postcopy-preempt", no_argument, 0, OPT_NO_PREEMPT},
         {"help", no_argument, 0, OPT_HELP},
         {"x-slow-channel-us", required_argument, 0, OPT_X_SLOW},
         {"x-postcopy-cut-ms", required_argument, 0, OPT_X_CUT},
@@ -248,6 +254,14 @@ static int parse_args(int argc, char **argv, cli_opts *o)
                 return fail_usage("bad --postcopy-after-rounds '%s'", optarg);
             o->params.postcopy_after_rounds = (unsigned)v;
             o->params.postcopy = true;
+            break;
+        case OPT_NO_PREEMPT:
+            o->params.postcopy_no_preempt = true;
+            break;
+        case OPT_POSTCOPY_PLACE:
+            if (strcmp(optarg, "copy") && strcmp(optarg, "move"))
+                return fail_usage("bad --postcopy-place '%s': copy or move", optarg);
+            o->params.postcopy_move = !strcmp(optarg, "move");
             break;
         case OPT_DEST_THP:
             if (strcmp(optarg, "on") && strcmp(optarg, "off"))

@@ -119,7 +119,7 @@ static int accept_layout(lm_dest *d)
 static int accept_channels(lm_dest *d)
 {
     lm_ctx *ctx = d->ctx;
-    bool postcopy = d->hello.flags & LM_HELLO_POSTCOPY;
+    bool postcopy = (d->hello.flags & LM_HELLO_POSTCOPY) && !(d->hello.flags & LM_HELLO_NO_PREEMPT);
     unsigned nch = d->hello.nchannels, n = nch + postcopy, got = 0, attempts = 0;
     int fds[LM_MAX_CHANNELS + 1];
     for (unsigned i = 0; i < n; i++)
@@ -205,7 +205,8 @@ static int handshake(lm_dest *d)
         return ret;
     if ((ret = lm_conn_send_frame(&d->conn, LM_MSG_HELLO_ACK, NULL, 0)) < 0)
         return ret;
-    return d->hello.nchannels || (d->hello.flags & LM_HELLO_POSTCOPY) ? accept_channels(d) : 0;
+    bool preempt = (d->hello.flags & LM_HELLO_POSTCOPY) && !(d->hello.flags & LM_HELLO_NO_PREEMPT);
+    return d->hello.nchannels || preempt ? accept_channels(d) : 0;
 }
 
 /* A PAGES frame on the main connection: one packet, like a channel's. */
@@ -277,6 +278,7 @@ static void postcopy_stats(lm_dest *d)
     d->st.postcopy_zero_placed = atomic_load(&pc->zero_placed);
     d->st.postcopy_duplicates = atomic_load(&pc->duplicates);
     d->st.postcopy_eexist = atomic_load(&pc->eexist);
+    d->st.postcopy_moved = atomic_load(&pc->moved);
     d->st.postcopy_faults = atomic_load(&pc->faults);
     pthread_mutex_lock(&pc->lock);
     d->st.request_latency_p50_us = (double)lm_hist_quantile(&pc->latency_ns, 0.5) / 1000.0;
@@ -369,8 +371,8 @@ static int receive_stream(lm_dest *d)
             ret = lm_conn_read(&d->conn, body, f.length);
             if (ret == 0)
                 ret = lm_postcopy_dst_init(&d->pc, d->ctx, body, f.length,
-                                           d->hello.flags & LM_HELLO_VERIFY, &d->conn,
-                                           &d->conn_lock);
+                                           d->hello.flags & LM_HELLO_VERIFY,
+                                           d->p->postcopy_move, &d->conn, &d->conn_lock);
             d->pc_init = true;
             free(body);
             break;

@@ -43,9 +43,10 @@ typedef struct lm_postcopy_dst {
     uint64_t *fault_ns[LM_MAX_BLOCKS]; /* when a vCPU first waited on the page (0: never) */
     uint64_t *hashes[LM_MAX_BLOCKS];   /* with --verify: each page's hash as placed */
     bool verify;
+    bool move;          /* place data pages with UFFDIO_MOVE instead of UFFDIO_COPY */
     uint64_t verify_ns; /* hashing at the switch, kept out of the downtime */
     _Atomic uint64_t remaining;        /* needed pages not placed yet */
-    _Atomic uint64_t placed_pages, zero_placed, requests, eexist, duplicates, faults;
+    _Atomic uint64_t placed_pages, zero_placed, requests, eexist, duplicates, faults, moved;
     /* The return path: the fault thread's requests share the main
      * connection with the main thread's replies. */
     lm_conn *conn;
@@ -60,7 +61,7 @@ typedef struct lm_postcopy_dst {
 
 /* Reads a POSTCOPY_SWITCH body: the needed bitmap of every block. */
 int lm_postcopy_dst_init(lm_postcopy_dst *pc, lm_ctx *ctx, const uint8_t *body, size_t len,
-                         bool verify, lm_conn *conn, pthread_mutex_t *conn_lock);
+                         bool verify, bool move, lm_conn *conn, pthread_mutex_t *conn_lock);
 /* Drops stale copies, registers userfaultfd, hashes what will not change
  * hands (verify), starts the fault thread. After this the guest may run. */
 int lm_postcopy_dst_start(lm_postcopy_dst *pc);

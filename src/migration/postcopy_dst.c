@@ -57,10 +57,11 @@ static int bad_switch(lm_postcopy_dst *pc, const char *why)
 }
 
 int lm_postcopy_dst_init(lm_postcopy_dst *pc, lm_ctx *ctx, const uint8_t *body, size_t len,
-                         bool verify, lm_conn *conn, pthread_mutex_t *conn_lock)
+                         bool verify, bool move, lm_conn *conn, pthread_mutex_t *conn_lock)
 {
     memset(pc, 0, sizeof(*pc));
     pc->ctx = ctx;
+    pc->move = move;
     pc->uffd = -1;
     pc->stop_fd = -1;
     pc->verify = verify;
@@ -135,7 +136,14 @@ int lm_postcopy_dst_place(lm_postcopy_dst *pc, lm_block *b, uint64_t page, const
         pc->hashes[r][page] = lm__page_hash(data, ps);
     uint64_t dst = (uintptr_t)(b->host + page * ps);
     int rc;
-    if (data) {
+    if (data && pc->move) {
+        /* Zero-copy: the receive buffer's page itself moves into the guest
+         * (the buffer gets a fresh page on its next use). */
+        struct uffdio_move mv = {.dst = dst, .src = (uintptr_t)data, .len = ps};
+        rc = ioctl(pc->uffd, UFFDIO_MOVE, &mv);
+        if (rc == 0)
+            atomic_fetch_add_explicit(&pc->moved, 1, memory_order_relaxed);
+    } else if (data) {
         struct uffdio_copy copy = {.dst = dst, .src = (uintptr_t)data, .len = ps};
         rc = ioctl(pc->uffd, UFFDIO_COPY, &copy);
     } else {
@@ -264,7 +272,18 @@ int lm_postcopy_dst_start(lm_postcopy_dst *pc)
         ret = lm_err_set(&ctx->err, -errno, "eventfd: %s", strerror(errno));
         goto out;
     }
-    if ((pc->uffd = lm_uffd_open(0, &ctx->err)) < 0) {
+    uint64_t features = 0;
+    if (pc->move) {
+        if ((ret = lm_uffd_probe_features(&features, &ctx->err)) < 0)
+            goto out;
+        if (!(features & UFFD_FEATURE_MOVE)) {
+            ret = lm_err_set(&ctx->err, -ENOTSUP, "this kernel has no UFFDIO_MOVE (Linux 6.8+): "
+                             "drop --postcopy-place move");
+            goto out;
+        }
+        features = UFFD_FEATURE_MOVE;
+    }
+    if ((pc->uffd = lm_uffd_open(features, &ctx->err)) < 0) {
         ret = pc->uffd;
         goto out;
     }

@@ -29,6 +29,11 @@ typedef struct postcopy_src {
     _Atomic uint64_t requests;
     pthread_t thread;
     bool thread_started;
+    /* Once POSTCOPY_END is out every needed page has been sent: later
+     * requests are for pages in flight and get no second copy, so nothing
+     * follows END on the main connection but VERIFY. */
+    pthread_mutex_t end_lock;
+    bool ended;
     /* Set by the request thread; 'done' is read after it is joined. */
     _Atomic int result;
     _Atomic bool got_done;
@@ -55,6 +60,9 @@ bool lm__src_want_postcopy(lm_source *s, uint64_t dirty_pages)
 
 int lm__src_postcopy_connect(lm_source *s)
 {
+    if (s->p->postcopy_no_preempt) /* urgent pages share the main connection */
+        return lm_send_chan_init(&s->preempt_chan, 0, &s->conn, true, true, LM_COMPRESSION_NONE,
+                                 s->ctx->page_size, &s->ctx->err);
     int fd, ret = s->transport->connect(s->addr, s->p->io_timeout_ms, &fd, &s->ctx->err);
     if (ret < 0)
         return ret;
@@ -100,7 +108,10 @@ static int serve_request(postcopy_src *pc, const uint8_t *body, uint32_t len)
     if (test_and_set(pc->urgent[r], page))
         return 0; /* already sent urgently */
     lm_page_batch one = {.block = b, .nnormal = 1, .normal = {off}};
-    return lm_send_chan_packet(&s->preempt_chan, &one, &s->ctx->err);
+    pthread_mutex_lock(&pc->end_lock);
+    int ret = pc->ended ? 0 : lm_send_chan_packet(&s->preempt_chan, &one, &s->ctx->err);
+    pthread_mutex_unlock(&pc->end_lock);
+    return ret;
 }
 
 /* Reads the return path until POSTCOPY_DONE or an error. */
@@ -266,7 +277,7 @@ static int background(postcopy_src *pc, uint64_t needed)
 int lm__src_postcopy(lm_source *s)
 {
     lm_ctx *ctx = s->ctx;
-    postcopy_src pc = {.s = s, .jump_block = -1};
+    postcopy_src pc = {.s = s, .jump_block = -1, .end_lock = PTHREAD_MUTEX_INITIALIZER};
     int ret = 0;
     for (unsigned i = 0; i < ctx->nblocks && ret == 0; i++)
         if (!(pc.urgent[i] = lm_bitmap_new(ctx->blocks[i].npages)))
@@ -274,6 +285,10 @@ int lm__src_postcopy(lm_source *s)
     uint64_t needed = 0;
     if (ret == 0)
         ret = switch_over(s, &needed);
+    /* Without a preempt connection two threads write the main one. */
+    pthread_mutex_t write_lock = PTHREAD_MUTEX_INITIALIZER;
+    if (s->p->postcopy_no_preempt)
+        s->conn.write_lock = &write_lock;
     if (ret == 0 && (ret = -pthread_create(&pc.thread, NULL, request_main, &pc)) < 0)
         lm_err_set(&ctx->err, ret, "cannot start the postcopy request thread");
     pc.thread_started = ret == 0;
@@ -283,8 +298,11 @@ int lm__src_postcopy(lm_source *s)
     /* Every page is out: closing the channels tells the destination so. */
     if (s->use_pool)
         lm_multifd_send_stop(&s->pool);
+    pthread_mutex_lock(&pc.end_lock);
+    pc.ended = true;
     if (ret == 0)
         ret = lm_conn_send_frame(&s->conn, LM_MSG_POSTCOPY_END, NULL, 0);
+    pthread_mutex_unlock(&pc.end_lock);
     if (ret == 0 && s->p->verify) {
         lm_verify_msg v;
         if ((ret = lm__ram_digest(ctx, v.digest, &v.pages)) == 0) {
@@ -313,6 +331,7 @@ int lm__src_postcopy(lm_source *s)
             ret = lm_err_set(&ctx->err, -EIO, "verification failed: the destination's RAM "
                              "digest differs from the source's (%s)", s->st.digest);
     }
+    s->conn.write_lock = NULL;
     s->st.postcopy_requests = atomic_load(&pc.requests);
     s->st.postcopy_bytes = lm__src_wire_bytes(s) - post0 + s->preempt_conn.bytes_out;
     lm_send_chan_cleanup(&s->preempt_chan);

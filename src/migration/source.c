@@ -270,7 +270,8 @@ static int handshake(lm_source *s)
     lm_ctx *ctx = s->ctx;
     lm_hello h = {.page_size = (uint32_t)ctx->page_size,
                   .flags = (s->p->verify ? LM_HELLO_VERIFY : 0) |
-                           (s->p->postcopy ? LM_HELLO_POSTCOPY : 0),
+                           (s->p->postcopy ? LM_HELLO_POSTCOPY : 0) |
+                           (s->p->postcopy && s->p->postcopy_no_preempt ? LM_HELLO_NO_PREEMPT : 0),
                   .nblocks = ctx->nblocks,
                   .nchannels = s->p->multifd_channels,
                   .compress = (uint32_t)s->p->compress};

@@ -58,6 +58,7 @@ void lm__stats_json_fields(lm_json *j, const lm_stats *s, const char *role)
             lm_json_u64(j, "zero-pages-placed", s->postcopy_zero_placed);
             lm_json_u64(j, "duplicates", s->postcopy_duplicates);
             lm_json_u64(j, "eexist", s->postcopy_eexist);
+            lm_json_u64(j, "moved", s->postcopy_moved);
             lm_json_double(j, "request-latency-p50-us", s->request_latency_p50_us);
             lm_json_double(j, "request-latency-p99-us", s->request_latency_p99_us);
             lm_json_double(j, "request-latency-max-us", s->request_latency_max_us);

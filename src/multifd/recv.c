@@ -40,16 +40,20 @@ int lm_recv_chan_init(lm_recv_chan *c, unsigned id, struct lm_ctx *ctx, lm_conn 
 
 int lm_recv_chan_postcopy(lm_recv_chan *c, struct lm_postcopy_dst *pc, lm_err *err)
 {
-    if (!c->bounce && posix_memalign((void **)&c->bounce, c->ctx->page_size,
-                                     LM_PACKET_MAX_PAGES * c->ctx->page_size))
-        return lm_err_set(err, -ENOMEM, "out of memory for postcopy buffers");
+    /* Its own private anonymous mapping: UFFDIO_MOVE can take its pages. */
+    if (!c->bounce) {
+        c->bounce = lm_ram_alloc(LM_PACKET_MAX_PAGES * c->ctx->page_size);
+        if (!c->bounce)
+            return lm_err_set(err, -ENOMEM, "out of memory for postcopy buffers");
+    }
     atomic_store_explicit(&c->postcopy, pc, memory_order_release);
     return 0;
 }
 
 void lm_recv_chan_cleanup(lm_recv_chan *c)
 {
-    free(c->bounce);
+    if (c->bounce)
+        lm_ram_free(c->bounce, LM_PACKET_MAX_PAGES * c->ctx->page_size);
     c->bounce = NULL;
     if (c->comp)
         c->comp->recv_cleanup(c->comp_state);

@@ -116,6 +116,8 @@ int lm_hello_decode(const uint8_t *in, size_t len, lm_hello *h, char *why, size_
                       "between 4 KiB and 2 MiB", h->page_size);
     if (h->flags & ~LM_HELLO_KNOWN_FLAGS)
         return reject(why, whylen, -EBADMSG, "HELLO has unknown flags 0x%x", h->flags);
+    if ((h->flags & LM_HELLO_NO_PREEMPT) && !(h->flags & LM_HELLO_POSTCOPY))
+        return reject(why, whylen, -EBADMSG, "HELLO flag NO_PREEMPT without POSTCOPY");
     if (lm_get_be32(in + 28))
         return reject(why, whylen, -EBADMSG, "HELLO reserved field is not zero");
     if (h->nchannels > LM_MAX_CHANNELS)

@@ -62,9 +62,10 @@ typedef struct lm_frame {
 /* Hello flags. */
 enum {
     LM_HELLO_VERIFY = 1u << 0,
-    LM_HELLO_POSTCOPY = 1u << 1, /* a preempt connection follows the channels */
+    LM_HELLO_POSTCOPY = 1u << 1,    /* a preempt connection follows the channels */
+    LM_HELLO_NO_PREEMPT = 1u << 2,  /* with POSTCOPY: urgent pages on the main connection */
 };
-#define LM_HELLO_KNOWN_FLAGS (LM_HELLO_VERIFY | LM_HELLO_POSTCOPY)
+#define LM_HELLO_KNOWN_FLAGS (LM_HELLO_VERIFY | LM_HELLO_POSTCOPY | LM_HELLO_NO_PREEMPT)
 
 typedef struct lm_wire_block {
     uint32_t id;

@@ -92,7 +92,19 @@ static void advance(struct iovec **iov, int *iovcnt, size_t done)
     }
 }
 
+static int writev_unlocked(lm_conn *c, struct iovec *iov, int iovcnt);
+
 int lm_conn_writev(lm_conn *c, struct iovec *iov, int iovcnt)
+{
+    if (!c->write_lock)
+        return writev_unlocked(c, iov, iovcnt);
+    pthread_mutex_lock(c->write_lock);
+    int ret = writev_unlocked(c, iov, iovcnt);
+    pthread_mutex_unlock(c->write_lock);
+    return ret;
+}
+
+static int writev_unlocked(lm_conn *c, struct iovec *iov, int iovcnt)
 {
     while (iovcnt && iov->iov_len == 0)
         iov++, iovcnt--;

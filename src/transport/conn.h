@@ -6,6 +6,7 @@
 #ifndef LM_TRANSPORT_CONN_H
 #define LM_TRANSPORT_CONN_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <sys/uio.h>
@@ -25,6 +26,9 @@ typedef struct lm_conn {
      * them moved a byte. A connection that is idle on purpose (the main
      * one while channels carry a round) times out only when all are. */
     _Atomic uint64_t *progress_ns;
+    /* When two threads write (postcopy without a preempt connection):
+     * held across each lm_conn_writev, so frames never interleave. */
+    pthread_mutex_t *write_lock;
 } lm_conn;
 
 void lm_conn_init(lm_conn *c, int fd, unsigned timeout_ms, const _Atomic int *cancel,

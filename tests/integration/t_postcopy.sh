@@ -33,4 +33,9 @@ migrate_ok zero 256M random:3000 --postcopy --postcopy-after-rounds 1 --downtime
 D=$TMP/zero.dst.json
 expect_json "$D" 'j["postcopy"]["zero-pages-placed"] > 100'
 expect_json "$D" 'j["postcopy"]["requests"] <= '"$(json "$TMP/zero.src.json" 'j["postcopy"]["needed"]')"
+# 4. The other placement and the other urgent path: UFFDIO_MOVE on the
+#    destination, urgent pages on the main connection instead of their own.
+DEST_ARGS="--postcopy-place move" migrate_ok move 256M stress:4x16M --postcopy \
+    --postcopy-after-rounds 1 --downtime-limit 1 --multifd-channels 2 --no-postcopy-preempt
+expect_json "$TMP/move.dst.json" 'j["postcopy"]["moved"] == j["postcopy"]["pages-placed"] > 0'
 echo ok
