@@ -39,18 +39,6 @@ void lm_postcopy_switch_encode(const lm_ctx *ctx, lm_word *const needed[], uint8
     }
 }
 
-static bool test_and_set(lm_word *map, uint64_t bit)
-{
-    lm_word mask = (lm_word)1 << (bit % LM_BITS_PER_WORD);
-    return __atomic_fetch_or(&map[bit / LM_BITS_PER_WORD], mask, __ATOMIC_ACQ_REL) & mask;
-}
-
-static bool bit_atomic(const lm_word *map, uint64_t bit)
-{
-    return (__atomic_load_n(&map[bit / LM_BITS_PER_WORD], __ATOMIC_ACQUIRE) >>
-            (bit % LM_BITS_PER_WORD)) & 1;
-}
-
 static int bad_switch(lm_postcopy_dst *pc, const char *why)
 {
     return lm_err_set(&pc->ctx->err, -EBADMSG, "invalid POSTCOPY_SWITCH from the source: %s", why);
@@ -113,7 +101,7 @@ static void page_done(lm_postcopy_dst *pc, unsigned r, uint64_t page)
         uint64_t ns = lm_now_ns() - waited;
         pthread_mutex_lock(&pc->lock);
         pc->blocktime_ns += ns;
-        if (bit_atomic(pc->requested[r], page))
+        if (lm_bit_test_atomic(pc->requested[r], page))
             lm_hist_record(&pc->latency_ns, ns);
         pthread_mutex_unlock(&pc->lock);
     }
@@ -128,7 +116,7 @@ int lm_postcopy_dst_place(lm_postcopy_dst *pc, lm_block *b, uint64_t page, const
 {
     unsigned r = block_index(pc, b);
     uint64_t ps = pc->ctx->page_size;
-    if (test_and_set(pc->placed[r], page)) {
+    if (lm_bit_test_and_set_atomic(pc->placed[r], page)) {
         atomic_fetch_add_explicit(&pc->duplicates, 1, memory_order_relaxed);
         return 0;
     }
@@ -191,14 +179,14 @@ static int handle_fault(lm_postcopy_dst *pc, uint64_t addr)
             continue;
         uint64_t page = (addr - base) / ctx->page_size;
         atomic_fetch_add_explicit(&pc->faults, 1, memory_order_relaxed);
-        if (bit_atomic(pc->placed[r], page))
+        if (lm_bit_test_atomic(pc->placed[r], page))
             return 0; /* placed meanwhile; the placement woke the vCPU */
         uint64_t zero = 0;
         __atomic_compare_exchange_n(&pc->fault_ns[r][page], &zero, lm_now_ns(), false,
                                     __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
         if (!lm_bit_test(pc->needed[r], page))
             return lm_postcopy_dst_place(pc, b, page, NULL); /* zero, never sent */
-        if (!test_and_set(pc->requested[r], page))
+        if (!lm_bit_test_and_set_atomic(pc->requested[r], page))
             return send_request(pc, b, page);
         return 0;
     }
@@ -335,14 +323,7 @@ int lm_postcopy_dst_wait(lm_postcopy_dst *pc, unsigned timeout_ms)
     uint64_t last = atomic_load(&pc->remaining), since = lm_now_ns();
     pthread_mutex_lock(&pc->lock);
     while (atomic_load(&pc->remaining) && !pc->failed) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 100000000;
-        if (ts.tv_nsec >= 1000000000) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000;
-        }
-        pthread_cond_timedwait(&pc->cond, &pc->lock, &ts);
+        lm_cond_wait_ms(&pc->cond, &pc->lock, 100);
         uint64_t now_left = atomic_load(&pc->remaining);
         if (now_left != last) {
             last = now_left;

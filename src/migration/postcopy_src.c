@@ -80,12 +80,6 @@ int lm__src_postcopy_connect(lm_source *s)
                              true, LM_COMPRESSION_NONE, s->ctx->page_size, &s->ctx->err);
 }
 
-static bool test_and_set(lm_word *map, uint64_t bit)
-{
-    lm_word mask = (lm_word)1 << (bit % LM_BITS_PER_WORD);
-    return __atomic_fetch_or(&map[bit / LM_BITS_PER_WORD], mask, __ATOMIC_ACQ_REL) & mask;
-}
-
 static int serve_request(postcopy_src *pc, const uint8_t *body, uint32_t len)
 {
     lm_source *s = pc->s;
@@ -105,7 +99,7 @@ static int serve_request(postcopy_src *pc, const uint8_t *body, uint32_t len)
     /* Locality: the background stream continues after this page. */
     atomic_store(&pc->jump_page, page + 1);
     atomic_store(&pc->jump_block, (int64_t)r);
-    if (test_and_set(pc->urgent[r], page))
+    if (lm_bit_test_and_set_atomic(pc->urgent[r], page))
         return 0; /* already sent urgently */
     lm_page_batch one = {.block = b, .nnormal = 1, .normal = {off}};
     pthread_mutex_lock(&pc->end_lock);
@@ -260,8 +254,7 @@ static int background(postcopy_src *pc, uint64_t needed)
         }
         lm_bit_clear(s->dirty[r], page);
         left--;
-        if (__atomic_load_n(&pc->urgent[r][page / LM_BITS_PER_WORD], __ATOMIC_ACQUIRE) >>
-                (page % LM_BITS_PER_WORD) & 1)
+        if (lm_bit_test_atomic(pc->urgent[r], page))
             continue;
         int ret = lm__src_queue_page(s, b, page, false);
         if (ret < 0)

@@ -78,12 +78,6 @@ int lm_recv_chan_decode(lm_recv_chan *c, const uint8_t raw[LM_PACKET_HDR_SIZE], 
     return ret < 0 ? bad_stream(c, ret, why) : 0;
 }
 
-static bool received(const lm_block *b, uint64_t page)
-{
-    return (__atomic_load_n(&b->received[page / LM_BITS_PER_WORD], __ATOMIC_RELAXED) >>
-            (page % LM_BITS_PER_WORD)) & 1;
-}
-
 /* A zero page: fresh memory already reads as zero, so only a page that held
  * data before is cleared (seed 000's receivedmap); the baseline reads it. */
 static void place_zero(lm_recv_chan *c, lm_block *b, uint64_t off)
@@ -93,7 +87,7 @@ static void place_zero(lm_recv_chan *c, lm_block *b, uint64_t off)
     if (c->no_receivedmap) {
         if (!lm_buffer_is_zero(dst, ps))
             memset(dst, 0, ps);
-    } else if (received(b, page) || !(b->flags & LM_RAM_ZEROED)) {
+    } else if (lm_bit_test_atomic(b->received, page) || !(b->flags & LM_RAM_ZEROED)) {
         memset(dst, 0, ps);
     }
     lm_bit_set_atomic(b->received, page);
@@ -344,14 +338,7 @@ int lm_multifd_recv_start(lm_multifd_recv *m, unsigned n, const int *fds, struct
 
 static int timed_wait(lm_multifd_recv *m)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_nsec += 100000000;
-    if (ts.tv_nsec >= 1000000000) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000;
-    }
-    pthread_cond_timedwait(&m->cond, &m->lock, &ts);
+    lm_cond_wait_ms(&m->cond, &m->lock, 100);
     if (m->cancel && atomic_load(m->cancel))
         return lm_err_set(m->err, -ECANCELED, "migration cancelled");
     return 0;

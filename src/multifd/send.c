@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "migration/engine.h"
+#include "util/clock.h"
 #include "util/zero.h"
 
 int lm_send_chan_init(lm_send_chan *c, unsigned id, lm_conn *conn, bool framed, bool detect_zero,
@@ -167,14 +168,7 @@ static void *sender_main(void *arg)
 /* Waits on the pool's condition in 100 ms slices so cancel is noticed. */
 static int pool_wait(lm_multifd_send *m)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_nsec += 100000000;
-    if (ts.tv_nsec >= 1000000000) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000;
-    }
-    pthread_cond_timedwait(&m->cond, &m->lock, &ts);
+    lm_cond_wait_ms(&m->cond, &m->lock, 100);
     if (m->cancel && atomic_load(m->cancel))
         return lm_err_set(m->err, -ECANCELED, "migration cancelled");
     return 0;

@@ -36,6 +36,20 @@ static inline void lm_bit_set_atomic(lm_word *map, uint64_t bit)
                       __ATOMIC_RELAXED);
 }
 
+/* Sets the bit and says whether it was set already: the one thread that
+ * gets false owns whatever the bit stands for. */
+static inline bool lm_bit_test_and_set_atomic(lm_word *map, uint64_t bit)
+{
+    lm_word mask = (lm_word)1 << (bit % LM_BITS_PER_WORD);
+    return __atomic_fetch_or(&map[bit / LM_BITS_PER_WORD], mask, __ATOMIC_ACQ_REL) & mask;
+}
+
+static inline bool lm_bit_test_atomic(const lm_word *map, uint64_t bit)
+{
+    return (__atomic_load_n(&map[bit / LM_BITS_PER_WORD], __ATOMIC_ACQUIRE) >>
+            (bit % LM_BITS_PER_WORD)) & 1;
+}
+
 void lm_bitmap_set_range(lm_word *map, uint64_t start, uint64_t count);
 void lm_bitmap_clear_all(lm_word *map, uint64_t nbits);
 uint64_t lm_bitmap_count(const lm_word *map, uint64_t nbits);

@@ -1,6 +1,7 @@
 #ifndef LM_UTIL_CLOCK_H
 #define LM_UTIL_CLOCK_H
 
+#include <pthread.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -14,6 +15,21 @@ static inline uint64_t lm_now_ns(void)
 static inline double lm_ns_to_ms(uint64_t ns)
 {
     return (double)ns / 1e6;
+}
+
+/* Waits on cond for at most ms milliseconds (callers loop on their own
+ * predicate and check cancellation between slices). Lock held. */
+static inline void lm_cond_wait_ms(pthread_cond_t *cond, pthread_mutex_t *lock, unsigned ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (long)(ms % 1000) * 1000000;
+    if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+    }
+    pthread_cond_timedwait(cond, lock, &ts);
 }
 
 #endif
