@@ -48,6 +48,12 @@ typedef struct lm_guest_ops {
     int (*resume)(void *opaque);
     int (*save_state)(void *opaque, void **buf, size_t *len);
     int (*load_state)(void *opaque, const void *buf, size_t len);
+    /* Optional, for convergence (source): run the vCPUs at (100 - percent)%
+     * of their speed (auto-converge); 0 lifts it. */
+    int (*throttle)(void *opaque, unsigned percent);
+    /* Optional (source): let each vCPU dirty at most pages_per_sec pages a
+     * second; 0 lifts the limit. */
+    int (*dirty_limit)(void *opaque, uint64_t pages_per_sec);
 } lm_guest_ops;
 
 typedef enum lm_tracker_kind {
@@ -89,6 +95,11 @@ typedef struct lm_params {
     bool verify;                /* compare digests of all guest RAM */
     lm_tracker_kind tracker;
     unsigned io_timeout_ms;     /* bound on any single network wait (10000) */
+    bool auto_converge;         /* throttle the vCPUs while precopy does not converge */
+    unsigned throttle_initial;  /* percent, first step (20) */
+    unsigned throttle_increment;/* percent added at each later step (10) */
+    uint64_t dirty_limit;       /* pages per second per vCPU while precopy does not
+                                   converge (0: off) */
     unsigned accept_timeout_ms; /* destination: wait for the source (0 = forever) */
     bool no_receivedmap;        /* destination: find zero pages by reading them
                                    (the seed's baseline; costs a fault a page) */
@@ -118,7 +129,9 @@ typedef struct lm_params {
 
 typedef struct lm_round_stats {
     unsigned round;
-    uint64_t dirty_pages;   /* pages found dirty at the start of the round */
+    uint64_t dirty_pages;   /* pages found dirty by the sync that ended the round */
+    double dirty_pages_rate; /* pages dirtied per second during the round */
+    unsigned throttle_percent; /* vCPU throttle in force during the round */
     uint64_t bytes;         /* bytes put on the wire during the round */
     double duration_ms;
     double bandwidth_bps;
@@ -145,6 +158,9 @@ typedef struct lm_stats {
     uint64_t postcopy_bytes;
     double pages_per_second;
     double mbps;
+    double dirty_pages_rate;    /* at the last sync */
+    unsigned cpu_throttle_percentage; /* auto-converge, at the end */
+    uint64_t dirty_limit;       /* the per-vCPU limit in force at the end (0: none) */
     uint64_t dest_minor_faults; /* destination: faults taken while receiving */
     uint64_t dest_major_faults;
     bool verify_done;

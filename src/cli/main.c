@@ -84,6 +84,8 @@ static void usage(FILE *out)
         "  --downtime-limit MS       switch over when the rest fits in MS (300)\n"
         "  --max-bandwidth BYTES     cap the rate, e.g. 500M (per second; 0 = none)\n"
         "  --max-rounds N            switch over after N rounds anyway (30)\n"
+        "  --auto-converge           throttle the vCPUs while precopy does not converge\n"
+        "  --dirty-limit RATE        cap each vCPU at RATE dirty pages/s while it does not\n"
         "  --verify                  compare RAM digests; a mismatch fails\n"
         "  --postcopy                may switch to postcopy: when precopy stops converging,\n"
         "                            on SIGUSR1 (migrate-start-postcopy), or after\n"
@@ -120,7 +122,7 @@ enum {
     OPT_VERIFY, OPT_STATS, OPT_DEST_STATS, OPT_TRACKER, OPT_TIMEOUT, OPT_ACCEPT_TIMEOUT,
     OPT_NO_RECVMAP, OPT_SEED, OPT_NO_PROGRESS, OPT_RUN_FOR, OPT_MULTIFD, OPT_ZERO, OPT_COMPRESS,
     OPT_POSTCOPY, OPT_HELP, OPT_X_SLOW, OPT_DEST_THP, OPT_POSTCOPY_AFTER, OPT_X_CUT,
-    OPT_POSTCOPY_PLACE, OPT_NO_PREEMPT,
+    OPT_POSTCOPY_PLACE, OPT_NO_PREEMPT, OPT_AUTO_CONVERGE, OPT_DIRTY_LIMIT,
 };
 
 static int parse_ms(const char *arg, unsigned *out)
@@ -160,6 +162,8 @@ static int parse_args(int argc, char **argv, cli_opts *o)
         {"postcopy-after-rounds", required_argument, 0, OPT_POSTCOPY_AFTER},
         {"postcopy-place", required_argument, 0, OPT_POSTCOPY_PLACE},
         {"no-postcopy-preempt", no_argument, 0, OPT_NO_PREEMPT},
+        {"auto-converge", no_argument, 0, OPT_AUTO_CONVERGE},
+        {"dirty-limit", required_argument, 0, OPT_DIRTY_LIMIT},
         {"help", no_argument, 0, OPT_HELP},
         {"x-slow-channel-us", required_argument, 0, OPT_X_SLOW},
         {"x-postcopy-cut-ms", required_argument, 0, OPT_X_CUT},
@@ -255,6 +259,13 @@ static int parse_args(int argc, char **argv, cli_opts *o)
             o->params.postcopy_after_rounds = (unsigned)v;
             o->params.postcopy = true;
             break;
+        case OPT_AUTO_CONVERGE:
+            o->params.auto_converge = true;
+            break;
+        case OPT_DIRTY_LIMIT:
+            if (lm_parse_u64(optarg, &o->params.dirty_limit) < 0 || !o->params.dirty_limit)
+                return fail_usage("bad --dirty-limit '%s': pages per second per vCPU", optarg);
+            break;
         case OPT_NO_PREEMPT:
             o->params.postcopy_no_preempt = true;
             break;
@@ -304,6 +315,7 @@ static void sleep_seconds(double secs)
 typedef struct guest_report {
     unsigned vcpus;
     uint64_t counter_start, counter_end;
+    uint64_t max_stall_ns;
     lm_hist latency;
     char workload[LM_WORKLOAD_SPEC_MAX];
 } guest_report;
@@ -314,6 +326,7 @@ static void guest_report_take(lm_guest *g, uint64_t start, guest_report *r)
     r->counter_start = start;
     r->counter_end = lm_guest_counter_sum(g);
     lm_guest_latency(g, &r->latency);
+    r->max_stall_ns = lm_guest_max_stall_ns(g);
     snprintf(r->workload, sizeof(r->workload), "%s", g->wl.spec);
 }
 
@@ -343,6 +356,7 @@ static int write_json(const char *path, const lm_stats *s, const char *role, con
         lm_json_double(&j, "write-latency-p50-us", (double)lm_hist_quantile(&g->latency, 0.5) / 1000.0);
         lm_json_double(&j, "write-latency-p99-us", (double)lm_hist_quantile(&g->latency, 0.99) / 1000.0);
         lm_json_double(&j, "write-latency-max-us", (double)lm_hist_quantile(&g->latency, 1.0) / 1000.0);
+        lm_json_double(&j, "max-stall-ms", (double)g->max_stall_ns / 1e6);
         lm_json_object_end(&j);
     }
     lm_json_object_end(&j);

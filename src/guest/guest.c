@@ -37,6 +37,7 @@ static bool park_if_paused(lm_vcpu *v)
     lm_guest *g = v->g;
     if (!atomic_load_explicit(&g->pause, memory_order_acquire))
         return true;
+    v->last_step_ns = 0; /* a pause is not a stall */
     pthread_mutex_lock(&g->lock);
     g->parked++;
     pthread_cond_broadcast(&g->cond);
@@ -56,6 +57,53 @@ static inline void timed_write(lm_vcpu *v, uint64_t page, uint64_t value)
     volatile uint64_t *p = (volatile uint64_t *)(g->ram + page * g->page_size);
     *p = value;
     lm_hist_record(&v->latency, lm_now_ns() - t0);
+}
+
+/* Auto-converge: run 10 ms, then sleep so that the vCPU runs only
+ * (100 - pct)% of the time (QEMU's cpu throttle works the same way). */
+static void throttle_vcpu(lm_vcpu *v, unsigned pct, uint64_t now)
+{
+    if (!v->slice_start_ns)
+        v->slice_start_ns = now;
+    if (now - v->slice_start_ns < 10000000)
+        return;
+    sleep_ns(10000000ull * pct / (100 - pct));
+    v->slice_start_ns = lm_now_ns();
+}
+
+/* Dirty limit: a token bucket of writes, refilled at the limit. */
+static void limit_vcpu(lm_vcpu *v, uint64_t rate, unsigned writes, uint64_t now)
+{
+    if (!v->tokens_ns)
+        v->tokens_ns = now;
+    v->tokens += (double)(now - v->tokens_ns) * (double)rate / 1e9;
+    if (v->tokens > (double)rate / 100 + writes) /* at most 10 ms of burst */
+        v->tokens = (double)rate / 100 + writes;
+    v->tokens_ns = now;
+    v->tokens -= writes;
+    if (v->tokens < 0)
+        sleep_ns((uint64_t)(-v->tokens * 1e9 / (double)rate));
+}
+
+/* After each step: note the longest gap between steps (a stall the guest
+ * felt: a fault, a protection change, the scheduler), then pace. */
+static void pace_vcpu(lm_vcpu *v, unsigned writes)
+{
+    lm_guest *g = v->g;
+    uint64_t now = lm_now_ns();
+    if (v->last_step_ns && now - v->last_step_ns >
+                               atomic_load_explicit(&v->max_stall_ns, memory_order_relaxed))
+        atomic_store_explicit(&v->max_stall_ns, now - v->last_step_ns, memory_order_relaxed);
+    v->last_step_ns = now;
+    unsigned pct = atomic_load_explicit(&g->throttle_pct, memory_order_relaxed);
+    uint64_t rate = atomic_load_explicit(&g->dirty_limit, memory_order_relaxed);
+    if (!pct && !rate)
+        return;
+    if (pct)
+        throttle_vcpu(v, pct, now);
+    if (rate && writes)
+        limit_vcpu(v, rate, writes, now);
+    v->last_step_ns = lm_now_ns(); /* pacing sleeps are not stalls */
 }
 
 static void *vcpu_main(void *arg)
@@ -90,6 +138,7 @@ static void *vcpu_main(void *arg)
             sleep_ns(1000000);
             break;
         }
+        pace_vcpu(v, g->wl.kind == LM_WL_STRESS || g->wl.kind == LM_WL_HOT);
         atomic_store_explicit(&v->counter, c + 1, memory_order_relaxed);
     }
     return NULL;
@@ -325,11 +374,29 @@ static int guest_load(void *opaque, const void *buf, size_t len)
     return 0;
 }
 
+static int guest_throttle(void *opaque, unsigned percent)
+{
+    lm_guest *g = opaque;
+    if (percent > 99)
+        return -EINVAL;
+    atomic_store(&g->throttle_pct, percent);
+    return 0;
+}
+
+static int guest_dirty_limit(void *opaque, uint64_t pages_per_sec)
+{
+    lm_guest *g = opaque;
+    atomic_store(&g->dirty_limit, pages_per_sec);
+    return 0;
+}
+
 const lm_guest_ops lm_guest_callbacks = {
     .stop = guest_stop,
     .resume = guest_resume,
     .save_state = guest_save,
     .load_state = guest_load,
+    .throttle = guest_throttle,
+    .dirty_limit = guest_dirty_limit,
 };
 
 uint64_t lm_guest_counter_sum(lm_guest *g)
@@ -338,6 +405,16 @@ uint64_t lm_guest_counter_sum(lm_guest *g)
     for (unsigned i = 0; i < g->nvcpus; i++)
         sum += atomic_load(&g->vcpus[i].counter);
     return sum;
+}
+
+uint64_t lm_guest_max_stall_ns(lm_guest *g)
+{
+    uint64_t m = 0;
+    for (unsigned i = 0; i < g->nvcpus; i++) {
+        uint64_t s = atomic_load(&g->vcpus[i].max_stall_ns);
+        m = s > m ? s : m;
+    }
+    return m;
 }
 
 void lm_guest_latency(lm_guest *g, lm_hist *out)

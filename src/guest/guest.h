@@ -54,6 +54,12 @@ typedef struct lm_vcpu {
     uint64_t prng;
     uint64_t cursor;
     lm_hist latency; /* nanoseconds a write took */
+    /* Pacing state, the vCPU's own. */
+    uint64_t slice_start_ns; /* throttle: start of the current 10 ms run slice */
+    double tokens;           /* dirty limit: writes this vCPU may still do */
+    uint64_t tokens_ns;      /* when tokens were last refilled */
+    uint64_t last_step_ns;   /* end of the previous step (0 after a pause) */
+    _Atomic uint64_t max_stall_ns; /* longest time between two steps while running */
 } lm_vcpu;
 
 typedef struct lm_guest {
@@ -70,6 +76,9 @@ typedef struct lm_guest {
     unsigned parked;
     bool quit;
     uint64_t resumed_counter_sum; /* counters when the guest last resumed */
+    /* Set by the migration thread, read by the vCPUs. */
+    _Atomic unsigned throttle_pct;
+    _Atomic uint64_t dirty_limit; /* pages per second per vCPU, 0: none */
 } lm_guest;
 
 /* Source: a guest over ram running workload w (fills first), started. */
@@ -83,6 +92,8 @@ void lm_guest_destroy(lm_guest *g);
 extern const lm_guest_ops lm_guest_callbacks;
 
 uint64_t lm_guest_counter_sum(lm_guest *g);
+/* Longest time any vCPU went without progress while the guest ran. */
+uint64_t lm_guest_max_stall_ns(lm_guest *g);
 void lm_guest_latency(lm_guest *g, lm_hist *out);
 
 #endif

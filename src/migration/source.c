@@ -188,6 +188,8 @@ void lm__src_end_round(lm_source *s, uint64_t dirty_pages)
         r->bytes = bytes;
         r->duration_ms = lm_ns_to_ms(ns);
         r->bandwidth_bps = bw;
+        r->dirty_pages_rate = s->dirty_rate;
+        r->throttle_percent = s->throttle;
     }
     s->st.nrounds++;
 }
@@ -513,6 +515,35 @@ static int wait_caught_up(lm_source *s)
     return 0;
 }
 
+/* Auto-converge and dirty limit: when a round dirtied more than half of what
+ * it managed to send, twice in a row, slow the guest down (QEMU's
+ * cpu-throttle-initial / -increment), or cap each vCPU's dirty rate. */
+static void converge_policy(lm_source *s, uint64_t dirty_pages)
+{
+    lm_ctx *ctx = s->ctx;
+    const lm_round_stats *r = s->st.nrounds ? &s->st.rounds[(s->st.nrounds - 1) %
+                                                            LM_MAX_ROUND_STATS] : NULL;
+    uint64_t dirtied = dirty_pages * ctx->page_size;
+    if (!r || !(s->p->auto_converge || s->p->dirty_limit))
+        return;
+    s->high_dirty_rounds = dirtied * 2 > r->bytes ? s->high_dirty_rounds + 1 : 0;
+    if (s->high_dirty_rounds < 2)
+        return;
+    s->high_dirty_rounds = 0;
+    if (s->p->dirty_limit && !s->dirty_limited && ctx->gops.dirty_limit &&
+        ctx->gops.dirty_limit(ctx->gopaque, s->p->dirty_limit) == 0) {
+        s->dirty_limited = true;
+        s->st.dirty_limit = s->p->dirty_limit;
+    }
+    if (s->p->auto_converge && ctx->gops.throttle) {
+        unsigned next = s->throttle ? s->throttle + s->p->throttle_increment : s->p->throttle_initial;
+        next = next > 99 ? 99 : next;
+        if (next != s->throttle && ctx->gops.throttle(ctx->gopaque, next) == 0)
+            s->throttle = next;
+    }
+    s->st.cpu_throttle_percentage = s->throttle;
+}
+
 /* Rounds until the rest fits in the downtime limit. Returns 0 for a
  * precopy switchover, 1 to switch to postcopy, or -errno. The pages found
  * by the last sync stay in s->dirty for whichever comes next. */
@@ -530,6 +561,9 @@ static int precopy(lm_source *s)
         double expect_ms = s->bandwidth > 0 ? remaining * 1000.0 / s->bandwidth : 0;
         bool converged = expect_ms <= (double)s->p->downtime_limit_ms;
         bool postcopy = lm__src_want_postcopy(s, count);
+        s->st.dirty_pages_rate = s->dirty_rate;
+        if (!converged)
+            converge_policy(s, count);
         if (converged || s->st.nrounds >= s->p->max_rounds || postcopy) {
             if ((ret = wait_caught_up(s)) < 0)
                 return ret;
@@ -582,6 +616,11 @@ int lm_migrate(lm_ctx *ctx, const char *uri, const lm_params *params)
      * postcopy it ran on the destination; resuming here would fork it. */
     if (ret < 0 && s->stopped && !s->in_postcopy && ctx->gops.resume)
         ctx->gops.resume(ctx->gopaque);
+    /* A guest that keeps running here runs at full speed again. */
+    if (ret < 0 && s->throttle && ctx->gops.throttle)
+        ctx->gops.throttle(ctx->gopaque, 0);
+    if (ret < 0 && s->dirty_limited && ctx->gops.dirty_limit)
+        ctx->gops.dirty_limit(ctx->gopaque, 0);
     if (ret < 0 && s->conn.fd >= 0) {
         if (ret != -ECONNRESET && ret != -EPIPE)
             lm_conn_send_error(&s->conn, ret, ctx->err.msg);

@@ -42,6 +42,9 @@ typedef struct lm_source {
     bool in_downtime;
     bool in_postcopy;  /* the guest runs on the destination: never resume it here */
     unsigned no_progress_rounds; /* syncs in a row where the dirty set did not shrink */
+    unsigned high_dirty_rounds;  /* rounds in a row that dirtied over half what they sent */
+    unsigned throttle;           /* auto-converge: percent now applied to the guest */
+    bool dirty_limited;          /* --dirty-limit applied to the guest */
     uint64_t min_dirty;          /* smallest dirty set seen so far */
 } lm_source;
 

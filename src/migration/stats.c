@@ -28,6 +28,11 @@ void lm__stats_json_fields(lm_json *j, const lm_stats *s, const char *role)
     lm_json_u64(j, "precopy-bytes", s->precopy_bytes);
     lm_json_u64(j, "downtime-bytes", s->downtime_bytes);
     lm_json_u64(j, "postcopy-bytes", s->postcopy_bytes);
+    if (!dest) {
+        lm_json_double(j, "dirty-pages-rate", s->dirty_pages_rate);
+        lm_json_u64(j, "cpu-throttle-percentage", s->cpu_throttle_percentage);
+        lm_json_u64(j, "dirty-limit", s->dirty_limit);
+    }
     lm_json_object_end(j);
     if (dest) {
         lm_json_u64(j, "dest-minor-faults", s->dest_minor_faults);
@@ -43,6 +48,8 @@ void lm__stats_json_fields(lm_json *j, const lm_stats *s, const char *role)
             lm_json_u64(j, "bytes", r->bytes);
             lm_json_double(j, "duration", r->duration_ms);
             lm_json_double(j, "bandwidth-mbps", r->bandwidth_bps * 8 / 1e6);
+            lm_json_double(j, "dirty-pages-rate", r->dirty_pages_rate);
+            lm_json_u64(j, "cpu-throttle-percentage", r->throttle_percent);
             lm_json_object_end(j);
         }
         lm_json_array_end(j);
