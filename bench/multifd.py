@@ -9,7 +9,7 @@ same run. Every run uses --verify and must verify.
     ./bench/multifd.py                 all sets
     ./bench/multifd.py seed000 comp    some sets
     RUNS=1 WARMUP=0 ./bench/multifd.py quick
-Sets: seed000 seed001 comp thp goals. Raw JSON goes to bench/results/.
+Sets: seed000 seed001 comp thp goals converge. Raw JSON goes to bench/results/.
 """
 import json, os, statistics, subprocess, sys, time
 
@@ -51,6 +51,14 @@ SETS = {
         ("fill:1G 2G, multifd 4 nocomp", "2G", "fill:1G", "--multifd-channels 4"),
     ],
 }
+# Convergence policies (issue 5) on the seed's stress guest, 100 ms limit.
+SETS["converge"] = [
+    (f"stress:4x100M 2G, {name}", "2G", "stress:4x100M",
+     f"--multifd-channels 2 --downtime-limit 100 --max-rounds 20 {args}")
+    for name, args in (("no policy", ""), ("auto-converge", "--auto-converge"),
+                       ("dirty-limit 20000 pages/s", "--dirty-limit 20000"),
+                       ("postcopy", "--postcopy"))
+]
 SETS["quick"] = [SETS["seed001"][2], SETS["comp"][2], SETS["goals"][0]]
 
 
