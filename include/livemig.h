@@ -95,6 +95,9 @@ typedef struct lm_params {
     bool verify;                /* compare digests of all guest RAM */
     lm_tracker_kind tracker;
     unsigned io_timeout_ms;     /* bound on any single network wait (10000) */
+    uint64_t track_chunk;       /* bytes write-protected at a time in the first pass,
+                                   just before they are sent (64 MiB); 0 protects each
+                                   RAM block whole before sending it (for comparison) */
     bool auto_converge;         /* throttle the vCPUs while precopy does not converge */
     unsigned throttle_initial;  /* percent, first step (20) */
     unsigned throttle_increment;/* percent added at each later step (10) */

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -36,6 +37,8 @@ typedef struct cli_opts {
     bool run_forever;
     uint64_t seed;
     bool progress;
+    unsigned window_ms; /* baseline and tracking-start windows of the guest stats */
+    bool ram_thp;       /* back the source guest's RAM with transparent huge pages */
 } cli_opts;
 
 /* The one thing a signal handler must reach: the migration to cancel. */
@@ -86,6 +89,12 @@ static void usage(FILE *out)
         "  --max-rounds N            switch over after N rounds anyway (30)\n"
         "  --auto-converge           throttle the vCPUs while precopy does not converge\n"
         "  --dirty-limit RATE        cap each vCPU at RATE dirty pages/s while it does not\n"
+        "                            converge\n"
+        "  --track-chunk SIZE|all    migrate: write-protect this much at a time in the first\n"
+        "                            pass (64M), or each block whole before sending it\n"
+        "  --ram-thp                 migrate: back guest RAM with transparent huge pages\n"
+        "  --stats-window SECONDS    migrate: guest stats also for a baseline window before\n"
+        "                            the migration and one as long from its start (0.3)\n"
         "  --verify                  compare RAM digests; a mismatch fails\n"
         "  --postcopy                may switch to postcopy: when precopy stops converging,\n"
         "                            on SIGUSR1 (migrate-start-postcopy), or after\n"
@@ -122,7 +131,8 @@ enum {
     OPT_VERIFY, OPT_STATS, OPT_DEST_STATS, OPT_TRACKER, OPT_TIMEOUT, OPT_ACCEPT_TIMEOUT,
     OPT_NO_RECVMAP, OPT_SEED, OPT_NO_PROGRESS, OPT_RUN_FOR, OPT_MULTIFD, OPT_ZERO, OPT_COMPRESS,
     OPT_POSTCOPY, OPT_HELP, OPT_X_SLOW, OPT_DEST_THP, OPT_POSTCOPY_AFTER, OPT_X_CUT,
-    OPT_POSTCOPY_PLACE, OPT_NO_PREEMPT, OPT_AUTO_CONVERGE, OPT_DIRTY_LIMIT,
+    OPT_POSTCOPY_PLACE, OPT_NO_PREEMPT, OPT_AUTO_CONVERGE, OPT_DIRTY_LIMIT, OPT_WINDOW,
+    OPT_TRACK_CHUNK, OPT_RAM_THP,
 };
 
 static int parse_ms(const char *arg, unsigned *out)
@@ -163,6 +173,9 @@ static int parse_args(int argc, char **argv, cli_opts *o)
         {"postcopy-place", required_argument, 0, OPT_POSTCOPY_PLACE},
         {"no-postcopy-preempt", no_argument, 0, OPT_NO_PREEMPT},
         {"auto-converge", no_argument, 0, OPT_AUTO_CONVERGE},
+        {"stats-window", required_argument, 0, OPT_WINDOW},
+        {"track-chunk", required_argument, 0, OPT_TRACK_CHUNK},
+        {"ram-thp", no_argument, 0, OPT_RAM_THP},
         {"dirty-limit", required_argument, 0, OPT_DIRTY_LIMIT},
         {"help", no_argument, 0, OPT_HELP},
         {"x-slow-channel-us", required_argument, 0, OPT_X_SLOW},
@@ -259,6 +272,21 @@ static int parse_args(int argc, char **argv, cli_opts *o)
             o->params.postcopy_after_rounds = (unsigned)v;
             o->params.postcopy = true;
             break;
+        case OPT_TRACK_CHUNK:
+            if (!strcmp(optarg, "all"))
+                o->params.track_chunk = 0;
+            else if (lm_parse_size(optarg, &o->params.track_chunk) < 0 ||
+                     o->params.track_chunk < 4096)
+                return fail_usage("bad --track-chunk '%s': a size such as 2M or 1G, or all",
+                                  optarg);
+            break;
+        case OPT_RAM_THP:
+            o->ram_thp = true;
+            break;
+        case OPT_WINDOW:
+            if (parse_ms(optarg, &o->window_ms) < 0 || o->window_ms > 60000)
+                return fail_usage("bad --stats-window '%s': seconds (0 = none)", optarg);
+            break;
         case OPT_AUTO_CONVERGE:
             o->params.auto_converge = true;
             break;
@@ -317,6 +345,9 @@ typedef struct guest_report {
     uint64_t counter_start, counter_end;
     uint64_t max_stall_ns;
     lm_hist latency;
+    bool windows;
+    lm_hist win_latency[LM_WIN__COUNT];
+    uint64_t win_stall_ns[LM_WIN__COUNT];
     char workload[LM_WORKLOAD_SPEC_MAX];
 } guest_report;
 
@@ -327,6 +358,9 @@ static void guest_report_take(lm_guest *g, uint64_t start, guest_report *r)
     r->counter_end = lm_guest_counter_sum(g);
     lm_guest_latency(g, &r->latency);
     r->max_stall_ns = lm_guest_max_stall_ns(g);
+    r->windows = atomic_load(&g->win_ns[0]) != 0;
+    for (unsigned w = 0; w < LM_WIN__COUNT; w++)
+        lm_guest_window(g, w, &r->win_latency[w], &r->win_stall_ns[w]);
     snprintf(r->workload, sizeof(r->workload), "%s", g->wl.spec);
 }
 
@@ -357,6 +391,18 @@ static int write_json(const char *path, const lm_stats *s, const char *role, con
         lm_json_double(&j, "write-latency-p99-us", (double)lm_hist_quantile(&g->latency, 0.99) / 1000.0);
         lm_json_double(&j, "write-latency-max-us", (double)lm_hist_quantile(&g->latency, 1.0) / 1000.0);
         lm_json_double(&j, "max-stall-ms", (double)g->max_stall_ns / 1e6);
+        static const char *const names[LM_WIN__COUNT] = {"baseline", "tracking-start"};
+        for (unsigned w = 0; g->windows && w < LM_WIN__COUNT; w++) {
+            lm_json_object_begin(&j, names[w]);
+            lm_json_double(&j, "write-latency-p50-us",
+                           (double)lm_hist_quantile(&g->win_latency[w], 0.5) / 1000.0);
+            lm_json_double(&j, "write-latency-p99-us",
+                           (double)lm_hist_quantile(&g->win_latency[w], 0.99) / 1000.0);
+            lm_json_double(&j, "write-latency-max-us",
+                           (double)lm_hist_quantile(&g->win_latency[w], 1.0) / 1000.0);
+            lm_json_double(&j, "max-stall-ms", (double)g->win_stall_ns[w] / 1e6);
+            lm_json_object_end(&j);
+        }
         lm_json_object_end(&j);
     }
     lm_json_object_end(&j);
@@ -459,6 +505,11 @@ static int run_migrate(cli_opts *o)
     if (rc)
         return rc;
     uint8_t *ram = lm_ram_alloc(o->ram);
+    if (ram && o->ram_thp && madvise(ram, o->ram, MADV_HUGEPAGE) < 0) {
+        fprintf(stderr, "livemig: madvise(MADV_HUGEPAGE) failed: %s (is THP disabled in "
+                "/sys/kernel/mm/transparent_hugepage/enabled?)\n", strerror(errno));
+        return 1;
+    }
     lm_ctx *ctx = lm_ctx_new();
     lm_guest *g = calloc(1, sizeof(*g));
     if (!ram || !ctx || !g) {
@@ -481,6 +532,12 @@ static int run_migrate(cli_opts *o)
     if (o->progress) {
         o->params.progress = lm_cli_progress;
         o->params.progress_opaque = &prog;
+    }
+    /* A baseline window of the running guest, then an equal window from
+     * the start of the migration (tracking starts with its first pass). */
+    if (o->window_ms) {
+        lm_guest_start_windows(g, (uint64_t)o->window_ms * 1000000);
+        sleep_seconds(o->window_ms / 1000.0);
     }
     cancel_target = ctx;
     uint64_t start = lm_guest_counter_sum(g);
@@ -593,7 +650,7 @@ static int cmd_demo(cli_opts *o)
 
 int main(int argc, char **argv)
 {
-    cli_opts o = {.seed = 1, .run_for = 1.0, .progress = true};
+    cli_opts o = {.seed = 1, .run_for = 1.0, .progress = true, .window_ms = 300};
     lm_params_init(&o.params);
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         usage(argc < 2 ? stderr : stdout);

@@ -50,13 +50,35 @@ static bool park_if_paused(lm_vcpu *v)
 }
 
 /* One timed 8-byte write: the latency the guest feels, faults included. */
+/* The window 'now' falls in, or -1. */
+static int window_of(lm_guest *g, uint64_t now)
+{
+    if (!atomic_load_explicit(&g->win_ns[0], memory_order_relaxed))
+        return -1;
+    for (int w = 0; w < LM_WIN__COUNT; w++)
+        if (now >= atomic_load_explicit(&g->win_ns[w], memory_order_relaxed) &&
+            now < atomic_load_explicit(&g->win_ns[w + 1], memory_order_relaxed))
+            return w;
+    return -1;
+}
+
 static inline void timed_write(lm_vcpu *v, uint64_t page, uint64_t value)
 {
     lm_guest *g = v->g;
     uint64_t t0 = lm_now_ns();
     volatile uint64_t *p = (volatile uint64_t *)(g->ram + page * g->page_size);
     *p = value;
-    lm_hist_record(&v->latency, lm_now_ns() - t0);
+    uint64_t t1 = lm_now_ns();
+    lm_hist_record(&v->latency, t1 - t0);
+    int w = window_of(g, t1);
+    if (w >= 0)
+        lm_hist_record(&v->win_latency[w], t1 - t0);
+}
+
+static void note_stall(_Atomic uint64_t *max, uint64_t gap)
+{
+    if (gap > atomic_load_explicit(max, memory_order_relaxed))
+        atomic_store_explicit(max, gap, memory_order_relaxed);
 }
 
 /* Auto-converge: run 10 ms, then sleep so that the vCPU runs only
@@ -91,9 +113,12 @@ static void pace_vcpu(lm_vcpu *v, unsigned writes)
 {
     lm_guest *g = v->g;
     uint64_t now = lm_now_ns();
-    if (v->last_step_ns && now - v->last_step_ns >
-                               atomic_load_explicit(&v->max_stall_ns, memory_order_relaxed))
-        atomic_store_explicit(&v->max_stall_ns, now - v->last_step_ns, memory_order_relaxed);
+    if (v->last_step_ns) {
+        note_stall(&v->max_stall_ns, now - v->last_step_ns);
+        int w = window_of(g, now);
+        if (w >= 0)
+            note_stall(&v->win_max_stall_ns[w], now - v->last_step_ns);
+    }
     v->last_step_ns = now;
     unsigned pct = atomic_load_explicit(&g->throttle_pct, memory_order_relaxed);
     uint64_t rate = atomic_load_explicit(&g->dirty_limit, memory_order_relaxed);
@@ -405,6 +430,24 @@ uint64_t lm_guest_counter_sum(lm_guest *g)
     for (unsigned i = 0; i < g->nvcpus; i++)
         sum += atomic_load(&g->vcpus[i].counter);
     return sum;
+}
+
+void lm_guest_start_windows(lm_guest *g, uint64_t len_ns)
+{
+    uint64_t now = lm_now_ns();
+    for (int w = LM_WIN__COUNT; w >= 0; w--)
+        atomic_store(&g->win_ns[w], now + (uint64_t)w * len_ns);
+}
+
+void lm_guest_window(lm_guest *g, unsigned w, lm_hist *latency, uint64_t *max_stall_ns)
+{
+    memset(latency, 0, sizeof(*latency));
+    *max_stall_ns = 0;
+    for (unsigned i = 0; i < g->nvcpus && w < LM_WIN__COUNT; i++) {
+        lm_hist_merge(latency, &g->vcpus[i].win_latency[w]);
+        uint64_t s = atomic_load(&g->vcpus[i].win_max_stall_ns[w]);
+        *max_stall_ns = s > *max_stall_ns ? s : *max_stall_ns;
+    }
 }
 
 uint64_t lm_guest_max_stall_ns(lm_guest *g)

@@ -17,6 +17,10 @@
 #include "util/histogram.h"
 
 #define LM_GUEST_MAX_VCPUS 64
+
+/* Windows the guest's own measurements are also kept for, to compare the
+ * stalls migration adds with what the machine does anyway. */
+enum { LM_WIN_BASELINE, LM_WIN_TRACK_START, LM_WIN__COUNT };
 #define LM_WORKLOAD_SPEC_MAX 64
 
 typedef enum lm_workload_kind {
@@ -60,6 +64,8 @@ typedef struct lm_vcpu {
     uint64_t tokens_ns;      /* when tokens were last refilled */
     uint64_t last_step_ns;   /* end of the previous step (0 after a pause) */
     _Atomic uint64_t max_stall_ns; /* longest time between two steps while running */
+    lm_hist win_latency[LM_WIN__COUNT];
+    _Atomic uint64_t win_max_stall_ns[LM_WIN__COUNT];
 } lm_vcpu;
 
 typedef struct lm_guest {
@@ -79,6 +85,8 @@ typedef struct lm_guest {
     /* Set by the migration thread, read by the vCPUs. */
     _Atomic unsigned throttle_pct;
     _Atomic uint64_t dirty_limit; /* pages per second per vCPU, 0: none */
+    /* Window w is [win_ns[w], win_ns[w + 1]); all 0: no windows. */
+    _Atomic uint64_t win_ns[LM_WIN__COUNT + 1];
 } lm_guest;
 
 /* Source: a guest over ram running workload w (fills first), started. */
@@ -94,6 +102,9 @@ extern const lm_guest_ops lm_guest_callbacks;
 uint64_t lm_guest_counter_sum(lm_guest *g);
 /* Longest time any vCPU went without progress while the guest ran. */
 uint64_t lm_guest_max_stall_ns(lm_guest *g);
+/* Marks the windows: baseline from now for len_ns, then tracking start. */
+void lm_guest_start_windows(lm_guest *g, uint64_t len_ns);
+void lm_guest_window(lm_guest *g, unsigned w, lm_hist *latency, uint64_t *max_stall_ns);
 void lm_guest_latency(lm_guest *g, lm_hist *out);
 
 #endif

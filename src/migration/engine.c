@@ -114,6 +114,7 @@ void lm_params_init(lm_params *p)
     p->tracker = LM_TRACKER_AUTO;
     p->io_timeout_ms = 10000;
     p->throttle_initial = 20;
+    p->track_chunk = 64ull << 20;
     p->throttle_increment = 10;
     p->dest_thp = 1; /* measured: docs/BENCHMARKS.md, "Destination huge pages" */
 }

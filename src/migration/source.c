@@ -31,7 +31,6 @@
 #include "transport/transport.h"
 #include "util/clock.h"
 
-#define ARM_CHUNK_BYTES (64ull << 20)
 #define PROGRESS_INTERVAL_NS 250000000ull
 #define RATE_WINDOW_NS 100000000ull
 #define MIN_BYTES_FOR_BANDWIDTH (4ull << 20)
@@ -194,10 +193,19 @@ void lm__src_end_round(lm_source *s, uint64_t dirty_pages)
     s->st.nrounds++;
 }
 
+/* Pages armed at a time in the first pass: --track-chunk, or a whole block. */
+static uint64_t chunk_pages_of(const lm_source *s)
+{
+    uint64_t pages = s->p->track_chunk / s->ctx->page_size, max = 1;
+    for (unsigned i = 0; i < s->ctx->nblocks; i++)
+        max = s->ctx->blocks[i].npages > max ? s->ctx->blocks[i].npages : max;
+    return pages && pages < max ? pages : max;
+}
+
 static int first_pass(lm_source *s)
 {
     lm_ctx *ctx = s->ctx;
-    uint64_t chunk_pages = ARM_CHUNK_BYTES / ctx->page_size, total = 0;
+    uint64_t chunk_pages = chunk_pages_of(s), total = 0;
     for (unsigned i = 0; i < ctx->nblocks; i++)
         total += ctx->blocks[i].npages;
     lm__src_begin_round(s, total);
@@ -453,7 +461,7 @@ static int setup(lm_source *s, const char *uri)
         if (!(s->dirty[i] = lm_bitmap_new(b->npages)))
             return lm_err_set(&ctx->err, -ENOMEM, "out of memory for dirty bitmaps");
     }
-    uint64_t chunk = ARM_CHUNK_BYTES / ctx->page_size;
+    uint64_t chunk = chunk_pages_of(s);
     if (!(s->populated = lm_bitmap_new(chunk)))
         return lm_err_set(&ctx->err, -ENOMEM, "out of memory");
     ret = lm_pagemap_open(&s->pm);
