@@ -57,11 +57,12 @@ int lm_tracker_create(lm_tracker_kind kind, const lm_track_range *ranges, unsign
     return 0;
 }
 
-int lm_tracker_arm(lm_tracker *t, unsigned r, uint64_t first, uint64_t count, lm_err *err)
+int lm_tracker_arm(lm_tracker *t, unsigned r, uint64_t first, uint64_t count, lm_word *populated,
+                   lm_err *err)
 {
     if (r >= t->nranges || first > t->ranges[r].npages || count > t->ranges[r].npages - first)
         return lm_err_set(err, -EINVAL, "arm outside tracked range %u", r);
-    return t->ops->arm(t, r, first, count, err);
+    return t->ops->arm(t, r, first, count, populated, err);
 }
 
 int lm_tracker_sync(lm_tracker *t, unsigned r, lm_word *dirty, bool rearm, lm_err *err)

@@ -34,8 +34,13 @@ typedef struct lm_tracker_ops {
     int (*probe)(lm_err *err);
     /* Set up t->priv and register every range; nothing is tracked yet. */
     int (*start)(lm_tracker *t, lm_err *err);
-    /* Begin tracking pages [first, first+count) of range r. */
-    int (*arm)(lm_tracker *t, unsigned r, uint64_t first, uint64_t count, lm_err *err);
+    /* Begin tracking pages [first, first+count) of range r. When populated
+     * is not NULL (bits relative to first, cleared by the caller) it gets
+     * every page that held data (present or swapped) when it was armed; a
+     * page left out was empty then, and a later write to it is reported by
+     * a sync. */
+    int (*arm)(lm_tracker *t, unsigned r, uint64_t first, uint64_t count, lm_word *populated,
+               lm_err *err);
     /* ORs into 'dirty' every page of range r written since it was armed or
      * last synced. With rearm, those pages are protected again in the same
      * atomic step per page: a write that completed before the sync started
@@ -62,7 +67,8 @@ extern const lm_tracker_ops lm_tracker_uffd_sync_ops;
 /* Picks the backend for 'kind' (AUTO: the best this kernel supports). */
 int lm_tracker_create(lm_tracker_kind kind, const lm_track_range *ranges, unsigned n,
                       lm_tracker **out, lm_err *err);
-int lm_tracker_arm(lm_tracker *t, unsigned r, uint64_t first, uint64_t count, lm_err *err);
+int lm_tracker_arm(lm_tracker *t, unsigned r, uint64_t first, uint64_t count, lm_word *populated,
+                   lm_err *err);
 int lm_tracker_sync(lm_tracker *t, unsigned r, lm_word *dirty, bool rearm, lm_err *err);
 void lm_tracker_destroy(lm_tracker *t);
 const char *lm_tracker_name(const lm_tracker *t);

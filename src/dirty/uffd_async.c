@@ -76,26 +76,39 @@ fail:
     return ret;
 }
 
-static int async_arm(lm_tracker *t, unsigned r, uint64_t first, uint64_t count, lm_err *err)
-{
-    async_state *s = t->priv;
-    int ret = lm_uffd_wp(s->uffd, t->ranges[r].host + first * t->page_size,
-                         count * t->page_size, true);
-    if (ret < 0)
-        return lm_err_set(err, ret, "UFFDIO_WRITEPROTECT failed: %s", strerror(-ret));
-    return 0;
-}
-
 struct collect {
     uint64_t base, page;
     lm_word *dirty;
 };
 
-static void collect_written(void *opaque, uint64_t start, uint64_t end, uint64_t categories)
+static void collect_pages(void *opaque, uint64_t start, uint64_t end, uint64_t categories)
 {
     struct collect *c = opaque;
     (void)categories;
-    lm_bitmap_set_range(c->dirty, (start - c->base) / c->page, (end - start) / c->page);
+    if (c->dirty)
+        lm_bitmap_set_range(c->dirty, (start - c->base) / c->page, (end - start) / c->page);
+}
+
+/* Arming is one PAGEMAP_SCAN that write-protects the pages holding data
+ * and reports them in the same walk. Empty page-table entries are left
+ * alone: no uffd-wp markers, so no page tables are built for memory the
+ * guest never touched, and later syncs skip it (their cost follows the
+ * populated memory, not the size of RAM). A page populated after the walk
+ * is present and unprotected: the next sync reports it as written. */
+static int async_arm(lm_tracker *t, unsigned r, uint64_t first, uint64_t count,
+                     lm_word *populated, lm_err *err)
+{
+    async_state *s = t->priv;
+    uint64_t start = (uintptr_t)t->ranges[r].host + first * t->page_size;
+    struct collect c = {.base = start, .page = t->page_size, .dirty = populated};
+    int ret = lm_pagemap_scan(&s->pm, start, start + count * t->page_size,
+                              PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC, 0,
+                              PAGE_IS_PRESENT | PAGE_IS_SWAPPED, PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+                              collect_pages, &c);
+    if (ret < 0)
+        return lm_err_set(err, ret, "PAGEMAP_SCAN (arming write-protection) failed: %s",
+                          strerror(-ret));
+    return 0;
 }
 
 static int async_sync(lm_tracker *t, unsigned r, lm_word *dirty, bool rearm, lm_err *err)
@@ -109,7 +122,7 @@ static int async_sync(lm_tracker *t, unsigned r, lm_word *dirty, bool rearm, lm_
     int ret = lm_pagemap_scan(&s->pm, (uintptr_t)rg->host, (uintptr_t)rg->host + rg->len,
                               rearm ? PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC : 0,
                               PAGE_IS_WRITTEN, PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
-                              PAGE_IS_WRITTEN, collect_written, &c);
+                              PAGE_IS_WRITTEN, collect_pages, &c);
     if (ret < 0)
         return lm_err_set(err, ret, "PAGEMAP_SCAN (write-protect matching) failed: %s",
                           strerror(-ret));

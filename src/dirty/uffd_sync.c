@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "dirty/linux_compat.h"
+#include "dirty/pagemap.h"
 #include "dirty/tracker.h"
 #include "dirty/uffd.h"
 
@@ -37,6 +38,7 @@ typedef struct sync_state {
     lm_tracker *t;
     lm_word *live[LM_MAX_BLOCKS]; /* written by the handler, exchanged by sync */
     void *zero_page;
+    lm_pagemap pm;
 } sync_state;
 
 static int sync_probe(lm_err *err)
@@ -130,6 +132,7 @@ static int sync_start(lm_tracker *t, lm_err *err)
     pthread_mutex_init(&s->lock, NULL);
     s->uffd = -1;
     s->stop_fd = -1;
+    s->pm.fd = -1;
     t->priv = s;
     int ret;
 
@@ -144,6 +147,10 @@ static int sync_start(lm_tracker *t, lm_err *err)
             ret = lm_err_set(err, -ENOMEM, "out of memory for dirty bitmaps");
             goto fail;
         }
+    }
+    if ((ret = lm_pagemap_open(&s->pm)) < 0) {
+        lm_err_set(err, ret, "cannot open /proc/self/pagemap: %s", strerror(-ret));
+        goto fail;
     }
     if ((s->stop_fd = eventfd(0, EFD_CLOEXEC)) < 0) {
         ret = lm_err_set(err, -errno, "eventfd: %s", strerror(errno));
@@ -170,7 +177,7 @@ fail:
     return ret;
 }
 
-static int sync_arm(lm_tracker *t, unsigned r, uint64_t first, uint64_t count, lm_err *err)
+static int protect(lm_tracker *t, unsigned r, uint64_t first, uint64_t count, lm_err *err)
 {
     sync_state *s = t->priv;
     int ret = lm_uffd_wp(s->uffd, t->ranges[r].host + first * t->page_size,
@@ -178,6 +185,28 @@ static int sync_arm(lm_tracker *t, unsigned r, uint64_t first, uint64_t count, l
     if (ret < 0)
         return lm_err_set(err, ret, "UFFDIO_WRITEPROTECT failed: %s", strerror(-ret));
     return 0;
+}
+
+/* Which pages hold data: those populated before protecting (present or
+ * swapped; protecting may mark empty entries, which then read as swapped),
+ * plus those present after. A write in between is caught by the MISSING
+ * or write-protect handler, so nothing is lost. */
+static int sync_arm(lm_tracker *t, unsigned r, uint64_t first, uint64_t count,
+                    lm_word *populated, lm_err *err)
+{
+    sync_state *s = t->priv;
+    const uint8_t *host = t->ranges[r].host + first * t->page_size;
+    uint64_t len = count * t->page_size;
+    int ret = populated ? lm_pagemap_pages(&s->pm, host, len, LM_PM_PRESENT | LM_PM_SWAPPED,
+                                           populated) : 0;
+    if (ret == 0)
+        ret = protect(t, r, first, count, err);
+    else
+        return lm_err_set(err, ret, "pagemap read failed: %s", strerror(-ret));
+    if (ret == 0 && populated &&
+        (ret = lm_pagemap_pages(&s->pm, host, len, LM_PM_PRESENT, populated)) < 0)
+        return lm_err_set(err, ret, "pagemap read failed: %s", strerror(-ret));
+    return ret;
 }
 
 static int sync_sync_locked(lm_tracker *t, unsigned r, lm_word *dirty, bool rearm, lm_err *err)
@@ -203,7 +232,7 @@ static int sync_sync_locked(lm_tracker *t, unsigned r, lm_word *dirty, bool rear
                     continue;
                 }
                 if (run_len) {
-                    int ret = sync_arm(t, r, run_start, run_len, err);
+                    int ret = protect(t, r, run_start, run_len, err);
                     if (ret < 0)
                         return ret;
                 }
@@ -212,7 +241,7 @@ static int sync_sync_locked(lm_tracker *t, unsigned r, lm_word *dirty, bool rear
             }
         }
     }
-    return run_len ? sync_arm(t, r, run_start, run_len, err) : 0;
+    return run_len ? protect(t, r, run_start, run_len, err) : 0;
 }
 
 static int sync_sync(lm_tracker *t, unsigned r, lm_word *dirty, bool rearm, lm_err *err)
@@ -250,6 +279,7 @@ static void sync_stop(lm_tracker *t)
         lm_bitmap_free(s->live[i]);
     if (s->zero_page)
         munmap(s->zero_page, t->page_size);
+    lm_pagemap_close(&s->pm);
     pthread_mutex_destroy(&s->lock);
     free(s);
     t->priv = NULL;

@@ -213,23 +213,12 @@ static int first_pass(lm_source *s)
         lm_block *b = &ctx->blocks[i];
         for (uint64_t first = 0; first < b->npages; first += chunk_pages) {
             uint64_t n = b->npages - first < chunk_pages ? b->npages - first : chunk_pages;
-            /* Which pages hold data: those populated before arming (present
-             * or really swapped; arming then marks never-populated pages as
-             * "swapped"), plus those that became present since. A write
-             * after arming is tracked, so nothing in between is lost. */
-            uint8_t *host = b->host + first * ctx->page_size;
+            /* Arm just before sending; the tracker says which pages hold
+             * data (the rest are zero pages, sent without being read). */
             lm_bitmap_clear_all(s->populated, n);
-            int ret = lm_pagemap_pages(&s->pm, host, n * ctx->page_size,
-                                       LM_PM_PRESENT | LM_PM_SWAPPED, s->populated);
-            if (ret == 0)
-                ret = lm_tracker_arm(s->tracker, i, first, n, &ctx->err);
-            if (ret == 0)
-                ret = lm_pagemap_pages(&s->pm, host, n * ctx->page_size, LM_PM_PRESENT,
-                                       s->populated);
+            int ret = lm_tracker_arm(s->tracker, i, first, n, s->populated, &ctx->err);
             if (ret < 0)
-                return lm_err_set(&ctx->err, ret, "preparing pages [%llu, +%llu) of block %u "
-                                  "failed: %s", (unsigned long long)first,
-                                  (unsigned long long)n, b->id, strerror(-ret));
+                return ret;
             for (uint64_t p = 0; p < n; p++)
                 if ((ret = lm__src_queue_page(s, b, first + p, !lm_bit_test(s->populated, p))) < 0)
                     return ret;

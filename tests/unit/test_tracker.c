@@ -41,7 +41,7 @@ static void randomized_rounds(lm_tracker_kind kind, const char *name)
     fprintf(stderr, "testing %s\n", lm_tracker_name(t));
     /* Arm in uneven chunks, as the first pass does. */
     for (uint64_t first = 0; first < NPAGES; first += 1000)
-        CHECK(lm_tracker_arm(t, 0, first, first + 1000 > NPAGES ? NPAGES - first : 1000, &err) == 0);
+        CHECK(lm_tracker_arm(t, 0, first, first + 1000 > NPAGES ? NPAGES - first : 1000, NULL, &err) == 0);
 
     lm_word *got = lm_bitmap_new(NPAGES), *want = lm_bitmap_new(NPAGES);
     unsigned long long seed = 0x1234 + (unsigned)kind;
@@ -190,7 +190,7 @@ static void concurrent_writers(lm_tracker_kind kind, const char *name)
     }
     /* Arm chunk by chunk while the writers run. */
     for (uint64_t first = 0; first < NPAGES; first += 512)
-        CHECK(lm_tracker_arm(t, 0, first, 512, &err) == 0);
+        CHECK(lm_tracker_arm(t, 0, first, 512, NULL, &err) == 0);
     lm_word *ref = lm_bitmap_new(NPAGES), *got = lm_bitmap_new(NPAGES);
     lm_word *prev = lm_bitmap_new(NPAGES);
     /* Writes before arming are not tracked by design: start from a sync. */
