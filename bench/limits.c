@@ -30,15 +30,15 @@
 #include <unistd.h>
 #include <xxhash.h>
 
-#define MIB (1024ull * 1024)
-#define GIB (1024ull * MIB)
+#define MIB     (1024ull * 1024)
+#define GIB     (1024ull * MIB)
 #define PAGE_4K 4096ull
 #define HUGE_2M (2 * MIB)
 
 #define TCP_BYTES (1 * GIB)
 #define TCP_CHUNK (1 * MIB)
 #define BUF_BYTES (256 * MIB)
-#define MAX_RUNS 16
+#define MAX_RUNS  16
 
 static int runs_tcp = 5, runs_mem = 7, runs_fault = 3;
 

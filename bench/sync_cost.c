@@ -72,12 +72,13 @@ int main(int argc, char **argv)
         reported = lm_bitmap_count(map, npages);
     }
     qsort(times, 5, sizeof(times[0]), cmp_u64);
-    printf("{\"ram_gib\": %llu, \"populated_percent\": %.2f, \"dirty_percent\": %.2f, "
-           "\"tracker\": \"%s\", \"populate_ms\": %.1f, \"arm_ms\": %.1f, \"sync_ms_median\": %.2f, "
-           "\"sync_ms_min\": %.2f, \"sync_ms_max\": %.2f, \"dirty_pages_reported\": %llu}\n",
-           (unsigned long long)gib, populated, dirty, lm_tracker_name(t), populate_ms, arm_ms,
-           lm_ns_to_ms(times[2]), lm_ns_to_ms(times[0]), lm_ns_to_ms(times[4]),
-           (unsigned long long)reported);
+    printf(
+        "{\"ram_gib\": %llu, \"populated_percent\": %.2f, \"dirty_percent\": %.2f, "
+        "\"tracker\": \"%s\", \"populate_ms\": %.1f, \"arm_ms\": %.1f, \"sync_ms_median\": %.2f, "
+        "\"sync_ms_min\": %.2f, \"sync_ms_max\": %.2f, \"dirty_pages_reported\": %llu}\n",
+        (unsigned long long)gib, populated, dirty, lm_tracker_name(t), populate_ms, arm_ms,
+        lm_ns_to_ms(times[2]), lm_ns_to_ms(times[0]), lm_ns_to_ms(times[4]),
+        (unsigned long long)reported);
     lm_tracker_destroy(t);
     lm_bitmap_free(map);
     lm_ram_free(ram, len);

@@ -24,9 +24,9 @@
 
 #include "util/zero.h"
 
-#define PAGE 4096u
-#define RUNS 5
-#define CACHE_BYTES (256u * 1024)
+#define PAGE          4096u
+#define RUNS          5
+#define CACHE_BYTES   (256u * 1024)
 #define NONZERO_CALLS 2000000u
 
 static volatile size_t sink;
@@ -72,7 +72,8 @@ int main(int argc, char **argv)
         return 2;
     }
     size_t big_len = mib << 20;
-    unsigned char *big = mmap(NULL, big_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    unsigned char *big =
+        mmap(NULL, big_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     unsigned char *small = aligned_alloc(PAGE, CACHE_BYTES);
     unsigned char *dirty = aligned_alloc(PAGE, PAGE);
     if (big == MAP_FAILED || !small || !dirty) {
@@ -85,7 +86,8 @@ int main(int argc, char **argv)
     dirty[0] = 1;
 
     static const char *const names[] = {"avx512", "avx2", "sse2", "scalar"};
-    printf("| impl | zero, %zu MiB (GB/s) | zero, 256 KiB cached (GB/s) | non-zero page (Mpages/s) |\n",
+    printf("| impl | zero, %zu MiB (GB/s) | zero, 256 KiB cached (GB/s) | non-zero page (Mpages/s) "
+           "|\n",
            mib);
     printf("|---|---:|---:|---:|\n");
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {

@@ -20,7 +20,7 @@ extern "C" {
 #endif
 
 #define LM_VERSION_STRING "0.1.0"
-#define LM_MAX_BLOCKS 64
+#define LM_MAX_BLOCKS     64
 #define LM_BLOCK_NAME_MAX 32
 
 typedef struct lm_ctx lm_ctx;
@@ -81,11 +81,11 @@ typedef enum lm_compression {
 
 /* A snapshot passed to the progress callback about four times a second. */
 typedef struct lm_progress {
-    unsigned round;            /* 1 = first full pass */
-    double pass_percent;       /* of the current round's pages */
-    double throughput_bps;     /* bytes per second, current round */
-    double dirty_pages_rate;   /* pages per second, last sync */
-    uint64_t remaining_bytes;  /* dirty data still to send */
+    unsigned round;           /* 1 = first full pass */
+    double pass_percent;      /* of the current round's pages */
+    double throughput_bps;    /* bytes per second, current round */
+    double dirty_pages_rate;  /* pages per second, last sync */
+    uint64_t remaining_bytes; /* dirty data still to send */
 } lm_progress;
 
 typedef struct lm_params {
@@ -94,48 +94,48 @@ typedef struct lm_params {
     unsigned max_rounds;        /* switch over after this many rounds anyway (30) */
     bool verify;                /* compare digests of all guest RAM */
     lm_tracker_kind tracker;
-    unsigned io_timeout_ms;     /* bound on any single network wait (10000) */
-    uint64_t track_chunk;       /* bytes write-protected at a time in the first pass,
-                                   just before they are sent (64 MiB); 0 protects each
-                                   RAM block whole before sending it (for comparison) */
-    bool auto_converge;         /* throttle the vCPUs while precopy does not converge */
-    unsigned throttle_initial;  /* percent, first step (20) */
-    unsigned throttle_increment;/* percent added at each later step (10) */
-    uint64_t dirty_limit;       /* pages per second per vCPU while precopy does not
-                                   converge (0: off) */
-    unsigned accept_timeout_ms; /* destination: wait for the source (0 = forever) */
-    bool no_receivedmap;        /* destination: find zero pages by reading them
-                                   (the seed's baseline; costs a fault a page) */
-    unsigned multifd_channels;  /* source: extra connections for pages (0 = one stream) */
+    unsigned io_timeout_ms;           /* bound on any single network wait (10000) */
+    uint64_t track_chunk;             /* bytes write-protected at a time in the first pass,
+                                         just before they are sent (64 MiB); 0 protects each
+                                         RAM block whole before sending it (for comparison) */
+    bool auto_converge;               /* throttle the vCPUs while precopy does not converge */
+    unsigned throttle_initial;        /* percent, first step (20) */
+    unsigned throttle_increment;      /* percent added at each later step (10) */
+    uint64_t dirty_limit;             /* pages per second per vCPU while precopy does not
+                                         converge (0: off) */
+    unsigned accept_timeout_ms;       /* destination: wait for the source (0 = forever) */
+    bool no_receivedmap;              /* destination: find zero pages by reading them
+                                         (the seed's baseline; costs a fault a page) */
+    unsigned multifd_channels;        /* source: extra connections for pages (0 = one stream) */
     lm_zero_detection zero_detection; /* source */
-    lm_compression compress;    /* source; the destination follows the source */
-    bool postcopy;              /* source: may switch to postcopy (needs the destination's
-                                   kernel to have userfaultfd) */
-    unsigned postcopy_after_rounds; /* source: switch after this many rounds (0: only on
-                                   lm_start_postcopy() or when precopy stops converging) */
-    bool postcopy_no_preempt;   /* source: urgent pages on the main connection, behind
-                                   whatever is queued there (for comparison) */
-    bool postcopy_move;         /* destination: place received pages with UFFDIO_MOVE
-                                   (zero-copy from the receive buffer) instead of
-                                   UFFDIO_COPY */
-    int dest_thp;               /* destination, RAM it allocates: 1 backs it with
-                                   transparent huge pages (MADV_HUGEPAGE), 0 with 4 KiB
-                                   pages; lm_params_init() sets the measured faster one */
-    unsigned x_postcopy_cut_ms; /* testing aid, source: cut every connection this long
-                                   after the guest started on the destination */
-    unsigned x_slow_channel_us; /* testing aid, destination: multifd channel 0 waits this
-                                   long before placing each packet, so packets of a
-                                   round arrive late against the next round's */
+    lm_compression compress;          /* source; the destination follows the source */
+    bool postcopy;                    /* source: may switch to postcopy (needs the destination's
+                                         kernel to have userfaultfd) */
+    unsigned postcopy_after_rounds;   /* source: switch after this many rounds (0: only on
+                                     lm_start_postcopy() or when precopy stops converging) */
+    bool postcopy_no_preempt;         /* source: urgent pages on the main connection, behind
+                                         whatever is queued there (for comparison) */
+    bool postcopy_move;               /* destination: place received pages with UFFDIO_MOVE
+                                         (zero-copy from the receive buffer) instead of
+                                         UFFDIO_COPY */
+    int dest_thp;                     /* destination, RAM it allocates: 1 backs it with
+                                         transparent huge pages (MADV_HUGEPAGE), 0 with 4 KiB
+                                         pages; lm_params_init() sets the measured faster one */
+    unsigned x_postcopy_cut_ms;       /* testing aid, source: cut every connection this long
+                                         after the guest started on the destination */
+    unsigned x_slow_channel_us;       /* testing aid, destination: multifd channel 0 waits this
+                                         long before placing each packet, so packets of a
+                                         round arrive late against the next round's */
     void (*progress)(void *opaque, const lm_progress *p);
     void *progress_opaque;
 } lm_params;
 
 typedef struct lm_round_stats {
     unsigned round;
-    uint64_t dirty_pages;   /* pages found dirty by the sync that ended the round */
-    double dirty_pages_rate; /* pages dirtied per second during the round */
+    uint64_t dirty_pages;      /* pages found dirty by the sync that ended the round */
+    double dirty_pages_rate;   /* pages dirtied per second during the round */
     unsigned throttle_percent; /* vCPU throttle in force during the round */
-    uint64_t bytes;         /* bytes put on the wire during the round */
+    uint64_t bytes;            /* bytes put on the wire during the round */
     double duration_ms;
     double bandwidth_bps;
 } lm_round_stats;
@@ -144,15 +144,15 @@ typedef struct lm_round_stats {
 
 /* Names follow QEMU's query-migrate; see the JSON report. */
 typedef struct lm_stats {
-    char status[16];            /* "setup", "active", "completed", "failed" */
+    char status[16]; /* "setup", "active", "completed", "failed" */
     double total_time_ms;
     double downtime_ms;
     double setup_time_ms;
-    double verify_time_ms;      /* digest time while stopped, kept out of downtime */
-    uint64_t transferred;       /* bytes on the wire, headers included */
-    uint64_t total;             /* bytes of guest RAM */
-    uint64_t duplicate;         /* zero pages sent without payload */
-    uint64_t normal;            /* pages sent with payload */
+    double verify_time_ms; /* digest time while stopped, kept out of downtime */
+    uint64_t transferred;  /* bytes on the wire, headers included */
+    uint64_t total;        /* bytes of guest RAM */
+    uint64_t duplicate;    /* zero pages sent without payload */
+    uint64_t normal;       /* pages sent with payload */
     uint64_t normal_bytes;
     uint64_t dirty_sync_count;
     uint64_t multifd_bytes;
@@ -161,19 +161,19 @@ typedef struct lm_stats {
     uint64_t postcopy_bytes;
     double pages_per_second;
     double mbps;
-    double dirty_pages_rate;    /* at the last sync */
+    double dirty_pages_rate;          /* at the last sync */
     unsigned cpu_throttle_percentage; /* auto-converge, at the end */
-    uint64_t dirty_limit;       /* the per-vCPU limit in force at the end (0: none) */
-    uint64_t dest_minor_faults; /* destination: faults taken while receiving */
+    uint64_t dirty_limit;             /* the per-vCPU limit in force at the end (0: none) */
+    uint64_t dest_minor_faults;       /* destination: faults taken while receiving */
     uint64_t dest_major_faults;
     bool verify_done;
     bool verify_match;
-    char digest[40];            /* hex */
-    char tracker[16];           /* dirty tracker used (source) */
+    char digest[40];  /* hex */
+    char tracker[16]; /* dirty tracker used (source) */
     /* Postcopy. */
-    bool postcopy;              /* the migration switched to postcopy */
-    uint64_t postcopy_requests; /* pages a vCPU waited for, requested on the return path */
-    uint64_t postcopy_needed;   /* source: pages still to send at the switch */
+    bool postcopy;                  /* the migration switched to postcopy */
+    uint64_t postcopy_requests;     /* pages a vCPU waited for, requested on the return path */
+    uint64_t postcopy_needed;       /* source: pages still to send at the switch */
     uint64_t postcopy_pages_placed; /* destination: pages placed with data (UFFDIO_COPY) */
     uint64_t postcopy_zero_placed;  /* destination: zero pages placed (UFFDIO_ZEROPAGE) */
     uint64_t postcopy_duplicates;   /* destination: copies that arrived after the page */
@@ -181,7 +181,7 @@ typedef struct lm_stats {
     uint64_t postcopy_moved;        /* destination: pages placed by UFFDIO_MOVE */
     uint64_t postcopy_faults;       /* destination: missing-page faults read */
     double request_latency_p50_us, request_latency_p99_us, request_latency_max_us;
-    double vcpu_blocktime_ms;   /* destination: total time vCPUs waited on missing pages */
+    double vcpu_blocktime_ms; /* destination: total time vCPUs waited on missing pages */
     unsigned nrounds;
     lm_round_stats rounds[LM_MAX_ROUND_STATS];
 } lm_stats;
@@ -198,11 +198,10 @@ void lm_ram_free(void *host, uint64_t len);
 /* Register guest RAM. len must be a multiple of the page size. On the
  * destination, registering nothing lets lm_incoming() allocate blocks that
  * match the source's layout; lm_ram_block_get() then reports them. */
-int lm_ram_block_add(lm_ctx *ctx, uint32_t id, const char *name, void *host,
-                     uint64_t len, unsigned flags);
+int lm_ram_block_add(lm_ctx *ctx, uint32_t id, const char *name, void *host, uint64_t len,
+                     unsigned flags);
 unsigned lm_ram_block_count(const lm_ctx *ctx);
-int lm_ram_block_get(const lm_ctx *ctx, unsigned index, uint32_t *id, void **host,
-                     uint64_t *len);
+int lm_ram_block_get(const lm_ctx *ctx, unsigned index, uint32_t *id, void **host, uint64_t *len);
 
 void lm_set_guest_ops(lm_ctx *ctx, const lm_guest_ops *ops, void *opaque);
 void lm_params_init(lm_params *p);

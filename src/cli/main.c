@@ -57,8 +57,10 @@ static void on_start_postcopy(int sig)
  * decides, then leave without tearing anything down. */
 static void hold_paused_state(const char *who)
 {
-    fprintf(stderr, "livemig %s: postcopy is paused; this process keeps its part of the guest's "
-            "memory. Stop it with Ctrl-C (SIGINT) or SIGTERM when you have decided.\n", who);
+    fprintf(stderr,
+            "livemig %s: postcopy is paused; this process keeps its part of the guest's "
+            "memory. Stop it with Ctrl-C (SIGINT) or SIGTERM when you have decided.\n",
+            who);
     fflush(NULL);
     while (!interrupted)
         pause();
@@ -76,46 +78,46 @@ static void on_signal(int sig)
 static void usage(FILE *out)
 {
     fprintf(out,
-        "usage:\n"
-        "  livemig incoming --listen tcp:HOST:PORT [--run-for SECONDS|inf] [options]\n"
-        "  livemig migrate --ram SIZE --workload SPEC --to tcp:HOST:PORT [options]\n"
-        "  livemig demo [--ram SIZE] [--workload SPEC] [options]\n"
-        "\n"
-        "workloads: idle | fill:SIZE | text:SIZE | stress:NxSIZE | hot:NxSIZE |\n"
-        "           random:PAGES_PER_SEC\n"
-        "options:\n"
-        "  --downtime-limit MS       switch over when the rest fits in MS (300)\n"
-        "  --max-bandwidth BYTES     cap the rate, e.g. 500M (per second; 0 = none)\n"
-        "  --max-rounds N            switch over after N rounds anyway (30)\n"
-        "  --auto-converge           throttle the vCPUs while precopy does not converge\n"
-        "  --dirty-limit RATE        cap each vCPU at RATE dirty pages/s while it does not\n"
-        "                            converge\n"
-        "  --track-chunk SIZE|all    migrate: write-protect this much at a time in the first\n"
-        "                            pass (64M), or each block whole before sending it\n"
-        "  --ram-thp                 migrate: back guest RAM with transparent huge pages\n"
-        "  --stats-window SECONDS    migrate: guest stats also for a baseline window before\n"
-        "                            the migration and one as long from its start (0.3)\n"
-        "  --verify                  compare RAM digests; a mismatch fails\n"
-        "  --postcopy                may switch to postcopy: when precopy stops converging,\n"
-        "                            on SIGUSR1 (migrate-start-postcopy), or after\n"
-        "  --postcopy-after-rounds N   N rounds\n"
-        "  --no-postcopy-preempt     urgent pages on the main connection, not their own\n"
-        "  --stats-json FILE         write the report as JSON\n"
-        "  --dest-stats-json FILE    demo: the destination's JSON report\n"
-        "  --dirty-tracker KIND      auto | uffd-async | uffd-sync\n"
-        "  --timeout SECONDS         bound on any network wait (10)\n"
-        "  --accept-timeout SECONDS  incoming: wait for a source (0 = forever)\n"
-        "  --no-receivedmap          incoming: read zero pages to check them\n"
-        "  --dest-thp on|off         incoming: back guest RAM with huge pages\n"
-        "  --postcopy-place copy|move  incoming: place pages with UFFDIO_COPY (default)\n"
-        "                            or move them zero-copy with UFFDIO_MOVE\n"
-        "  --seed N                  workload random seed (1)\n"
-        "  --no-progress             no progress line on stderr\n"
-        "  --multifd-channels N      extra connections for pages, each with its own\n"
-        "                            sender thread (0 = one stream; default 0)\n"
-        "  --zero-page-detection M   multifd (in the channel threads, default) | legacy\n"
-        "                            (on the migration thread) | none\n"
-        "  --compress METHOD         none | zlib | zstd | lz4 (page payloads)\n");
+            "usage:\n"
+            "  livemig incoming --listen tcp:HOST:PORT [--run-for SECONDS|inf] [options]\n"
+            "  livemig migrate --ram SIZE --workload SPEC --to tcp:HOST:PORT [options]\n"
+            "  livemig demo [--ram SIZE] [--workload SPEC] [options]\n"
+            "\n"
+            "workloads: idle | fill:SIZE | text:SIZE | stress:NxSIZE | hot:NxSIZE |\n"
+            "           random:PAGES_PER_SEC\n"
+            "options:\n"
+            "  --downtime-limit MS       switch over when the rest fits in MS (300)\n"
+            "  --max-bandwidth BYTES     cap the rate, e.g. 500M (per second; 0 = none)\n"
+            "  --max-rounds N            switch over after N rounds anyway (30)\n"
+            "  --auto-converge           throttle the vCPUs while precopy does not converge\n"
+            "  --dirty-limit RATE        cap each vCPU at RATE dirty pages/s while it does not\n"
+            "                            converge\n"
+            "  --track-chunk SIZE|all    migrate: write-protect this much at a time in the first\n"
+            "                            pass (64M), or each block whole before sending it\n"
+            "  --ram-thp                 migrate: back guest RAM with transparent huge pages\n"
+            "  --stats-window SECONDS    migrate: guest stats also for a baseline window before\n"
+            "                            the migration and one as long from its start (0.3)\n"
+            "  --verify                  compare RAM digests; a mismatch fails\n"
+            "  --postcopy                may switch to postcopy: when precopy stops converging,\n"
+            "                            on SIGUSR1 (migrate-start-postcopy), or after\n"
+            "  --postcopy-after-rounds N   N rounds\n"
+            "  --no-postcopy-preempt     urgent pages on the main connection, not their own\n"
+            "  --stats-json FILE         write the report as JSON\n"
+            "  --dest-stats-json FILE    demo: the destination's JSON report\n"
+            "  --dirty-tracker KIND      auto | uffd-async | uffd-sync\n"
+            "  --timeout SECONDS         bound on any network wait (10)\n"
+            "  --accept-timeout SECONDS  incoming: wait for a source (0 = forever)\n"
+            "  --no-receivedmap          incoming: read zero pages to check them\n"
+            "  --dest-thp on|off         incoming: back guest RAM with huge pages\n"
+            "  --postcopy-place copy|move  incoming: place pages with UFFDIO_COPY (default)\n"
+            "                            or move them zero-copy with UFFDIO_MOVE\n"
+            "  --seed N                  workload random seed (1)\n"
+            "  --no-progress             no progress line on stderr\n"
+            "  --multifd-channels N      extra connections for pages, each with its own\n"
+            "                            sender thread (0 = one stream; default 0)\n"
+            "  --zero-page-detection M   multifd (in the channel threads, default) | legacy\n"
+            "                            (on the migration thread) | none\n"
+            "  --compress METHOD         none | zlib | zstd | lz4 (page payloads)\n");
 }
 
 static int fail_usage(const char *fmt, const char *arg)
@@ -127,12 +129,39 @@ static int fail_usage(const char *fmt, const char *arg)
 }
 
 enum {
-    OPT_RAM = 256, OPT_WORKLOAD, OPT_TO, OPT_LISTEN, OPT_DOWNTIME, OPT_MAXBW, OPT_ROUNDS,
-    OPT_VERIFY, OPT_STATS, OPT_DEST_STATS, OPT_TRACKER, OPT_TIMEOUT, OPT_ACCEPT_TIMEOUT,
-    OPT_NO_RECVMAP, OPT_SEED, OPT_NO_PROGRESS, OPT_RUN_FOR, OPT_MULTIFD, OPT_ZERO, OPT_COMPRESS,
-    OPT_POSTCOPY, OPT_HELP, OPT_X_SLOW, OPT_DEST_THP, OPT_POSTCOPY_AFTER, OPT_X_CUT,
-    OPT_POSTCOPY_PLACE, OPT_NO_PREEMPT, OPT_AUTO_CONVERGE, OPT_DIRTY_LIMIT, OPT_WINDOW,
-    OPT_TRACK_CHUNK, OPT_RAM_THP,
+    OPT_RAM = 256,
+    OPT_WORKLOAD,
+    OPT_TO,
+    OPT_LISTEN,
+    OPT_DOWNTIME,
+    OPT_MAXBW,
+    OPT_ROUNDS,
+    OPT_VERIFY,
+    OPT_STATS,
+    OPT_DEST_STATS,
+    OPT_TRACKER,
+    OPT_TIMEOUT,
+    OPT_ACCEPT_TIMEOUT,
+    OPT_NO_RECVMAP,
+    OPT_SEED,
+    OPT_NO_PROGRESS,
+    OPT_RUN_FOR,
+    OPT_MULTIFD,
+    OPT_ZERO,
+    OPT_COMPRESS,
+    OPT_POSTCOPY,
+    OPT_HELP,
+    OPT_X_SLOW,
+    OPT_DEST_THP,
+    OPT_POSTCOPY_AFTER,
+    OPT_X_CUT,
+    OPT_POSTCOPY_PLACE,
+    OPT_NO_PREEMPT,
+    OPT_AUTO_CONVERGE,
+    OPT_DIRTY_LIMIT,
+    OPT_WINDOW,
+    OPT_TRACK_CHUNK,
+    OPT_RAM_THP,
 };
 
 static int parse_ms(const char *arg, unsigned *out)
@@ -191,9 +220,15 @@ static int parse_args(int argc, char **argv, cli_opts *o)
             if (lm_parse_size(optarg, &o->ram) < 0 || !o->ram)
                 return fail_usage("bad --ram '%s': use a size such as 512M or 2G", optarg);
             break;
-        case OPT_WORKLOAD: o->workload = optarg; break;
-        case OPT_TO: o->to = optarg; break;
-        case OPT_LISTEN: o->listen = optarg; break;
+        case OPT_WORKLOAD:
+            o->workload = optarg;
+            break;
+        case OPT_TO:
+            o->to = optarg;
+            break;
+        case OPT_LISTEN:
+            o->listen = optarg;
+            break;
         case OPT_DOWNTIME:
             if (lm_parse_u64(optarg, &o->params.downtime_limit_ms) < 0)
                 return fail_usage("bad --downtime-limit '%s': milliseconds", optarg);
@@ -207,9 +242,15 @@ static int parse_args(int argc, char **argv, cli_opts *o)
                 return fail_usage("bad --max-rounds '%s'", optarg);
             o->params.max_rounds = (unsigned)v;
             break;
-        case OPT_VERIFY: o->params.verify = true; break;
-        case OPT_STATS: o->stats_json = optarg; break;
-        case OPT_DEST_STATS: o->dest_stats_json = optarg; break;
+        case OPT_VERIFY:
+            o->params.verify = true;
+            break;
+        case OPT_STATS:
+            o->stats_json = optarg;
+            break;
+        case OPT_DEST_STATS:
+            o->dest_stats_json = optarg;
+            break;
         case OPT_TRACKER:
             if (!strcmp(optarg, "auto"))
                 o->params.tracker = LM_TRACKER_AUTO;
@@ -218,7 +259,8 @@ static int parse_args(int argc, char **argv, cli_opts *o)
             else if (!strcmp(optarg, "uffd-sync"))
                 o->params.tracker = LM_TRACKER_UFFD_SYNC;
             else
-                return fail_usage("bad --dirty-tracker '%s': auto, uffd-async or uffd-sync", optarg);
+                return fail_usage("bad --dirty-tracker '%s': auto, uffd-async or uffd-sync",
+                                  optarg);
             break;
         case OPT_TIMEOUT:
             if (parse_ms(optarg, &o->params.io_timeout_ms) < 0 || !o->params.io_timeout_ms)
@@ -228,12 +270,16 @@ static int parse_args(int argc, char **argv, cli_opts *o)
             if (parse_ms(optarg, &o->params.accept_timeout_ms) < 0)
                 return fail_usage("bad --accept-timeout '%s': seconds", optarg);
             break;
-        case OPT_NO_RECVMAP: o->params.no_receivedmap = true; break;
+        case OPT_NO_RECVMAP:
+            o->params.no_receivedmap = true;
+            break;
         case OPT_SEED:
             if (lm_parse_u64(optarg, &o->seed) < 0)
                 return fail_usage("bad --seed '%s'", optarg);
             break;
-        case OPT_NO_PROGRESS: o->progress = false; break;
+        case OPT_NO_PROGRESS:
+            o->progress = false;
+            break;
         case OPT_RUN_FOR:
             if (lm_parse_seconds(optarg, &o->run_for, &o->run_forever) < 0)
                 return fail_usage("bad --run-for '%s': seconds or inf", optarg);
@@ -251,7 +297,8 @@ static int parse_args(int argc, char **argv, cli_opts *o)
             else if (!strcmp(optarg, "none"))
                 o->params.zero_detection = LM_ZERO_DETECT_NONE;
             else
-                return fail_usage("bad --zero-page-detection '%s': none, legacy or multifd", optarg);
+                return fail_usage("bad --zero-page-detection '%s': none, legacy or multifd",
+                                  optarg);
             break;
         case OPT_COMPRESS: {
             static const char *const names[] = {"none", "zlib", "zstd", "lz4"};
@@ -387,9 +434,12 @@ static int write_json(const char *path, const lm_stats *s, const char *role, con
         lm_json_u64(&j, "vcpus", g->vcpus);
         lm_json_u64(&j, "progress-start", g->counter_start);
         lm_json_u64(&j, "progress-end", g->counter_end);
-        lm_json_double(&j, "write-latency-p50-us", (double)lm_hist_quantile(&g->latency, 0.5) / 1000.0);
-        lm_json_double(&j, "write-latency-p99-us", (double)lm_hist_quantile(&g->latency, 0.99) / 1000.0);
-        lm_json_double(&j, "write-latency-max-us", (double)lm_hist_quantile(&g->latency, 1.0) / 1000.0);
+        lm_json_double(&j, "write-latency-p50-us",
+                       (double)lm_hist_quantile(&g->latency, 0.5) / 1000.0);
+        lm_json_double(&j, "write-latency-p99-us",
+                       (double)lm_hist_quantile(&g->latency, 0.99) / 1000.0);
+        lm_json_double(&j, "write-latency-max-us",
+                       (double)lm_hist_quantile(&g->latency, 1.0) / 1000.0);
         lm_json_double(&j, "max-stall-ms", (double)g->max_stall_ns / 1e6);
         static const char *const names[LM_WIN__COUNT] = {"baseline", "tracking-start"};
         for (unsigned w = 0; g->windows && w < LM_WIN__COUNT; w++) {
@@ -506,8 +556,10 @@ static int run_migrate(cli_opts *o)
         return rc;
     uint8_t *ram = lm_ram_alloc(o->ram);
     if (ram && o->ram_thp && madvise(ram, o->ram, MADV_HUGEPAGE) < 0) {
-        fprintf(stderr, "livemig: madvise(MADV_HUGEPAGE) failed: %s (is THP disabled in "
-                "/sys/kernel/mm/transparent_hugepage/enabled?)\n", strerror(errno));
+        fprintf(stderr,
+                "livemig: madvise(MADV_HUGEPAGE) failed: %s (is THP disabled in "
+                "/sys/kernel/mm/transparent_hugepage/enabled?)\n",
+                strerror(errno));
         return 1;
     }
     lm_ctx *ctx = lm_ctx_new();
@@ -560,7 +612,8 @@ static int run_migrate(cli_opts *o)
         uint64_t before = lm_guest_counter_sum(g);
         sleep_seconds(0.2);
         fprintf(stderr, "livemig migrate: %s\n", lm_last_error(ctx));
-        fprintf(stderr, "livemig migrate: the guest keeps running on the source (progress %llu -> %llu)\n",
+        fprintf(stderr,
+                "livemig migrate: the guest keeps running on the source (progress %llu -> %llu)\n",
                 (unsigned long long)before, (unsigned long long)lm_guest_counter_sum(g));
         lm_guest_callbacks.stop(g);
     }

@@ -19,7 +19,8 @@ void lm_cli_progress(void *opaque, const lm_progress *p)
     if (!st->tty && now - st->last_line_ns < 1000000000ull)
         return;
     st->last_line_ns = now;
-    fprintf(stderr, "%sround %u: %5.1f%% of pass, %8.1f MB/s, dirty %9.0f pages/s, "
+    fprintf(stderr,
+            "%sround %u: %5.1f%% of pass, %8.1f MB/s, dirty %9.0f pages/s, "
             "remaining %8.1f MiB%s",
             st->tty ? "\r" : "", p->round, p->pass_percent, p->throughput_bps / 1e6,
             p->dirty_pages_rate, (double)p->remaining_bytes / (1 << 20), st->tty ? "  " : "\n");

@@ -8,7 +8,7 @@
 
 #include "dirty/linux_compat.h"
 
-#define PM_VEC_LEN 4096
+#define PM_VEC_LEN       4096
 #define PM_ENTRY_PRESENT (1ull << 63)
 #define PM_ENTRY_SWAPPED (1ull << 62)
 
@@ -119,6 +119,6 @@ int lm_pagemap_pages(lm_pagemap *pm, const void *host, uint64_t len, unsigned wh
     uint64_t cats = ((what & LM_PM_PRESENT) ? PAGE_IS_PRESENT : 0) |
                     ((what & LM_PM_SWAPPED) ? PAGE_IS_SWAPPED : 0);
     struct pages_ctx c = {.base = (uintptr_t)host, .page = page, .map = map};
-    return lm_pagemap_scan(pm, (uintptr_t)host, (uintptr_t)host + len, 0, 0, cats, cats,
-                           mark_pages, &c);
+    return lm_pagemap_scan(pm, (uintptr_t)host, (uintptr_t)host + len, 0, 0, cats, cats, mark_pages,
+                           &c);
 }

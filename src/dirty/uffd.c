@@ -21,10 +21,12 @@ static int open_raw(void)
 static int describe_open_failure(int ret, lm_err *err)
 {
     if (ret == -ENOSYS)
-        return lm_err_set(err, ret, "this kernel has no userfaultfd (CONFIG_USERFAULTFD); "
-                                    "dirty tracking needs it");
-    return lm_err_set(err, ret, "userfaultfd() failed: %s (allow it with "
-                                "sysctl vm.unprivileged_userfaultfd=1 or run as root)",
+        return lm_err_set(err, ret,
+                          "this kernel has no userfaultfd (CONFIG_USERFAULTFD); "
+                          "dirty tracking needs it");
+    return lm_err_set(err, ret,
+                      "userfaultfd() failed: %s (allow it with "
+                      "sysctl vm.unprivileged_userfaultfd=1 or run as root)",
                       strerror(-ret));
 }
 
@@ -65,8 +67,9 @@ int lm_uffd_register(int uffd, void *host, uint64_t len, uint64_t mode, lm_err *
     };
     if (ioctl(uffd, UFFDIO_REGISTER, &reg) < 0) {
         int ret = -errno;
-        return lm_err_set(err, ret, "UFFDIO_REGISTER of %p+%llu (mode 0x%llx) failed: %s; "
-                                    "guest RAM must be private anonymous memory",
+        return lm_err_set(err, ret,
+                          "UFFDIO_REGISTER of %p+%llu (mode 0x%llx) failed: %s; "
+                          "guest RAM must be private anonymous memory",
                           host, (unsigned long long)len, (unsigned long long)mode, strerror(-ret));
     }
     return 0;

@@ -29,16 +29,18 @@ static int async_probe(lm_err *err)
     if (ret < 0)
         return ret;
     if (!(features & UFFD_FEATURE_WP_ASYNC))
-        return lm_err_set(err, -ENOTSUP, "the kernel lacks UFFD_FEATURE_WP_ASYNC (Linux 6.7+); "
-                                         "use --dirty-tracker uffd-sync");
+        return lm_err_set(err, -ENOTSUP,
+                          "the kernel lacks UFFD_FEATURE_WP_ASYNC (Linux 6.7+); "
+                          "use --dirty-tracker uffd-sync");
     lm_pagemap pm;
     if ((ret = lm_pagemap_open(&pm)) < 0)
         return lm_err_set(err, ret, "cannot open /proc/self/pagemap: %s", strerror(-ret));
     bool has_scan = pm.has_scan;
     lm_pagemap_close(&pm);
     if (!has_scan)
-        return lm_err_set(err, -ENOTSUP, "the kernel lacks the PAGEMAP_SCAN ioctl (Linux 6.7+); "
-                                         "use --dirty-tracker uffd-sync");
+        return lm_err_set(err, -ENOTSUP,
+                          "the kernel lacks the PAGEMAP_SCAN ioctl (Linux 6.7+); "
+                          "use --dirty-tracker uffd-sync");
     return 0;
 }
 
@@ -95,16 +97,15 @@ static void collect_pages(void *opaque, uint64_t start, uint64_t end, uint64_t c
  * guest never touched, and later syncs skip it (their cost follows the
  * populated memory, not the size of RAM). A page populated after the walk
  * is present and unprotected: the next sync reports it as written. */
-static int async_arm(lm_tracker *t, unsigned r, uint64_t first, uint64_t count,
-                     lm_word *populated, lm_err *err)
+static int async_arm(lm_tracker *t, unsigned r, uint64_t first, uint64_t count, lm_word *populated,
+                     lm_err *err)
 {
     async_state *s = t->priv;
     uint64_t start = (uintptr_t)t->ranges[r].host + first * t->page_size;
     struct collect c = {.base = start, .page = t->page_size, .dirty = populated};
-    int ret = lm_pagemap_scan(&s->pm, start, start + count * t->page_size,
-                              PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC, 0,
-                              PAGE_IS_PRESENT | PAGE_IS_SWAPPED, PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
-                              collect_pages, &c);
+    int ret = lm_pagemap_scan(
+        &s->pm, start, start + count * t->page_size, PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC, 0,
+        PAGE_IS_PRESENT | PAGE_IS_SWAPPED, PAGE_IS_PRESENT | PAGE_IS_SWAPPED, collect_pages, &c);
     if (ret < 0)
         return lm_err_set(err, ret, "PAGEMAP_SCAN (arming write-protection) failed: %s",
                           strerror(-ret));
@@ -119,10 +120,10 @@ static int async_sync(lm_tracker *t, unsigned r, lm_word *dirty, bool rearm, lm_
     /* Written and holding data: a never-populated page carries a uffd-wp
      * marker (not written), or on kernels without markers no entry at all,
      * which must not count as a write either. */
-    int ret = lm_pagemap_scan(&s->pm, (uintptr_t)rg->host, (uintptr_t)rg->host + rg->len,
-                              rearm ? PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC : 0,
-                              PAGE_IS_WRITTEN, PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
-                              PAGE_IS_WRITTEN, collect_pages, &c);
+    int ret =
+        lm_pagemap_scan(&s->pm, (uintptr_t)rg->host, (uintptr_t)rg->host + rg->len,
+                        rearm ? PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC : 0, PAGE_IS_WRITTEN,
+                        PAGE_IS_PRESENT | PAGE_IS_SWAPPED, PAGE_IS_WRITTEN, collect_pages, &c);
     if (ret < 0)
         return lm_err_set(err, ret, "PAGEMAP_SCAN (write-protect matching) failed: %s",
                           strerror(-ret));

@@ -100,7 +100,8 @@ static void *handler_main(void *arg)
     struct uffd_msg msgs[64];
 
     for (;;) {
-        struct pollfd pfd[2] = {{.fd = s->uffd, .events = POLLIN}, {.fd = s->stop_fd, .events = POLLIN}};
+        struct pollfd pfd[2] = {{.fd = s->uffd, .events = POLLIN},
+                                {.fd = s->stop_fd, .events = POLLIN}};
         if (poll(pfd, 2, -1) < 0) {
             if (errno == EINTR)
                 continue;
@@ -180,8 +181,8 @@ fail:
 static int protect(lm_tracker *t, unsigned r, uint64_t first, uint64_t count, lm_err *err)
 {
     sync_state *s = t->priv;
-    int ret = lm_uffd_wp(s->uffd, t->ranges[r].host + first * t->page_size,
-                         count * t->page_size, true);
+    int ret =
+        lm_uffd_wp(s->uffd, t->ranges[r].host + first * t->page_size, count * t->page_size, true);
     if (ret < 0)
         return lm_err_set(err, ret, "UFFDIO_WRITEPROTECT failed: %s", strerror(-ret));
     return 0;
@@ -191,14 +192,15 @@ static int protect(lm_tracker *t, unsigned r, uint64_t first, uint64_t count, lm
  * swapped; protecting may mark empty entries, which then read as swapped),
  * plus those present after. A write in between is caught by the MISSING
  * or write-protect handler, so nothing is lost. */
-static int sync_arm(lm_tracker *t, unsigned r, uint64_t first, uint64_t count,
-                    lm_word *populated, lm_err *err)
+static int sync_arm(lm_tracker *t, unsigned r, uint64_t first, uint64_t count, lm_word *populated,
+                    lm_err *err)
 {
     sync_state *s = t->priv;
     const uint8_t *host = t->ranges[r].host + first * t->page_size;
     uint64_t len = count * t->page_size;
-    int ret = populated ? lm_pagemap_pages(&s->pm, host, len, LM_PM_PRESENT | LM_PM_SWAPPED,
-                                           populated) : 0;
+    int ret = populated
+                  ? lm_pagemap_pages(&s->pm, host, len, LM_PM_PRESENT | LM_PM_SWAPPED, populated)
+                  : 0;
     if (ret == 0)
         ret = protect(t, r, first, count, err);
     else

@@ -10,10 +10,10 @@
 #include "proto/wire.h"
 #include "util/clock.h"
 
-#define GUEST_STATE_MAGIC 0x4C4D4753u /* "LMGS" */
+#define GUEST_STATE_MAGIC   0x4C4D4753u /* "LMGS" */
 #define GUEST_STATE_VERSION 1
-#define GUEST_STATE_HEAD 96
-#define GUEST_STATE_VCPU 40
+#define GUEST_STATE_HEAD    96
+#define GUEST_STATE_VCPU    40
 
 static uint64_t xorshift(uint64_t *s)
 {
@@ -27,7 +27,8 @@ static uint64_t xorshift(uint64_t *s)
 
 static void sleep_ns(uint64_t ns)
 {
-    struct timespec ts = {.tv_sec = (time_t)(ns / 1000000000ull), .tv_nsec = (long)(ns % 1000000000ull)};
+    struct timespec ts = {.tv_sec = (time_t)(ns / 1000000000ull),
+                          .tv_nsec = (long)(ns % 1000000000ull)};
     nanosleep(&ts, NULL);
 }
 
@@ -183,10 +184,12 @@ static void fill_random(lm_guest *g, uint64_t bytes, uint64_t seed)
 static void fill_text(lm_guest *g, uint64_t bytes, uint64_t seed)
 {
     static const char *const words[] = {
-        "the", "guest", "memory", "page", "migration", "dirty", "round", "channel", "zero",
-        "packet", "source", "destination", "kernel", "fault", "userfaultfd", "bitmap", "=",
-        "{", "}", "return", "0;", "if", "(ret", "<", "0)", "static", "int", "void", "\n",
-        "INFO:", "vcpu", "counter", "throughput", "MiB/s", "1024", "4096", "status:", "ok",
+        "the",         "guest",   "memory", "page",    "migration",   "dirty",  "round",
+        "channel",     "zero",    "packet", "source",  "destination", "kernel", "fault",
+        "userfaultfd", "bitmap",  "=",      "{",       "}",           "return", "0;",
+        "if",          "(ret",    "<",      "0)",      "static",      "int",    "void",
+        "\n",          "INFO:",   "vcpu",   "counter", "throughput",  "MiB/s",  "1024",
+        "4096",        "status:", "ok",
     };
     uint64_t s = seed | 1, pos = 0;
     char *p = (char *)g->ram;

@@ -59,10 +59,10 @@ typedef struct lm_vcpu {
     uint64_t cursor;
     lm_hist latency; /* nanoseconds a write took */
     /* Pacing state, the vCPU's own. */
-    uint64_t slice_start_ns; /* throttle: start of the current 10 ms run slice */
-    double tokens;           /* dirty limit: writes this vCPU may still do */
-    uint64_t tokens_ns;      /* when tokens were last refilled */
-    uint64_t last_step_ns;   /* end of the previous step (0 after a pause) */
+    uint64_t slice_start_ns;       /* throttle: start of the current 10 ms run slice */
+    double tokens;                 /* dirty limit: writes this vCPU may still do */
+    uint64_t tokens_ns;            /* when tokens were last refilled */
+    uint64_t last_step_ns;         /* end of the previous step (0 after a pause) */
     _Atomic uint64_t max_stall_ns; /* longest time between two steps while running */
     lm_hist win_latency[LM_WIN__COUNT];
     _Atomic uint64_t win_max_stall_ns[LM_WIN__COUNT];

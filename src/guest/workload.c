@@ -9,8 +9,10 @@
 
 static int bad(char *why, size_t whylen, const char *spec)
 {
-    snprintf(why, whylen, "bad workload '%s': use idle, fill:SIZE, text:SIZE, stress:NxSIZE, "
-                          "hot:NxSIZE or random:PAGES_PER_SEC", spec);
+    snprintf(why, whylen,
+             "bad workload '%s': use idle, fill:SIZE, text:SIZE, stress:NxSIZE, "
+             "hot:NxSIZE or random:PAGES_PER_SEC",
+             spec);
     return -EINVAL;
 }
 
@@ -69,8 +71,10 @@ int lm_workload_check(const lm_workload *w, uint64_t ram_len, char *why, size_t 
     else if (w->kind == LM_WL_HOT)
         too_big = w->bytes > ram_len;
     if (too_big) {
-        snprintf(why, whylen, "workload '%s' needs more RAM than the guest's %llu bytes: "
-                 "raise --ram", w->spec, (unsigned long long)ram_len);
+        snprintf(why, whylen,
+                 "workload '%s' needs more RAM than the guest's %llu bytes: "
+                 "raise --ram",
+                 w->spec, (unsigned long long)ram_len);
         return -EINVAL;
     }
     return 0;

@@ -33,11 +33,11 @@ typedef struct lm_dest {
     const lm_params *p;
     lm_listener *listener;
     lm_conn conn;
-    lm_recv_chan main_chan;   /* packets on the main connection */
-    lm_multifd_recv pool;     /* multifd channels, when the source asked for them */
+    lm_recv_chan main_chan; /* packets on the main connection */
+    lm_multifd_recv pool;   /* multifd channels, when the source asked for them */
     bool use_pool;
     /* Postcopy. */
-    lm_recv_chan preempt;     /* urgent pages, its own receiver thread */
+    lm_recv_chan preempt; /* urgent pages, its own receiver thread */
     bool have_preempt;
     lm_postcopy_dst pc;
     bool pc_init, in_postcopy, postcopy_done;
@@ -72,9 +72,10 @@ static int accept_layout(lm_dest *d)
     lm_ctx *ctx = d->ctx;
     const lm_hello *h = &d->hello;
     if (h->page_size != ctx->page_size)
-        return lm_err_set(&ctx->err, -EINVAL, "the source uses %u-byte pages, this host %llu: "
-                          "migrate between hosts with the same page size", h->page_size,
-                          (unsigned long long)ctx->page_size);
+        return lm_err_set(&ctx->err, -EINVAL,
+                          "the source uses %u-byte pages, this host %llu: "
+                          "migrate between hosts with the same page size",
+                          h->page_size, (unsigned long long)ctx->page_size);
     if (ctx->nblocks == 0) {
         for (uint32_t i = 0; i < h->nblocks; i++) {
             void *host = lm_ram_alloc(h->blocks[i].len);
@@ -83,9 +84,10 @@ static int accept_layout(lm_dest *d)
             if (host && d->p->dest_thp)
                 (void)madvise(host, h->blocks[i].len, MADV_HUGEPAGE);
             if (!host)
-                return lm_err_set(&ctx->err, -ENOMEM, "cannot reserve %llu bytes for RAM "
-                                  "block %u", (unsigned long long)h->blocks[i].len,
-                                  h->blocks[i].id);
+                return lm_err_set(&ctx->err, -ENOMEM,
+                                  "cannot reserve %llu bytes for RAM "
+                                  "block %u",
+                                  (unsigned long long)h->blocks[i].len, h->blocks[i].id);
             int ret = lm_ram_block_add(ctx, h->blocks[i].id, h->blocks[i].name, host,
                                        h->blocks[i].len, LM_RAM_ZEROED);
             if (ret < 0) {
@@ -101,9 +103,10 @@ static int accept_layout(lm_dest *d)
     for (uint32_t i = 0; i < h->nblocks; i++) {
         lm_block *b = lm__block_by_id(ctx, h->blocks[i].id);
         if (!b || b->len != h->blocks[i].len)
-            return lm_err_set(&ctx->err, -EINVAL, "RAM block %u (%llu bytes) on the source "
-                              "has no same-sized block here", h->blocks[i].id,
-                              (unsigned long long)h->blocks[i].len);
+            return lm_err_set(&ctx->err, -EINVAL,
+                              "RAM block %u (%llu bytes) on the source "
+                              "has no same-sized block here",
+                              h->blocks[i].id, (unsigned long long)h->blocks[i].len);
         lm_bitmap_free(b->received);
         if (!(b->received = lm_bitmap_new(b->npages)))
             return lm_err_set(&ctx->err, -ENOMEM, "out of memory for the received map");
@@ -127,8 +130,10 @@ static int accept_channels(lm_dest *d)
     int ret = 0;
     while (got < n) {
         if (++attempts > 2 * n + 8) {
-            ret = lm_err_set(&ctx->err, -EPROTO, "too many connections that are not this "
-                             "migration's channels (%u of %u channels arrived)", got, n);
+            ret = lm_err_set(&ctx->err, -EPROTO,
+                             "too many connections that are not this "
+                             "migration's channels (%u of %u channels arrived)",
+                             got, n);
             break;
         }
         int fd;
@@ -161,8 +166,8 @@ static int accept_channels(lm_dest *d)
     }
     if (postcopy) { /* the last one is the preempt connection */
         lm_recv_chan *c = &d->preempt;
-        ret = lm_recv_chan_init(c, nch, ctx, &c->own_conn, (lm_compression)d->hello.compress,
-                                false, &ctx->err);
+        ret = lm_recv_chan_init(c, nch, ctx, &c->own_conn, (lm_compression)d->hello.compress, false,
+                                &ctx->err);
         lm_conn_init(&c->own_conn, fds[nch], d->conn.timeout_ms, &ctx->cancel,
                      "source (preempt connection)", &ctx->err);
         lm_conn_share_progress(&c->own_conn, &ctx->io_progress_ns);
@@ -175,10 +180,10 @@ static int accept_channels(lm_dest *d)
     }
     if (!nch)
         return 0;
-    ret = lm_multifd_recv_start(&d->pool, nch, fds, ctx, d->conn.timeout_ms, &ctx->cancel,
-                                (lm_compression)d->hello.compress, d->p->no_receivedmap,
-                                d->p->x_slow_channel_us, d->conn.fd, &ctx->io_progress_ns,
-                                &ctx->err);
+    ret =
+        lm_multifd_recv_start(&d->pool, nch, fds, ctx, d->conn.timeout_ms, &ctx->cancel,
+                              (lm_compression)d->hello.compress, d->p->no_receivedmap,
+                              d->p->x_slow_channel_us, d->conn.fd, &ctx->io_progress_ns, &ctx->err);
     d->use_pool = ret == 0;
     return ret;
 }
@@ -200,8 +205,8 @@ static int handshake(lm_dest *d)
     if ((ret = accept_layout(d)) < 0)
         return ret;
     lm_compression method = (lm_compression)d->hello.compress;
-    if ((ret = lm_recv_chan_init(&d->main_chan, 0, d->ctx, &d->conn, method,
-                                 d->p->no_receivedmap, &d->ctx->err)) < 0)
+    if ((ret = lm_recv_chan_init(&d->main_chan, 0, d->ctx, &d->conn, method, d->p->no_receivedmap,
+                                 &d->ctx->err)) < 0)
         return ret;
     if ((ret = lm_conn_send_frame(&d->conn, LM_MSG_HELLO_ACK, NULL, 0)) < 0)
         return ret;
@@ -222,7 +227,8 @@ static int receive_pages(lm_dest *d, const lm_frame *f)
         return ret;
     if (ph.flags & LM_PACKET_FLAG_SYNC)
         return protocol_error(d, -EBADMSG, "SYNC packet on the main connection");
-    uint64_t expect = LM_PACKET_HDR_SIZE + 8ull * (ph.normal_pages + ph.zero_pages) + ph.payload_size;
+    uint64_t expect =
+        LM_PACKET_HDR_SIZE + 8ull * (ph.normal_pages + ph.zero_pages) + ph.payload_size;
     if (f->length != expect) {
         snprintf(why, sizeof(why), "PAGES frame of %u bytes, its packet needs %llu", f->length,
                  (unsigned long long)expect);
@@ -250,7 +256,8 @@ static int postcopy_start(lm_dest *d)
         ret = lm_recv_chan_postcopy(&d->main_chan, &d->pc, &ctx->err);
     if (ret == 0 && d->use_pool)
         ret = lm_multifd_recv_postcopy(&d->pool, &d->pc, &ctx->err);
-    if (ret == 0 && d->have_preempt && (ret = lm_recv_chan_postcopy(&d->preempt, &d->pc, &ctx->err)) == 0)
+    if (ret == 0 && d->have_preempt &&
+        (ret = lm_recv_chan_postcopy(&d->preempt, &d->pc, &ctx->err)) == 0)
         ret = lm_recv_chan_start_thread(&d->preempt, &ctx->err);
     if (ret == 0 && ctx->gops.load_state &&
         (ret = ctx->gops.load_state(ctx->gopaque, d->device_state, d->device_state_len)) < 0)
@@ -323,8 +330,10 @@ static int postcopy_finish(lm_dest *d)
     lm_resumed_encode(&r, buf);
     ret = send_locked(d, LM_MSG_POSTCOPY_DONE, buf, sizeof(buf));
     if (ret == 0 && r.verified == 2)
-        ret = lm_err_set(&ctx->err, -EIO, "verification failed after postcopy: RAM digest %s "
-                         "here differs from the source's", d->st.digest);
+        ret = lm_err_set(&ctx->err, -EIO,
+                         "verification failed after postcopy: RAM digest %s "
+                         "here differs from the source's",
+                         d->st.digest);
     return ret;
 }
 
@@ -371,15 +380,16 @@ static int receive_stream(lm_dest *d)
             ret = lm_conn_read(&d->conn, body, f.length);
             if (ret == 0)
                 ret = lm_postcopy_dst_init(&d->pc, d->ctx, body, f.length,
-                                           d->hello.flags & LM_HELLO_VERIFY,
-                                           d->p->postcopy_move, &d->conn, &d->conn_lock);
+                                           d->hello.flags & LM_HELLO_VERIFY, d->p->postcopy_move,
+                                           &d->conn, &d->conn_lock);
             d->pc_init = true;
             free(body);
             break;
         }
         case LM_MSG_POSTCOPY_RUN:
             if (f.length || !d->pc_init || !d->have_state || d->in_postcopy)
-                return protocol_error(d, -EPROTO, "POSTCOPY_RUN before POSTCOPY_SWITCH and "
+                return protocol_error(d, -EPROTO,
+                                      "POSTCOPY_RUN before POSTCOPY_SWITCH and "
                                       "DEVICE_STATE");
             ret = postcopy_start(d);
             break;
@@ -457,8 +467,10 @@ static int finish(lm_dest *d)
         if (!d->st.verify_match) {
             char src_hex[40];
             lm__digest_hex(v.digest, src_hex, sizeof(src_hex));
-            ret = lm_err_set(&ctx->err, -EIO, "verification failed: RAM digest %s here, %s on "
-                             "the source; the guest is not resumed here", d->st.digest, src_hex);
+            ret = lm_err_set(&ctx->err, -EIO,
+                             "verification failed: RAM digest %s here, %s on "
+                             "the source; the guest is not resumed here",
+                             d->st.digest, src_hex);
         }
     }
     if (ret == 0 && ctx->gops.load_state &&
@@ -471,7 +483,8 @@ static int finish(lm_dest *d)
     if (ret < 0)
         return ret;
     if (sent < 0)
-        return lm_err_set(&ctx->err, sent, "could not confirm the switchover to the source; "
+        return lm_err_set(&ctx->err, sent,
+                          "could not confirm the switchover to the source; "
                           "the guest is not resumed here");
     if (ctx->gops.resume && (ret = ctx->gops.resume(ctx->gopaque)) < 0)
         return lm_err_set(&ctx->err, ret, "the guest could not be resumed");
@@ -554,7 +567,9 @@ int lm_incoming(lm_ctx *ctx, lm_listener *l, const lm_params *params)
         d->st.pages_per_second = secs > 0 ? (double)(d->st.normal + d->st.duplicate) / secs : 0;
     }
     snprintf(d->st.status, sizeof(d->st.status), "%s",
-             ret == 0 ? "completed" : d->in_postcopy ? "postcopy-paused" : "failed");
+             ret == 0         ? "completed"
+             : d->in_postcopy ? "postcopy-paused"
+                              : "failed");
     lm__stats_publish(ctx, &d->st);
     lm_conn_close(&d->conn);
     free(d->device_state);

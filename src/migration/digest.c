@@ -69,7 +69,8 @@ int lm__digest(lm_ctx *ctx, uint64_t *const hashes[], uint8_t out[16], uint64_t 
         order[i] = i;
     /* Ascending block id, so both sides agree whatever their registration order. */
     for (unsigned i = 1; i < ctx->nblocks; i++)
-        for (unsigned k = i; k > 0 && ctx->blocks[order[k]].id < ctx->blocks[order[k - 1]].id; k--) {
+        for (unsigned k = i; k > 0 && ctx->blocks[order[k]].id < ctx->blocks[order[k - 1]].id;
+             k--) {
             unsigned t = order[k];
             order[k] = order[k - 1];
             order[k - 1] = t;

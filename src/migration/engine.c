@@ -40,8 +40,8 @@ const char *lm_last_error(const lm_ctx *ctx)
 
 void *lm_ram_alloc(uint64_t len)
 {
-    void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-                   -1, 0);
+    void *p =
+        mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     return p == MAP_FAILED ? NULL : p;
 }
 
@@ -57,9 +57,10 @@ int lm_ram_block_add(lm_ctx *ctx, uint32_t id, const char *name, void *host, uin
     if (ctx->nblocks >= LM_MAX_BLOCKS)
         return lm_err_set(&ctx->err, -E2BIG, "at most %d RAM blocks", LM_MAX_BLOCKS);
     if (!host || !len || len % ctx->page_size || (uintptr_t)host % ctx->page_size)
-        return lm_err_set(&ctx->err, -EINVAL, "RAM block %u must be page aligned and a "
-                          "non-zero multiple of %llu bytes", id,
-                          (unsigned long long)ctx->page_size);
+        return lm_err_set(&ctx->err, -EINVAL,
+                          "RAM block %u must be page aligned and a "
+                          "non-zero multiple of %llu bytes",
+                          id, (unsigned long long)ctx->page_size);
     if (lm__block_by_id(ctx, id))
         return lm_err_set(&ctx->err, -EEXIST, "RAM block id %u is already registered", id);
     lm_block *b = &ctx->blocks[ctx->nblocks];

@@ -43,9 +43,9 @@ typedef struct lm_postcopy_dst {
     uint64_t *fault_ns[LM_MAX_BLOCKS]; /* when a vCPU first waited on the page (0: never) */
     uint64_t *hashes[LM_MAX_BLOCKS];   /* with --verify: each page's hash as placed */
     bool verify;
-    bool move;          /* place data pages with UFFDIO_MOVE instead of UFFDIO_COPY */
-    uint64_t verify_ns; /* hashing at the switch, kept out of the downtime */
-    _Atomic uint64_t remaining;        /* needed pages not placed yet */
+    bool move;                  /* place data pages with UFFDIO_MOVE instead of UFFDIO_COPY */
+    uint64_t verify_ns;         /* hashing at the switch, kept out of the downtime */
+    _Atomic uint64_t remaining; /* needed pages not placed yet */
     _Atomic uint64_t placed_pages, zero_placed, requests, eexist, duplicates, faults, moved;
     /* The return path: the fault thread's requests share the main
      * connection with the main thread's replies. */

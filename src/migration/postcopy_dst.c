@@ -79,8 +79,7 @@ int lm_postcopy_dst_init(lm_postcopy_dst *pc, lm_ctx *ctx, const uint8_t *body, 
             return lm_err_set(&ctx->err, -ENOMEM, "out of memory for postcopy bitmaps");
         for (uint64_t w = 0; w < words; w++, body += 8)
             pc->needed[i][w] = lm_get_be64(body);
-        if (npages % LM_BITS_PER_WORD &&
-            pc->needed[i][words - 1] >> (npages % LM_BITS_PER_WORD))
+        if (npages % LM_BITS_PER_WORD && pc->needed[i][words - 1] >> (npages % LM_BITS_PER_WORD))
             return bad_switch(pc, "bits beyond the end of a block are set");
         remaining += lm_bitmap_count(pc->needed[i], npages);
     }
@@ -265,7 +264,8 @@ int lm_postcopy_dst_start(lm_postcopy_dst *pc)
         if ((ret = lm_uffd_probe_features(&features, &ctx->err)) < 0)
             goto out;
         if (!(features & UFFD_FEATURE_MOVE)) {
-            ret = lm_err_set(&ctx->err, -ENOTSUP, "this kernel has no UFFDIO_MOVE (Linux 6.8+): "
+            ret = lm_err_set(&ctx->err, -ENOTSUP,
+                             "this kernel has no UFFDIO_MOVE (Linux 6.8+): "
                              "drop --postcopy-place move");
             goto out;
         }
@@ -329,7 +329,8 @@ int lm_postcopy_dst_wait(lm_postcopy_dst *pc, unsigned timeout_ms)
             last = now_left;
             since = lm_now_ns();
         } else if (lm_now_ns() - since > (uint64_t)timeout_ms * 1000000) {
-            ret = lm_err_set(&pc->ctx->err, -ETIMEDOUT, "%llu pages still missing on the "
+            ret = lm_err_set(&pc->ctx->err, -ETIMEDOUT,
+                             "%llu pages still missing on the "
                              "destination after the source finished sending",
                              (unsigned long long)now_left);
             break;

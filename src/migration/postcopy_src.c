@@ -186,9 +186,9 @@ static int switch_over(lm_source *s, uint64_t *needed)
     if (!body)
         return lm_err_set(&ctx->err, -ENOMEM, "out of memory");
     lm_postcopy_switch_encode(ctx, s->dirty, body);
-    ret = n > LM_FRAME_MAX_LEN ? lm_err_set(&ctx->err, -E2BIG, "RAM too large for one switch")
-                               : lm_conn_send_frame(&s->conn, LM_MSG_POSTCOPY_SWITCH, body,
-                                                    (uint32_t)n);
+    ret = n > LM_FRAME_MAX_LEN
+              ? lm_err_set(&ctx->err, -E2BIG, "RAM too large for one switch")
+              : lm_conn_send_frame(&s->conn, LM_MSG_POSTCOPY_SWITCH, body, (uint32_t)n);
     free(body);
     void *state = NULL;
     size_t state_len = 0;
@@ -321,8 +321,10 @@ int lm__src_postcopy(lm_source *s)
         s->st.verify_match = pc.done.verified == 1;
         s->st.verify_time_ms += (double)pc.done.verify_time_us / 1000.0;
         if (pc.done.verified != 1)
-            ret = lm_err_set(&ctx->err, -EIO, "verification failed: the destination's RAM "
-                             "digest differs from the source's (%s)", s->st.digest);
+            ret = lm_err_set(&ctx->err, -EIO,
+                             "verification failed: the destination's RAM "
+                             "digest differs from the source's (%s)",
+                             s->st.digest);
     }
     s->conn.write_lock = NULL;
     s->st.postcopy_requests = atomic_load(&pc.requests);

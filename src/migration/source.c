@@ -25,16 +25,15 @@
 #include "migration/engine.h"
 #include "migration/source.h"
 #include "multifd/send.h"
-#include "util/zero.h"
 #include "proto/wire.h"
 #include "transport/conn.h"
 #include "transport/transport.h"
 #include "util/clock.h"
+#include "util/zero.h"
 
-#define PROGRESS_INTERVAL_NS 250000000ull
-#define RATE_WINDOW_NS 100000000ull
+#define PROGRESS_INTERVAL_NS    250000000ull
+#define RATE_WINDOW_NS          100000000ull
 #define MIN_BYTES_FOR_BANDWIDTH (4ull << 20)
-
 
 uint64_t lm__src_wire_bytes(lm_source *s)
 {
@@ -68,8 +67,10 @@ static void report_progress(lm_source *s, bool force)
         double secs = (double)(now - s->round_start_ns) / 1e9;
         lm_progress pr = {
             .round = s->st.nrounds ? s->st.nrounds : 1,
-            .pass_percent = s->round_pages ? 100.0 * (double)s->round_done / (double)s->round_pages : 100.0,
-            .throughput_bps = secs > 0 ? (double)(lm__src_wire_bytes(s) - s->round_bytes0) / secs : 0,
+            .pass_percent =
+                s->round_pages ? 100.0 * (double)s->round_done / (double)s->round_pages : 100.0,
+            .throughput_bps =
+                secs > 0 ? (double)(lm__src_wire_bytes(s) - s->round_bytes0) / secs : 0,
             .dirty_pages_rate = s->dirty_rate,
             .remaining_bytes = (s->round_pages - s->round_done) * s->ctx->page_size,
         };
@@ -399,9 +400,11 @@ static int switchover(lm_source *s)
     s->st.verify_done = s->p->verify;
     s->st.verify_match = r.verified == 1;
     if (r.verified == 2)
-        return lm_err_set(&ctx->err, -EIO, "verification failed: the destination's RAM "
+        return lm_err_set(&ctx->err, -EIO,
+                          "verification failed: the destination's RAM "
                           "digest differs from the source's (%s); the guest keeps running "
-                          "on the source", s->st.digest);
+                          "on the source",
+                          s->st.digest);
     if (r.status < 0)
         return lm_err_set(&ctx->err, r.status, "the destination could not resume the guest: %s",
                           strerror(-r.status));
@@ -518,8 +521,8 @@ static int wait_caught_up(lm_source *s)
 static void converge_policy(lm_source *s, uint64_t dirty_pages)
 {
     lm_ctx *ctx = s->ctx;
-    const lm_round_stats *r = s->st.nrounds ? &s->st.rounds[(s->st.nrounds - 1) %
-                                                            LM_MAX_ROUND_STATS] : NULL;
+    const lm_round_stats *r =
+        s->st.nrounds ? &s->st.rounds[(s->st.nrounds - 1) % LM_MAX_ROUND_STATS] : NULL;
     uint64_t dirtied = dirty_pages * ctx->page_size;
     if (!r || !(s->p->auto_converge || s->p->dirty_limit))
         return;
@@ -533,7 +536,8 @@ static void converge_policy(lm_source *s, uint64_t dirty_pages)
         s->st.dirty_limit = s->p->dirty_limit;
     }
     if (s->p->auto_converge && ctx->gops.throttle) {
-        unsigned next = s->throttle ? s->throttle + s->p->throttle_increment : s->p->throttle_initial;
+        unsigned next =
+            s->throttle ? s->throttle + s->p->throttle_increment : s->p->throttle_initial;
         next = next > 99 ? 99 : next;
         if (next != s->throttle && ctx->gops.throttle(ctx->gopaque, next) == 0)
             s->throttle = next;
@@ -630,7 +634,9 @@ int lm_migrate(lm_ctx *ctx, const char *uri, const lm_params *params)
     s->st.mbps = secs > 0 ? (double)s->st.transferred * 8 / 1e6 / secs : 0;
     s->st.pages_per_second = secs > 0 ? (double)(s->st.normal + s->st.duplicate) / secs : 0;
     snprintf(s->st.status, sizeof(s->st.status), "%s",
-             ret == 0 ? "completed" : s->in_postcopy ? "postcopy-paused" : "failed");
+             ret == 0         ? "completed"
+             : s->in_postcopy ? "postcopy-paused"
+                              : "failed");
     report_progress(s, true);
 
     lm_send_chan_cleanup(&s->main_chan);

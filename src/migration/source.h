@@ -20,8 +20,8 @@ typedef struct lm_source {
     lm_tracker *tracker;
     lm_pagemap pm;
     lm_word *dirty[LM_MAX_BLOCKS];
-    lm_word *populated; /* one chunk's worth, reused */
-    lm_stats st;        /* working copy, published to ctx->stats */
+    lm_word *populated;     /* one chunk's worth, reused */
+    lm_stats st;            /* working copy, published to ctx->stats */
     lm_page_batch *batch;   /* being filled by the scheduler */
     lm_page_batch *zbatch;  /* never-populated pages: sent inline, no payload, no hand-off */
     lm_send_chan main_chan; /* single stream: packets inline on the main connection */
@@ -29,8 +29,8 @@ typedef struct lm_source {
     lm_conn preempt_conn;   /* postcopy: urgent pages, written by the request thread */
     lm_send_chan preempt_chan;
     bool use_pool;
-    uint8_t uuid[16];       /* names this migration to the destination's channels */
-    const char *addr;       /* the destination, for the channels' connections */
+    uint8_t uuid[16]; /* names this migration to the destination's channels */
+    const char *addr; /* the destination, for the channels' connections */
     const lm_transport_ops *transport;
     uint64_t start_ns, stop_ns;
     uint64_t rate_window_ns, rate_window_bytes;
@@ -40,7 +40,7 @@ typedef struct lm_source {
     double dirty_rate; /* pages per second */
     bool stopped;      /* the guest is stopped by us */
     bool in_downtime;
-    bool in_postcopy;  /* the guest runs on the destination: never resume it here */
+    bool in_postcopy;            /* the guest runs on the destination: never resume it here */
     unsigned no_progress_rounds; /* syncs in a row where the dirty set did not shrink */
     unsigned high_dirty_rounds;  /* rounds in a row that dirtied over half what they sent */
     unsigned throttle;           /* auto-converge: percent now applied to the guest */

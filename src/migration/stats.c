@@ -115,7 +115,8 @@ void lm_stats_print(const lm_stats *s, const char *role, FILE *out)
         fprintf(out, "postcopy: %llu page requests%s\n", (unsigned long long)s->postcopy_requests,
                 dest ? "" : "");
     if (s->postcopy && dest)
-        fprintf(out, "postcopy: %llu pages placed, %llu zero pages placed, request latency "
+        fprintf(out,
+                "postcopy: %llu pages placed, %llu zero pages placed, request latency "
                 "p50 %.0f us p99 %.0f us max %.0f us, vCPU blocktime %.1f ms\n",
                 (unsigned long long)s->postcopy_pages_placed,
                 (unsigned long long)s->postcopy_zero_placed, s->request_latency_p50_us,

@@ -25,8 +25,8 @@ int lm_recv_chan_init(lm_recv_chan *c, unsigned id, struct lm_ctx *ctx, lm_conn 
     c->comp = lm_compress_get((lm_compress_method)method);
     if (!c->comp)
         return 0;
-    c->comp_bound = lm_compress_bound((lm_compress_method)method, LM_PACKET_MAX_PAGES,
-                                      ctx->page_size);
+    c->comp_bound =
+        lm_compress_bound((lm_compress_method)method, LM_PACKET_MAX_PAGES, ctx->page_size);
     if (!(c->comp_buf = malloc(c->comp_bound)))
         return lm_err_set(err, -ENOMEM, "out of memory for channel %u", id);
     int ret = c->comp->recv_setup(&c->comp_state, LM_PACKET_MAX_PAGES, ctx->page_size, err);
@@ -65,8 +65,10 @@ void lm_recv_chan_cleanup(lm_recv_chan *c)
 static int bad_stream(lm_recv_chan *c, int code, const char *why)
 {
     if (c->pool)
-        return lm_err_set(&c->ctx->err, code, "invalid migration stream from the source "
-                          "(channel %u): %s", c->id, why);
+        return lm_err_set(&c->ctx->err, code,
+                          "invalid migration stream from the source "
+                          "(channel %u): %s",
+                          c->id, why);
     return lm_err_set(&c->ctx->err, code, "invalid migration stream from the source: %s", why);
 }
 
@@ -150,7 +152,8 @@ int lm_recv_chan_body(lm_recv_chan *c, const lm_packet_hdr *ph)
     /* Every offset is checked before any byte of payload lands. */
     for (uint32_t i = 0; i < n; i++) {
         c->offsets[i] = lm_get_be64(c->raw + 8 * i);
-        if ((ret = lm_packet_check_offset(c->offsets[i], b->len, (uint32_t)ps, why, sizeof(why))) < 0)
+        if ((ret = lm_packet_check_offset(c->offsets[i], b->len, (uint32_t)ps, why, sizeof(why))) <
+            0)
             return bad_stream(c, ret, why);
     }
     if (pc)
@@ -356,7 +359,8 @@ int lm_multifd_recv_barrier(lm_multifd_recv *m, unsigned timeout_ms)
             break;
         }
         if (m->ended) {
-            ret = lm_err_set(m->err, -EPROTO, "a multifd channel was closed by the source "
+            ret = lm_err_set(m->err, -EPROTO,
+                             "a multifd channel was closed by the source "
                              "before the end of the round");
             break;
         }
@@ -366,8 +370,10 @@ int lm_multifd_recv_barrier(lm_multifd_recv *m, unsigned timeout_ms)
             last = m->synced;
             since = lm_now_ns();
         } else if (lm_now_ns() - since > (uint64_t)timeout_ms * 1000000) {
-            ret = lm_err_set(m->err, -ETIMEDOUT, "%u of %u multifd channels reached the end "
-                             "of the round within %u ms", m->synced, m->n, timeout_ms);
+            ret = lm_err_set(m->err, -ETIMEDOUT,
+                             "%u of %u multifd channels reached the end "
+                             "of the round within %u ms",
+                             m->synced, m->n, timeout_ms);
             break;
         }
     }
@@ -389,7 +395,8 @@ int lm_multifd_recv_finish(lm_multifd_recv *m, unsigned timeout_ms)
         if ((ret = timed_wait(m)) < 0)
             break;
         if (lm_now_ns() - start > (uint64_t)timeout_ms * 1000000) {
-            ret = lm_err_set(m->err, -ETIMEDOUT, "the source did not close its multifd "
+            ret = lm_err_set(m->err, -ETIMEDOUT,
+                             "the source did not close its multifd "
                              "channels after the last round");
             break;
         }

@@ -38,7 +38,7 @@ typedef struct lm_recv_chan {
     unsigned slow_us; /* testing aid: delay before placing each packet */
     lm_conn *conn;
     lm_conn own_conn;
-    char peer[40];  /* "source (channel N)", for messages */
+    char peer[40]; /* "source (channel N)", for messages */
     const lm_compress_ops *comp;
     void *comp_state;
     uint8_t *comp_buf;
@@ -76,9 +76,9 @@ typedef struct lm_multifd_recv {
     lm_recv_chan *chans;
     pthread_mutex_t lock;
     pthread_cond_t cond;
-    unsigned synced;  /* channels parked at the current round's SYNC */
-    uint64_t go_gen;  /* bumped by the main thread to release them */
-    unsigned ended;   /* channels whose source closed them */
+    unsigned synced; /* channels parked at the current round's SYNC */
+    uint64_t go_gen; /* bumped by the main thread to release them */
+    unsigned ended;  /* channels whose source closed them */
     bool failed;
     bool stopping;
     lm_err *err;

@@ -185,8 +185,8 @@ static int send_channel_hello(lm_send_chan *c, const uint8_t uuid[16])
 
 int lm_multifd_send_start(lm_multifd_send *m, unsigned n, lm_connect_fn connect, void *opaque,
                           const uint8_t uuid[16], unsigned timeout_ms, const _Atomic int *cancel,
-                          bool detect_zero, lm_compression method, uint64_t page_size,
-                          int main_fd, _Atomic uint64_t *progress_ns, lm_err *err)
+                          bool detect_zero, lm_compression method, uint64_t page_size, int main_fd,
+                          _Atomic uint64_t *progress_ns, lm_err *err)
 {
     memset(m, 0, sizeof(*m));
     pthread_mutex_init(&m->lock, NULL);

@@ -77,8 +77,8 @@ typedef struct lm_multifd_send {
 typedef int (*lm_connect_fn)(void *opaque, int *fd, lm_err *err);
 int lm_multifd_send_start(lm_multifd_send *m, unsigned n, lm_connect_fn connect, void *opaque,
                           const uint8_t uuid[16], unsigned timeout_ms, const _Atomic int *cancel,
-                          bool detect_zero, lm_compression method, uint64_t page_size,
-                          int main_fd, _Atomic uint64_t *progress_ns, lm_err *err);
+                          bool detect_zero, lm_compression method, uint64_t page_size, int main_fd,
+                          _Atomic uint64_t *progress_ns, lm_err *err);
 /* Hands *batch to an idle channel (waiting for one) and gives back an
  * empty batch in its place. */
 int lm_multifd_send_queue(lm_multifd_send *m, lm_page_batch **batch);

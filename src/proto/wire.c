@@ -22,14 +22,22 @@ static int reject(char *why, size_t whylen, int code, const char *fmt, ...)
 const char *lm_msg_name(uint16_t type)
 {
     static const char *const names[LM_MSG__COUNT] = {
-        [LM_MSG_HELLO] = "HELLO",       [LM_MSG_HELLO_ACK] = "HELLO_ACK",
-        [LM_MSG_PAGES] = "PAGES",       [LM_MSG_ROUND_END] = "ROUND_END",
-        [LM_MSG_DEVICE_STATE] = "DEVICE_STATE", [LM_MSG_COMPLETE] = "COMPLETE",
-        [LM_MSG_RESUMED] = "RESUMED",   [LM_MSG_ERROR] = "ERROR",
-        [LM_MSG_VERIFY] = "VERIFY",     [LM_MSG_PING] = "PING",
-        [LM_MSG_PONG] = "PONG",         [LM_MSG_CHANNEL_HELLO] = "CHANNEL_HELLO",
-        [LM_MSG_POSTCOPY_SWITCH] = "POSTCOPY_SWITCH", [LM_MSG_POSTCOPY_RUN] = "POSTCOPY_RUN",
-        [LM_MSG_PAGE_REQUEST] = "PAGE_REQUEST", [LM_MSG_POSTCOPY_END] = "POSTCOPY_END",
+        [LM_MSG_HELLO] = "HELLO",
+        [LM_MSG_HELLO_ACK] = "HELLO_ACK",
+        [LM_MSG_PAGES] = "PAGES",
+        [LM_MSG_ROUND_END] = "ROUND_END",
+        [LM_MSG_DEVICE_STATE] = "DEVICE_STATE",
+        [LM_MSG_COMPLETE] = "COMPLETE",
+        [LM_MSG_RESUMED] = "RESUMED",
+        [LM_MSG_ERROR] = "ERROR",
+        [LM_MSG_VERIFY] = "VERIFY",
+        [LM_MSG_PING] = "PING",
+        [LM_MSG_PONG] = "PONG",
+        [LM_MSG_CHANNEL_HELLO] = "CHANNEL_HELLO",
+        [LM_MSG_POSTCOPY_SWITCH] = "POSTCOPY_SWITCH",
+        [LM_MSG_POSTCOPY_RUN] = "POSTCOPY_RUN",
+        [LM_MSG_PAGE_REQUEST] = "PAGE_REQUEST",
+        [LM_MSG_POSTCOPY_END] = "POSTCOPY_END",
         [LM_MSG_POSTCOPY_DONE] = "POSTCOPY_DONE",
     };
     return type < LM_MSG__COUNT && names[type] ? names[type] : "UNKNOWN";
@@ -51,12 +59,14 @@ int lm_frame_decode(const uint8_t in[LM_FRAME_HDR_SIZE], lm_frame *f, char *why,
     if (magic != LM_WIRE_MAGIC)
         return reject(why, whylen, -EBADMSG,
                       "bad frame magic 0x%08x (expected 0x%08x): the peer is not livemig "
-                      "or the stream is corrupt", magic, LM_WIRE_MAGIC);
+                      "or the stream is corrupt",
+                      magic, LM_WIRE_MAGIC);
     uint16_t version = lm_get_be16(in + 4);
     if (version != LM_WIRE_VERSION)
         return reject(why, whylen, -EPROTO,
                       "protocol version %u, this livemig speaks %u: use the same "
-                      "livemig release on both ends", version, LM_WIRE_VERSION);
+                      "livemig release on both ends",
+                      version, LM_WIRE_VERSION);
     uint16_t type = lm_get_be16(in + 6);
     if (type == 0 || type >= LM_MSG__COUNT)
         return reject(why, whylen, -EBADMSG, "unknown message type %u", type);
@@ -66,8 +76,7 @@ int lm_frame_decode(const uint8_t in[LM_FRAME_HDR_SIZE], lm_frame *f, char *why,
                       LM_FRAME_MAX_LEN);
     uint32_t reserved = lm_get_be32(in + 12);
     if (reserved)
-        return reject(why, whylen, -EBADMSG, "reserved frame field is 0x%08x, must be 0",
-                      reserved);
+        return reject(why, whylen, -EBADMSG, "reserved frame field is 0x%08x, must be 0", reserved);
     f->type = type;
     f->length = length;
     return 0;
@@ -112,8 +121,10 @@ int lm_hello_decode(const uint8_t *in, size_t len, lm_hello *h, char *why, size_
     h->compress = lm_get_be32(in + 24);
     memcpy(h->uuid, in + 32, 16);
     if (h->page_size < 4096 || h->page_size > (1u << 21) || (h->page_size & (h->page_size - 1)))
-        return reject(why, whylen, -EBADMSG, "HELLO page size %u is not a power of two "
-                      "between 4 KiB and 2 MiB", h->page_size);
+        return reject(why, whylen, -EBADMSG,
+                      "HELLO page size %u is not a power of two "
+                      "between 4 KiB and 2 MiB",
+                      h->page_size);
     if (h->flags & ~LM_HELLO_KNOWN_FLAGS)
         return reject(why, whylen, -EBADMSG, "HELLO has unknown flags 0x%x", h->flags);
     if ((h->flags & LM_HELLO_NO_PREEMPT) && !(h->flags & LM_HELLO_POSTCOPY))
@@ -130,8 +141,8 @@ int lm_hello_decode(const uint8_t *in, size_t len, lm_hello *h, char *why, size_
         return reject(why, whylen, -EBADMSG, "HELLO announces %u RAM blocks (1..%d allowed)",
                       h->nblocks, LM_MAX_BLOCKS);
     if (len != lm_hello_size(h->nblocks))
-        return reject(why, whylen, -EBADMSG, "HELLO is %zu bytes, %zu expected for %u blocks",
-                      len, lm_hello_size(h->nblocks), h->nblocks);
+        return reject(why, whylen, -EBADMSG, "HELLO is %zu bytes, %zu expected for %u blocks", len,
+                      lm_hello_size(h->nblocks), h->nblocks);
     uint64_t sum = 0;
     for (uint32_t i = 0; i < h->nblocks; i++) {
         const uint8_t *b = in + LM_HELLO_FIXED_SIZE + (size_t)i * LM_HELLO_BLOCK_SIZE;
@@ -199,8 +210,10 @@ int lm_packet_decode(const uint8_t in[LM_PACKET_HDR_SIZE], uint32_t page_size,
                       h->pages_alloc, LM_PACKET_MAX_PAGES);
     /* Compared in 64 bits so that two large counts cannot wrap. */
     if ((uint64_t)h->normal_pages + h->zero_pages > h->pages_alloc)
-        return reject(why, whylen, -EBADMSG, "packet counts %u normal + %u zero exceed "
-                      "pages_alloc %u", h->normal_pages, h->zero_pages, h->pages_alloc);
+        return reject(why, whylen, -EBADMSG,
+                      "packet counts %u normal + %u zero exceed "
+                      "pages_alloc %u",
+                      h->normal_pages, h->zero_pages, h->pages_alloc);
     if (h->flags & LM_PACKET_FLAG_SYNC) {
         if (h->flags != LM_PACKET_FLAG_SYNC || h->normal_pages || h->zero_pages || h->payload_size)
             return reject(why, whylen, -EBADMSG, "SYNC packet carries pages or flags");
@@ -208,17 +221,22 @@ int lm_packet_decode(const uint8_t in[LM_PACKET_HDR_SIZE], uint32_t page_size,
     }
     if (h->flags & LM_PACKET_FLAG_COMPRESSED) {
         if (!compress_bound)
-            return reject(why, whylen, -EBADMSG, "compressed packet, but no compression was "
+            return reject(why, whylen, -EBADMSG,
+                          "compressed packet, but no compression was "
                           "negotiated");
         if (!h->normal_pages || !h->payload_size || h->payload_size > compress_bound)
-            return reject(why, whylen, -EBADMSG, "compressed payload of %llu bytes for %u "
-                          "pages (1..%llu allowed)", (unsigned long long)h->payload_size,
-                          h->normal_pages, (unsigned long long)compress_bound);
+            return reject(why, whylen, -EBADMSG,
+                          "compressed payload of %llu bytes for %u "
+                          "pages (1..%llu allowed)",
+                          (unsigned long long)h->payload_size, h->normal_pages,
+                          (unsigned long long)compress_bound);
         return 0;
     }
     if (h->payload_size != (uint64_t)h->normal_pages * page_size)
-        return reject(why, whylen, -EBADMSG, "packet payload %llu bytes, %u normal pages "
-                      "need %llu", (unsigned long long)h->payload_size, h->normal_pages,
+        return reject(why, whylen, -EBADMSG,
+                      "packet payload %llu bytes, %u normal pages "
+                      "need %llu",
+                      (unsigned long long)h->payload_size, h->normal_pages,
                       (unsigned long long)h->normal_pages * page_size);
     return 0;
 }
@@ -230,8 +248,10 @@ int lm_packet_check_offset(uint64_t offset, uint64_t block_len, uint32_t page_si
         return reject(why, whylen, -EBADMSG, "page offset 0x%llx is not page aligned",
                       (unsigned long long)offset);
     if (offset >= block_len)
-        return reject(why, whylen, -EBADMSG, "page offset 0x%llx is outside the block "
-                      "(%llu bytes)", (unsigned long long)offset, (unsigned long long)block_len);
+        return reject(why, whylen, -EBADMSG,
+                      "page offset 0x%llx is outside the block "
+                      "(%llu bytes)",
+                      (unsigned long long)offset, (unsigned long long)block_len);
     return 0;
 }
 

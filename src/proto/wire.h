@@ -14,38 +14,38 @@
 
 #include "livemig.h"
 
-#define LM_WIRE_MAGIC 0x4C4D4947u /* "LMIG" */
-#define LM_WIRE_VERSION 1
+#define LM_WIRE_MAGIC     0x4C4D4947u /* "LMIG" */
+#define LM_WIRE_VERSION   1
 #define LM_FRAME_HDR_SIZE 16
-#define LM_FRAME_MAX_LEN (64u << 20)
+#define LM_FRAME_MAX_LEN  (64u << 20)
 
-#define LM_PACKET_MAGIC 0x4C4D504Bu /* "LMPK" */
-#define LM_PACKET_VERSION 1
-#define LM_PACKET_HDR_SIZE 64
+#define LM_PACKET_MAGIC     0x4C4D504Bu /* "LMPK" */
+#define LM_PACKET_VERSION   1
+#define LM_PACKET_HDR_SIZE  64
 #define LM_PACKET_MAX_PAGES 128
 
-#define LM_HELLO_FIXED_SIZE 48
+#define LM_HELLO_FIXED_SIZE   48
 #define LM_CHANNEL_HELLO_SIZE 24
-#define LM_MAX_CHANNELS 64
-#define LM_COMPRESS_METHODS 4 /* none, zlib, zstd, lz4 */
-#define LM_HELLO_BLOCK_SIZE 48
-#define LM_VERIFY_SIZE 32
-#define LM_RESUMED_SIZE 16
-#define LM_ERROR_MAX_TEXT 1024
+#define LM_MAX_CHANNELS       64
+#define LM_COMPRESS_METHODS   4 /* none, zlib, zstd, lz4 */
+#define LM_HELLO_BLOCK_SIZE   48
+#define LM_VERIFY_SIZE        32
+#define LM_RESUMED_SIZE       16
+#define LM_ERROR_MAX_TEXT     1024
 
 typedef enum lm_msg_type {
-    LM_MSG_HELLO = 1,    /* source -> destination: version, page size, RAM layout */
-    LM_MSG_HELLO_ACK,    /* destination -> source: layout accepted */
-    LM_MSG_PAGES,        /* a page packet */
-    LM_MSG_ROUND_END,    /* the end of a precopy round */
-    LM_MSG_DEVICE_STATE, /* opaque guest device state */
-    LM_MSG_COMPLETE,     /* every page and the device state are sent */
-    LM_MSG_RESUMED,      /* destination -> source: outcome of the switchover */
-    LM_MSG_ERROR,        /* either way: errno and a sentence, then close */
-    LM_MSG_VERIFY,       /* after COMPLETE when verifying: the source's digest */
-    LM_MSG_PING,         /* asks the destination to confirm it caught up */
-    LM_MSG_PONG,         /* destination -> source: everything before PING is processed */
-    LM_MSG_CHANNEL_HELLO, /* first frame on a multifd channel: migration uuid, channel id */
+    LM_MSG_HELLO = 1,       /* source -> destination: version, page size, RAM layout */
+    LM_MSG_HELLO_ACK,       /* destination -> source: layout accepted */
+    LM_MSG_PAGES,           /* a page packet */
+    LM_MSG_ROUND_END,       /* the end of a precopy round */
+    LM_MSG_DEVICE_STATE,    /* opaque guest device state */
+    LM_MSG_COMPLETE,        /* every page and the device state are sent */
+    LM_MSG_RESUMED,         /* destination -> source: outcome of the switchover */
+    LM_MSG_ERROR,           /* either way: errno and a sentence, then close */
+    LM_MSG_VERIFY,          /* after COMPLETE when verifying: the source's digest */
+    LM_MSG_PING,            /* asks the destination to confirm it caught up */
+    LM_MSG_PONG,            /* destination -> source: everything before PING is processed */
+    LM_MSG_CHANNEL_HELLO,   /* first frame on a multifd channel: migration uuid, channel id */
     LM_MSG_POSTCOPY_SWITCH, /* the pages the destination must still receive */
     LM_MSG_POSTCOPY_RUN,    /* resume the guest now */
     LM_MSG_PAGE_REQUEST,    /* destination -> source: a vCPU waits on this page */
@@ -62,8 +62,8 @@ typedef struct lm_frame {
 /* Hello flags. */
 enum {
     LM_HELLO_VERIFY = 1u << 0,
-    LM_HELLO_POSTCOPY = 1u << 1,    /* a preempt connection follows the channels */
-    LM_HELLO_NO_PREEMPT = 1u << 2,  /* with POSTCOPY: urgent pages on the main connection */
+    LM_HELLO_POSTCOPY = 1u << 1,   /* a preempt connection follows the channels */
+    LM_HELLO_NO_PREEMPT = 1u << 2, /* with POSTCOPY: urgent pages on the main connection */
 };
 #define LM_HELLO_KNOWN_FLAGS (LM_HELLO_VERIFY | LM_HELLO_POSTCOPY | LM_HELLO_NO_PREEMPT)
 
@@ -112,12 +112,16 @@ typedef struct lm_verify_msg {
 } lm_verify_msg;
 
 typedef struct lm_resumed {
-    int32_t status;       /* 0, or an errno when the destination refused */
-    uint32_t verified;    /* 0 not asked, 1 match, 2 mismatch */
+    int32_t status;    /* 0, or an errno when the destination refused */
+    uint32_t verified; /* 0 not asked, 1 match, 2 mismatch */
     uint64_t verify_time_us;
 } lm_resumed;
 
-static inline void lm_put_be16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)(v >> 8); p[1] = (uint8_t)v; }
+static inline void lm_put_be16(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)(v >> 8);
+    p[1] = (uint8_t)v;
+}
 static inline void lm_put_be32(uint8_t *p, uint32_t v)
 {
     for (int i = 3; i >= 0; i--, v >>= 8)
@@ -128,7 +132,10 @@ static inline void lm_put_be64(uint8_t *p, uint64_t v)
     for (int i = 7; i >= 0; i--, v >>= 8)
         p[i] = (uint8_t)v;
 }
-static inline uint16_t lm_get_be16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
+static inline uint16_t lm_get_be16(const uint8_t *p)
+{
+    return (uint16_t)(p[0] << 8 | p[1]);
+}
 static inline uint32_t lm_get_be32(const uint8_t *p)
 {
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];

@@ -48,11 +48,15 @@ static int io_failed(lm_conn *c, int code, const char *what)
     if (code == -ECANCELED)
         return lm_err_set(c->err, code, "migration cancelled");
     if (code == -ETIMEDOUT)
-        return lm_err_set(c->err, code, "no progress %s the %s for %u ms (on any connection): "
-                          "it is stuck or unreachable", what, c->peer, c->timeout_ms);
+        return lm_err_set(c->err, code,
+                          "no progress %s the %s for %u ms (on any connection): "
+                          "it is stuck or unreachable",
+                          what, c->peer, c->timeout_ms);
     if (code == -ECONNRESET || code == -EPIPE || code == -ENOTCONN)
-        return lm_err_set(c->err, code, "connection to the %s lost while %s it (%s): "
-                          "did the %s exit?", c->peer, what, strerror(-code), c->peer);
+        return lm_err_set(c->err, code,
+                          "connection to the %s lost while %s it (%s): "
+                          "did the %s exit?",
+                          c->peer, what, strerror(-code), c->peer);
     return lm_err_set(c->err, code, "error while %s the %s: %s", what, c->peer, strerror(-code));
 }
 
@@ -109,7 +113,8 @@ static int writev_unlocked(lm_conn *c, struct iovec *iov, int iovcnt)
     while (iovcnt && iov->iov_len == 0)
         iov++, iovcnt--;
     while (iovcnt > 0) {
-        struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)(iovcnt > IOV_MAX ? IOV_MAX : iovcnt)};
+        struct msghdr mh = {.msg_iov = iov,
+                            .msg_iovlen = (size_t)(iovcnt > IOV_MAX ? IOV_MAX : iovcnt)};
         ssize_t n = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
         if (n < 0) {
             if (errno == EINTR)
@@ -137,8 +142,10 @@ int lm_conn_readv(lm_conn *c, struct iovec *iov, int iovcnt)
     while (iovcnt > 0) {
         ssize_t n = readv(c->fd, iov, iovcnt > IOV_MAX ? IOV_MAX : iovcnt);
         if (n == 0)
-            return lm_err_set(c->err, -ECONNRESET, "the %s closed the connection in the "
-                              "middle of the stream (truncated or aborted migration)", c->peer);
+            return lm_err_set(c->err, -ECONNRESET,
+                              "the %s closed the connection in the "
+                              "middle of the stream (truncated or aborted migration)",
+                              c->peer);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -206,9 +213,10 @@ int lm_conn_recv_frame(lm_conn *c, lm_frame *f)
 int lm_conn_recv_body(lm_conn *c, const lm_frame *f, void *buf, size_t cap)
 {
     if (f->length > cap)
-        return lm_err_set(c->err, -EBADMSG, "invalid stream from the %s: %s message of %u "
-                          "bytes, at most %zu expected", c->peer, lm_msg_name(f->type),
-                          f->length, cap);
+        return lm_err_set(c->err, -EBADMSG,
+                          "invalid stream from the %s: %s message of %u "
+                          "bytes, at most %zu expected",
+                          c->peer, lm_msg_name(f->type), f->length, cap);
     return lm_conn_read(c, buf, f->length);
 }
 

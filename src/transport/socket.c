@@ -50,8 +50,8 @@ static int resolve(const char *addr, bool passive, struct addrinfo **res, lm_err
     int ret = split_host_port(addr, host, sizeof(host), &port, err);
     if (ret < 0)
         return ret;
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-                             .ai_flags = passive ? AI_PASSIVE : 0};
+    struct addrinfo hints = {
+        .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = passive ? AI_PASSIVE : 0};
     int gai = getaddrinfo(host[0] ? host : NULL, port, &hints, res);
     if (gai)
         return lm_err_set(err, -EHOSTUNREACH, "cannot resolve '%s': %s", addr, gai_strerror(gai));
@@ -155,8 +155,10 @@ static int tcp_connect(const char *addr, unsigned timeout_ms, int *out, lm_err *
     }
     freeaddrinfo(res);
     if (ret < 0)
-        return lm_err_set(err, ret, "cannot connect to tcp:%s: %s (is `livemig incoming` "
-                                    "listening there?)", addr, strerror(-ret));
+        return lm_err_set(err, ret,
+                          "cannot connect to tcp:%s: %s (is `livemig incoming` "
+                          "listening there?)",
+                          addr, strerror(-ret));
     return 0;
 }
 

@@ -96,7 +96,7 @@ int lm_listener_accept(struct lm_listener *l, unsigned timeout_ms, const _Atomic
         }
         waited += 100;
         if (timeout_ms && waited >= timeout_ms)
-            return lm_err_set(err, -ETIMEDOUT, "no source connected to %s within %u ms",
-                              l->uri, timeout_ms);
+            return lm_err_set(err, -ETIMEDOUT, "no source connected to %s within %u ms", l->uri,
+                              timeout_ms);
     }
 }

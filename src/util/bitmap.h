@@ -6,7 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define LM_BITS_PER_WORD 64
+#define LM_BITS_PER_WORD       64
 #define LM_BITMAP_WORDS(nbits) (((nbits) + LM_BITS_PER_WORD - 1) / LM_BITS_PER_WORD)
 
 typedef uint64_t lm_word;
@@ -47,7 +47,8 @@ static inline bool lm_bit_test_and_set_atomic(lm_word *map, uint64_t bit)
 static inline bool lm_bit_test_atomic(const lm_word *map, uint64_t bit)
 {
     return (__atomic_load_n(&map[bit / LM_BITS_PER_WORD], __ATOMIC_ACQUIRE) >>
-            (bit % LM_BITS_PER_WORD)) & 1;
+            (bit % LM_BITS_PER_WORD)) &
+           1;
 }
 
 void lm_bitmap_set_range(lm_word *map, uint64_t start, uint64_t count);

@@ -4,7 +4,7 @@ static unsigned bucket_of(uint64_t v)
 {
     if (v < LM_HIST_SUB)
         return (unsigned)v;
-    unsigned msb = 63u - (unsigned)__builtin_clzll(v);     /* >= 3 */
+    unsigned msb = 63u - (unsigned)__builtin_clzll(v); /* >= 3 */
     unsigned sub = (unsigned)(v >> (msb - 3)) & (LM_HIST_SUB - 1);
     return (msb - 2) * LM_HIST_SUB + sub;
 }

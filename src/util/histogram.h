@@ -7,7 +7,7 @@
 
 #include <stdint.h>
 
-#define LM_HIST_SUB 8
+#define LM_HIST_SUB     8
 #define LM_HIST_BUCKETS (64 * LM_HIST_SUB)
 
 typedef struct lm_hist {

@@ -93,10 +93,22 @@ static void close_scope(lm_json *j, const char *brace)
     put(j, "%s", brace);
 }
 
-void lm_json_object_begin(lm_json *j, const char *key) { open_scope(j, key, "{"); }
-void lm_json_object_end(lm_json *j) { close_scope(j, "}"); }
-void lm_json_array_begin(lm_json *j, const char *key) { open_scope(j, key, "["); }
-void lm_json_array_end(lm_json *j) { close_scope(j, "]"); }
+void lm_json_object_begin(lm_json *j, const char *key)
+{
+    open_scope(j, key, "{");
+}
+void lm_json_object_end(lm_json *j)
+{
+    close_scope(j, "}");
+}
+void lm_json_array_begin(lm_json *j, const char *key)
+{
+    open_scope(j, key, "[");
+}
+void lm_json_array_end(lm_json *j)
+{
+    close_scope(j, "]");
+}
 
 void lm_json_u64(lm_json *j, const char *key, uint64_t v)
 {

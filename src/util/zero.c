@@ -77,7 +77,7 @@ static bool is_zero_scalar(const void *buf, size_t len)
         return false;
 
     const unsigned char *end = p + len;
-    const unsigned char *w = align_up(p, 8);   /* bytes before w: checked above */
+    const unsigned char *w = align_up(p, 8);     /* bytes before w: checked above */
     const unsigned char *e = align_down(end, 8); /* bytes from e: the last word */
     while (e - w >= 64) {
         uint64_t acc = (ld64(w) | ld64(w + 8)) | (ld64(w + 16) | ld64(w + 24)) |
@@ -164,7 +164,8 @@ __attribute__((target("avx2"))) static bool is_zero_avx2(const void *buf, size_t
  * ones (26 vs 29 GB/s) and were no faster from cache, which is bound by
  * cache bandwidth, not by instruction count.
  */
-__attribute__((target("avx512f,avx512bw,avx2"))) static bool is_zero_avx512(const void *buf, size_t len)
+__attribute__((target("avx512f,avx512bw,avx2"))) static bool is_zero_avx512(const void *buf,
+                                                                            size_t len)
 {
     const unsigned char *p = buf;
     if (len <= 64) {

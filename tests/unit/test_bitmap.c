@@ -10,7 +10,7 @@
 #include "util/bitmap.h"
 
 #define GUARD 0xA5A5A5A5A5A5A5A5ull
-#define MAXW 80 /* words in the scratch maps (5120 bits) */
+#define MAXW  80 /* words in the scratch maps (5120 bits) */
 
 static void single_bits(void)
 {
@@ -157,7 +157,7 @@ static void next_set_cases(void)
     CHECK_EQ_U64(lm_bitmap_next_set(m, 256, 63), 70);
     CHECK_EQ_U64(lm_bitmap_next_set(m, 256, 64), 70);
     CHECK_EQ_U64(lm_bitmap_next_set(m, 256, 70), 70);
-    CHECK_EQ_U64(lm_bitmap_next_set(m, 256, 71), 255); /* across empty words */
+    CHECK_EQ_U64(lm_bitmap_next_set(m, 256, 71), 255);  /* across empty words */
     CHECK_EQ_U64(lm_bitmap_next_set(m, 256, 255), 255); /* last bit */
     CHECK_EQ_U64(lm_bitmap_next_set(m, 256, 256), 256); /* beyond nbits */
     CHECK_EQ_U64(lm_bitmap_next_set(m, 256, 1000), 256);
@@ -212,11 +212,13 @@ static void randomized(void)
             unsigned op = (unsigned)(test_rand(&seed) % 10);
             uint64_t a = test_rand(&seed) % nbits;
             switch (op) {
-            case 0: case 1:
+            case 0:
+            case 1:
                 lm_bit_set(m, a);
                 ref[a] = true;
                 break;
-            case 2: case 3:
+            case 2:
+            case 3:
                 lm_bit_clear(m, a);
                 ref[a] = false;
                 break;

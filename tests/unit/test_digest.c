@@ -25,7 +25,7 @@ struct blk {
 
 /* The layout used by most tests: odd sizes, ids not in order. */
 static const struct blk layout[] = {{5, 37}, {1, 64}, {2, 1}, {9, 130}};
-#define NBLK (sizeof(layout) / sizeof(layout[0]))
+#define NBLK         (sizeof(layout) / sizeof(layout[0]))
 #define LAYOUT_PAGES (37 + 64 + 1 + 130)
 
 struct ram {
@@ -138,8 +138,8 @@ static void same_content(void)
     /* Block ids are part of the digest: same content under other ids. */
     lm_ctx *e = lm_ctx_new();
     for (unsigned i = 0; i < NBLK; i++)
-        CHECK(lm_ram_block_add(e, layout[i].id + 100, "blk", a.host[i], layout[i].npages * ps,
-                               0) == 0);
+        CHECK(lm_ram_block_add(e, layout[i].id + 100, "blk", a.host[i], layout[i].npages * ps, 0) ==
+              0);
     uint8_t de[16];
     uint64_t pe;
     digest(e, de, &pe);
@@ -194,8 +194,14 @@ static void one_byte_changes(void)
     unsigned tried = 0;
     for (unsigned i = 0; i < NBLK; i++) {
         uint64_t len = layout[i].npages * ps;
-        uint64_t where[8] = {0, 1, ps - 1, len - 1, len - ps, len / 2,
-                             test_rand(&seed) % len, test_rand(&seed) % len};
+        uint64_t where[8] = {0,
+                             1,
+                             ps - 1,
+                             len - 1,
+                             len - ps,
+                             len / 2,
+                             test_rand(&seed) % len,
+                             test_rand(&seed) % len};
         for (unsigned k = 0; k < 8; k++) {
             for (unsigned bit = 0; bit < 8; bit += 7) {
                 uint8_t *at = a.host[i] + where[k];
@@ -203,9 +209,10 @@ static void one_byte_changes(void)
                 *at ^= (uint8_t)(1u << bit);
                 digest(a.ctx, got, &pages);
                 if (!memcmp(got, base, 16)) {
-                    fprintf(stderr, "flipping bit %u of byte %llu of block %u does not "
-                            "change the digest\n", bit, (unsigned long long)where[k],
-                            layout[i].id);
+                    fprintf(stderr,
+                            "flipping bit %u of byte %llu of block %u does not "
+                            "change the digest\n",
+                            bit, (unsigned long long)where[k], layout[i].id);
                     lm_test_failures++;
                 }
                 *at = old;
@@ -305,8 +312,10 @@ static void no_populate(void)
     if (pres_w < 0 || pres_u < 0) {
         fprintf(stderr, "cannot read /proc/self/pagemap: population check skipped\n");
     } else if (pres_w != 1 || pres_u != 0) {
-        fprintf(stderr, "pagemap does not report presence here (%d, %d): population check "
-                "skipped\n", pres_w, pres_u);
+        fprintf(stderr,
+                "pagemap does not report presence here (%d, %d): population check "
+                "skipped\n",
+                pres_w, pres_u);
     }
     bool can_check = pres_w == 1 && pres_u == 0;
     /* A few written pages near the ends, the middle never touched. */

@@ -20,8 +20,8 @@ static void size_ok(const char *s, uint64_t want, int line)
     uint64_t v = 0xDEAD;
     int r = lm_parse_size(s, &v);
     if (r != 0 || v != want) {
-        fprintf(stderr, "%s:%d: lm_parse_size(\"%s\") = %d, %llu; want 0, %llu\n", __FILE__,
-                line, s, r, (unsigned long long)v, (unsigned long long)want);
+        fprintf(stderr, "%s:%d: lm_parse_size(\"%s\") = %d, %llu; want 0, %llu\n", __FILE__, line,
+                s, r, (unsigned long long)v, (unsigned long long)want);
         lm_test_failures++;
     }
 }
@@ -31,8 +31,10 @@ static void size_bad(const char *s, int line)
     uint64_t v = 0xDEAD;
     int r = lm_parse_size(s, &v);
     if (r >= 0 || v != 0xDEAD) {
-        fprintf(stderr, "%s:%d: lm_parse_size(\"%s\") = %d, %llu; want an error and no "
-                "output\n", __FILE__, line, s, r, (unsigned long long)v);
+        fprintf(stderr,
+                "%s:%d: lm_parse_size(\"%s\") = %d, %llu; want an error and no "
+                "output\n",
+                __FILE__, line, s, r, (unsigned long long)v);
         lm_test_failures++;
     }
 }
@@ -42,8 +44,8 @@ static void u64_ok(const char *s, uint64_t want, int line)
     uint64_t v = 0xDEAD;
     int r = lm_parse_u64(s, &v);
     if (r != 0 || v != want) {
-        fprintf(stderr, "%s:%d: lm_parse_u64(\"%s\") = %d, %llu; want 0, %llu\n", __FILE__,
-                line, s, r, (unsigned long long)v, (unsigned long long)want);
+        fprintf(stderr, "%s:%d: lm_parse_u64(\"%s\") = %d, %llu; want 0, %llu\n", __FILE__, line, s,
+                r, (unsigned long long)v, (unsigned long long)want);
         lm_test_failures++;
     }
 }
@@ -53,16 +55,16 @@ static void u64_bad(const char *s, int line)
     uint64_t v = 0xDEAD;
     int r = lm_parse_u64(s, &v);
     if (r >= 0 || v != 0xDEAD) {
-        fprintf(stderr, "%s:%d: lm_parse_u64(\"%s\") = %d, %llu; want an error\n", __FILE__,
-                line, s, r, (unsigned long long)v);
+        fprintf(stderr, "%s:%d: lm_parse_u64(\"%s\") = %d, %llu; want an error\n", __FILE__, line,
+                s, r, (unsigned long long)v);
         lm_test_failures++;
     }
 }
 
 #define SIZE_OK(s, v) size_ok(s, v, __LINE__)
-#define SIZE_BAD(s) size_bad(s, __LINE__)
-#define U64_OK(s, v) u64_ok(s, v, __LINE__)
-#define U64_BAD(s) u64_bad(s, __LINE__)
+#define SIZE_BAD(s)   size_bad(s, __LINE__)
+#define U64_OK(s, v)  u64_ok(s, v, __LINE__)
+#define U64_BAD(s)    u64_bad(s, __LINE__)
 
 static void sizes(void)
 {
@@ -148,15 +150,15 @@ static void seconds(void)
     CHECK(lm_parse_seconds("86400", &d, &inf) == 0 && d == 86400.0);
     inf = false;
     CHECK(lm_parse_seconds("inf", &d, &inf) == 0 && inf && isinf(d));
-    static const char *const bad[] = {"", "-1", "-0.5", "abc", "nan", "NaN", "-nan", "1s",
-                                      "1.5.2", "5 ", "infinity", "-inf", "1e999", "INF"};
+    static const char *const bad[] = {"",   "-1",    "-0.5", "abc",      "nan",  "NaN",   "-nan",
+                                      "1s", "1.5.2", "5 ",   "infinity", "-inf", "1e999", "INF"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         d = 42;
         inf = true;
         int r = lm_parse_seconds(bad[i], &d, &inf);
         if (r >= 0 || inf) {
-            fprintf(stderr, "lm_parse_seconds(\"%s\") = %d (%g, inf %d): want an error\n",
-                    bad[i], r, d, inf);
+            fprintf(stderr, "lm_parse_seconds(\"%s\") = %d (%g, inf %d): want an error\n", bad[i],
+                    r, d, inf);
             lm_test_failures++;
         }
     }
@@ -165,7 +167,10 @@ static void seconds(void)
 
 static void format_bytes(void)
 {
-    static const struct { uint64_t v; const char *want; } cases[] = {
+    static const struct {
+        uint64_t v;
+        const char *want;
+    } cases[] = {
         {0, "0 B"},
         {1, "1 B"},
         {1023, "1023 B"},
@@ -200,8 +205,8 @@ static void format_bytes(void)
 
 /* ---- workloads ------------------------------------------------------------- */
 
-static void workload_ok(const char *spec, lm_workload_kind kind, unsigned threads,
-                        uint64_t bytes, uint64_t pps, int line)
+static void workload_ok(const char *spec, lm_workload_kind kind, unsigned threads, uint64_t bytes,
+                        uint64_t pps, int line)
 {
     lm_workload w;
     char why[256] = "";
@@ -209,10 +214,11 @@ static void workload_ok(const char *spec, lm_workload_kind kind, unsigned thread
     int r = lm_workload_parse(spec, &w, why, sizeof(why));
     if (r != 0 || w.kind != kind || w.threads != threads || w.bytes != bytes ||
         w.pages_per_sec != pps || strcmp(w.spec, spec) != 0) {
-        fprintf(stderr, "%s:%d: workload '%s': %d (%s) kind %d threads %u bytes %llu "
-                "pps %llu spec '%.64s'\n", __FILE__, line, spec, r, why, (int)w.kind,
-                w.threads, (unsigned long long)w.bytes, (unsigned long long)w.pages_per_sec,
-                w.spec);
+        fprintf(stderr,
+                "%s:%d: workload '%s': %d (%s) kind %d threads %u bytes %llu "
+                "pps %llu spec '%.64s'\n",
+                __FILE__, line, spec, r, why, (int)w.kind, w.threads, (unsigned long long)w.bytes,
+                (unsigned long long)w.pages_per_sec, w.spec);
         lm_test_failures++;
     }
 }
@@ -228,7 +234,8 @@ static void workload_bad(const char *spec, int line)
     }
 }
 
-#define WL_OK(spec, kind, threads, bytes, pps) workload_ok(spec, kind, threads, bytes, pps, __LINE__)
+#define WL_OK(spec, kind, threads, bytes, pps)                                                     \
+    workload_ok(spec, kind, threads, bytes, pps, __LINE__)
 #define WL_BAD(spec) workload_bad(spec, __LINE__)
 
 static void workloads(void)
@@ -342,8 +349,8 @@ static void check_quantiles(const char *what, uint64_t *vals, size_t n)
         uint64_t truth = vals[rank], got = lm_hist_quantile(&h, qs[i]);
         /* An upper bound, at most 12.5% above the truth (values < 8 exact). */
         if (got < truth || (long double)got > (long double)truth * 1.125L) {
-            fprintf(stderr, "%s: q %.4f = %llu, truth %llu\n", what, qs[i],
-                    (unsigned long long)got, (unsigned long long)truth);
+            fprintf(stderr, "%s: q %.4f = %llu, truth %llu\n", what, qs[i], (unsigned long long)got,
+                    (unsigned long long)truth);
             lm_test_failures++;
         }
     }
@@ -368,8 +375,8 @@ static void histogram(void)
         CHECK_EQ_U64(lm_hist_quantile(&h, 1.0), v);
     }
     /* One value: every quantile is capped at the (exact) max. */
-    static const uint64_t singles[] = {8, 9, 15, 16, 17, 1000, 123456789, 1ull << 40,
-                                       (1ull << 63) + 12345, UINT64_MAX};
+    static const uint64_t singles[] = {
+        8, 9, 15, 16, 17, 1000, 123456789, 1ull << 40, (1ull << 63) + 12345, UINT64_MAX};
     for (size_t i = 0; i < sizeof(singles) / sizeof(singles[0]); i++) {
         memset(&h, 0, sizeof(h));
         lm_hist_record(&h, singles[i]);
@@ -442,8 +449,8 @@ static void histogram(void)
 static void json_expect(char *got, const char *want, int line)
 {
     if (!got || strcmp(got, want) != 0) {
-        fprintf(stderr, "%s:%d: JSON\n  got  %s\n  want %s\n", __FILE__, line,
-                got ? got : "(null)", want);
+        fprintf(stderr, "%s:%d: JSON\n  got  %s\n  want %s\n", __FILE__, line, got ? got : "(null)",
+                want);
         lm_test_failures++;
     }
     free(got);

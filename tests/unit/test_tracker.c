@@ -41,7 +41,8 @@ static void randomized_rounds(lm_tracker_kind kind, const char *name)
     fprintf(stderr, "testing %s\n", lm_tracker_name(t));
     /* Arm in uneven chunks, as the first pass does. */
     for (uint64_t first = 0; first < NPAGES; first += 1000)
-        CHECK(lm_tracker_arm(t, 0, first, first + 1000 > NPAGES ? NPAGES - first : 1000, NULL, &err) == 0);
+        CHECK(lm_tracker_arm(t, 0, first, first + 1000 > NPAGES ? NPAGES - first : 1000, NULL,
+                             &err) == 0);
 
     lm_word *got = lm_bitmap_new(NPAGES), *want = lm_bitmap_new(NPAGES);
     unsigned long long seed = 0x1234 + (unsigned)kind;
@@ -214,9 +215,11 @@ static void concurrent_writers(lm_tracker_kind kind, const char *name)
             checked += (uint64_t)__builtin_popcountll(ref[i]);
         }
         if (missed || extra) {
-            fprintf(stderr, "%s concurrent round %d (%s): %llu writes missed, %llu pages "
-                    "reported but not written\n", name, round, quiet ? "strict" : "overlapping",
-                    (unsigned long long)missed, (unsigned long long)extra);
+            fprintf(stderr,
+                    "%s concurrent round %d (%s): %llu writes missed, %llu pages "
+                    "reported but not written\n",
+                    name, round, quiet ? "strict" : "overlapping", (unsigned long long)missed,
+                    (unsigned long long)extra);
             lm_test_failures++;
         }
         strict_rounds += quiet;

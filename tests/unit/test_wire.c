@@ -15,26 +15,25 @@
 static char why[256];
 
 /* Runs a decoder call expecting rejection with a reason; code 0 = any. */
-#define REJECTS(call, code)                                                           \
-    do {                                                                              \
-        memset(why, 0, sizeof(why));                                                  \
-        int r_ = (call);                                                              \
-        if (r_ >= 0 || !why[0] || ((code) && r_ != (code))) {                         \
-            fprintf(stderr, "%s:%d: expected rejection (%d) of %s, got %d '%s'\n",    \
-                    __FILE__, __LINE__, (code), #call, r_, why);                      \
-            lm_test_failures++;                                                       \
-        }                                                                             \
+#define REJECTS(call, code)                                                                        \
+    do {                                                                                           \
+        memset(why, 0, sizeof(why));                                                               \
+        int r_ = (call);                                                                           \
+        if (r_ >= 0 || !why[0] || ((code) && r_ != (code))) {                                      \
+            fprintf(stderr, "%s:%d: expected rejection (%d) of %s, got %d '%s'\n", __FILE__,       \
+                    __LINE__, (code), #call, r_, why);                                             \
+            lm_test_failures++;                                                                    \
+        }                                                                                          \
     } while (0)
 
-#define ACCEPTS(call)                                                                 \
-    do {                                                                              \
-        memset(why, 0, sizeof(why));                                                  \
-        int r_ = (call);                                                              \
-        if (r_ != 0) {                                                                \
-            fprintf(stderr, "%s:%d: %s rejected (%d): %s\n", __FILE__, __LINE__, #call, \
-                    r_, why);                                                         \
-            lm_test_failures++;                                                       \
-        }                                                                             \
+#define ACCEPTS(call)                                                                              \
+    do {                                                                                           \
+        memset(why, 0, sizeof(why));                                                               \
+        int r_ = (call);                                                                           \
+        if (r_ != 0) {                                                                             \
+            fprintf(stderr, "%s:%d: %s rejected (%d): %s\n", __FILE__, __LINE__, #call, r_, why);  \
+            lm_test_failures++;                                                                    \
+        }                                                                                          \
     } while (0)
 
 /* ---- frames ---------------------------------------------------------------- */
@@ -60,37 +59,49 @@ static void frames(void)
     CHECK(strcmp(lm_msg_name(LM_MSG_PAGES), "PAGES") == 0);
     /* The exact bytes: "LMIG", version 1, type, length, reserved. */
     lm_frame_encode(b, LM_MSG_PAGES, 0x11223344);
-    static const uint8_t want[LM_FRAME_HDR_SIZE] = {'L', 'M', 'I', 'G', 0, 1, 0, 3,
+    static const uint8_t want[LM_FRAME_HDR_SIZE] = {'L',  'M',  'I',  'G',  0, 1, 0, 3,
                                                     0x11, 0x22, 0x33, 0x44, 0, 0, 0, 0};
     CHECK(memcmp(b, want, sizeof(want)) == 0);
 
     uint8_t x[LM_FRAME_HDR_SIZE];
-    memcpy(x, b, sizeof(x)); x[0] ^= 1;
-    REJECTS(lm_frame_decode(x, &f, why, sizeof(why)), -EBADMSG);     /* magic */
-    memcpy(x, b, sizeof(x)); lm_put_be32(x, 0);
+    memcpy(x, b, sizeof(x));
+    x[0] ^= 1;
+    REJECTS(lm_frame_decode(x, &f, why, sizeof(why)), -EBADMSG); /* magic */
+    memcpy(x, b, sizeof(x));
+    lm_put_be32(x, 0);
     REJECTS(lm_frame_decode(x, &f, why, sizeof(why)), -EBADMSG);
-    memcpy(x, b, sizeof(x)); lm_put_be16(x + 4, 2);
-    REJECTS(lm_frame_decode(x, &f, why, sizeof(why)), -EPROTO);      /* version */
-    memcpy(x, b, sizeof(x)); lm_put_be16(x + 4, 0);
+    memcpy(x, b, sizeof(x));
+    lm_put_be16(x + 4, 2);
+    REJECTS(lm_frame_decode(x, &f, why, sizeof(why)), -EPROTO); /* version */
+    memcpy(x, b, sizeof(x));
+    lm_put_be16(x + 4, 0);
     REJECTS(lm_frame_decode(x, &f, why, sizeof(why)), -EPROTO);
-    memcpy(x, b, sizeof(x)); lm_put_be16(x + 4, 0x0100);
+    memcpy(x, b, sizeof(x));
+    lm_put_be16(x + 4, 0x0100);
     REJECTS(lm_frame_decode(x, &f, why, sizeof(why)), -EPROTO);
-    memcpy(x, b, sizeof(x)); lm_put_be16(x + 6, 0);
-    REJECTS(lm_frame_decode(x, &f, why, sizeof(why)), -EBADMSG);     /* type 0 */
-    memcpy(x, b, sizeof(x)); lm_put_be16(x + 6, LM_MSG__COUNT);
-    REJECTS(lm_frame_decode(x, &f, why, sizeof(why)), -EBADMSG);     /* type too big */
-    memcpy(x, b, sizeof(x)); lm_put_be16(x + 6, 0xffff);
+    memcpy(x, b, sizeof(x));
+    lm_put_be16(x + 6, 0);
+    REJECTS(lm_frame_decode(x, &f, why, sizeof(why)), -EBADMSG); /* type 0 */
+    memcpy(x, b, sizeof(x));
+    lm_put_be16(x + 6, LM_MSG__COUNT);
+    REJECTS(lm_frame_decode(x, &f, why, sizeof(why)), -EBADMSG); /* type too big */
+    memcpy(x, b, sizeof(x));
+    lm_put_be16(x + 6, 0xffff);
     REJECTS(lm_frame_decode(x, &f, why, sizeof(why)), -EBADMSG);
-    memcpy(x, b, sizeof(x)); lm_put_be32(x + 8, LM_FRAME_MAX_LEN + 1);
-    REJECTS(lm_frame_decode(x, &f, why, sizeof(why)), -EBADMSG);     /* length */
-    memcpy(x, b, sizeof(x)); lm_put_be32(x + 8, UINT32_MAX);
+    memcpy(x, b, sizeof(x));
+    lm_put_be32(x + 8, LM_FRAME_MAX_LEN + 1);
+    REJECTS(lm_frame_decode(x, &f, why, sizeof(why)), -EBADMSG); /* length */
+    memcpy(x, b, sizeof(x));
+    lm_put_be32(x + 8, UINT32_MAX);
     REJECTS(lm_frame_decode(x, &f, why, sizeof(why)), -EBADMSG);
-    for (int i = 12; i < 16; i++) {                                   /* reserved */
-        memcpy(x, b, sizeof(x)); x[i] = 0x80;
+    for (int i = 12; i < 16; i++) { /* reserved */
+        memcpy(x, b, sizeof(x));
+        x[i] = 0x80;
         REJECTS(lm_frame_decode(x, &f, why, sizeof(why)), -EBADMSG);
     }
     /* A zero-length reason buffer is allowed and never written. */
-    memcpy(x, b, sizeof(x)); x[0] ^= 1;
+    memcpy(x, b, sizeof(x));
+    x[0] ^= 1;
     char untouched[4] = "abc";
     CHECK(lm_frame_decode(x, &f, untouched, 0) < 0);
     CHECK(strcmp(untouched, "abc") == 0);
@@ -193,7 +204,7 @@ static size_t hello_base(void)
     return lm_hello_size(2);
 }
 
-#define HB(i) (hx + LM_HELLO_FIXED_SIZE + (i) * LM_HELLO_BLOCK_SIZE)
+#define HB(i) (hx + LM_HELLO_FIXED_SIZE + (i)*LM_HELLO_BLOCK_SIZE)
 
 static void hello_rejects(void)
 {
@@ -210,8 +221,8 @@ static void hello_rejects(void)
     REJECTS(lm_hello_decode(hx, n + LM_HELLO_BLOCK_SIZE, &d, why, sizeof(why)), -EBADMSG);
 
     /* Page size. */
-    static const uint32_t bad_ps[] = {0, 1, 2048, 4095, 4097, 12288, 3u << 12, 1u << 22,
-                                      (1u << 21) + 4096, 1u << 31, UINT32_MAX};
+    static const uint32_t bad_ps[] = {
+        0, 1, 2048, 4095, 4097, 12288, 3u << 12, 1u << 22, (1u << 21) + 4096, 1u << 31, UINT32_MAX};
     for (size_t i = 0; i < sizeof(bad_ps) / sizeof(bad_ps[0]); i++) {
         n = hello_base();
         lm_put_be32(hx, bad_ps[i]);
@@ -286,8 +297,8 @@ static void hello_rejects(void)
 
     for (int blk = 0; blk < 2; blk++) {
         /* Block length 0, not a page multiple, over 2^46, huge. */
-        static const uint64_t bad_len[] = {0, 1, PS - 1, PS + 1, PS * 3 + 512,
-                                           (1ull << 46) + PS, UINT64_MAX};
+        static const uint64_t bad_len[] = {
+            0, 1, PS - 1, PS + 1, PS * 3 + 512, (1ull << 46) + PS, UINT64_MAX};
         for (size_t i = 0; i < sizeof(bad_len) / sizeof(bad_len[0]); i++) {
             n = hello_base();
             uint64_t old = lm_get_be64(HB(blk) + 8);
@@ -322,8 +333,7 @@ static void hello_rejects(void)
         make_hello(&big, LM_MAX_BLOCKS, PS);
         big.blocks[LM_MAX_BLOCKS - 1].id = big.blocks[0].id;
         lm_hello_encode(&big, hx);
-        REJECTS(lm_hello_decode(hx, lm_hello_size(LM_MAX_BLOCKS), &d, why, sizeof(why)),
-                -EBADMSG);
+        REJECTS(lm_hello_decode(hx, lm_hello_size(LM_MAX_BLOCKS), &d, why, sizeof(why)), -EBADMSG);
     }
     /* ram_total != sum of the block lengths: off by a page, by one, zero. */
     static const int64_t delta[] = {PS, -(int64_t)PS, 1, -1};
@@ -341,9 +351,13 @@ static void hello_rejects(void)
 
 static lm_packet_hdr make_packet(uint32_t normal, uint32_t zero, uint32_t alloc)
 {
-    lm_packet_hdr p = {.flags = 0, .pages_alloc = alloc, .normal_pages = normal,
-                       .zero_pages = zero, .block_id = 0xC0FFEE,
-                       .payload_size = (uint64_t)normal * PS, .packet_num = 0x0102030405060708ull};
+    lm_packet_hdr p = {.flags = 0,
+                       .pages_alloc = alloc,
+                       .normal_pages = normal,
+                       .zero_pages = zero,
+                       .block_id = 0xC0FFEE,
+                       .payload_size = (uint64_t)normal * PS,
+                       .packet_num = 0x0102030405060708ull};
     return p;
 }
 
@@ -410,8 +424,10 @@ static void packet_flags(void)
     ACCEPTS(lm_channel_hello_decode(cb, LM_CHANNEL_HELLO_SIZE, &dc, why, sizeof(why)));
     CHECK_EQ_U64(dc.channel, 63);
     CHECK(memcmp(dc.uuid, ch.uuid, 16) == 0);
-    REJECTS(lm_channel_hello_decode(cb, LM_CHANNEL_HELLO_SIZE - 1, &dc, why, sizeof(why)), -EBADMSG);
-    REJECTS(lm_channel_hello_decode(cb, LM_CHANNEL_HELLO_SIZE + 1, &dc, why, sizeof(why)), -EBADMSG);
+    REJECTS(lm_channel_hello_decode(cb, LM_CHANNEL_HELLO_SIZE - 1, &dc, why, sizeof(why)),
+            -EBADMSG);
+    REJECTS(lm_channel_hello_decode(cb, LM_CHANNEL_HELLO_SIZE + 1, &dc, why, sizeof(why)),
+            -EBADMSG);
     cb[23] = 1;
     REJECTS(lm_channel_hello_decode(cb, LM_CHANNEL_HELLO_SIZE, &dc, why, sizeof(why)), -EBADMSG);
 }
@@ -421,8 +437,8 @@ static void packets(void)
     uint8_t b[LM_PACKET_HDR_SIZE], x[LM_PACKET_HDR_SIZE];
     lm_packet_hdr p, d;
     static const uint32_t cases[][3] = {
-        {0, 0, 1}, {1, 0, 1}, {0, 1, 1}, {64, 64, 128}, {128, 0, 128}, {0, 128, 128},
-        {3, 5, 100}, {0, 0, LM_PACKET_MAX_PAGES},
+        {0, 0, 1},     {1, 0, 1},     {0, 1, 1},   {64, 64, 128},
+        {128, 0, 128}, {0, 128, 128}, {3, 5, 100}, {0, 0, LM_PACKET_MAX_PAGES},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         p = make_packet(cases[i][0], cases[i][1], cases[i][2]);
@@ -449,29 +465,36 @@ static void packets(void)
 
     p = make_packet(10, 20, 100);
     lm_packet_encode(&p, b);
-#define PKT_REJECT(code)                                                              \
-    REJECTS(lm_packet_decode(x, PS, 0, &d, why, sizeof(why)), code)
-    memcpy(x, b, sizeof(x)); x[3] ^= 0x20;                       /* magic */
+#define PKT_REJECT(code) REJECTS(lm_packet_decode(x, PS, 0, &d, why, sizeof(why)), code)
+    memcpy(x, b, sizeof(x));
+    x[3] ^= 0x20; /* magic */
     PKT_REJECT(-EBADMSG);
-    memcpy(x, b, sizeof(x)); lm_put_be32(x, LM_WIRE_MAGIC);      /* frame magic is not packet magic */
+    memcpy(x, b, sizeof(x));
+    lm_put_be32(x, LM_WIRE_MAGIC); /* frame magic is not packet magic */
     PKT_REJECT(-EBADMSG);
-    memcpy(x, b, sizeof(x)); lm_put_be32(x + 4, 2);              /* version */
+    memcpy(x, b, sizeof(x));
+    lm_put_be32(x + 4, 2); /* version */
     PKT_REJECT(-EPROTO);
-    memcpy(x, b, sizeof(x)); lm_put_be32(x + 4, 0);
+    memcpy(x, b, sizeof(x));
+    lm_put_be32(x + 4, 0);
     PKT_REJECT(-EPROTO);
-    for (int bit = 0; bit < 32; bit++) {                         /* flags (none negotiated) */
-        memcpy(x, b, sizeof(x)); lm_put_be32(x + 8, 1u << bit);
+    for (int bit = 0; bit < 32; bit++) { /* flags (none negotiated) */
+        memcpy(x, b, sizeof(x));
+        lm_put_be32(x + 8, 1u << bit);
         PKT_REJECT(-EBADMSG);
     }
-    for (int off = 28; off < 32; off++) {                        /* reserved u32 at 28 */
-        memcpy(x, b, sizeof(x)); x[off] = 1;
+    for (int off = 28; off < 32; off++) { /* reserved u32 at 28 */
+        memcpy(x, b, sizeof(x));
+        x[off] = 1;
         PKT_REJECT(-EBADMSG);
     }
-    for (int off = 48; off < 64; off++) {                        /* reserved u64 at 48, 56 */
-        memcpy(x, b, sizeof(x)); x[off] = 0x80;
+    for (int off = 48; off < 64; off++) { /* reserved u64 at 48, 56 */
+        memcpy(x, b, sizeof(x));
+        x[off] = 0x80;
         PKT_REJECT(-EBADMSG);
     }
-    memcpy(x, b, sizeof(x)); lm_put_be32(x + 12, 0);             /* pages_alloc 0 */
+    memcpy(x, b, sizeof(x));
+    lm_put_be32(x + 12, 0); /* pages_alloc 0 */
     PKT_REJECT(-EBADMSG);
     {
         uint8_t z[LM_PACKET_HDR_SIZE];
@@ -479,16 +502,26 @@ static void packets(void)
         lm_packet_encode(&p, z);
         REJECTS(lm_packet_decode(z, PS, 0, &d, why, sizeof(why)), -EBADMSG);
     }
-    memcpy(x, b, sizeof(x)); lm_put_be32(x + 12, LM_PACKET_MAX_PAGES + 1);
+    memcpy(x, b, sizeof(x));
+    lm_put_be32(x + 12, LM_PACKET_MAX_PAGES + 1);
     PKT_REJECT(-EBADMSG);
-    memcpy(x, b, sizeof(x)); lm_put_be32(x + 12, UINT32_MAX);
+    memcpy(x, b, sizeof(x));
+    lm_put_be32(x + 12, UINT32_MAX);
     PKT_REJECT(-EBADMSG);
     /* normal + zero > pages_alloc, including sums that wrap in 32 bits. */
     static const uint32_t over[][3] = {
-        {51, 50, 100}, {0, 101, 100}, {101, 0, 100}, {128, 1, 128},
-        {UINT32_MAX, 1, 128}, {1, UINT32_MAX, 128}, {UINT32_MAX, UINT32_MAX, 128},
-        {0x80000000u, 0x80000000u, 128}, {0x80000001u, 0x7FFFFFFFu, 1},
-        {2, UINT32_MAX - 1, 4}, {0, UINT32_MAX, 128}, {UINT32_MAX, 0, 128},
+        {51, 50, 100},
+        {0, 101, 100},
+        {101, 0, 100},
+        {128, 1, 128},
+        {UINT32_MAX, 1, 128},
+        {1, UINT32_MAX, 128},
+        {UINT32_MAX, UINT32_MAX, 128},
+        {0x80000000u, 0x80000000u, 128},
+        {0x80000001u, 0x7FFFFFFFu, 1},
+        {2, UINT32_MAX - 1, 4},
+        {0, UINT32_MAX, 128},
+        {UINT32_MAX, 0, 128},
     };
     for (size_t i = 0; i < sizeof(over) / sizeof(over[0]); i++) {
         p = make_packet(over[i][0], over[i][1], over[i][2]);
@@ -496,8 +529,9 @@ static void packets(void)
         PKT_REJECT(-EBADMSG);
     }
     /* payload_size != normal * page_size. */
-    static const uint64_t bad_payload[] = {0, 10ull * PS - 1, 10ull * PS + 1, 11ull * PS,
-                                           9ull * PS, UINT64_MAX, 10ull * PS + (1ull << 32)};
+    static const uint64_t bad_payload[] = {
+        0,         10ull * PS - 1, 10ull * PS + 1,           11ull * PS,
+        9ull * PS, UINT64_MAX,     10ull * PS + (1ull << 32)};
     for (size_t i = 0; i < sizeof(bad_payload) / sizeof(bad_payload[0]); i++) {
         memcpy(x, b, sizeof(x));
         lm_put_be64(x + 32, bad_payload[i]);
@@ -529,8 +563,7 @@ static void packets(void)
     REJECTS(lm_packet_check_offset(blen - 1, blen, PS, why, sizeof(why)), -EBADMSG);
     REJECTS(lm_packet_check_offset(blen, blen, PS, why, sizeof(why)), -EBADMSG);
     REJECTS(lm_packet_check_offset(blen + PS, blen, PS, why, sizeof(why)), -EBADMSG);
-    REJECTS(lm_packet_check_offset(UINT64_MAX - (PS - 1), blen, PS, why, sizeof(why)),
-            -EBADMSG);
+    REJECTS(lm_packet_check_offset(UINT64_MAX - (PS - 1), blen, PS, why, sizeof(why)), -EBADMSG);
     REJECTS(lm_packet_check_offset(UINT64_MAX, blen, PS, why, sizeof(why)), -EBADMSG);
     REJECTS(lm_packet_check_offset(0, 0, PS, why, sizeof(why)), -EBADMSG);
     ACCEPTS(lm_packet_check_offset(3ull << 21, 4ull << 21, 1u << 21, why, sizeof(why)));
@@ -561,14 +594,15 @@ static void verify_resumed(void)
     for (size_t i = 0; i < sizeof(bad_len) / sizeof(bad_len[0]); i++)
         REJECTS(lm_verify_decode(b, bad_len[i], &dc, why, sizeof(why)), -EBADMSG);
     for (int off = 24; off < 32; off++) {
-        memcpy(x, b, sizeof(x)); x[off] = 1;
+        memcpy(x, b, sizeof(x));
+        x[off] = 1;
         REJECTS(lm_verify_decode(x, LM_VERIFY_SIZE, &dc, why, sizeof(why)), -EBADMSG);
     }
 
     uint8_t r[LM_RESUMED_SIZE + 4] = {0}, y[LM_RESUMED_SIZE + 4];
     static const lm_resumed good[] = {
-        {0, 0, 0}, {0, 1, 123456789}, {0, 2, UINT64_MAX}, {-EINVAL, 0, 5}, {-4095, 2, 1},
-        {-1, 1, 0},
+        {0, 0, 0},       {0, 1, 123456789}, {0, 2, UINT64_MAX},
+        {-EINVAL, 0, 5}, {-4095, 2, 1},     {-1, 1, 0},
     };
     for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
         lm_resumed dr;
@@ -587,12 +621,14 @@ static void verify_resumed(void)
         REJECTS(lm_resumed_decode(r, bad_rlen[i], &dr, why, sizeof(why)), -EBADMSG);
     static const uint32_t bad_verified[] = {3, 4, 0x100, UINT32_MAX};
     for (size_t i = 0; i < sizeof(bad_verified) / sizeof(bad_verified[0]); i++) {
-        memcpy(y, r, sizeof(y)); lm_put_be32(y + 4, bad_verified[i]);
+        memcpy(y, r, sizeof(y));
+        lm_put_be32(y + 4, bad_verified[i]);
         REJECTS(lm_resumed_decode(y, LM_RESUMED_SIZE, &dr, why, sizeof(why)), -EBADMSG);
     }
     static const int32_t bad_status[] = {1, EINVAL, INT32_MAX, -4096, INT32_MIN};
     for (size_t i = 0; i < sizeof(bad_status) / sizeof(bad_status[0]); i++) {
-        memcpy(y, r, sizeof(y)); lm_put_be32(y, (uint32_t)bad_status[i]);
+        memcpy(y, r, sizeof(y));
+        lm_put_be32(y, (uint32_t)bad_status[i]);
         REJECTS(lm_resumed_decode(y, LM_RESUMED_SIZE, &dr, why, sizeof(why)), -EBADMSG);
     }
 }
@@ -620,13 +656,24 @@ static void random_input(void)
         size_t off = (size_t)(v % (BUF - 4096));
         uint8_t *in = buf + off;
         switch ((v >> 20) % 8) {
-        case 0: lm_put_be32(in, LM_WIRE_MAGIC); lm_put_be16(in + 4, LM_WIRE_VERSION); break;
-        case 1: lm_put_be32(in, LM_PACKET_MAGIC); lm_put_be32(in + 4, LM_PACKET_VERSION); break;
-        case 2: lm_put_be32(in, 1u << (12 + (v >> 40) % 10)); lm_put_be32(in + 4, (v >> 50) & 1);
-                lm_put_be32(in + 8, 1 + (uint32_t)((v >> 52) % LM_MAX_BLOCKS)); break;
-        case 3: case 4: { /* a valid packet or hello with 1-3 random bytes changed */
+        case 0:
+            lm_put_be32(in, LM_WIRE_MAGIC);
+            lm_put_be16(in + 4, LM_WIRE_VERSION);
+            break;
+        case 1:
+            lm_put_be32(in, LM_PACKET_MAGIC);
+            lm_put_be32(in + 4, LM_PACKET_VERSION);
+            break;
+        case 2:
+            lm_put_be32(in, 1u << (12 + (v >> 40) % 10));
+            lm_put_be32(in + 4, (v >> 50) & 1);
+            lm_put_be32(in + 8, 1 + (uint32_t)((v >> 52) % LM_MAX_BLOCKS));
+            break;
+        case 3:
+        case 4: { /* a valid packet or hello with 1-3 random bytes changed */
             if ((v >> 20) % 8 == 3) {
-                lm_packet_hdr vp = make_packet((uint32_t)(v >> 40) % 8, (uint32_t)(v >> 44) % 8, 16);
+                lm_packet_hdr vp =
+                    make_packet((uint32_t)(v >> 40) % 8, (uint32_t)(v >> 44) % 8, 16);
                 lm_packet_encode(&vp, in);
             } else {
                 make_hello(&h, 1 + (uint32_t)((v >> 40) % 4), PS);
@@ -634,12 +681,13 @@ static void random_input(void)
             }
             for (unsigned k = 0; k < 1 + (v >> 48) % 3; k++) {
                 uint64_t m = test_rand(&seed);
-                in[(m >> 8) % ((v >> 20) % 8 == 3 ? LM_PACKET_HDR_SIZE : lm_hello_size(h.nblocks))] =
-                    (uint8_t)m;
+                in[(m >> 8) % ((v >> 20) % 8 == 3 ? LM_PACKET_HDR_SIZE
+                                                  : lm_hello_size(h.nblocks))] = (uint8_t)m;
             }
             break;
         }
-        default: break;
+        default:
+            break;
         }
         char w[64];
         lm_frame f;
@@ -672,21 +720,22 @@ static void random_input(void)
         } else {
             CHECK(w[0] != '\0');
         }
-        accepted[3] += lm_verify_decode(in, (v >> 8) % 2 ? LM_VERIFY_SIZE : (v >> 9) % 40,
-                                          &c, w, sizeof(w)) == 0;
-        accepted[4] += lm_resumed_decode(in, (v >> 10) % 2 ? LM_RESUMED_SIZE : (v >> 11) % 40,
-                                         &r, w, sizeof(w)) == 0;
+        accepted[3] += lm_verify_decode(in, (v >> 8) % 2 ? LM_VERIFY_SIZE : (v >> 9) % 40, &c, w,
+                                        sizeof(w)) == 0;
+        accepted[4] += lm_resumed_decode(in, (v >> 10) % 2 ? LM_RESUMED_SIZE : (v >> 11) % 40, &r,
+                                         w, sizeof(w)) == 0;
         if (ps)
-            accepted[5] += lm_packet_check_offset(lm_get_be64(in), lm_get_be64(in + 8), ps, w,
-                                                  sizeof(w)) == 0;
+            accepted[5] +=
+                lm_packet_check_offset(lm_get_be64(in), lm_get_be64(in + 8), ps, w, sizeof(w)) == 0;
         /* The reason never overflows, even with a one-byte buffer. */
         char tiny[2] = {'x', 'Y'};
         if (lm_frame_decode(in, &f, tiny, 1) < 0)
             CHECK(tiny[0] == '\0' && tiny[1] == 'Y');
     }
-    fprintf(stderr, "random input accepted: frame %u packet %u hello %u verify %u "
-            "resumed %u offset %u\n", accepted[0], accepted[1], accepted[2], accepted[3],
-            accepted[4], accepted[5]);
+    fprintf(stderr,
+            "random input accepted: frame %u packet %u hello %u verify %u "
+            "resumed %u offset %u\n",
+            accepted[0], accepted[1], accepted[2], accepted[3], accepted[4], accepted[5]);
 }
 
 /* ---- single-byte corruption ------------------------------------------------------ */
@@ -762,13 +811,15 @@ static void byte_flips(void)
                     if (k >= LM_HELLO_FIXED_SIZE) {
                         size_t blk = (k - LM_HELLO_FIXED_SIZE) / LM_HELLO_BLOCK_SIZE;
                         size_t in = (k - LM_HELLO_FIXED_SIZE) % LM_HELLO_BLOCK_SIZE;
-                        const uint8_t *name = hx + LM_HELLO_FIXED_SIZE +
-                                              blk * LM_HELLO_BLOCK_SIZE + 16;
+                        const uint8_t *name =
+                            hx + LM_HELLO_FIXED_SIZE + blk * LM_HELLO_BLOCK_SIZE + 16;
                         pad = in >= 16 && in - 16 > strnlen((const char *)name, LM_BLOCK_NAME_MAX);
                     }
                     if (!pad) {
-                        fprintf(stderr, "hello byte %zu = %d accepted but re-encodes "
-                                "differently at %zu\n", i, val, k);
+                        fprintf(stderr,
+                                "hello byte %zu = %d accepted but re-encodes "
+                                "differently at %zu\n",
+                                i, val, k);
                         lm_test_failures++;
                         break;
                     }

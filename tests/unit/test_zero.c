@@ -20,7 +20,7 @@
 #include "util/zero.h"
 
 static const char *const names[] = {"avx512", "avx2", "sse2", "scalar"};
-#define N_NAMES (sizeof names / sizeof names[0])
+#define N_NAMES   (sizeof names / sizeof names[0])
 #define MAX_IMPLS (N_NAMES + 1) /* + the dispatcher */
 
 static lm_is_zero_fn fns[MAX_IMPLS];
@@ -82,11 +82,12 @@ static void check_window(unsigned char *win, size_t len, const char *where)
 }
 
 /* Zero win[0..len) and set `pad` bytes either side (clipped to data) to 0xFF. */
-static void prepare(unsigned char *data, size_t data_len, unsigned char *win, size_t len, size_t pad)
+static void prepare(unsigned char *data, size_t data_len, unsigned char *win, size_t len,
+                    size_t pad)
 {
     unsigned char *lo = win - data >= (ptrdiff_t)pad ? win - pad : data;
-    unsigned char *hi = (size_t)(data + data_len - (win + len)) >= pad ? win + len + pad
-                                                                       : data + data_len;
+    unsigned char *hi =
+        (size_t)(data + data_len - (win + len)) >= pad ? win + len + pad : data + data_len;
     memset(lo, 0xFF, (size_t)(hi - lo));
     memset(win, 0, len);
 }
