@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -88,4 +89,34 @@ int lm_uffd_wp(int uffd, void *host, uint64_t len, bool protect)
         .mode = protect ? UFFDIO_WRITEPROTECT_MODE_WP : 0,
     };
     return ioctl(uffd, UFFDIO_WRITEPROTECT, &wp) < 0 ? -errno : 0;
+}
+
+int lm_uffd_fault_loop(int uffd, int stop_fd, uint64_t page_size,
+                       int (*on_fault)(void *opaque, uint64_t addr, uint64_t flags), void *opaque)
+{
+    struct uffd_msg msgs[64];
+    for (;;) {
+        struct pollfd pfd[2] = {{.fd = uffd, .events = POLLIN}, {.fd = stop_fd, .events = POLLIN}};
+        if (poll(pfd, 2, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (pfd[1].revents)
+            return 0;
+        ssize_t n = read(uffd, msgs, sizeof(msgs));
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EINTR)
+                continue;
+            return -errno;
+        }
+        for (ssize_t i = 0; i < n / (ssize_t)sizeof(msgs[0]); i++) {
+            if (msgs[i].event != UFFD_EVENT_PAGEFAULT)
+                continue;
+            int ret = on_fault(opaque, msgs[i].arg.pagefault.address & ~(page_size - 1),
+                               msgs[i].arg.pagefault.flags);
+            if (ret < 0)
+                return ret;
+        }
+    }
 }

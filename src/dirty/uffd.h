@@ -16,4 +16,10 @@ void lm_uffd_unregister(int uffd, void *host, uint64_t len);
 /* Write-protect (or unprotect) a range; unprotecting wakes blocked writers. */
 int lm_uffd_wp(int uffd, void *host, uint64_t len, bool protect);
 
+/* A fault-handling thread's loop: reads page-fault messages from uffd and
+ * calls on_fault(opaque, page-aligned address, fault flags) for each, until
+ * stop_fd (an eventfd) becomes readable or on_fault returns < 0 (returned). */
+int lm_uffd_fault_loop(int uffd, int stop_fd, uint64_t page_size,
+                       int (*on_fault)(void *opaque, uint64_t addr, uint64_t flags), void *opaque);
+
 #endif

@@ -16,7 +16,6 @@
  * already write-protected.
  */
 #include <errno.h>
-#include <poll.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,15 +58,13 @@ static int find_range(const lm_tracker *t, uint64_t addr)
     return -1;
 }
 
-static void handle_fault(sync_state *s, const struct uffd_msg *msg)
+static void handle_fault(sync_state *s, uint64_t addr, uint64_t flags)
 {
     lm_tracker *t = s->t;
-    uint64_t addr = msg->arg.pagefault.address & ~(t->page_size - 1);
     int r = find_range(t, addr);
     if (r < 0)
         return;
     uint64_t page = (addr - (uintptr_t)t->ranges[r].host) / t->page_size;
-    uint64_t flags = msg->arg.pagefault.flags;
 
     pthread_mutex_lock(&s->lock);
     if (flags & UFFD_PAGEFAULT_FLAG_WP) {
@@ -94,31 +91,16 @@ static void handle_fault(sync_state *s, const struct uffd_msg *msg)
     pthread_mutex_unlock(&s->lock);
 }
 
+static int on_fault(void *opaque, uint64_t addr, uint64_t flags)
+{
+    handle_fault(opaque, addr, flags);
+    return 0;
+}
+
 static void *handler_main(void *arg)
 {
     sync_state *s = arg;
-    struct uffd_msg msgs[64];
-
-    for (;;) {
-        struct pollfd pfd[2] = {{.fd = s->uffd, .events = POLLIN},
-                                {.fd = s->stop_fd, .events = POLLIN}};
-        if (poll(pfd, 2, -1) < 0) {
-            if (errno == EINTR)
-                continue;
-            break;
-        }
-        if (pfd[1].revents)
-            break;
-        ssize_t n = read(s->uffd, msgs, sizeof(msgs));
-        if (n < 0) {
-            if (errno == EAGAIN || errno == EINTR)
-                continue;
-            break;
-        }
-        for (ssize_t i = 0; i < n / (ssize_t)sizeof(msgs[0]); i++)
-            if (msgs[i].event == UFFD_EVENT_PAGEFAULT)
-                handle_fault(s, &msgs[i]);
-    }
+    (void)lm_uffd_fault_loop(s->uffd, s->stop_fd, s->t->page_size, on_fault, s);
     return NULL;
 }
 

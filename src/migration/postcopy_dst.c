@@ -1,6 +1,5 @@
 /* The destination's half of postcopy: see postcopy.h. */
 #include <errno.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -192,40 +191,22 @@ static int handle_fault(lm_postcopy_dst *pc, uint64_t addr)
     return 0; /* not guest RAM: not ours to resolve */
 }
 
+static int on_fault(void *opaque, uint64_t addr, uint64_t flags)
+{
+    (void)flags;
+    return handle_fault(opaque, addr);
+}
+
 static void *fault_main(void *arg)
 {
     lm_postcopy_dst *pc = arg;
-    struct uffd_msg msgs[64];
-    for (;;) {
-        struct pollfd pfd[2] = {{.fd = pc->uffd, .events = POLLIN},
-                                {.fd = pc->stop_fd, .events = POLLIN}};
-        if (poll(pfd, 2, -1) < 0) {
-            if (errno == EINTR)
-                continue;
-            break;
-        }
-        if (pfd[1].revents)
-            break;
-        ssize_t n = read(pc->uffd, msgs, sizeof(msgs));
-        if (n < 0) {
-            if (errno == EAGAIN || errno == EINTR)
-                continue;
-            break;
-        }
-        for (ssize_t i = 0; i < n / (ssize_t)sizeof(msgs[0]); i++) {
-            if (msgs[i].event != UFFD_EVENT_PAGEFAULT)
-                continue;
-            if (handle_fault(pc, msgs[i].arg.pagefault.address & ~(pc->ctx->page_size - 1)) < 0) {
-                /* The return path is gone: pause (vCPUs keep waiting for
-                 * their pages, nothing is thrown away) and let the main
-                 * thread report it. */
-                pthread_mutex_lock(&pc->lock);
-                pc->failed = true;
-                pthread_cond_broadcast(&pc->cond);
-                pthread_mutex_unlock(&pc->lock);
-                return NULL;
-            }
-        }
+    if (lm_uffd_fault_loop(pc->uffd, pc->stop_fd, pc->ctx->page_size, on_fault, pc) < 0) {
+        /* The return path is gone: pause (vCPUs keep waiting for their
+         * pages, nothing is thrown away) and let the main thread report it. */
+        pthread_mutex_lock(&pc->lock);
+        pc->failed = true;
+        pthread_cond_broadcast(&pc->cond);
+        pthread_mutex_unlock(&pc->lock);
     }
     return NULL;
 }
