@@ -12,6 +12,7 @@
  * the guest is never resumed with partial memory.
  */
 #include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -116,6 +117,43 @@ static int accept_layout(lm_dest *d)
     return 0;
 }
 
+/* Waits until a channel connects, watching the main connection too: a
+ * source that fails before its channels connect says why there (or
+ * closes it), and that is the error to report, not a timeout. */
+static int wait_for_channel(lm_dest *d)
+{
+    lm_ctx *ctx = d->ctx;
+    uint64_t start = lm_now_ns();
+    for (;;) {
+        struct pollfd pfd[2] = {{.fd = d->listener->fd, .events = POLLIN},
+                                {.fd = d->conn.fd, .events = POLLIN}};
+        int n = poll(pfd, 2, 100);
+        if (n < 0 && errno != EINTR)
+            return lm_err_set(&ctx->err, -errno, "poll: %s", strerror(errno));
+        if (n > 0 && pfd[1].revents) {
+            lm_frame f;
+            uint8_t body[4 + LM_ERROR_MAX_TEXT];
+            int ret = lm_conn_recv_frame(&d->conn, &f);
+            if (ret == 0 && (ret = lm_conn_recv_body(&d->conn, &f, body, sizeof(body))) == 0)
+                ret = f.type == LM_MSG_ERROR
+                          ? lm_conn_peer_error(&d->conn, body, f.length)
+                          : protocol_error(d, -EPROTO,
+                                           "a message arrived before the channels "
+                                           "connected");
+            return ret;
+        }
+        if (n > 0 && pfd[0].revents)
+            return 0;
+        if (atomic_load(&ctx->cancel))
+            return lm_err_set(&ctx->err, -ECANCELED, "cancelled while waiting for channels");
+        if (lm_now_ns() - start > (uint64_t)d->conn.timeout_ms * 1000000)
+            return lm_err_set(&ctx->err, -ETIMEDOUT,
+                              "the source's multifd channels did not "
+                              "connect within %u ms",
+                              d->conn.timeout_ms);
+    }
+}
+
 /* The source's channels connect to our listener after HELLO_ACK and name
  * this migration's uuid and their id. A stray connection is dropped and
  * waited past; too many of them fail the migration. */
@@ -137,7 +175,8 @@ static int accept_channels(lm_dest *d)
             break;
         }
         int fd;
-        if ((ret = lm_listener_accept(d->listener, d->conn.timeout_ms, &ctx->cancel, &fd,
+        if ((ret = wait_for_channel(d)) < 0 ||
+            (ret = lm_listener_accept(d->listener, d->conn.timeout_ms, &ctx->cancel, &fd,
                                       &ctx->err)) < 0)
             break;
         lm_err scratch;

@@ -89,6 +89,11 @@ def main():
         bad = bytearray(hello())
         struct.pack_into(">I", bad, 16, 4095)  # page size
         s.sendall(bytes(bad))
+    elif case == "error-before-channels":
+        handshake(s, channels=2)
+        s.sendall(frame(ERROR, struct.pack(">I", 12) + b"compression setup failed"))
+        s.close()
+        return
     elif case.startswith("channel-"):
         handshake(s, channels=1)
         c = channel(host, port, 0)
