@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -124,26 +125,36 @@ static int wait_for_channel(lm_dest *d)
 {
     lm_ctx *ctx = d->ctx;
     uint64_t start = lm_now_ns();
+    bool watch_main = true;
     for (;;) {
         struct pollfd pfd[2] = {{.fd = d->listener->fd, .events = POLLIN},
                                 {.fd = d->conn.fd, .events = POLLIN}};
-        int n = poll(pfd, 2, 100);
+        int n = poll(pfd, watch_main ? 2 : 1, 100);
         if (n < 0 && errno != EINTR)
             return lm_err_set(&ctx->err, -errno, "poll: %s", strerror(errno));
-        if (n > 0 && pfd[1].revents) {
-            lm_frame f;
-            uint8_t body[4 + LM_ERROR_MAX_TEXT];
-            int ret = lm_conn_recv_frame(&d->conn, &f);
-            if (ret == 0 && (ret = lm_conn_recv_body(&d->conn, &f, body, sizeof(body))) == 0)
-                ret = f.type == LM_MSG_ERROR
-                          ? lm_conn_peer_error(&d->conn, body, f.length)
-                          : protocol_error(d, -EPROTO,
-                                           "a message arrived before the channels "
-                                           "connected");
-            return ret;
-        }
         if (n > 0 && pfd[0].revents)
             return 0;
+        if (n > 0 && watch_main && pfd[1].revents) {
+            /* Page data may already follow (the source connected all its
+             * channels before sending it): only an ERROR or a close is
+             * news here. Look without consuming. */
+            uint8_t hdr[LM_FRAME_HDR_SIZE];
+            ssize_t got = recv(d->conn.fd, hdr, sizeof(hdr), MSG_PEEK);
+            if (got == 0)
+                return lm_err_set(&ctx->err, -ECONNRESET,
+                                  "the source closed the connection "
+                                  "before its multifd channels connected");
+            if (got == (ssize_t)sizeof(hdr) && lm_get_be16(hdr + 6) == LM_MSG_ERROR) {
+                lm_frame f;
+                uint8_t body[4 + LM_ERROR_MAX_TEXT];
+                int ret = lm_conn_recv_frame(&d->conn, &f);
+                if (ret == 0 && (ret = lm_conn_recv_body(&d->conn, &f, body, sizeof(body))) == 0)
+                    ret = lm_conn_peer_error(&d->conn, body, f.length);
+                return ret;
+            }
+            if (got == (ssize_t)sizeof(hdr))
+                watch_main = false;
+        }
         if (atomic_load(&ctx->cancel))
             return lm_err_set(&ctx->err, -ECANCELED, "cancelled while waiting for channels");
         if (lm_now_ns() - start > (uint64_t)d->conn.timeout_ms * 1000000)
