@@ -297,6 +297,18 @@ static int send_locked(lm_dest *d, uint16_t type, const void *body, uint32_t len
 
 static int receive_verify(lm_dest *d, lm_verify_msg *v);
 
+/* Our digest against the source's: the stats and the RESUMED fields. */
+static void record_verify(lm_dest *d, const uint8_t digest[16], uint64_t pages,
+                          const lm_verify_msg *v, uint64_t t0, lm_resumed *r)
+{
+    r->verify_time_us = (lm_now_ns() - t0) / 1000;
+    lm__digest_hex(digest, d->st.digest, sizeof(d->st.digest));
+    d->st.verify_done = true;
+    d->st.verify_match = pages == v->pages && !memcmp(digest, v->digest, 16);
+    d->st.verify_time_ms = (double)r->verify_time_us / 1000.0;
+    r->verified = d->st.verify_match ? 1 : 2;
+}
+
 /* POSTCOPY_RUN: from here the guest runs here, its missing pages fault. */
 static int postcopy_start(lm_dest *d)
 {
@@ -363,12 +375,7 @@ static int postcopy_finish(lm_dest *d)
         if ((ret = receive_verify(d, &v)) < 0 ||
             (ret = lm__digest(ctx, d->pc.hashes, digest, &pages)) < 0)
             return ret;
-        r.verify_time_us = (lm_now_ns() - t0) / 1000;
-        lm__digest_hex(digest, d->st.digest, sizeof(d->st.digest));
-        d->st.verify_done = true;
-        d->st.verify_match = pages == v.pages && !memcmp(digest, v.digest, 16);
-        d->st.verify_time_ms = (double)r.verify_time_us / 1000.0;
-        r.verified = d->st.verify_match ? 1 : 2;
+        record_verify(d, digest, pages, &v, t0, &r);
     }
     postcopy_stats(d);
     if (d->have_preempt)
@@ -508,12 +515,7 @@ static int finish(lm_dest *d)
         lm_verify_msg v;
         if ((ret = lm__ram_digest(ctx, digest, &pages)) < 0 || (ret = receive_verify(d, &v)) < 0)
             return ret;
-        r.verify_time_us = (lm_now_ns() - t0) / 1000;
-        lm__digest_hex(digest, d->st.digest, sizeof(d->st.digest));
-        d->st.verify_done = true;
-        d->st.verify_match = pages == v.pages && !memcmp(digest, v.digest, 16);
-        d->st.verify_time_ms = (double)r.verify_time_us / 1000.0;
-        r.verified = d->st.verify_match ? 1 : 2;
+        record_verify(d, digest, pages, &v, t0, &r);
         if (!d->st.verify_match) {
             char src_hex[40];
             lm__digest_hex(v.digest, src_hex, sizeof(src_hex));

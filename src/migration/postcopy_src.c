@@ -168,13 +168,9 @@ static int wait_resumed(lm_source *s, uint64_t *verify_us)
 static int switch_over(lm_source *s, uint64_t *needed)
 {
     lm_ctx *ctx = s->ctx;
-    s->stop_ns = lm_now_ns();
-    s->st.precopy_bytes = lm__src_wire_bytes(s);
-    s->in_downtime = true;
-    int ret = ctx->gops.stop ? ctx->gops.stop(ctx->gopaque) : 0;
+    int ret = lm__src_stop_guest(s, "postcopy");
     if (ret < 0)
-        return lm_err_set(&ctx->err, ret, "the guest could not be stopped for postcopy");
-    s->stopped = true;
+        return ret;
     /* The pages the destination must still receive: a last read-only sync. */
     if ((ret = lm__src_sync_dirty(s, false, needed)) < 0)
         return ret;

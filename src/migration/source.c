@@ -320,7 +320,7 @@ static void read_peer_reason(lm_source *s)
     }
 }
 
-static int switchover(lm_source *s)
+int lm__src_stop_guest(lm_source *s, const char *why)
 {
     lm_ctx *ctx = s->ctx;
     s->stop_ns = lm_now_ns();
@@ -328,8 +328,17 @@ static int switchover(lm_source *s)
     s->in_downtime = true;
     int ret = ctx->gops.stop ? ctx->gops.stop(ctx->gopaque) : 0;
     if (ret < 0)
-        return lm_err_set(&ctx->err, ret, "the guest could not be stopped for switchover");
+        return lm_err_set(&ctx->err, ret, "the guest could not be stopped for %s", why);
     s->stopped = true;
+    return 0;
+}
+
+static int switchover(lm_source *s)
+{
+    lm_ctx *ctx = s->ctx;
+    int ret = lm__src_stop_guest(s, "switchover");
+    if (ret < 0)
+        return ret;
 
     uint64_t count;
     /* Final sync: the guest is stopped, so nothing needs protecting again. */

@@ -56,6 +56,8 @@ int lm__src_end_of_round_barrier(lm_source *s);
 int lm__src_sync_dirty(lm_source *s, bool rearm, uint64_t *count);
 void lm__src_begin_round(lm_source *s, uint64_t pages);
 void lm__src_end_round(lm_source *s, uint64_t dirty_pages);
+/* The start of downtime: stop the guest, remember when. */
+int lm__src_stop_guest(lm_source *s, const char *why);
 
 /* Should precopy give way to postcopy now? (enabled, and asked for by
  * command or after N rounds, or not converging). */

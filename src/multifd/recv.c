@@ -103,6 +103,20 @@ static void count_packet(lm_recv_chan *c, const lm_packet_hdr *ph)
     atomic_fetch_add_explicit(&c->zero, ph->zero_pages, memory_order_relaxed);
 }
 
+/* Reads a compressed payload and decodes it into exactly the packet's
+ * normal pages (guest RAM in place, or the postcopy bounce buffer). */
+static int read_compressed(lm_recv_chan *c, const lm_packet_hdr *ph, uint8_t *const pages[])
+{
+    int ret = lm_conn_read(c->conn, c->comp_buf, ph->payload_size);
+    if (ret < 0)
+        return ret;
+    lm_err scratch;
+    lm_err_init(&scratch);
+    ret = c->comp->decompress(c->comp_state, c->comp_buf, ph->payload_size, pages, ph->normal_pages,
+                              &scratch);
+    return ret < 0 ? bad_stream(c, ret, scratch.msg) : 0;
+}
+
 /* Postcopy: the guest runs, so a page must appear whole and at once: read
  * (or decompress) into the bounce buffer, then place each page atomically. */
 static int place_postcopy(lm_recv_chan *c, lm_postcopy_dst *pc, lm_block *b,
@@ -114,14 +128,8 @@ static int place_postcopy(lm_recv_chan *c, lm_postcopy_dst *pc, lm_block *b,
     for (uint32_t i = 0; i < ph->normal_pages; i++)
         pages[i] = c->bounce + i * ps;
     if (ph->flags & LM_PACKET_FLAG_COMPRESSED) {
-        if ((ret = lm_conn_read(c->conn, c->comp_buf, ph->payload_size)) < 0)
+        if ((ret = read_compressed(c, ph, pages)) < 0)
             return ret;
-        lm_err scratch;
-        lm_err_init(&scratch);
-        ret = c->comp->decompress(c->comp_state, c->comp_buf, ph->payload_size, pages,
-                                  ph->normal_pages, &scratch);
-        if (ret < 0)
-            return bad_stream(c, ret, scratch.msg);
     } else if ((ret = lm_conn_read(c->conn, c->bounce, ph->payload_size)) < 0) {
         return ret;
     }
@@ -160,16 +168,10 @@ int lm_recv_chan_body(lm_recv_chan *c, const lm_packet_hdr *ph)
         return place_postcopy(c, pc, b, ph);
     if (ph->flags & LM_PACKET_FLAG_COMPRESSED) {
         uint8_t *pages[LM_PACKET_MAX_PAGES];
-        if ((ret = lm_conn_read(c->conn, c->comp_buf, ph->payload_size)) < 0)
-            return ret;
         for (uint32_t i = 0; i < ph->normal_pages; i++)
             pages[i] = b->host + c->offsets[i];
-        lm_err scratch;
-        lm_err_init(&scratch);
-        ret = c->comp->decompress(c->comp_state, c->comp_buf, ph->payload_size, pages,
-                                  ph->normal_pages, &scratch);
-        if (ret < 0)
-            return bad_stream(c, ret, scratch.msg);
+        if ((ret = read_compressed(c, ph, pages)) < 0)
+            return ret;
     } else {
         struct iovec iov[LM_PACKET_MAX_PAGES];
         int iovcnt = 0;
