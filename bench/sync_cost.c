@@ -64,7 +64,7 @@ int main(int argc, char **argv)
             ram[p * ps] = (uint8_t)(i + 2);
         lm_bitmap_clear_all(map, npages);
         t0 = lm_now_ns();
-        if (lm_tracker_sync(t, 0, map, true, &err) < 0) {
+        if (lm_tracker_sync(t, 0, 0, npages, map, true, &err) < 0) {
             fprintf(stderr, "sync: %s\n", err.msg);
             return 1;
         }

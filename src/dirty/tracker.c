@@ -65,11 +65,12 @@ int lm_tracker_arm(lm_tracker *t, unsigned r, uint64_t first, uint64_t count, lm
     return t->ops->arm(t, r, first, count, populated, err);
 }
 
-int lm_tracker_sync(lm_tracker *t, unsigned r, lm_word *dirty, bool rearm, lm_err *err)
+int lm_tracker_sync(lm_tracker *t, unsigned r, uint64_t first, uint64_t count, lm_word *dirty,
+                    bool rearm, lm_err *err)
 {
-    if (r >= t->nranges)
-        return lm_err_set(err, -EINVAL, "sync of unknown range %u", r);
-    return t->ops->sync(t, r, dirty, rearm, err);
+    if (r >= t->nranges || first > t->ranges[r].npages || count > t->ranges[r].npages - first)
+        return lm_err_set(err, -EINVAL, "sync outside tracked range %u", r);
+    return t->ops->sync(t, r, first, count, dirty, rearm, err);
 }
 
 void lm_tracker_destroy(lm_tracker *t)

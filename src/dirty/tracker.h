@@ -4,7 +4,7 @@
  * only calls the lm_tracker_* wrappers.
  *
  * Life cycle, all from the migration thread:
- *   create -> (arm chunk)* -> (sync block)* -> destroy
+ *   create -> (arm chunk)* -> (sync chunk or block)* -> destroy
  * A page is tracked from the moment its chunk is armed. The first pass arms
  * each chunk just before sending it, so the guest never meets a protected
  * range larger than one chunk, and tracking costs nothing before it matters.
@@ -41,13 +41,17 @@ typedef struct lm_tracker_ops {
      * a sync. */
     int (*arm)(lm_tracker *t, unsigned r, uint64_t first, uint64_t count, lm_word *populated,
                lm_err *err);
-    /* ORs into 'dirty' every page of range r written since it was armed or
-     * last synced. With rearm, those pages are protected again in the same
-     * atomic step per page: a write that completed before the sync started
-     * is reported by it (or, if it overlapped an earlier sync, by that one).
-     * Without rearm (the final sync, guest stopped) the pages are only read:
-     * cheaper, and the tracker must not be synced again. */
-    int (*sync)(lm_tracker *t, unsigned r, lm_word *dirty, bool rearm, lm_err *err);
+    /* ORs into 'dirty' (bits relative to the start of range r) every page of
+     * [first, first+count) written since it was armed or last re-armed.
+     * With rearm, those pages are protected again in the same atomic step
+     * per page: a write that completed before the sync started is reported
+     * by it (or, if it overlapped an earlier sync, by that one). Without
+     * rearm the pages are only read and stay reported: a later sync of the
+     * same pages reports them again. That is how a round is chunked: one
+     * read of everything to size the round, then each chunk re-armed just
+     * before it is sent; and how the final sync (guest stopped) reads. */
+    int (*sync)(lm_tracker *t, unsigned r, uint64_t first, uint64_t count, lm_word *dirty,
+                bool rearm, lm_err *err);
     /* Unprotect and unregister everything, free t->priv. Never fails: a
      * guest must keep running whatever happened to the migration. */
     void (*stop)(lm_tracker *t);
@@ -69,7 +73,8 @@ int lm_tracker_create(lm_tracker_kind kind, const lm_track_range *ranges, unsign
                       lm_tracker **out, lm_err *err);
 int lm_tracker_arm(lm_tracker *t, unsigned r, uint64_t first, uint64_t count, lm_word *populated,
                    lm_err *err);
-int lm_tracker_sync(lm_tracker *t, unsigned r, lm_word *dirty, bool rearm, lm_err *err);
+int lm_tracker_sync(lm_tracker *t, unsigned r, uint64_t first, uint64_t count, lm_word *dirty,
+                    bool rearm, lm_err *err);
 void lm_tracker_destroy(lm_tracker *t);
 const char *lm_tracker_name(const lm_tracker *t);
 

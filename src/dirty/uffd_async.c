@@ -112,16 +112,17 @@ static int async_arm(lm_tracker *t, unsigned r, uint64_t first, uint64_t count, 
     return 0;
 }
 
-static int async_sync(lm_tracker *t, unsigned r, lm_word *dirty, bool rearm, lm_err *err)
+static int async_sync(lm_tracker *t, unsigned r, uint64_t first, uint64_t count, lm_word *dirty,
+                      bool rearm, lm_err *err)
 {
     async_state *s = t->priv;
-    lm_track_range *rg = &t->ranges[r];
-    struct collect c = {.base = (uintptr_t)rg->host, .page = t->page_size, .dirty = dirty};
+    uint64_t base = (uintptr_t)t->ranges[r].host, start = base + first * t->page_size;
+    struct collect c = {.base = base, .page = t->page_size, .dirty = dirty};
     /* Written and holding data: a never-populated page carries a uffd-wp
      * marker (not written), or on kernels without markers no entry at all,
      * which must not count as a write either. */
     int ret =
-        lm_pagemap_scan(&s->pm, (uintptr_t)rg->host, (uintptr_t)rg->host + rg->len,
+        lm_pagemap_scan(&s->pm, start, start + count * t->page_size,
                         rearm ? PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC : 0, PAGE_IS_WRITTEN,
                         PAGE_IS_PRESENT | PAGE_IS_SWAPPED, PAGE_IS_WRITTEN, collect_pages, &c);
     if (ret < 0)

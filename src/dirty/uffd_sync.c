@@ -5,8 +5,10 @@
  * live bitmap and only then unprotects the page, which wakes the writer. So a
  * write that has completed is always in the live bitmap already.
  *
- * A sync exchanges the live words and re-protects the pages they held. The
- * handler's {set bit, unprotect} and the sync's {exchange, re-protect} hold
+ * A re-arming sync takes the live bits of its range and re-protects those
+ * pages; a read only copies them (the pages stay writable and their bits
+ * stay set until the re-arm). The handler's {set bit, unprotect} and the
+ * sync's {take, re-protect} hold
  * one mutex: otherwise a sync could take a bit and re-protect the page before
  * the handler unprotects it, leaving it writable with no bit anywhere.
  *
@@ -193,15 +195,32 @@ static int sync_arm(lm_tracker *t, unsigned r, uint64_t first, uint64_t count, l
     return ret;
 }
 
-static int sync_sync_locked(lm_tracker *t, unsigned r, lm_word *dirty, bool rearm, lm_err *err)
+/* Bits of word i that lie inside [first, first+count). */
+static lm_word range_mask(uint64_t i, uint64_t first, uint64_t count)
+{
+    uint64_t lo = i * LM_BITS_PER_WORD, hi = lo + LM_BITS_PER_WORD, end = first + count;
+    lm_word m = ~(lm_word)0;
+    if (first > lo)
+        m &= ~(lm_word)0 << (first - lo);
+    if (end < hi)
+        m &= ~(lm_word)0 >> (hi - end);
+    return m;
+}
+
+static int sync_sync_locked(lm_tracker *t, unsigned r, uint64_t first, uint64_t count,
+                            lm_word *dirty, bool rearm, lm_err *err)
 {
     sync_state *s = t->priv;
-    lm_track_range *rg = &t->ranges[r];
-    uint64_t words = LM_BITMAP_WORDS(rg->npages);
     uint64_t run_start = 0, run_len = 0;
+    if (!count)
+        return 0;
 
-    for (uint64_t i = 0; i < words; i++) {
-        lm_word w = __atomic_exchange_n(&s->live[r][i], 0, __ATOMIC_SEQ_CST);
+    for (uint64_t i = first / LM_BITS_PER_WORD; i <= (first + count - 1) / LM_BITS_PER_WORD; i++) {
+        lm_word m = range_mask(i, first, count);
+        /* A read leaves the live bits (and the pages unprotected) for the
+         * re-arm that follows; a re-arm takes them. */
+        lm_word w = rearm ? __atomic_fetch_and(&s->live[r][i], ~m, __ATOMIC_SEQ_CST) & m
+                          : __atomic_load_n(&s->live[r][i], __ATOMIC_SEQ_CST) & m;
         if (!w)
             continue;
         dirty[i] |= w;
@@ -228,11 +247,12 @@ static int sync_sync_locked(lm_tracker *t, unsigned r, lm_word *dirty, bool rear
     return run_len ? protect(t, r, run_start, run_len, err) : 0;
 }
 
-static int sync_sync(lm_tracker *t, unsigned r, lm_word *dirty, bool rearm, lm_err *err)
+static int sync_sync(lm_tracker *t, unsigned r, uint64_t first, uint64_t count, lm_word *dirty,
+                     bool rearm, lm_err *err)
 {
     sync_state *s = t->priv;
     pthread_mutex_lock(&s->lock);
-    int ret = sync_sync_locked(t, r, dirty, rearm, err);
+    int ret = sync_sync_locked(t, r, first, count, dirty, rearm, err);
     pthread_mutex_unlock(&s->lock);
     return ret;
 }

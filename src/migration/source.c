@@ -194,12 +194,18 @@ void lm__src_end_round(lm_source *s, uint64_t dirty_pages)
     s->st.nrounds++;
 }
 
-/* Pages armed at a time in the first pass: --track-chunk, or a whole block. */
-static uint64_t chunk_pages_of(const lm_source *s)
+static uint64_t max_block_pages(const lm_source *s)
 {
-    uint64_t pages = s->p->track_chunk / s->ctx->page_size, max = 1;
+    uint64_t max = 1;
     for (unsigned i = 0; i < s->ctx->nblocks; i++)
         max = s->ctx->blocks[i].npages > max ? s->ctx->blocks[i].npages : max;
+    return max;
+}
+
+/* Pages armed (and re-armed) at a time: --track-chunk, or a whole block. */
+static uint64_t chunk_pages_of(const lm_source *s)
+{
+    uint64_t pages = s->p->track_chunk / s->ctx->page_size, max = max_block_pages(s);
     return pages && pages < max ? pages : max;
 }
 
@@ -235,7 +241,8 @@ int lm__src_sync_dirty(lm_source *s, bool rearm, uint64_t *count)
     lm_ctx *ctx = s->ctx;
     uint64_t n = 0, now = lm_now_ns();
     for (unsigned i = 0; i < ctx->nblocks; i++) {
-        int ret = lm_tracker_sync(s->tracker, i, s->dirty[i], rearm, &ctx->err);
+        int ret =
+            lm_tracker_sync(s->tracker, i, 0, ctx->blocks[i].npages, s->dirty[i], rearm, &ctx->err);
         if (ret < 0)
             return ret;
         n += lm_bitmap_count(s->dirty[i], ctx->blocks[i].npages);
@@ -248,17 +255,34 @@ int lm__src_sync_dirty(lm_source *s, bool rearm, uint64_t *count)
     return 0;
 }
 
-static int send_dirty(lm_source *s, uint64_t count)
+/* Re-arming by chunk (--track-chunk smaller than a block): a round's sync
+ * only reads the dirty set, to size the round; each chunk is re-armed just
+ * before its pages are sent, so the guest meets one chunk of fresh
+ * protection at a time instead of all of its working set at once. */
+static bool rearm_by_chunk(const lm_source *s)
+{
+    return chunk_pages_of(s) < max_block_pages(s);
+}
+
+/* Sends s->dirty. With rearm, each chunk's protection is renewed first and
+ * what it reports (written since the round's sync) goes out with it. */
+static int send_dirty(lm_source *s, uint64_t count, bool rearm)
 {
     lm_ctx *ctx = s->ctx;
+    uint64_t chunk_pages = chunk_pages_of(s);
     lm__src_begin_round(s, count);
     for (unsigned i = 0; i < ctx->nblocks; i++) {
         lm_block *b = &ctx->blocks[i];
-        for (uint64_t p = lm_bitmap_next_set(s->dirty[i], b->npages, 0); p < b->npages;
-             p = lm_bitmap_next_set(s->dirty[i], b->npages, p + 1)) {
-            int ret = lm__src_queue_page(s, b, p, false);
-            if (ret < 0)
+        for (uint64_t first = 0; first < b->npages; first += chunk_pages) {
+            uint64_t end = b->npages - first < chunk_pages ? b->npages : first + chunk_pages;
+            int ret = 0;
+            if (rearm && (ret = lm_tracker_sync(s->tracker, i, first, end - first, s->dirty[i],
+                                                true, &ctx->err)) < 0)
                 return ret;
+            for (uint64_t p = lm_bitmap_next_set(s->dirty[i], end, first); p < end;
+                 p = lm_bitmap_next_set(s->dirty[i], end, p + 1))
+                if ((ret = lm__src_queue_page(s, b, p, false)) < 0)
+                    return ret;
         }
         lm_bitmap_clear_all(s->dirty[i], b->npages);
     }
@@ -342,7 +366,7 @@ static int switchover(lm_source *s)
 
     uint64_t count;
     /* Final sync: the guest is stopped, so nothing needs protecting again. */
-    if ((ret = lm__src_sync_dirty(s, false, &count)) < 0 || (ret = send_dirty(s, count)) < 0)
+    if ((ret = lm__src_sync_dirty(s, false, &count)) < 0 || (ret = send_dirty(s, count, false)) < 0)
         return ret;
     lm__src_end_round(s, count);
     /* Every page is out: closing the channels tells the destination so. */
@@ -564,7 +588,7 @@ static int precopy(lm_source *s)
         return ret;
     for (;;) {
         uint64_t count;
-        if ((ret = lm__src_sync_dirty(s, true, &count)) < 0)
+        if ((ret = lm__src_sync_dirty(s, !rearm_by_chunk(s), &count)) < 0)
             return ret;
         lm__src_end_round(s, count);
         double remaining = (double)(count * (s->ctx->page_size + 8));
@@ -579,7 +603,7 @@ static int precopy(lm_source *s)
                 return ret;
             return !converged && (postcopy || s->p->postcopy);
         }
-        if ((ret = send_dirty(s, count)) < 0)
+        if ((ret = send_dirty(s, count, rearm_by_chunk(s))) < 0)
             return ret;
     }
 }
