@@ -17,7 +17,9 @@
 #include <unistd.h>
 
 #include "cli/progress.h"
+#include "cli/steal.h"
 #include "guest/guest.h"
+#include "guest/load.h"
 #include "livemig.h"
 #include "migration/stats.h"
 #include "util/clock.h"
@@ -39,6 +41,8 @@ typedef struct cli_opts {
     bool progress;
     unsigned window_ms; /* baseline and tracking-start windows of the guest stats */
     bool ram_thp;       /* back the source guest's RAM with transparent huge pages */
+    int baseline_load;  /* busy threads in the baseline window; -1: as many as migrating uses */
+    bool local_dest;    /* demo: the destination's threads share this host */
 } cli_opts;
 
 /* The one thing a signal handler must reach: the migration to cancel. */
@@ -97,6 +101,9 @@ static void usage(FILE *out)
             "  --ram-thp                 migrate: back guest RAM with transparent huge pages\n"
             "  --stats-window SECONDS    migrate: guest stats also for a baseline window before\n"
             "                            the migration and one as long from its start (0.3)\n"
+            "  --baseline-load N|auto    migrate: busy threads beside the guest in the baseline\n"
+            "                            window (auto: as many as the migration keeps busy on\n"
+            "                            this host, 1 + channels per side)\n"
             "  --verify                  compare RAM digests; a mismatch fails\n"
             "  --postcopy                may switch to postcopy: when precopy stops converging,\n"
             "                            on SIGUSR1 (migrate-start-postcopy), or after\n"
@@ -160,6 +167,7 @@ enum {
     OPT_AUTO_CONVERGE,
     OPT_DIRTY_LIMIT,
     OPT_WINDOW,
+    OPT_BASELINE_LOAD,
     OPT_TRACK_CHUNK,
     OPT_RAM_THP,
 };
@@ -203,6 +211,7 @@ static int parse_args(int argc, char **argv, cli_opts *o)
         {"no-postcopy-preempt", no_argument, 0, OPT_NO_PREEMPT},
         {"auto-converge", no_argument, 0, OPT_AUTO_CONVERGE},
         {"stats-window", required_argument, 0, OPT_WINDOW},
+        {"baseline-load", required_argument, 0, OPT_BASELINE_LOAD},
         {"track-chunk", required_argument, 0, OPT_TRACK_CHUNK},
         {"ram-thp", no_argument, 0, OPT_RAM_THP},
         {"dirty-limit", required_argument, 0, OPT_DIRTY_LIMIT},
@@ -334,6 +343,16 @@ static int parse_args(int argc, char **argv, cli_opts *o)
             if (parse_ms(optarg, &o->window_ms) < 0 || o->window_ms > 60000)
                 return fail_usage("bad --stats-window '%s': seconds (0 = none)", optarg);
             break;
+        case OPT_BASELINE_LOAD: {
+            uint64_t n;
+            if (!strcmp(optarg, "auto"))
+                o->baseline_load = -1;
+            else if (lm_parse_u64(optarg, &n) == 0 && n <= LM_LOAD_MAX_THREADS)
+                o->baseline_load = (int)n;
+            else
+                return fail_usage("bad --baseline-load '%s': auto or 0..64 threads", optarg);
+            break;
+        }
         case OPT_AUTO_CONVERGE:
             o->params.auto_converge = true;
             break;
@@ -390,11 +409,13 @@ static void sleep_seconds(double secs)
 typedef struct guest_report {
     unsigned vcpus;
     uint64_t counter_start, counter_end;
-    uint64_t max_stall_ns;
+    uint64_t max_stall_ns, max_stall_own_ns;
     lm_hist latency;
     bool windows;
     lm_hist win_latency[LM_WIN__COUNT];
-    uint64_t win_stall_ns[LM_WIN__COUNT];
+    uint64_t win_stall_ns[LM_WIN__COUNT], win_stall_own_ns[LM_WIN__COUNT];
+    unsigned baseline_load;             /* busy threads beside the guest in the baseline window */
+    double win_steal_ms[LM_WIN__COUNT]; /* host steal during each window, -1: unknown */
     char workload[LM_WORKLOAD_SPEC_MAX];
 } guest_report;
 
@@ -403,11 +424,10 @@ static void guest_report_take(lm_guest *g, uint64_t start, guest_report *r)
     r->vcpus = g->nvcpus;
     r->counter_start = start;
     r->counter_end = lm_guest_counter_sum(g);
-    lm_guest_latency(g, &r->latency);
-    r->max_stall_ns = lm_guest_max_stall_ns(g);
+    lm_guest_window(g, -1, &r->latency, &r->max_stall_ns, &r->max_stall_own_ns);
     r->windows = atomic_load(&g->win_ns[0]) != 0;
-    for (unsigned w = 0; w < LM_WIN__COUNT; w++)
-        lm_guest_window(g, w, &r->win_latency[w], &r->win_stall_ns[w]);
+    for (int w = 0; w < LM_WIN__COUNT; w++)
+        lm_guest_window(g, w, &r->win_latency[w], &r->win_stall_ns[w], &r->win_stall_own_ns[w]);
     snprintf(r->workload, sizeof(r->workload), "%s", g->wl.spec);
 }
 
@@ -441,6 +461,7 @@ static int write_json(const char *path, const lm_stats *s, const char *role, con
         lm_json_double(&j, "write-latency-max-us",
                        (double)lm_hist_quantile(&g->latency, 1.0) / 1000.0);
         lm_json_double(&j, "max-stall-ms", (double)g->max_stall_ns / 1e6);
+        lm_json_double(&j, "max-stall-excl-runqueue-ms", (double)g->max_stall_own_ns / 1e6);
         static const char *const names[LM_WIN__COUNT] = {"baseline", "tracking-start"};
         for (unsigned w = 0; g->windows && w < LM_WIN__COUNT; w++) {
             lm_json_object_begin(&j, names[w]);
@@ -451,6 +472,11 @@ static int write_json(const char *path, const lm_stats *s, const char *role, con
             lm_json_double(&j, "write-latency-max-us",
                            (double)lm_hist_quantile(&g->win_latency[w], 1.0) / 1000.0);
             lm_json_double(&j, "max-stall-ms", (double)g->win_stall_ns[w] / 1e6);
+            lm_json_double(&j, "max-stall-excl-runqueue-ms", (double)g->win_stall_own_ns[w] / 1e6);
+            if (g->win_steal_ms[w] >= 0)
+                lm_json_double(&j, "host-steal-ms", g->win_steal_ms[w]);
+            if (w == LM_WIN_BASELINE)
+                lm_json_u64(&j, "load-threads", g->baseline_load);
             lm_json_object_end(&j);
         }
         lm_json_object_end(&j);
@@ -585,11 +611,25 @@ static int run_migrate(cli_opts *o)
         o->params.progress = lm_cli_progress;
         o->params.progress_opaque = &prog;
     }
-    /* A baseline window of the running guest, then an equal window from
-     * the start of the migration (tracking starts with its first pass). */
+    /* A baseline window of the running guest beside as many busy threads as
+     * the migration will run, then an equal window from the start of the
+     * migration (tracking starts with its first pass). */
+    unsigned load = o->baseline_load >= 0
+                        ? (unsigned)o->baseline_load
+                        : (1 + o->params.multifd_channels) * (o->local_dest ? 2 : 1);
+    lm_steal_sampler steal = {0};
     if (o->window_ms) {
+        lm_cpu_load cl;
         lm_guest_start_windows(g, (uint64_t)o->window_ms * 1000000);
+        lm_steal_sampler_start(&steal, (uint64_t)o->window_ms * 1000000);
+        if ((ret = lm_cpu_load_start(&cl, load)) < 0) {
+            fprintf(stderr, "livemig: cannot start %u baseline load threads: %s\n", load,
+                    strerror(-ret));
+            lm_steal_sampler_join(&steal);
+            return 1;
+        }
         sleep_seconds(o->window_ms / 1000.0);
+        lm_cpu_load_stop(&cl);
     }
     cancel_target = ctx;
     uint64_t start = lm_guest_counter_sum(g);
@@ -618,6 +658,10 @@ static int run_migrate(cli_opts *o)
         lm_guest_callbacks.stop(g);
     }
     guest_report_take(g, start, &gr);
+    gr.baseline_load = load;
+    lm_steal_sampler_join(&steal);
+    for (int w = 0; w < LM_WIN__COUNT; w++)
+        gr.win_steal_ms[w] = o->window_ms && w < LM_STEAL_WINDOWS ? steal.steal_ms[w] : -1;
     lm_stats_print(&st, "source", stdout);
     guest_report_print(&gr, ret == 0 ? "start -> switchover" : "start -> end");
     fflush(stdout);
@@ -686,6 +730,7 @@ static int cmd_demo(cli_opts *o)
     snprintf(uri, sizeof(uri), "%s", lm_listener_uri(l));
     lm_listener_close(l);
     o->to = uri;
+    o->local_dest = true;
     printf("== source (pid %d) -> destination (pid %d) on %s ==\n", (int)getpid(), (int)child, uri);
     fflush(stdout);
     rc = run_migrate(o);
@@ -703,7 +748,8 @@ static int cmd_demo(cli_opts *o)
 
 int main(int argc, char **argv)
 {
-    cli_opts o = {.seed = 1, .run_for = 1.0, .progress = true, .window_ms = 300};
+    cli_opts o = {
+        .seed = 1, .run_for = 1.0, .progress = true, .window_ms = 300, .baseline_load = -1};
     lm_params_init(&o.params);
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         usage(argc < 2 ? stderr : stdout);

@@ -1,6 +1,7 @@
 #include "guest/guest.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,10 +77,50 @@ static inline void timed_write(lm_vcpu *v, uint64_t page, uint64_t value)
         lm_hist_record(&v->win_latency[w], t1 - t0);
 }
 
-static void note_stall(_Atomic uint64_t *max, uint64_t gap)
+static void note_max(_Atomic uint64_t *max, uint64_t value)
 {
-    if (gap > atomic_load_explicit(max, memory_order_relaxed))
-        atomic_store_explicit(max, gap, memory_order_relaxed);
+    if (value > atomic_load_explicit(max, memory_order_relaxed))
+        atomic_store_explicit(max, value, memory_order_relaxed);
+}
+
+static void note_stall(lm_stall_max *m, uint64_t gap, uint64_t own)
+{
+    note_max(&m->wall_ns, gap);
+    note_max(&m->own_ns, own);
+}
+
+/* Run-queue wait is sampled at most this often, and after every stall of
+ * at least STALL_SPLIT_NS; the split is exact to within one interval. */
+#define SCHEDSTAT_INTERVAL_NS 500000ull
+#define STALL_SPLIT_NS        1000000ull
+
+/* Nanoseconds this thread has waited runnable on a run queue
+ * (/proc/thread-self/schedstat: run time, run-queue wait, slices). */
+static bool read_runqueue_wait(int fd, uint64_t *wait_ns)
+{
+    char buf[96];
+    ssize_t n = fd >= 0 ? pread(fd, buf, sizeof(buf) - 1, 0) : -1;
+    if (n <= 0)
+        return false;
+    buf[n] = 0;
+    unsigned long long run, wait;
+    if (sscanf(buf, "%llu %llu", &run, &wait) != 2)
+        return false;
+    *wait_ns = wait;
+    return true;
+}
+
+/* The part of a stall of 'gap' ns, ending now, that was not spent waiting
+ * for a CPU. Without schedstat, all of it. */
+static uint64_t stall_own_part(lm_vcpu *v, uint64_t gap, uint64_t now)
+{
+    uint64_t wait;
+    if (gap < STALL_SPLIT_NS || !read_runqueue_wait(v->schedstat_fd, &wait))
+        return gap;
+    uint64_t queued = wait - v->sample_wait_ns;
+    v->sample_ns = now;
+    v->sample_wait_ns = wait;
+    return queued < gap ? gap - queued : 0;
 }
 
 /* Auto-converge: run 10 ms, then sleep so that the vCPU runs only
@@ -115,11 +156,15 @@ static void pace_vcpu(lm_vcpu *v, unsigned writes)
     lm_guest *g = v->g;
     uint64_t now = lm_now_ns();
     if (v->last_step_ns) {
-        note_stall(&v->max_stall_ns, now - v->last_step_ns);
+        uint64_t gap = now - v->last_step_ns, own = stall_own_part(v, gap, now);
+        note_stall(&v->stall, gap, own);
         int w = window_of(g, now);
         if (w >= 0)
-            note_stall(&v->win_max_stall_ns[w], now - v->last_step_ns);
+            note_stall(&v->win_stall[w], gap, own);
     }
+    if (now - v->sample_ns >= SCHEDSTAT_INTERVAL_NS &&
+        read_runqueue_wait(v->schedstat_fd, &v->sample_wait_ns))
+        v->sample_ns = now;
     v->last_step_ns = now;
     unsigned pct = atomic_load_explicit(&g->throttle_pct, memory_order_relaxed);
     uint64_t rate = atomic_load_explicit(&g->dirty_limit, memory_order_relaxed);
@@ -137,6 +182,7 @@ static void *vcpu_main(void *arg)
     lm_vcpu *v = arg;
     lm_guest *g = v->g;
     double owed = 0; /* random: pages still to write this millisecond */
+    v->schedstat_fd = open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC);
 
     while (park_if_paused(v)) {
         uint64_t c = atomic_load_explicit(&v->counter, memory_order_relaxed);
@@ -167,6 +213,8 @@ static void *vcpu_main(void *arg)
         pace_vcpu(v, g->wl.kind == LM_WL_STRESS || g->wl.kind == LM_WL_HOT);
         atomic_store_explicit(&v->counter, c + 1, memory_order_relaxed);
     }
+    if (v->schedstat_fd >= 0)
+        close(v->schedstat_fd);
     return NULL;
 }
 
@@ -447,30 +495,19 @@ void lm_guest_start_windows(lm_guest *g, uint64_t len_ns)
         atomic_store(&g->win_ns[w], now + (uint64_t)w * len_ns);
 }
 
-void lm_guest_window(lm_guest *g, unsigned w, lm_hist *latency, uint64_t *max_stall_ns)
+void lm_guest_window(lm_guest *g, int w, lm_hist *latency, uint64_t *stall_ns,
+                     uint64_t *stall_own_ns)
 {
     memset(latency, 0, sizeof(*latency));
-    *max_stall_ns = 0;
-    for (unsigned i = 0; i < g->nvcpus && w < LM_WIN__COUNT; i++) {
-        lm_hist_merge(latency, &g->vcpus[i].win_latency[w]);
-        uint64_t s = atomic_load(&g->vcpus[i].win_max_stall_ns[w]);
-        *max_stall_ns = s > *max_stall_ns ? s : *max_stall_ns;
-    }
-}
-
-uint64_t lm_guest_max_stall_ns(lm_guest *g)
-{
-    uint64_t m = 0;
+    *stall_ns = *stall_own_ns = 0;
+    if (w >= LM_WIN__COUNT)
+        return;
     for (unsigned i = 0; i < g->nvcpus; i++) {
-        uint64_t s = atomic_load(&g->vcpus[i].max_stall_ns);
-        m = s > m ? s : m;
+        lm_vcpu *v = &g->vcpus[i];
+        lm_hist_merge(latency, w < 0 ? &v->latency : &v->win_latency[w]);
+        lm_stall_max *m = w < 0 ? &v->stall : &v->win_stall[w];
+        uint64_t wall = atomic_load(&m->wall_ns), own = atomic_load(&m->own_ns);
+        *stall_ns = wall > *stall_ns ? wall : *stall_ns;
+        *stall_own_ns = own > *stall_own_ns ? own : *stall_own_ns;
     }
-    return m;
-}
-
-void lm_guest_latency(lm_guest *g, lm_hist *out)
-{
-    memset(out, 0, sizeof(*out));
-    for (unsigned i = 0; i < g->nvcpus; i++)
-        lm_hist_merge(out, &g->vcpus[i].latency);
 }

@@ -46,6 +46,15 @@ int lm_workload_parse(const char *spec, lm_workload *w, char *why, size_t whylen
 /* Does it fit in ram_len bytes? */
 int lm_workload_check(const lm_workload *w, uint64_t ram_len, char *why, size_t whylen);
 
+/* The longest stalls one vCPU saw: gaps between two of its steps while the
+ * guest ran. 'own' leaves out the time the vCPU sat runnable waiting for a
+ * CPU (the scheduler's share, from /proc/thread-self/schedstat): what is
+ * left is time spent in faults, page-table locks and blocking. */
+typedef struct lm_stall_max {
+    _Atomic uint64_t wall_ns;
+    _Atomic uint64_t own_ns;
+} lm_stall_max;
+
 typedef struct lm_vcpu {
     struct lm_guest *g;
     unsigned index;
@@ -59,13 +68,16 @@ typedef struct lm_vcpu {
     uint64_t cursor;
     lm_hist latency; /* nanoseconds a write took */
     /* Pacing state, the vCPU's own. */
-    uint64_t slice_start_ns;       /* throttle: start of the current 10 ms run slice */
-    double tokens;                 /* dirty limit: writes this vCPU may still do */
-    uint64_t tokens_ns;            /* when tokens were last refilled */
-    uint64_t last_step_ns;         /* end of the previous step (0 after a pause) */
-    _Atomic uint64_t max_stall_ns; /* longest time between two steps while running */
+    uint64_t slice_start_ns; /* throttle: start of the current 10 ms run slice */
+    double tokens;           /* dirty limit: writes this vCPU may still do */
+    uint64_t tokens_ns;      /* when tokens were last refilled */
+    uint64_t last_step_ns;   /* end of the previous step (0 after a pause) */
+    /* Run-queue accounting: this thread's schedstat, sampled now and then. */
+    int schedstat_fd;
+    uint64_t sample_ns, sample_wait_ns;
+    lm_stall_max stall;
     lm_hist win_latency[LM_WIN__COUNT];
-    _Atomic uint64_t win_max_stall_ns[LM_WIN__COUNT];
+    lm_stall_max win_stall[LM_WIN__COUNT];
 } lm_vcpu;
 
 typedef struct lm_guest {
@@ -100,11 +112,11 @@ void lm_guest_destroy(lm_guest *g);
 extern const lm_guest_ops lm_guest_callbacks;
 
 uint64_t lm_guest_counter_sum(lm_guest *g);
-/* Longest time any vCPU went without progress while the guest ran. */
-uint64_t lm_guest_max_stall_ns(lm_guest *g);
 /* Marks the windows: baseline from now for len_ns, then tracking start. */
 void lm_guest_start_windows(lm_guest *g, uint64_t len_ns);
-void lm_guest_window(lm_guest *g, unsigned w, lm_hist *latency, uint64_t *max_stall_ns);
-void lm_guest_latency(lm_guest *g, lm_hist *out);
+/* Write latencies and the longest stalls of any vCPU, for window w or, with
+ * w < 0, for the whole time the guest ran. */
+void lm_guest_window(lm_guest *g, int w, lm_hist *latency, uint64_t *stall_ns,
+                     uint64_t *stall_own_ns);
 
 #endif
