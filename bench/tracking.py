@@ -3,10 +3,13 @@
 writing randomly over all of its RAM feels the start of tracking, arming
 everything at once against arming chunk by chunk; plus the cost of a sync.
 
-    ./bench/tracking.py          RUNS=3 WARMUP=1, RAM=4G by default
-Guest stats per window: 'baseline' (the same guest and load, before the
-migration) and 'tracking-start' (an equal window from the migration's start,
-when tracking is armed). Every run uses --verify and must verify.
+    ./bench/tracking.py          RUNS=3 WARMUP=1, RAM=8G by default
+Guest stats per window: 'baseline' (the same guest beside as many busy
+threads as the migration runs, before it) and 'tracking-start' (an equal
+window from the migration's start, when tracking is armed). Per window: the
+longest stall, the longest stall less its run-queue wait (what the kernel
+did to the vCPU, or the host took: see host steal), and host steal.
+Every run uses --verify and must verify.
 """
 import json, os, statistics, subprocess, sys, time
 
@@ -14,7 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LIVEMIG = os.path.join(ROOT, "build", "livemig")
 RUNS = int(os.environ.get("RUNS", "3"))
 WARMUP = int(os.environ.get("WARMUP", "1"))
-RAM = os.environ.get("RAM", "2G")
+RAM = os.environ.get("RAM", "8G")
 OUT = os.path.join(ROOT, "bench", "results", "tracking-" + time.strftime("%Y%m%d-%H%M%S"))
 CONFIGS = [("protect all at once", "--track-chunk all"),
            ("chunks of 64 MiB (default)", "--track-chunk 64M"),
@@ -24,14 +27,16 @@ CONFIGS = [("protect all at once", "--track-chunk all"),
 def main():
     os.makedirs(OUT, exist_ok=True)
     print(f"{RAM} guest on transparent huge pages (--ram-thp), workload hot:2x{RAM} (2 vCPUs, "
-          f"random pages over all RAM, touched once before), 2 channels, --stats-window 0.5, "
+          f"random pages over all RAM, touched once before), 2 channels, --stats-window 0.5 "
+          f"(baseline beside 6 busy threads: 1 + 2 channels per side), "
           f"--max-rounds 3 (it never converges: the whole set is rewritten every round); "
           f"median of {RUNS} after "
           f"{WARMUP} warm-up; {os.cpu_count()} CPUs, {os.uname().release}\n")
-    print("| arming | total ms | downtime ms | baseline max stall ms | tracking-start max stall ms "
-          "| added stall ms | tracking-start p99 us | whole-run max stall ms | whole-run p99 us | "
-          "verified |")
-    print("|---|" + "---:|" * 8 + "---|")
+    print("| arming | total ms | downtime ms | baseline max stall ms (excl. run queue) "
+          "| tracking-start max stall ms (excl. run queue) | added stall ms | host steal ms "
+          "(baseline / start) | tracking-start p99 us | whole-run max stall ms | whole-run p99 us "
+          "| verified |")
+    print("|---|" + "---:|" * 9 + "---|")
     for k, (label, args) in enumerate(CONFIGS):
         rows = []
         for i in range(WARMUP + RUNS):
@@ -47,17 +52,22 @@ def main():
                 continue
             s, d = json.load(open(src)), json.load(open(dst))
             g = s["guest"]
+            b, t = g["baseline"], g["tracking-start"]
             rows.append({"total": s["total-time"], "down": s["downtime"],
-                         "base": g["baseline"]["max-stall-ms"],
-                         "start": g["tracking-start"]["max-stall-ms"],
-                         "added": g["tracking-start"]["max-stall-ms"] - g["baseline"]["max-stall-ms"],
-                         "p99s": g["tracking-start"]["write-latency-p99-us"],
+                         "base": b["max-stall-ms"], "base_own": b["max-stall-excl-runqueue-ms"],
+                         "start": t["max-stall-ms"], "start_own": t["max-stall-excl-runqueue-ms"],
+                         "added": t["max-stall-ms"] - b["max-stall-ms"],
+                         "steal_b": b.get("host-steal-ms", -1), "steal_t": t.get("host-steal-ms", -1),
+                         "p99s": t["write-latency-p99-us"],
                          "whole": g["max-stall-ms"], "p99": g["write-latency-p99-us"],
                          "ok": s["verify"]["match"] and d["verify"]["match"]})
+            print("  run: " + ", ".join(f"{key} {v:.1f}" for key, v in rows[-1].items()
+                                        if key != "ok"), file=sys.stderr, flush=True)
         m = {key: statistics.median(r[key] for r in rows) for key in rows[0] if key != "ok"}
-        print(f"| {label} | {m['total']:.0f} | {m['down']:.1f} | {m['base']:.1f} | {m['start']:.1f} "
-              f"| {m['added']:.1f} | {m['p99s']:.1f} | {m['whole']:.1f} | {m['p99']:.1f} | "
-              f"{'yes' if all(r['ok'] for r in rows) else 'NO'} |", flush=True)
+        print(f"| {label} | {m['total']:.0f} | {m['down']:.1f} | {m['base']:.1f} ({m['base_own']:.1f}) "
+              f"| {m['start']:.1f} ({m['start_own']:.1f}) | {m['added']:.1f} "
+              f"| {m['steal_b']:.0f} / {m['steal_t']:.0f} | {m['p99s']:.1f} | {m['whole']:.1f} "
+              f"| {m['p99']:.1f} | {'yes' if all(r['ok'] for r in rows) else 'NO'} |", flush=True)
     print("\nSync cost (build/lm-sync-cost RAM_GIB POPULATED% DIRTY%), median of 5 syncs:\n")
     print("| RAM | populated | dirty | arm ms | sync ms |")
     print("|---:|---:|---:|---:|---:|")

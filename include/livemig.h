@@ -149,10 +149,15 @@ typedef struct lm_stats {
     double downtime_ms;
     double setup_time_ms;
     double verify_time_ms; /* digest time while stopped, kept out of downtime */
-    uint64_t transferred;  /* bytes on the wire, headers included */
-    uint64_t total;        /* bytes of guest RAM */
-    uint64_t duplicate;    /* zero pages sent without payload */
-    uint64_t normal;       /* pages sent with payload */
+    /* Why precopy ended: "converged" (the rest fit in the downtime limit),
+     * "round-limit" (max_rounds reached without converging), "postcopy"
+     * (switched to postcopy), or "" while it runs. */
+    char switchover_reason[16];
+    double expected_downtime_ms; /* the estimate the decision was based on */
+    uint64_t transferred;        /* bytes on the wire, headers included */
+    uint64_t total;              /* bytes of guest RAM */
+    uint64_t duplicate;          /* zero pages sent without payload */
+    uint64_t normal;             /* pages sent with payload */
     uint64_t normal_bytes;
     uint64_t dirty_sync_count;
     uint64_t multifd_bytes;

@@ -94,6 +94,8 @@ static void usage(FILE *out)
             "  --max-bandwidth BYTES     cap the rate, e.g. 500M (per second; 0 = none)\n"
             "  --max-rounds N            switch over after N rounds anyway (30)\n"
             "  --auto-converge           throttle the vCPUs while precopy does not converge\n"
+            "  --throttle-initial PCT    auto-converge: first throttle step (20)\n"
+            "  --throttle-increment PCT  auto-converge: added at each later step (10)\n"
             "  --dirty-limit RATE        cap each vCPU at RATE dirty pages/s while it does not\n"
             "                            converge\n"
             "  --track-chunk SIZE|all    migrate: write-protect this much at a time in the first\n"
@@ -165,6 +167,8 @@ enum {
     OPT_POSTCOPY_PLACE,
     OPT_NO_PREEMPT,
     OPT_AUTO_CONVERGE,
+    OPT_THROTTLE_INITIAL,
+    OPT_THROTTLE_INCREMENT,
     OPT_DIRTY_LIMIT,
     OPT_WINDOW,
     OPT_BASELINE_LOAD,
@@ -210,6 +214,8 @@ static int parse_args(int argc, char **argv, cli_opts *o)
         {"postcopy-place", required_argument, 0, OPT_POSTCOPY_PLACE},
         {"no-postcopy-preempt", no_argument, 0, OPT_NO_PREEMPT},
         {"auto-converge", no_argument, 0, OPT_AUTO_CONVERGE},
+        {"throttle-initial", required_argument, 0, OPT_THROTTLE_INITIAL},
+        {"throttle-increment", required_argument, 0, OPT_THROTTLE_INCREMENT},
         {"stats-window", required_argument, 0, OPT_WINDOW},
         {"baseline-load", required_argument, 0, OPT_BASELINE_LOAD},
         {"track-chunk", required_argument, 0, OPT_TRACK_CHUNK},
@@ -351,6 +357,17 @@ static int parse_args(int argc, char **argv, cli_opts *o)
                 o->baseline_load = (int)n;
             else
                 return fail_usage("bad --baseline-load '%s': auto or 0..64 threads", optarg);
+            break;
+        }
+        case OPT_THROTTLE_INITIAL:
+        case OPT_THROTTLE_INCREMENT: {
+            uint64_t pct;
+            if (lm_parse_u64(optarg, &pct) < 0 || pct < 1 || pct > 99)
+                return fail_usage("bad throttle step '%s': a percentage, 1..99", optarg);
+            if (c == OPT_THROTTLE_INITIAL)
+                o->params.throttle_initial = (unsigned)pct;
+            else
+                o->params.throttle_increment = (unsigned)pct;
             break;
         }
         case OPT_AUTO_CONVERGE:

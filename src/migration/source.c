@@ -599,9 +599,15 @@ static int precopy(lm_source *s)
         if (!converged)
             converge_policy(s, count);
         if (converged || s->st.nrounds >= s->p->max_rounds || postcopy) {
+            bool to_postcopy = !converged && (postcopy || s->p->postcopy);
+            snprintf(s->st.switchover_reason, sizeof(s->st.switchover_reason), "%s",
+                     converged     ? "converged"
+                     : to_postcopy ? "postcopy"
+                                   : "round-limit");
+            s->st.expected_downtime_ms = expect_ms;
             if ((ret = wait_caught_up(s)) < 0)
                 return ret;
-            return !converged && (postcopy || s->p->postcopy);
+            return to_postcopy;
         }
         if ((ret = send_dirty(s, count, rearm_by_chunk(s))) < 0)
             return ret;

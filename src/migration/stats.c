@@ -13,8 +13,11 @@ void lm__stats_json_fields(lm_json *j, const lm_stats *s, const char *role)
     lm_json_double(j, "downtime", s->downtime_ms);
     lm_json_double(j, "setup-time", s->setup_time_ms);
     lm_json_double(j, "verify-time", s->verify_time_ms);
-    if (!dest)
+    if (!dest) {
         lm_json_str(j, "dirty-tracker", s->tracker);
+        lm_json_str(j, "switchover-reason", s->switchover_reason);
+        lm_json_double(j, "expected-downtime", s->expected_downtime_ms);
+    }
     lm_json_object_begin(j, "ram");
     lm_json_u64(j, "transferred", s->transferred);
     lm_json_u64(j, "total", s->total);
@@ -122,6 +125,12 @@ void lm_stats_print(const lm_stats *s, const char *role, FILE *out)
                 (unsigned long long)s->postcopy_zero_placed, s->request_latency_p50_us,
                 s->request_latency_p99_us, s->request_latency_max_us, s->vcpu_blocktime_ms);
     if (!dest) {
+        if (s->switchover_reason[0])
+            fprintf(out, "switchover: %s (expected downtime %.1f ms)\n", s->switchover_reason,
+                    s->expected_downtime_ms);
+        if (s->cpu_throttle_percentage || s->dirty_limit)
+            fprintf(out, "convergence: cpu throttle %u%%, dirty limit %llu pages/s per vCPU\n",
+                    s->cpu_throttle_percentage, (unsigned long long)s->dirty_limit);
         fprintf(out, "dirty tracker: %s\n", s->tracker);
         fprintf(out, "precopy ram: %s\n", lm_format_bytes(s->precopy_bytes, a, sizeof(a)));
         fprintf(out, "downtime ram: %s\n", lm_format_bytes(s->downtime_bytes, b, sizeof(b)));

@@ -1,16 +1,36 @@
 #!/usr/bin/env bash
 # Convergence policies on a stress guest whose dirty set does not shrink by
-# itself under a 20 ms downtime limit: --auto-converge throttles the vCPUs
-# step by step (and the migration completes, verified); --dirty-limit caps
-# each vCPU's dirty rate and precopy converges before the round limit.
+# itself under a 20 ms downtime limit: without a policy precopy runs into
+# the round limit; --auto-converge throttles the vCPUs step by step until
+# the rest fits (QEMU's cpu-throttle-initial/increment: 20, 30, ... 99);
+# --dirty-limit caps each vCPU's dirty rate. Both must end by converging,
+# not by the round limit, and verify.
 . "$(dirname "$0")/lib.sh"
-migrate_ok auto 512M stress:2x64M --auto-converge --downtime-limit 20 --max-rounds 8
+migrate_ok none 512M stress:2x64M --downtime-limit 20 --max-rounds 5
+expect_json "$TMP/none.src.json" 'j["switchover-reason"] == "round-limit"'
+expect_json "$TMP/none.src.json" 'j["expected-downtime"] > 20'
+
+migrate_ok auto 512M stress:2x64M --auto-converge --downtime-limit 20 --max-rounds 60
 S=$TMP/auto.src.json
+expect_json "$S" 'j["switchover-reason"] == "converged"'
+expect_json "$S" 'j["expected-downtime"] <= 20'
+expect_json "$S" 'j["ram"]["dirty-sync-count"] < 60'
 expect_json "$S" 'j["ram"]["cpu-throttle-percentage"] >= 20'
-expect_json "$S" 'max(r["cpu-throttle-percentage"] for r in j["rounds"]) >= 20'
+# Steps as configured: the first throttled round at 20%, never more than 99%.
+expect_json "$S" '[r["cpu-throttle-percentage"] for r in j["rounds"] if r["cpu-throttle-percentage"]][0] == 20'
+expect_json "$S" 'max(r["cpu-throttle-percentage"] for r in j["rounds"]) <= 99'
 expect_json "$S" 'all(r["dirty-pages-rate"] >= 0 for r in j["rounds"])'
+
+migrate_ok steps 512M stress:2x64M --auto-converge --throttle-initial 50 --throttle-increment 25 \
+    --downtime-limit 20 --max-rounds 60
+S=$TMP/steps.src.json
+expect_json "$S" 'j["switchover-reason"] == "converged"'
+expect_json "$S" '[r["cpu-throttle-percentage"] for r in j["rounds"] if r["cpu-throttle-percentage"]][0] == 50'
+expect_json "$S" 'set(r["cpu-throttle-percentage"] for r in j["rounds"]) <= {0, 50, 75, 99}'
+
 migrate_ok limit 512M stress:2x64M --dirty-limit 5000 --downtime-limit 20 --max-rounds 30
 S=$TMP/limit.src.json
+expect_json "$S" 'j["switchover-reason"] == "converged"'
 expect_json "$S" 'j["ram"]["dirty-limit"] == 5000'
 expect_json "$S" 'j["ram"]["dirty-sync-count"] < 30'
 # The guest's own view: latencies ordered, a longest stall reported.
