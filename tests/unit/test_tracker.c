@@ -169,42 +169,74 @@ static void hold_writers(struct writers *w, int nw, bool on)
             ;
 }
 
-static void concurrent_writers(lm_tracker_kind kind, const char *name)
-{
-    enum { NW = 2 };
-    uint64_t len = NPAGES * page_size;
-    uint8_t *mem = lm_ram_alloc(len);
-    lm_err err;
-    lm_err_init(&err);
-    lm_tracker *t = NULL;
-    lm_track_range range = {.host = mem, .len = len, .npages = NPAGES};
-    if (lm_tracker_create(kind, &range, 1, &t, &err) < 0) {
-        fprintf(stderr, "%s unavailable: %s\n", name, err.msg);
-        lm_ram_free(mem, len);
-        return;
-    }
-    struct writers w = {.mem = mem, .ref = calloc(LM_BITMAP_WORDS(NPAGES), sizeof(lm_word))};
+/* Guest memory, a tracker over it, and NW writer threads, each on its own
+ * half of the pages. */
+enum { NW = 2 };
+struct rig {
+    uint64_t len;
+    uint8_t *mem;
+    lm_tracker *t;
+    struct writers w;
     struct writer ws[NW];
     pthread_t th[NW];
-    for (unsigned i = 0; i < NW; i++) {
-        ws[i] = (struct writer){&w, i * (NPAGES / NW), NPAGES / NW, 99 + i};
-        pthread_create(&th[i], NULL, writer_main, &ws[i]);
+};
+
+static bool rig_start(struct rig *r, lm_tracker_kind kind, const char *name, unsigned seed)
+{
+    lm_err err;
+    lm_err_init(&err);
+    memset(r, 0, sizeof(*r));
+    r->len = NPAGES * page_size;
+    r->mem = lm_ram_alloc(r->len);
+    lm_track_range range = {.host = r->mem, .len = r->len, .npages = NPAGES};
+    if (lm_tracker_create(kind, &range, 1, &r->t, &err) < 0) {
+        fprintf(stderr, "%s unavailable: %s\n", name, err.msg);
+        lm_ram_free(r->mem, r->len);
+        return false;
     }
+    r->w.mem = r->mem;
+    r->w.ref = calloc(LM_BITMAP_WORDS(NPAGES), sizeof(lm_word));
+    for (unsigned i = 0; i < NW; i++) {
+        r->ws[i] = (struct writer){&r->w, i * (NPAGES / NW), NPAGES / NW, seed + i};
+        pthread_create(&r->th[i], NULL, writer_main, &r->ws[i]);
+    }
+    return true;
+}
+
+static void rig_stop(struct rig *r)
+{
+    atomic_store(&r->w.stop, true);
+    for (unsigned i = 0; i < NW; i++)
+        pthread_join(r->th[i], NULL);
+    lm_tracker_destroy(r->t);
+    free((void *)r->w.ref);
+    lm_ram_free(r->mem, r->len);
+}
+
+static void concurrent_writers(lm_tracker_kind kind, const char *name)
+{
+    struct rig rig;
+    if (!rig_start(&rig, kind, name, 99))
+        return;
+    lm_tracker *t = rig.t;
+    struct writers *w = &rig.w;
+    lm_err err;
+    lm_err_init(&err);
     /* Arm chunk by chunk while the writers run. */
     for (uint64_t first = 0; first < NPAGES; first += 512)
         CHECK(lm_tracker_arm(t, 0, first, 512, NULL, &err) == 0);
     lm_word *ref = lm_bitmap_new(NPAGES), *got = lm_bitmap_new(NPAGES);
     lm_word *prev = lm_bitmap_new(NPAGES);
     /* Writes before arming are not tracked by design: start from a sync. */
-    take_reference(&w, ref);
+    take_reference(w, ref);
     CHECK(lm_tracker_sync(t, 0, 0, NPAGES, prev, true, &err) == 0);
     uint64_t strict_rounds = 0, checked = 0;
     for (int round = 0; round < 60; round++) {
         bool quiet = round % 3 == 2; /* this sync and the previous one held */
         usleep(1000);
         if (quiet)
-            hold_writers(&w, NW, true);
-        take_reference(&w, ref);
+            hold_writers(w, NW, true);
+        take_reference(w, ref);
         lm_bitmap_clear_all(got, NPAGES);
         CHECK(lm_tracker_sync(t, 0, 0, NPAGES, got, true, &err) == 0);
         uint64_t missed = 0, extra = 0;
@@ -228,26 +260,21 @@ static void concurrent_writers(lm_tracker_kind kind, const char *name)
         /* Hold across the next sync too when it is the first of a strict pair. */
         bool next_quiet = (round + 1) % 3 == 2;
         if (next_quiet) {
-            hold_writers(&w, NW, true);
-            take_reference(&w, ref);
+            hold_writers(w, NW, true);
+            take_reference(w, ref);
             CHECK(lm_tracker_sync(t, 0, 0, NPAGES, prev, true, &err) == 0);
-            hold_writers(&w, NW, false);
+            hold_writers(w, NW, false);
         } else if (quiet) {
-            hold_writers(&w, NW, false);
+            hold_writers(w, NW, false);
         }
     }
     fprintf(stderr, "%s: %llu writes checked, %llu strict rounds\n", name,
             (unsigned long long)checked, (unsigned long long)strict_rounds);
     CHECK(checked > 1000);
-    atomic_store(&w.stop, true);
-    for (unsigned i = 0; i < NW; i++)
-        pthread_join(th[i], NULL);
-    lm_tracker_destroy(t);
-    free((void *)w.ref);
+    rig_stop(&rig);
     lm_bitmap_free(prev);
     lm_bitmap_free(ref);
     lm_bitmap_free(got);
-    lm_ram_free(mem, len);
 }
 
 /* The reference bits of pages [first, first+n), taken (cleared) atomically
@@ -284,31 +311,21 @@ static uint64_t count_missed(const lm_word *ref, const lm_word *got, const lm_wo
  */
 static void chunked_rearm(lm_tracker_kind kind, const char *name)
 {
-    enum { NW = 2, CHUNK = 700 };
-    uint64_t len = NPAGES * page_size;
-    uint8_t *mem = lm_ram_alloc(len);
+    enum { CHUNK = 700 };
+    struct rig rig;
+    if (!rig_start(&rig, kind, name, 7))
+        return;
+    lm_tracker *t = rig.t;
+    struct writers *w = &rig.w;
+    uint8_t *mem = rig.mem;
     lm_err err;
     lm_err_init(&err);
-    lm_tracker *t = NULL;
-    lm_track_range range = {.host = mem, .len = len, .npages = NPAGES};
-    if (lm_tracker_create(kind, &range, 1, &t, &err) < 0) {
-        fprintf(stderr, "%s unavailable: %s\n", name, err.msg);
-        lm_ram_free(mem, len);
-        return;
-    }
-    struct writers w = {.mem = mem, .ref = calloc(LM_BITMAP_WORDS(NPAGES), sizeof(lm_word))};
-    struct writer ws[NW];
-    pthread_t th[NW];
-    for (unsigned i = 0; i < NW; i++) {
-        ws[i] = (struct writer){&w, i * (NPAGES / NW), NPAGES / NW, 7 + i};
-        pthread_create(&th[i], NULL, writer_main, &ws[i]);
-    }
     for (uint64_t first = 0; first < NPAGES; first += CHUNK)
         CHECK(lm_tracker_arm(t, 0, first, NPAGES - first < CHUNK ? NPAGES - first : CHUNK, NULL,
                              &err) == 0);
     lm_word *ref = lm_bitmap_new(NPAGES), *got = lm_bitmap_new(NPAGES);
     lm_word *prev = lm_bitmap_new(NPAGES);
-    take_reference(&w, ref); /* writes before arming are not tracked by design */
+    take_reference(w, ref); /* writes before arming are not tracked by design */
     CHECK(lm_tracker_sync(t, 0, 0, NPAGES, prev, true, &err) == 0);
     uint64_t checked = 0, missed = 0;
     for (int round = 0; round < 40; round++) {
@@ -318,7 +335,7 @@ static void chunked_rearm(lm_tracker_kind kind, const char *name)
         CHECK(lm_tracker_sync(t, 0, 0, NPAGES, got, false, &err) == 0);
         for (uint64_t first = 0; first < NPAGES; first += CHUNK) {
             uint64_t n = NPAGES - first < CHUNK ? NPAGES - first : CHUNK;
-            take_reference_range(&w, first, n, ref);
+            take_reference_range(w, first, n, ref);
             CHECK(lm_tracker_sync(t, 0, first, n, got, true, &err) == 0);
             missed += count_missed(ref, got, prev, first, n);
         }
@@ -331,7 +348,7 @@ static void chunked_rearm(lm_tracker_kind kind, const char *name)
     CHECK(checked > 1000);
 
     /* Quiet: drain with one round, then known writes only. */
-    hold_writers(&w, NW, true);
+    hold_writers(w, NW, true);
     lm_bitmap_clear_all(got, NPAGES);
     CHECK(lm_tracker_sync(t, 0, 0, NPAGES, got, true, &err) == 0);
     lm_word *want = lm_bitmap_new(NPAGES);
@@ -356,18 +373,12 @@ static void chunked_rearm(lm_tracker_kind kind, const char *name)
     lm_bitmap_clear_all(got, NPAGES);
     CHECK(lm_tracker_sync(t, 0, 0, NPAGES, got, false, &err) == 0);
     CHECK_EQ_U64(lm_bitmap_count(got, NPAGES), 0);
-    hold_writers(&w, NW, false);
-
-    atomic_store(&w.stop, true);
-    for (unsigned i = 0; i < NW; i++)
-        pthread_join(th[i], NULL);
-    lm_tracker_destroy(t);
-    free((void *)w.ref);
+    hold_writers(w, NW, false);
+    rig_stop(&rig);
     lm_bitmap_free(want);
     lm_bitmap_free(prev);
     lm_bitmap_free(ref);
     lm_bitmap_free(got);
-    lm_ram_free(mem, len);
 }
 
 int main(void)
