@@ -132,7 +132,8 @@ typedef struct lm_params {
 
 typedef struct lm_round_stats {
     unsigned round;
-    uint64_t dirty_pages;      /* pages found dirty by the sync that ended the round */
+    uint64_t dirty_pages;      /* dirtied during the round: found by its chunk re-arms and the
+                                  sync that ended it */
     double dirty_pages_rate;   /* pages dirtied per second during the round */
     unsigned throttle_percent; /* vCPU throttle in force during the round */
     uint64_t bytes;            /* bytes put on the wire during the round */

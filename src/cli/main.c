@@ -634,16 +634,20 @@ static int run_migrate(cli_opts *o)
     unsigned load = o->baseline_load >= 0
                         ? (unsigned)o->baseline_load
                         : (1 + o->params.multifd_channels) * (o->local_dest ? 2 : 1);
+    if (load > LM_LOAD_MAX_THREADS)
+        load = LM_LOAD_MAX_THREADS;
     lm_steal_sampler steal = {0};
     if (o->window_ms) {
         lm_cpu_load cl;
         lm_guest_start_windows(g, (uint64_t)o->window_ms * 1000000);
         lm_steal_sampler_start(&steal, (uint64_t)o->window_ms * 1000000);
+        /* The load only calibrates the stats: without it, say so and go on. */
         if ((ret = lm_cpu_load_start(&cl, load)) < 0) {
-            fprintf(stderr, "livemig: cannot start %u baseline load threads: %s\n", load,
-                    strerror(-ret));
-            lm_steal_sampler_join(&steal);
-            return 1;
+            fprintf(stderr,
+                    "livemig: cannot start %u baseline load threads (%s); the baseline window "
+                    "runs without them\n",
+                    load, strerror(-ret));
+            load = 0;
         }
         sleep_seconds(o->window_ms / 1000.0);
         lm_cpu_load_stop(&cl);
@@ -676,7 +680,7 @@ static int run_migrate(cli_opts *o)
     }
     guest_report_take(g, start, &gr);
     gr.baseline_load = load;
-    lm_steal_sampler_join(&steal);
+    lm_steal_sampler_join(&steal, ret < 0);
     for (int w = 0; w < LM_WIN__COUNT; w++)
         gr.win_steal_ms[w] = o->window_ms && w < LM_STEAL_WINDOWS ? steal.steal_ms[w] : -1;
     lm_stats_print(&st, "source", stdout);

@@ -17,6 +17,9 @@
 typedef struct lm_steal_sampler {
     pthread_t thread;
     bool started;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool stop; /* under lock: end now, windows not finished stay unknown */
     uint64_t start_ns, window_ns;
     /* Steal in milliseconds (summed over CPUs) during each window; -1 when
      * /proc/stat has no steal counter. */
@@ -25,7 +28,8 @@ typedef struct lm_steal_sampler {
 
 /* Samples at now, now + window, now + 2 * window (from its own thread). */
 void lm_steal_sampler_start(lm_steal_sampler *s, uint64_t window_ns);
-/* Waits for the last sample. */
-void lm_steal_sampler_join(lm_steal_sampler *s);
+/* Waits for the last sample (stop: end now instead). Safe on a sampler
+ * never started (zeroed). */
+void lm_steal_sampler_join(lm_steal_sampler *s, bool stop);
 
 #endif

@@ -10,6 +10,7 @@
 
 #include "proto/wire.h"
 #include "util/clock.h"
+#include "util/parse.h"
 
 #define GUEST_STATE_MAGIC   0x4C4D4753u /* "LMGS" */
 #define GUEST_STATE_VERSION 1
@@ -100,14 +101,11 @@ static bool read_runqueue_wait(int fd, uint64_t *wait_ns)
 {
     char buf[96];
     ssize_t n = fd >= 0 ? pread(fd, buf, sizeof(buf) - 1, 0) : -1;
+    uint64_t run;
     if (n <= 0)
         return false;
     buf[n] = 0;
-    unsigned long long run, wait;
-    if (sscanf(buf, "%llu %llu", &run, &wait) != 2)
-        return false;
-    *wait_ns = wait;
-    return true;
+    return lm_parse_schedstat(buf, &run, wait_ns) == 0;
 }
 
 /* The part of a stall of 'gap' ns, ending now, that was not spent waiting
@@ -115,7 +113,8 @@ static bool read_runqueue_wait(int fd, uint64_t *wait_ns)
 static uint64_t stall_own_part(lm_vcpu *v, uint64_t gap, uint64_t now)
 {
     uint64_t wait;
-    if (gap < STALL_SPLIT_NS || !read_runqueue_wait(v->schedstat_fd, &wait))
+    /* Without an earlier sample the wait would span the thread's life. */
+    if (gap < STALL_SPLIT_NS || !v->sample_ns || !read_runqueue_wait(v->schedstat_fd, &wait))
         return gap;
     uint64_t queued = wait - v->sample_wait_ns;
     v->sample_ns = now;

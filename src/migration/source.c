@@ -72,7 +72,9 @@ static void report_progress(lm_source *s, bool force)
             .throughput_bps =
                 secs > 0 ? (double)(lm__src_wire_bytes(s) - s->round_bytes0) / secs : 0,
             .dirty_pages_rate = s->dirty_rate,
-            .remaining_bytes = (s->round_pages - s->round_done) * s->ctx->page_size,
+            .remaining_bytes = s->round_done < s->round_pages
+                                   ? (s->round_pages - s->round_done) * s->ctx->page_size
+                                   : 0,
         };
         s->p->progress(s->p->progress_opaque, &pr);
     }
@@ -235,7 +237,9 @@ static int first_pass(lm_source *s)
 }
 
 /* ORs the tracker's dirty pages into s->dirty (which may still hold pages
- * a converged round left for the switchover); returns how many are set. */
+ * a converged round left for the switchover); returns how many are set.
+ * Also ends the accounting of what the round dirtied (s->round_dirtied),
+ * from which the dirty rate comes. */
 int lm__src_sync_dirty(lm_source *s, bool rearm, uint64_t *count)
 {
     lm_ctx *ctx = s->ctx;
@@ -247,8 +251,10 @@ int lm__src_sync_dirty(lm_source *s, bool rearm, uint64_t *count)
             return ret;
         n += lm_bitmap_count(s->dirty[i], ctx->blocks[i].npages);
     }
+    s->round_dirtied = n + s->rearm_found;
+    s->rearm_found = 0;
     if (s->last_sync_ns && now > s->last_sync_ns)
-        s->dirty_rate = (double)n * 1e9 / (double)(now - s->last_sync_ns);
+        s->dirty_rate = (double)s->round_dirtied * 1e9 / (double)(now - s->last_sync_ns);
     s->last_sync_ns = now;
     s->st.dirty_sync_count++;
     *count = n;
@@ -276,9 +282,15 @@ static int send_dirty(lm_source *s, uint64_t count, bool rearm)
         for (uint64_t first = 0; first < b->npages; first += chunk_pages) {
             uint64_t end = b->npages - first < chunk_pages ? b->npages : first + chunk_pages;
             int ret = 0;
-            if (rearm && (ret = lm_tracker_sync(s->tracker, i, first, end - first, s->dirty[i],
-                                                true, &ctx->err)) < 0)
-                return ret;
+            if (rearm) {
+                uint64_t before = lm_bitmap_count_range(s->dirty[i], first, end);
+                if ((ret = lm_tracker_sync(s->tracker, i, first, end - first, s->dirty[i], true,
+                                           &ctx->err)) < 0)
+                    return ret;
+                uint64_t found = lm_bitmap_count_range(s->dirty[i], first, end) - before;
+                s->rearm_found += found;
+                s->round_pages += found;
+            }
             for (uint64_t p = lm_bitmap_next_set(s->dirty[i], end, first); p < end;
                  p = lm_bitmap_next_set(s->dirty[i], end, p + 1))
                 if ((ret = lm__src_queue_page(s, b, p, false)) < 0)
@@ -462,6 +474,12 @@ static int check_params(lm_ctx *ctx, const lm_params *p)
                           (int)p->zero_detection);
     if ((unsigned)p->compress >= LM_COMPRESS_METHODS)
         return lm_err_set(&ctx->err, -EINVAL, "unknown compression method %d", (int)p->compress);
+    /* A step of 0 would never throttle (or never throttle more). */
+    if (p->auto_converge && (p->throttle_initial < 1 || p->throttle_initial > 99 ||
+                             p->throttle_increment < 1 || p->throttle_increment > 99))
+        return lm_err_set(&ctx->err, -EINVAL,
+                          "auto-converge throttle steps must be 1..99%% (initial %u, increment %u)",
+                          p->throttle_initial, p->throttle_increment);
     return 0;
 }
 
@@ -590,14 +608,16 @@ static int precopy(lm_source *s)
         uint64_t count;
         if ((ret = lm__src_sync_dirty(s, !rearm_by_chunk(s), &count)) < 0)
             return ret;
-        lm__src_end_round(s, count);
+        /* Converged is about what is left to send (count); the policies
+         * are about how much the guest dirtied in the round. */
+        lm__src_end_round(s, s->round_dirtied);
         double remaining = (double)(count * (s->ctx->page_size + 8));
         double expect_ms = s->bandwidth > 0 ? remaining * 1000.0 / s->bandwidth : 0;
         bool converged = expect_ms <= (double)s->p->downtime_limit_ms;
-        bool postcopy = lm__src_want_postcopy(s, count);
+        bool postcopy = lm__src_want_postcopy(s, s->round_dirtied);
         s->st.dirty_pages_rate = s->dirty_rate;
         if (!converged)
-            converge_policy(s, count);
+            converge_policy(s, s->round_dirtied);
         if (converged || s->st.nrounds >= s->p->max_rounds || postcopy) {
             bool to_postcopy = !converged && (postcopy || s->p->postcopy);
             snprintf(s->st.switchover_reason, sizeof(s->st.switchover_reason), "%s",

@@ -36,6 +36,10 @@ typedef struct lm_source {
     uint64_t rate_window_ns, rate_window_bytes;
     uint64_t round_pages, round_done, round_start_ns, round_bytes0;
     uint64_t last_progress_ns, last_sync_ns;
+    /* Chunked re-arming: pages a round's chunk re-arms found beyond what its
+     * sync had read (written during the round too), and the pages written
+     * during the last round: those plus what the sync that ended it found. */
+    uint64_t rearm_found, round_dirtied;
     double bandwidth;  /* bytes per second, from the last round that sent enough */
     double dirty_rate; /* pages per second */
     bool stopped;      /* the guest is stopped by us */

@@ -46,6 +46,23 @@ uint64_t lm_bitmap_count(const lm_word *map, uint64_t nbits)
     return n;
 }
 
+uint64_t lm_bitmap_count_range(const lm_word *map, uint64_t start, uint64_t end)
+{
+    uint64_t n = 0;
+    if (start >= end)
+        return 0;
+    uint64_t first = start / LM_BITS_PER_WORD, last = (end - 1) / LM_BITS_PER_WORD;
+    for (uint64_t i = first; i <= last; i++) {
+        lm_word w = map[i];
+        if (i == first)
+            w &= ~(lm_word)0 << (start % LM_BITS_PER_WORD);
+        if (i == last && end % LM_BITS_PER_WORD)
+            w &= ~(lm_word)0 >> (LM_BITS_PER_WORD - end % LM_BITS_PER_WORD);
+        n += (uint64_t)__builtin_popcountll(w);
+    }
+    return n;
+}
+
 uint64_t lm_bitmap_next_set(const lm_word *map, uint64_t nbits, uint64_t from)
 {
     if (from >= nbits)

@@ -104,3 +104,14 @@ const char *lm_format_bytes(uint64_t bytes, char *buf, unsigned len)
     snprintf(buf, len, u ? "%.2f %s" : "%.0f %s", v, units[u]);
     return buf;
 }
+
+int lm_parse_schedstat(const char *text, uint64_t *run_ns, uint64_t *wait_ns)
+{
+    unsigned long long run, wait, slices;
+    char extra;
+    if (sscanf(text, "%llu %llu %llu %c", &run, &wait, &slices, &extra) != 3)
+        return -EINVAL;
+    *run_ns = run;
+    *wait_ns = wait;
+    return 0;
+}

@@ -6,7 +6,7 @@
 # --dirty-limit caps each vCPU's dirty rate. Both must end by converging,
 # not by the round limit, and verify.
 . "$(dirname "$0")/lib.sh"
-migrate_ok none 512M stress:2x64M --downtime-limit 20 --max-rounds 5
+migrate_ok none 512M stress:2x64M --downtime-limit 20 --max-rounds 5 --max-bandwidth 1G
 expect_json "$TMP/none.src.json" 'j["switchover-reason"] == "round-limit"'
 expect_json "$TMP/none.src.json" 'j["expected-downtime"] > 20'
 

@@ -323,6 +323,33 @@ static void randomized(void)
     }
 }
 
+/* Range counts against a plain loop, for every range of a bitmap with
+ * bits set in a pattern that crosses word boundaries. */
+static void count_range_exhaustive(void)
+{
+    enum { NBITS = 200 };
+    lm_word *m = lm_bitmap_new(NBITS);
+    CHECK(m != NULL);
+    if (!m)
+        return;
+    unsigned long long seed = 0xC0C0;
+    for (uint64_t i = 0; i < NBITS; i++)
+        if (test_rand(&seed) % 3)
+            lm_bit_set(m, i);
+    uint64_t bad = 0;
+    for (uint64_t a = 0; a <= NBITS; a++)
+        for (uint64_t b = a; b <= NBITS; b++) {
+            uint64_t want = 0;
+            for (uint64_t i = a; i < b; i++)
+                want += lm_bit_test(m, i);
+            bad += lm_bitmap_count_range(m, a, b) != want;
+        }
+    CHECK_EQ_U64(bad, 0);
+    CHECK_EQ_U64(lm_bitmap_count_range(m, 0, NBITS), lm_bitmap_count(m, NBITS));
+    CHECK_EQ_U64(lm_bitmap_count_range(m, 5, 3), 0);
+    lm_bitmap_free(m);
+}
+
 int main(void)
 {
     single_bits();
@@ -331,5 +358,6 @@ int main(void)
     next_set_cases();
     or_cases();
     randomized();
+    count_range_exhaustive();
     TEST_DONE();
 }

@@ -560,9 +560,28 @@ static void json(void)
     CHECK(lm_json_finish(&j) == NULL);
 }
 
+/* /proc/thread-self/schedstat as the kernel writes it, and what is not. */
+static void schedstat(void)
+{
+    uint64_t run = 7, wait = 7;
+    CHECK(lm_parse_schedstat("94040 53218 2\n", &run, &wait) == 0);
+    CHECK_EQ_U64(run, 94040);
+    CHECK_EQ_U64(wait, 53218);
+    CHECK(lm_parse_schedstat("18446744073709551615 0 1", &run, &wait) == 0);
+    CHECK_EQ_U64(run, UINT64_MAX);
+    CHECK_EQ_U64(wait, 0);
+    static const char *const bad[] = {"", "1 2", "1 2 x", "a b c", "1 2 3 4", "1,2,3"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        run = wait = 7;
+        CHECK(lm_parse_schedstat(bad[i], &run, &wait) == -EINVAL);
+        CHECK(run == 7 && wait == 7);
+    }
+}
+
 int main(void)
 {
     sizes();
+    schedstat();
     seconds();
     format_bytes();
     workloads();
