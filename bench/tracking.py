@@ -37,6 +37,7 @@ def main():
           "(baseline / start) | tracking-start p99 us | whole-run max stall ms | whole-run p99 us "
           "| verified |")
     print("|---|" + "---:|" * 9 + "---|")
+    clean = {}
     for k, (label, args) in enumerate(CONFIGS):
         rows = []
         for i in range(WARMUP + RUNS):
@@ -64,10 +65,21 @@ def main():
             print("  run: " + ", ".join(f"{key} {v:.1f}" for key, v in rows[-1].items()
                                         if key != "ok"), file=sys.stderr, flush=True)
         m = {key: statistics.median(r[key] for r in rows) for key in rows[0] if key != "ok"}
+        quiet = [r for r in rows if r["steal_t"] == 0 and r["steal_b"] == 0]
+        clean[label] = (len(quiet), len(rows),
+                        statistics.median(r["added"] for r in quiet) if quiet else None,
+                        max((r["start_own"] for r in quiet), default=None))
         print(f"| {label} | {m['total']:.0f} | {m['down']:.1f} | {m['base']:.1f} ({m['base_own']:.1f}) "
               f"| {m['start']:.1f} ({m['start_own']:.1f}) | {m['added']:.1f} "
               f"| {m['steal_b']:.0f} / {m['steal_t']:.0f} | {m['p99s']:.1f} | {m['whole']:.1f} "
               f"| {m['p99']:.1f} | {'yes' if all(r['ok'] for r in rows) else 'NO'} |", flush=True)
+    print("\nRuns whose two windows saw no host steal:\n")
+    print("| arming | runs without steal | added stall ms (median) | longest tracking-start "
+          "stall excl. run queue ms |")
+    print("|---|---:|---:|---:|")
+    for label, (n, total, added, own) in clean.items():
+        print(f"| {label} | {n} of {total} | "
+              f"{'-' if added is None else f'{added:.1f}'} | {'-' if own is None else f'{own:.1f}'} |")
     print("\nSync cost (build/lm-sync-cost RAM_GIB POPULATED% DIRTY%), median of 5 syncs:\n")
     print("| RAM | populated | dirty | arm ms | sync ms |")
     print("|---:|---:|---:|---:|---:|")
