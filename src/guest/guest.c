@@ -122,6 +122,26 @@ static uint64_t stall_own_part(lm_vcpu *v, uint64_t gap, uint64_t now)
     return queued < gap ? gap - queued : 0;
 }
 
+/* A pacing sleep that a stop cuts short, as QEMU's throttle checks
+ * cpu->stop: the migration's stop (and so its downtime) must not wait out
+ * a throttle slice of up to a second. Sleeps under 1 ms just sleep. */
+static void pace_sleep(lm_guest *g, uint64_t ns)
+{
+    if (ns < 1000000) {
+        sleep_ns(ns);
+        return;
+    }
+    uint64_t end = lm_now_ns() + ns;
+    pthread_mutex_lock(&g->lock);
+    for (uint64_t now = lm_now_ns();
+         now < end && !atomic_load_explicit(&g->pause, memory_order_acquire) && !g->quit;
+         now = lm_now_ns()) {
+        uint64_t left_ms = (end - now + 999999) / 1000000;
+        lm_cond_wait_ms(&g->cond, &g->lock, (unsigned)(left_ms < 1000 ? left_ms : 1000));
+    }
+    pthread_mutex_unlock(&g->lock);
+}
+
 /* Auto-converge: run 10 ms, then sleep so that the vCPU runs only
  * (100 - pct)% of the time (QEMU's cpu throttle works the same way). */
 static void throttle_vcpu(lm_vcpu *v, unsigned pct, uint64_t now)
@@ -130,7 +150,7 @@ static void throttle_vcpu(lm_vcpu *v, unsigned pct, uint64_t now)
         v->slice_start_ns = now;
     if (now - v->slice_start_ns < 10000000)
         return;
-    sleep_ns(10000000ull * pct / (100 - pct));
+    pace_sleep(v->g, 10000000ull * pct / (100 - pct));
     v->slice_start_ns = lm_now_ns();
 }
 
@@ -145,7 +165,7 @@ static void limit_vcpu(lm_vcpu *v, uint64_t rate, unsigned writes, uint64_t now)
     v->tokens_ns = now;
     v->tokens -= writes;
     if (v->tokens < 0)
-        sleep_ns((uint64_t)(-v->tokens * 1e9 / (double)rate));
+        pace_sleep(v->g, (uint64_t)(-v->tokens * 1e9 / (double)rate));
 }
 
 /* After each step: note the longest gap between steps (a stall the guest
@@ -360,6 +380,7 @@ static int guest_stop(void *opaque)
         running += g->vcpus[i].started;
     pthread_mutex_lock(&g->lock);
     atomic_store_explicit(&g->pause, 1, memory_order_release);
+    pthread_cond_broadcast(&g->cond); /* ends pacing sleeps */
     while (g->parked < running)
         pthread_cond_wait(&g->cond, &g->lock);
     pthread_mutex_unlock(&g->lock);
