@@ -42,6 +42,8 @@ typedef struct cli_opts {
     unsigned window_ms; /* baseline and tracking-start windows of the guest stats */
     bool ram_thp;       /* back the source guest's RAM with transparent huge pages */
     int baseline_load;  /* busy threads in the baseline window; -1: as many as migrating uses */
+    bool dest_prealloc; /* incoming: populate guest RAM (--ram) before accepting */
+    int ready_fd;       /* demo's destination: a byte here once it is listening, ready */
     bool local_dest;    /* demo: the destination's threads share this host */
 } cli_opts;
 
@@ -118,6 +120,8 @@ static void usage(FILE *out)
             "  --accept-timeout SECONDS  incoming: wait for a source (0 = forever)\n"
             "  --no-receivedmap          incoming: read zero pages to check them\n"
             "  --dest-thp on|off         incoming: back guest RAM with huge pages\n"
+            "  --dest-prealloc           incoming: reserve and populate guest RAM (--ram SIZE)\n"
+            "                            before accepting, like QEMU's -mem-prealloc\n"
             "  --postcopy-place copy|move  incoming: place pages with UFFDIO_COPY (default)\n"
             "                            or move them zero-copy with UFFDIO_MOVE\n"
             "  --seed N                  workload random seed (1)\n"
@@ -162,6 +166,7 @@ enum {
     OPT_HELP,
     OPT_X_SLOW,
     OPT_DEST_THP,
+    OPT_DEST_PREALLOC,
     OPT_POSTCOPY_AFTER,
     OPT_X_CUT,
     OPT_POSTCOPY_PLACE,
@@ -225,6 +230,7 @@ static int parse_args(int argc, char **argv, cli_opts *o)
         {"x-slow-channel-us", required_argument, 0, OPT_X_SLOW},
         {"x-postcopy-cut-ms", required_argument, 0, OPT_X_CUT},
         {"dest-thp", required_argument, 0, OPT_DEST_THP},
+        {"dest-prealloc", no_argument, 0, OPT_DEST_PREALLOC},
         {0, 0, 0, 0},
     };
     int c;
@@ -385,6 +391,9 @@ static int parse_args(int argc, char **argv, cli_opts *o)
                 return fail_usage("bad --postcopy-place '%s': copy or move", optarg);
             o->params.postcopy_move = !strcmp(optarg, "move");
             break;
+        case OPT_DEST_PREALLOC:
+            o->dest_prealloc = true;
+            break;
         case OPT_DEST_THP:
             if (strcmp(optarg, "on") && strcmp(optarg, "off"))
                 return fail_usage("bad --dest-thp '%s': on or off", optarg);
@@ -532,6 +541,37 @@ static int dest_resume(void *opaque)
     return lm_guest_callbacks.resume(&((dest_guest *)opaque)->g);
 }
 
+/* --dest-prealloc: guest RAM reserved and populated before the source
+ * connects (QEMU's -mem-prealloc), so that receiving takes no first-touch
+ * fault and no page is zeroed inside the migration. */
+static uint8_t *prealloc_ram(cli_opts *o, lm_ctx *ctx)
+{
+    uint8_t *ram = lm_ram_alloc(o->ram);
+    if (!ram) {
+        fprintf(stderr, "livemig: cannot reserve %llu bytes of guest RAM\n",
+                (unsigned long long)o->ram);
+        return NULL;
+    }
+    if (o->params.dest_thp)
+        (void)madvise(ram, o->ram, MADV_HUGEPAGE);
+    int ret = 0;
+    if (madvise(ram, o->ram, MADV_POPULATE_WRITE) < 0) {
+        fprintf(stderr,
+                "livemig: cannot preallocate %llu bytes of guest RAM: %s (MADV_POPULATE_WRITE "
+                "needs Linux 5.14 and enough free memory)\n",
+                (unsigned long long)o->ram, strerror(errno));
+        ret = -1;
+    } else if (lm_ram_block_add(ctx, 0, "ram", ram, o->ram, LM_RAM_ZEROED) < 0) {
+        fprintf(stderr, "livemig: %s\n", lm_last_error(ctx));
+        ret = -1;
+    }
+    if (ret < 0) {
+        lm_ram_free(ram, o->ram);
+        return NULL;
+    }
+    return ram;
+}
+
 static int run_incoming(cli_opts *o, lm_listener *l)
 {
     lm_ctx *ctx = lm_ctx_new();
@@ -539,6 +579,17 @@ static int run_incoming(cli_opts *o, lm_listener *l)
     if (!ctx || !dg) {
         fprintf(stderr, "livemig: out of memory\n");
         return 1;
+    }
+    uint8_t *ram = NULL;
+    if (o->dest_prealloc && !(ram = prealloc_ram(o, ctx))) {
+        lm_ctx_free(ctx);
+        free(dg);
+        return 1;
+    }
+    if (o->ready_fd >= 0) { /* demo: the source may start its guest now */
+        if (write(o->ready_fd, "r", 1) != 1)
+            fprintf(stderr, "livemig: cannot tell the source that the destination is ready\n");
+        close(o->ready_fd);
     }
     dg->ctx = ctx;
     lm_guest_ops ops = {.load_state = dest_load_state, .resume = dest_resume};
@@ -575,6 +626,7 @@ static int run_incoming(cli_opts *o, lm_listener *l)
     if (have_guest || dg->g.nvcpus)
         lm_guest_destroy(&dg->g);
     lm_ctx_free(ctx);
+    lm_ram_free(ram, o->ram);
     free(dg);
     return ret < 0 ? 1 : 0;
 }
@@ -699,6 +751,8 @@ static int cmd_incoming(cli_opts *o)
 {
     if (!o->listen)
         return fail_usage("%s needs --listen tcp:HOST:PORT", "incoming");
+    if (o->dest_prealloc && !o->ram)
+        return fail_usage("%s needs --ram SIZE, the guest's RAM size", "--dest-prealloc");
     lm_listener *l;
     char why[512];
     if (lm_listen(o->listen, &l, why, sizeof(why)) < 0) {
@@ -735,6 +789,13 @@ static int cmd_demo(cli_opts *o)
         fprintf(stderr, "livemig: %s\n", why);
         return 1;
     }
+    /* With --dest-prealloc the destination populates its RAM first; the
+     * source's guest starts once that is done, so the two do not overlap. */
+    int ready[2] = {-1, -1};
+    if (o->dest_prealloc && pipe(ready) < 0) {
+        fprintf(stderr, "livemig: pipe: %s\n", strerror(errno));
+        return 1;
+    }
     fflush(NULL);
     pid_t child = fork();
     if (child < 0) {
@@ -745,7 +806,21 @@ static int cmd_demo(cli_opts *o)
         cli_opts d = *o;
         d.stats_json = o->dest_stats_json;
         d.params.accept_timeout_ms = 30000;
+        if (ready[0] >= 0)
+            close(ready[0]);
+        d.ready_fd = ready[1];
         _exit(run_incoming(&d, l));
+    }
+    if (ready[0] >= 0) {
+        char byte;
+        close(ready[1]);
+        ssize_t got = read(ready[0], &byte, 1);
+        close(ready[0]);
+        if (got != 1) { /* it said why on stderr */
+            lm_listener_close(l);
+            waitpid(child, NULL, 0);
+            return 1;
+        }
     }
     char uri[256];
     snprintf(uri, sizeof(uri), "%s", lm_listener_uri(l));
@@ -769,8 +844,12 @@ static int cmd_demo(cli_opts *o)
 
 int main(int argc, char **argv)
 {
-    cli_opts o = {
-        .seed = 1, .run_for = 1.0, .progress = true, .window_ms = 300, .baseline_load = -1};
+    cli_opts o = {.seed = 1,
+                  .run_for = 1.0,
+                  .progress = true,
+                  .window_ms = 300,
+                  .baseline_load = -1,
+                  .ready_fd = -1};
     lm_params_init(&o.params);
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         usage(argc < 2 ? stderr : stdout);
