@@ -9,7 +9,7 @@ same run. Every run uses --verify and must verify.
     ./bench/multifd.py                 all sets
     ./bench/multifd.py seed000 comp    some sets
     RUNS=1 WARMUP=0 ./bench/multifd.py quick
-Sets: seed000 seed001 comp thp goals converge. Raw JSON goes to bench/results/.
+Sets: seed000 seed001 comp thp goals converge prealloc. Raw JSON goes to bench/results/.
 """
 import collections
 import json
@@ -65,6 +65,13 @@ SETS["converge"] = [
     for name, args in (("no policy", ""), ("auto-converge", "--auto-converge"),
                        ("dirty-limit 20000 pages/s", "--dirty-limit 20000"),
                        ("postcopy", "--postcopy"))
+]
+# A destination whose RAM is populated before the migration (--dest-prealloc,
+# QEMU's -mem-prealloc): receiving no longer zeroes pages in first-touch faults.
+SETS["prealloc"] = [
+    (f"fill:1G 2G, multifd {n} nocomp, {label}", "2G", "fill:1G", f"--multifd-channels {n} {args}")
+    for n in (2, 4) for label, args in (("destination on demand", ""),
+                                        ("destination preallocated", "--dest-prealloc"))
 ]
 SETS["quick"] = [SETS["seed001"][2], SETS["comp"][2], SETS["goals"][0]]
 
