@@ -99,8 +99,9 @@ typedef struct lm_params {
                                          just before they are sent (64 MiB); 0 protects each
                                          RAM block whole before sending it (for comparison) */
     bool auto_converge;               /* throttle the vCPUs while precopy does not converge */
-    unsigned throttle_initial;        /* percent, first step (20) */
-    unsigned throttle_increment;      /* percent added at each later step (10) */
+    unsigned throttle_initial;        /* percent, first step (20); 1..99 with auto_converge, or
+                                         lm_migrate fails with -EINVAL */
+    unsigned throttle_increment;      /* percent added at each later step (10); 1..99 likewise */
     uint64_t dirty_limit;             /* pages per second per vCPU while precopy does not
                                          converge (0: off) */
     unsigned accept_timeout_ms;       /* destination: wait for the source (0 = forever) */

@@ -18,6 +18,7 @@
 
 #include "cli/progress.h"
 #include "cli/steal.h"
+#include "dirty/linux_compat.h"
 #include "guest/guest.h"
 #include "guest/load.h"
 #include "livemig.h"
@@ -544,32 +545,38 @@ static int dest_resume(void *opaque)
 /* --dest-prealloc: guest RAM reserved and populated before the source
  * connects (QEMU's -mem-prealloc), so that receiving takes no first-touch
  * fault and no page is zeroed inside the migration. */
-static uint8_t *prealloc_ram(cli_opts *o, lm_ctx *ctx)
+static int prealloc_ram(cli_opts *o, lm_ctx *ctx, uint8_t **out)
 {
     uint8_t *ram = lm_ram_alloc(o->ram);
+    *out = NULL;
     if (!ram) {
         fprintf(stderr, "livemig: cannot reserve %llu bytes of guest RAM\n",
                 (unsigned long long)o->ram);
-        return NULL;
+        return -1;
     }
-    if (o->params.dest_thp)
-        (void)madvise(ram, o->ram, MADV_HUGEPAGE);
-    int ret = 0;
-    if (madvise(ram, o->ram, MADV_POPULATE_WRITE) < 0) {
-        fprintf(stderr,
-                "livemig: cannot preallocate %llu bytes of guest RAM: %s (MADV_POPULATE_WRITE "
-                "needs Linux 5.14 and enough free memory)\n",
-                (unsigned long long)o->ram, strerror(errno));
-        ret = -1;
-    } else if (lm_ram_block_add(ctx, 0, "ram", ram, o->ram, LM_RAM_ZEROED) < 0) {
+    (void)madvise(ram, o->ram, o->params.dest_thp ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
+    /* Registered first: a size the engine refuses costs nothing. */
+    if (lm_ram_block_add(ctx, 0, "ram", ram, o->ram, LM_RAM_ZEROED) < 0) {
         fprintf(stderr, "livemig: %s\n", lm_last_error(ctx));
-        ret = -1;
-    }
-    if (ret < 0) {
         lm_ram_free(ram, o->ram);
-        return NULL;
+        return -1;
     }
-    return ram;
+    *out = ram; /* registered: the caller frees it after the context */
+    /* A gibibyte at a time, so that Ctrl-C is heard. */
+    for (uint64_t off = 0; off < o->ram; off += 1ull << 30) {
+        uint64_t len = o->ram - off < (1ull << 30) ? o->ram - off : 1ull << 30;
+        if (interrupted || madvise(ram + off, len, MADV_POPULATE_WRITE) < 0) {
+            if (interrupted)
+                fprintf(stderr, "livemig: interrupted while preallocating guest RAM\n");
+            else
+                fprintf(stderr,
+                        "livemig: cannot preallocate %llu bytes of guest RAM: %s "
+                        "(MADV_POPULATE_WRITE needs Linux 5.14 and enough free memory)\n",
+                        (unsigned long long)o->ram, strerror(errno));
+            return -1;
+        }
+    }
+    return 0;
 }
 
 static int run_incoming(cli_opts *o, lm_listener *l)
@@ -580,21 +587,29 @@ static int run_incoming(cli_opts *o, lm_listener *l)
         fprintf(stderr, "livemig: out of memory\n");
         return 1;
     }
+    cancel_target = ctx; /* a Ctrl-C from here on cancels */
     uint8_t *ram = NULL;
-    if (o->dest_prealloc && !(ram = prealloc_ram(o, ctx))) {
+    if (o->dest_prealloc && prealloc_ram(o, ctx, &ram) < 0) {
+        cancel_target = NULL;
         lm_ctx_free(ctx);
+        lm_ram_free(ram, o->ram);
         free(dg);
         return 1;
     }
     if (o->ready_fd >= 0) { /* demo: the source may start its guest now */
-        if (write(o->ready_fd, "r", 1) != 1)
-            fprintf(stderr, "livemig: cannot tell the source that the destination is ready\n");
+        bool told = write(o->ready_fd, "r", 1) == 1;
         close(o->ready_fd);
+        if (!told) { /* the source is gone: nobody will connect */
+            cancel_target = NULL;
+            lm_ctx_free(ctx);
+            lm_ram_free(ram, o->ram);
+            free(dg);
+            return 1;
+        }
     }
     dg->ctx = ctx;
     lm_guest_ops ops = {.load_state = dest_load_state, .resume = dest_resume};
     lm_set_guest_ops(ctx, &ops, dg);
-    cancel_target = ctx;
     fprintf(stderr, "livemig: waiting for a migration on %s\n", lm_listener_uri(l));
     int ret = lm_incoming(ctx, l, &o->params);
     lm_stats st;
@@ -768,6 +783,8 @@ static int cmd_migrate(cli_opts *o)
 {
     if (!o->to || !o->ram || !o->workload)
         return fail_usage("%s needs --ram SIZE --workload SPEC --to tcp:HOST:PORT", "migrate");
+    if (o->dest_prealloc)
+        return fail_usage("%s is an option of incoming (and demo)", "--dest-prealloc");
     return run_migrate(o);
 }
 
@@ -813,12 +830,22 @@ static int cmd_demo(cli_opts *o)
     }
     if (ready[0] >= 0) {
         char byte;
+        ssize_t got;
         close(ready[1]);
-        ssize_t got = read(ready[0], &byte, 1);
+        while ((got = read(ready[0], &byte, 1)) < 0 && errno == EINTR && !interrupted)
+            ;
         close(ready[0]);
-        if (got != 1) { /* it said why on stderr */
+        if (got != 1) {
             lm_listener_close(l);
-            waitpid(child, NULL, 0);
+            kill(child, SIGTERM);
+            int status = 0;
+            while (waitpid(child, &status, 0) < 0 && errno == EINTR)
+                ;
+            if (WIFSIGNALED(status) && WTERMSIG(status) != SIGTERM)
+                fprintf(stderr, "livemig: the destination died (signal %d) while preparing\n",
+                        WTERMSIG(status));
+            else if (!interrupted)
+                fprintf(stderr, "livemig: the destination could not get ready (see above)\n");
             return 1;
         }
     }

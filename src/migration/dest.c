@@ -83,8 +83,9 @@ static int accept_layout(lm_dest *d)
             void *host = lm_ram_alloc(h->blocks[i].len);
             /* Huge pages: one fault (and one zeroing) per 2 MiB instead of
              * 512; see docs/BENCHMARKS.md for the measurement. */
-            if (host && d->p->dest_thp)
-                (void)madvise(host, h->blocks[i].len, MADV_HUGEPAGE);
+            if (host) /* off means off, also where THP is "always" */
+                (void)madvise(host, h->blocks[i].len,
+                              d->p->dest_thp ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
             if (!host)
                 return lm_err_set(&ctx->err, -ENOMEM,
                                   "cannot reserve %llu bytes for RAM "

@@ -18,17 +18,18 @@ expect_json "$TMP/rmap.dst.json" 'j["dest-minor-faults"] < 2048 * 1.1 + 300'
 expect_json "$TMP/norm.dst.json" "j['dest-minor-faults'] > 10 * $with"
 
 # --dest-prealloc: RAM populated before the source connects, so receiving
-# the same guest takes almost no fault at all (4 KiB pages, to count them).
+# the same guest takes almost no fault at all (4 KiB pages, to count them;
+# a few hundred under ASan, whose shadow memory faults too).
 DEST_ARGS="--dest-thp off --dest-prealloc --ram 256M" migrate_ok pre 256M fill:8M --multifd-channels 2
 pre=$(json "$TMP/pre.dst.json" 'j["dest-minor-faults"]')
 note "destination faults with --dest-prealloc: $pre"
-expect_json "$TMP/pre.dst.json" "j['dest-minor-faults'] * 10 < $with"
+expect_json "$TMP/pre.dst.json" "j['dest-minor-faults'] * 4 < $with"
 
 # A preallocated RAM size that is not the source's is refused by name, and
 # the source's guest keeps running.
 start_incoming small.dst --dest-prealloc --ram 128M
 rc=0
-"$LIVEMIG" migrate --ram 256M --workload stress:1x8M --to "$DEST_URI" --no-progress \
+timeout 120 "$LIVEMIG" migrate --ram 256M --workload stress:1x8M --to "$DEST_URI" --no-progress \
     >"$TMP/small.src.out" 2>&1 || rc=$?
 wait_pid "$DEST_PID" 60
 [ "$rc" != 0 ] && [ "$WAIT_RC" != 0 ] || fail "a RAM size mismatch was accepted ($rc, $WAIT_RC)"
