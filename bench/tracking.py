@@ -26,7 +26,8 @@ CONFIGS = [("protect all at once", "--track-chunk all"),
            # makes the host steal CPU. Preallocated, it touches none.
            ("protect all at once, destination preallocated", "--track-chunk all --dest-prealloc"),
            ("chunks of 64 MiB, destination preallocated", "--track-chunk 64M --dest-prealloc")]
-# ONLY=substring runs the configurations whose label contains it.
+# ONLY=substring runs the configurations whose label contains it (ONLY=none:
+# only the sync cost and the fresh-memory probe).
 CONFIGS = [c for c in CONFIGS if os.environ.get("ONLY", "") in c[0]]
 
 
@@ -94,6 +95,22 @@ def main():
                                        str(pop), str(dirty)], capture_output=True, text=True,
                                       check=True).stdout)
         print(f"| {ram} GiB | {pop}% | {dirty}% | {r['arm_ms']:.1f} | {r['sync_ms_median']:.2f} |",
+              flush=True)
+    # What the co-located destination does to this VM, without any migration:
+    # fresh memory touched fast (build/lm-cold-touch GIB THREADS), 3 runs each.
+    print("\nFresh-memory first touch and host steal (build/lm-cold-touch 4 THREADS, 15 s idle "
+          "before each run), median of 3:\n")
+    print("| threads | GB/s | host steal ms | seconds |")
+    print("|---:|---:|---:|---:|")
+    for threads in (1, 2):
+        runs = []
+        for _ in range(3):
+            time.sleep(15)  # the host takes freed memory back within seconds: make it cold
+            runs.append(json.loads(subprocess.run(
+                [os.path.join(ROOT, "build", "lm-cold-touch"), "4", str(threads)],
+                capture_output=True, text=True, check=True).stdout))
+        med = {k: statistics.median(r[k] for r in runs) for k in ("gbps", "steal_ms", "seconds")}
+        print(f"| {threads} | {med['gbps']:.2f} | {med['steal_ms']:.0f} | {med['seconds']:.1f} |",
               flush=True)
     print(f"\nRaw reports: {os.path.relpath(OUT, ROOT)}")
 
