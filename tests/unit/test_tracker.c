@@ -358,6 +358,14 @@ static void chunked_rearm(lm_tracker_kind kind, const char *name)
         mem[p * page_size + 16] += 1;
         lm_bit_set(want, p);
     }
+    /* Both sides of every chunk boundary, and the first and last page. */
+    for (uint64_t b = 0; b <= NPAGES; b += CHUNK)
+        for (uint64_t p = b ? b - 1 : 0; p <= b && p < NPAGES; p++) {
+            mem[p * page_size + 16] += 1;
+            lm_bit_set(want, p);
+        }
+    mem[(NPAGES - 1) * page_size + 16] += 1;
+    lm_bit_set(want, NPAGES - 1);
     for (int pass = 0; pass < 2; pass++) { /* a read takes nothing: twice the same */
         lm_bitmap_clear_all(got, NPAGES);
         CHECK(lm_tracker_sync(t, 0, 0, NPAGES, got, false, &err) == 0);
