@@ -96,6 +96,19 @@ static void advance(struct iovec **iov, int *iovcnt, size_t done)
     }
 }
 
+/* After a socket call failed: 0 to try again (interrupted, or the socket
+ * became ready within the bounded wait), or the error, named. */
+static int retry_after(lm_conn *c, short events, const char *what)
+{
+    int err = errno;
+    if (err == EINTR)
+        return 0;
+    if (err != EAGAIN)
+        return io_failed(c, -err, what);
+    int ret = wait_ready(c, events);
+    return ret < 0 ? io_failed(c, ret, what) : 0;
+}
+
 static int writev_unlocked(lm_conn *c, struct iovec *iov, int iovcnt);
 
 int lm_conn_writev(lm_conn *c, struct iovec *iov, int iovcnt)
@@ -117,13 +130,9 @@ static int writev_unlocked(lm_conn *c, struct iovec *iov, int iovcnt)
                             .msg_iovlen = (size_t)(iovcnt > IOV_MAX ? IOV_MAX : iovcnt)};
         ssize_t n = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
         if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno != EAGAIN)
-                return io_failed(c, -errno, "sending to");
-            int ret = wait_ready(c, POLLOUT);
+            int ret = retry_after(c, POLLOUT, "sending to");
             if (ret < 0)
-                return io_failed(c, ret, "sending to");
+                return ret;
             continue;
         }
         c->bytes_out += (uint64_t)n;
@@ -147,13 +156,9 @@ int lm_conn_readv(lm_conn *c, struct iovec *iov, int iovcnt)
                               "middle of the stream (truncated or aborted migration)",
                               c->peer);
         if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno != EAGAIN)
-                return io_failed(c, -errno, "receiving from");
-            int ret = wait_ready(c, POLLIN);
+            int ret = retry_after(c, POLLIN, "receiving from");
             if (ret < 0)
-                return io_failed(c, ret, "receiving from");
+                return ret;
             continue;
         }
         c->bytes_in += (uint64_t)n;
@@ -179,13 +184,9 @@ int lm_conn_read_or_eof(lm_conn *c, void *buf, size_t len)
             return 1;
         if (n > 0)
             return lm_conn_read(c, buf, len);
-        if (errno == EINTR)
-            continue;
-        if (errno != EAGAIN)
-            return io_failed(c, -errno, "receiving from");
-        int ret = wait_ready(c, POLLIN);
+        int ret = retry_after(c, POLLIN, "receiving from");
         if (ret < 0)
-            return io_failed(c, ret, "receiving from");
+            return ret;
     }
 }
 
