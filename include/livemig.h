@@ -77,7 +77,13 @@ typedef enum lm_compression {
     LM_COMPRESSION_ZLIB = 1,
     LM_COMPRESSION_ZSTD = 2,
     LM_COMPRESSION_LZ4 = 3,
+    LM_COMPRESSION__COUNT
 } lm_compression;
+
+/* "none", "zlib", "zstd", "lz4"; "unknown" for a value outside the enum. */
+const char *lm_compression_name(lm_compression m);
+/* The reverse: 0, or -EINVAL for a name that is not a method. */
+int lm_compression_parse(const char *name, lm_compression *m);
 
 /* A snapshot passed to the progress callback about four times a second. */
 typedef struct lm_progress {

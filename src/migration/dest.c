@@ -35,8 +35,9 @@ typedef struct lm_dest {
     const lm_params *p;
     lm_listener *listener;
     lm_conn conn;
-    lm_recv_chan main_chan; /* packets on the main connection */
-    lm_multifd_recv pool;   /* multifd channels, when the source asked for them */
+    lm_inplace_sink inplace; /* precopy: pages land where they live */
+    lm_recv_chan main_chan;  /* packets on the main connection */
+    lm_multifd_recv pool;    /* multifd channels, when the source asked for them */
     bool use_pool;
     /* Postcopy. */
     lm_recv_chan preempt; /* urgent pages, its own receiver thread */
@@ -73,12 +74,12 @@ static int accept_layout(lm_dest *d)
 {
     lm_ctx *ctx = d->ctx;
     const lm_hello *h = &d->hello;
-    if (h->page_size != ctx->page_size)
+    if (h->page_size != ctx->ram.page_size)
         return lm_err_set(&ctx->err, -EINVAL,
                           "the source uses %u-byte pages, this host %llu: "
                           "migrate between hosts with the same page size",
-                          h->page_size, (unsigned long long)ctx->page_size);
-    if (ctx->nblocks == 0) {
+                          h->page_size, (unsigned long long)ctx->ram.page_size);
+    if (ctx->ram.nblocks == 0) {
         for (uint32_t i = 0; i < h->nblocks; i++) {
             void *host = lm_ram_alloc(h->blocks[i].len);
             /* Huge pages: one fault (and one zeroing) per 2 MiB instead of
@@ -97,26 +98,22 @@ static int accept_layout(lm_dest *d)
                 lm_ram_free(host, h->blocks[i].len);
                 return ret;
             }
-            ctx->blocks[ctx->nblocks - 1].owned = true;
+            ctx->ram.blocks[ctx->ram.nblocks - 1].owned = true; /* freed with the context */
         }
-    } else if (ctx->nblocks != h->nblocks) {
+    } else if (ctx->ram.nblocks != h->nblocks) {
         return lm_err_set(&ctx->err, -EINVAL, "the source has %u RAM blocks, this side %u",
-                          h->nblocks, ctx->nblocks);
+                          h->nblocks, ctx->ram.nblocks);
     }
     for (uint32_t i = 0; i < h->nblocks; i++) {
-        lm_block *b = lm__block_by_id(ctx, h->blocks[i].id);
+        lm_block *b = lm__ram_find(&ctx->ram, h->blocks[i].id);
         if (!b || b->len != h->blocks[i].len)
             return lm_err_set(&ctx->err, -EINVAL,
                               "RAM block %u (%llu bytes) on the source "
                               "has no same-sized block here",
                               h->blocks[i].id, (unsigned long long)h->blocks[i].len);
-        lm_bitmap_free(b->received);
-        if (!(b->received = lm_bitmap_new(b->npages)))
-            return lm_err_set(&ctx->err, -ENOMEM, "out of memory for the received map");
     }
-    for (unsigned i = 0; i < ctx->nblocks; i++)
-        d->st.total += ctx->blocks[i].len;
-    return 0;
+    d->st.total = lm__ram_total(&ctx->ram);
+    return lm__ram_receivedmap_reset(&ctx->ram, &ctx->err);
 }
 
 /* Waits until a channel connects, watching the main connection too: a
@@ -217,8 +214,8 @@ static int accept_channels(lm_dest *d)
     }
     if (postcopy) { /* the last one is the preempt connection */
         lm_recv_chan *c = &d->preempt;
-        ret = lm_recv_chan_init(c, nch, ctx, &c->own_conn, (lm_compression)d->hello.compress, false,
-                                &ctx->err);
+        ret = lm_recv_chan_init(c, nch, &c->own_conn, &d->inplace.sink,
+                                (lm_compression)d->hello.compress, ctx->ram.page_size, &ctx->err);
         lm_conn_init(&c->own_conn, fds[nch], d->conn.timeout_ms, &ctx->cancel,
                      "source (preempt connection)", &ctx->err);
         lm_conn_share_progress(&c->own_conn, &ctx->io_progress_ns);
@@ -231,10 +228,15 @@ static int accept_channels(lm_dest *d)
     }
     if (!nch)
         return 0;
-    ret =
-        lm_multifd_recv_start(&d->pool, nch, fds, ctx, d->conn.timeout_ms, &ctx->cancel,
-                              (lm_compression)d->hello.compress, d->p->no_receivedmap,
-                              d->p->x_slow_channel_us, d->conn.fd, &ctx->io_progress_ns, &ctx->err);
+    lm_multifd_recv_cfg cfg = {.sink = &d->inplace.sink,
+                               .method = (lm_compression)d->hello.compress,
+                               .page_size = ctx->ram.page_size,
+                               .timeout_ms = d->conn.timeout_ms,
+                               .cancel = &ctx->cancel,
+                               .slow_channel_us = d->p->x_slow_channel_us,
+                               .main_fd = d->conn.fd,
+                               .progress_ns = &ctx->io_progress_ns};
+    ret = lm_multifd_recv_start(&d->pool, nch, fds, &cfg, &ctx->err);
     d->use_pool = ret == 0;
     return ret;
 }
@@ -256,8 +258,9 @@ static int handshake(lm_dest *d)
     if ((ret = accept_layout(d)) < 0)
         return ret;
     lm_compression method = (lm_compression)d->hello.compress;
-    if ((ret = lm_recv_chan_init(&d->main_chan, 0, d->ctx, &d->conn, method, d->p->no_receivedmap,
-                                 &d->ctx->err)) < 0)
+    lm_inplace_sink_init(&d->inplace, &d->ctx->ram, d->p->no_receivedmap, &d->ctx->err);
+    if ((ret = lm_recv_chan_init(&d->main_chan, 0, &d->conn, &d->inplace.sink, method,
+                                 d->ctx->ram.page_size, &d->ctx->err)) < 0)
         return ret;
     if ((ret = lm_conn_send_frame(&d->conn, LM_MSG_HELLO_ACK, NULL, 0)) < 0)
         return ret;
@@ -316,12 +319,11 @@ static int postcopy_start(lm_dest *d)
     lm_ctx *ctx = d->ctx;
     int ret = lm_postcopy_dst_start(&d->pc);
     if (ret == 0)
-        ret = lm_recv_chan_postcopy(&d->main_chan, &d->pc, &ctx->err);
+        ret = lm_recv_chan_set_sink(&d->main_chan, &d->pc.sink);
     if (ret == 0 && d->use_pool)
-        ret = lm_multifd_recv_postcopy(&d->pool, &d->pc, &ctx->err);
-    if (ret == 0 && d->have_preempt &&
-        (ret = lm_recv_chan_postcopy(&d->preempt, &d->pc, &ctx->err)) == 0)
-        ret = lm_recv_chan_start_thread(&d->preempt, &ctx->err);
+        ret = lm_multifd_recv_set_sink(&d->pool, &d->pc.sink);
+    if (ret == 0 && d->have_preempt && (ret = lm_recv_chan_set_sink(&d->preempt, &d->pc.sink)) == 0)
+        ret = lm_recv_chan_start_thread(&d->preempt);
     if (ret == 0 && ctx->gops.load_state &&
         (ret = ctx->gops.load_state(ctx->gopaque, d->device_state, d->device_state_len)) < 0)
         lm_err_set(&ctx->err, ret, "loading the guest's device state failed");
@@ -374,7 +376,7 @@ static int postcopy_finish(lm_dest *d)
         uint8_t digest[16];
         lm_verify_msg v;
         if ((ret = receive_verify(d, &v)) < 0 ||
-            (ret = lm__digest(ctx, d->pc.hashes, digest, &pages)) < 0)
+            (ret = lm__ram_digest_of(&ctx->ram, d->pc.hashes, digest, &pages, &ctx->err)) < 0)
             return ret;
         record_verify(d, digest, pages, &v, t0, &r);
     }
@@ -514,7 +516,8 @@ static int finish(lm_dest *d)
         uint64_t t0 = lm_now_ns(), pages;
         uint8_t digest[16];
         lm_verify_msg v;
-        if ((ret = lm__ram_digest(ctx, digest, &pages)) < 0 || (ret = receive_verify(d, &v)) < 0)
+        if ((ret = lm__ram_digest(&ctx->ram, digest, &pages, &ctx->err)) < 0 ||
+            (ret = receive_verify(d, &v)) < 0)
             return ret;
         record_verify(d, digest, pages, &v, t0, &r);
         if (!d->st.verify_match) {

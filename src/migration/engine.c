@@ -12,7 +12,7 @@ lm_ctx *lm_ctx_new(void)
     lm_ctx *ctx = calloc(1, sizeof(*ctx));
     if (!ctx)
         return NULL;
-    ctx->page_size = (uint64_t)sysconf(_SC_PAGESIZE);
+    lm__ram_init(&ctx->ram, (uint64_t)sysconf(_SC_PAGESIZE));
     pthread_mutex_init(&ctx->stats_lock, NULL);
     lm_err_init(&ctx->err);
     atomic_init(&ctx->cancel, 0);
@@ -24,11 +24,7 @@ void lm_ctx_free(lm_ctx *ctx)
 {
     if (!ctx)
         return;
-    for (unsigned i = 0; i < ctx->nblocks; i++) {
-        lm_bitmap_free(ctx->blocks[i].received);
-        if (ctx->blocks[i].owned)
-            lm_ram_free(ctx->blocks[i].host, ctx->blocks[i].len);
-    }
+    lm__ram_release(&ctx->ram);
     pthread_mutex_destroy(&ctx->stats_lock);
     free(ctx);
 }
@@ -54,51 +50,25 @@ void lm_ram_free(void *host, uint64_t len)
 int lm_ram_block_add(lm_ctx *ctx, uint32_t id, const char *name, void *host, uint64_t len,
                      unsigned flags)
 {
-    if (ctx->nblocks >= LM_MAX_BLOCKS)
-        return lm_err_set(&ctx->err, -E2BIG, "at most %d RAM blocks", LM_MAX_BLOCKS);
-    if (!host || !len || len % ctx->page_size || (uintptr_t)host % ctx->page_size)
-        return lm_err_set(&ctx->err, -EINVAL,
-                          "RAM block %u must be page aligned and a "
-                          "non-zero multiple of %llu bytes",
-                          id, (unsigned long long)ctx->page_size);
-    if (lm__block_by_id(ctx, id))
-        return lm_err_set(&ctx->err, -EEXIST, "RAM block id %u is already registered", id);
-    lm_block *b = &ctx->blocks[ctx->nblocks];
-    memset(b, 0, sizeof(*b));
-    b->id = id;
-    snprintf(b->name, sizeof(b->name), "%s", name ? name : "");
-    b->host = host;
-    b->len = len;
-    b->npages = len / ctx->page_size;
-    b->flags = flags;
-    ctx->nblocks++;
-    return 0;
+    return lm__ram_add(&ctx->ram, id, name, host, len, flags, &ctx->err);
 }
 
 unsigned lm_ram_block_count(const lm_ctx *ctx)
 {
-    return ctx->nblocks;
+    return ctx->ram.nblocks;
 }
 
 int lm_ram_block_get(const lm_ctx *ctx, unsigned index, uint32_t *id, void **host, uint64_t *len)
 {
-    if (index >= ctx->nblocks)
+    if (index >= ctx->ram.nblocks)
         return -ENOENT;
     if (id)
-        *id = ctx->blocks[index].id;
+        *id = ctx->ram.blocks[index].id;
     if (host)
-        *host = ctx->blocks[index].host;
+        *host = ctx->ram.blocks[index].host;
     if (len)
-        *len = ctx->blocks[index].len;
+        *len = ctx->ram.blocks[index].len;
     return 0;
-}
-
-lm_block *lm__block_by_id(lm_ctx *ctx, uint32_t id)
-{
-    for (unsigned i = 0; i < ctx->nblocks; i++)
-        if (ctx->blocks[i].id == id)
-            return &ctx->blocks[i];
-    return NULL;
 }
 
 void lm_set_guest_ops(lm_ctx *ctx, const lm_guest_ops *ops, void *opaque)

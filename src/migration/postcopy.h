@@ -25,12 +25,12 @@
 #include <stdint.h>
 
 #include "migration/engine.h"
+#include "ram/sink.h"
 #include "transport/conn.h"
 #include "util/histogram.h"
 
-#define LM_PAGE_REQUEST_SIZE 16
-
 typedef struct lm_postcopy_dst {
+    lm_page_sink sink; /* what the channels deliver to while postcopy runs */
     lm_ctx *ctx;
     int uffd;
     int stop_fd;
@@ -76,7 +76,7 @@ int lm_postcopy_dst_wait(lm_postcopy_dst *pc, unsigned timeout_ms);
  * rather than see zeros, and nothing is thrown away. */
 void lm_postcopy_dst_stop(lm_postcopy_dst *pc, bool release);
 
-size_t lm_postcopy_switch_size(const lm_ctx *ctx);
-void lm_postcopy_switch_encode(const lm_ctx *ctx, lm_word *const needed[], uint8_t *out);
+size_t lm_postcopy_switch_size(const lm_ram *ram);
+void lm_postcopy_switch_encode(const lm_ram *ram, lm_word *const needed[], uint8_t *out);
 
 #endif

@@ -1,5 +1,6 @@
 /* The destination's half of postcopy: see postcopy.h. */
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,28 +16,21 @@
 #include "proto/wire.h"
 #include "util/clock.h"
 
-/* Switch body, per block in the sender's order: id u32 | reserved u32 |
- * npages u64 | ceil(npages / 64) bitmap words (u64). */
-size_t lm_postcopy_switch_size(const lm_ctx *ctx)
+size_t lm_postcopy_switch_size(const lm_ram *ram)
 {
     size_t n = 0;
-    for (unsigned i = 0; i < ctx->nblocks; i++)
-        n += 16 + 8 * LM_BITMAP_WORDS(ctx->blocks[i].npages);
+    for (unsigned i = 0; i < ram->nblocks; i++)
+        n += lm_switch_block_size(ram->blocks[i].npages);
     return n;
 }
 
-void lm_postcopy_switch_encode(const lm_ctx *ctx, lm_word *const needed[], uint8_t *out)
+void lm_postcopy_switch_encode(const lm_ram *ram, lm_word *const needed[], uint8_t *out)
 {
-    for (unsigned i = 0; i < ctx->nblocks; i++) {
-        const lm_block *b = &ctx->blocks[i];
-        lm_put_be32(out, b->id);
-        lm_put_be32(out + 4, 0);
-        lm_put_be64(out + 8, b->npages);
-        out += 16;
-        for (uint64_t w = 0; w < LM_BITMAP_WORDS(b->npages); w++, out += 8)
-            lm_put_be64(out, needed[i][w]);
-    }
+    for (unsigned i = 0; i < ram->nblocks; i++)
+        out = lm_switch_block_encode(out, ram->blocks[i].id, ram->blocks[i].npages, needed[i]);
 }
+
+static void postcopy_sink_init(lm_postcopy_dst *pc);
 
 static int bad_switch(lm_postcopy_dst *pc, const char *why)
 {
@@ -56,17 +50,12 @@ int lm_postcopy_dst_init(lm_postcopy_dst *pc, lm_ctx *ctx, const uint8_t *body, 
     pc->conn_lock = conn_lock;
     pthread_mutex_init(&pc->lock, NULL);
     pthread_cond_init(&pc->cond, NULL);
-    if (len != lm_postcopy_switch_size(ctx))
+    postcopy_sink_init(pc);
+    if (len != lm_postcopy_switch_size(&ctx->ram))
         return bad_switch(pc, "its size does not match the RAM layout");
     uint64_t remaining = 0;
-    for (unsigned i = 0; i < ctx->nblocks; i++) {
-        uint32_t id = lm_get_be32(body);
-        uint64_t npages = lm_get_be64(body + 8);
-        lm_block *b = lm__block_by_id(ctx, id);
-        if (!b || b != &ctx->blocks[i] || npages != b->npages || lm_get_be32(body + 4))
-            return bad_switch(pc, "a block does not match the RAM layout");
-        body += 16;
-        uint64_t words = LM_BITMAP_WORDS(npages);
+    for (unsigned i = 0; i < ctx->ram.nblocks; i++) {
+        uint64_t npages = ctx->ram.blocks[i].npages;
         pc->needed[i] = lm_bitmap_new(npages);
         pc->placed[i] = lm_bitmap_new(npages);
         pc->requested[i] = lm_bitmap_new(npages);
@@ -76,10 +65,13 @@ int lm_postcopy_dst_init(lm_postcopy_dst *pc, lm_ctx *ctx, const uint8_t *body, 
         if (!pc->needed[i] || !pc->placed[i] || !pc->requested[i] || !pc->fault_ns[i] ||
             (verify && !pc->hashes[i]))
             return lm_err_set(&ctx->err, -ENOMEM, "out of memory for postcopy bitmaps");
-        for (uint64_t w = 0; w < words; w++, body += 8)
-            pc->needed[i][w] = lm_get_be64(body);
-        if (npages % LM_BITS_PER_WORD && pc->needed[i][words - 1] >> (npages % LM_BITS_PER_WORD))
-            return bad_switch(pc, "bits beyond the end of a block are set");
+        char why[128];
+        long used = lm_switch_block_decode(body, len, ctx->ram.blocks[i].id, npages, pc->needed[i],
+                                           why, sizeof(why));
+        if (used < 0)
+            return bad_switch(pc, why);
+        body += used;
+        len -= (size_t)used;
         remaining += lm_bitmap_count(pc->needed[i], npages);
     }
     atomic_store(&pc->remaining, remaining);
@@ -105,15 +97,10 @@ static void page_done(lm_postcopy_dst *pc, unsigned r, uint64_t page)
     }
 }
 
-static unsigned block_index(lm_postcopy_dst *pc, const lm_block *b)
-{
-    return (unsigned)(b - pc->ctx->blocks);
-}
-
 int lm_postcopy_dst_place(lm_postcopy_dst *pc, lm_block *b, uint64_t page, const uint8_t *data)
 {
-    unsigned r = block_index(pc, b);
-    uint64_t ps = pc->ctx->page_size;
+    unsigned r = lm__ram_index(&pc->ctx->ram, b);
+    uint64_t ps = pc->ctx->ram.page_size;
     if (lm_bit_test_and_set_atomic(pc->placed[r], page)) {
         atomic_fetch_add_explicit(&pc->duplicates, 1, memory_order_relaxed);
         return 0;
@@ -154,12 +141,68 @@ int lm_postcopy_dst_place(lm_postcopy_dst *pc, lm_block *b, uint64_t page, const
     return 0;
 }
 
+/* Pause: wake the main thread, which reports the error recorded. */
+static void postcopy_failed(lm_postcopy_dst *pc)
+{
+    pthread_mutex_lock(&pc->lock);
+    pc->failed = true;
+    pthread_cond_broadcast(&pc->cond);
+    pthread_mutex_unlock(&pc->lock);
+}
+
+/* The page sink the channels deliver to once the guest runs here. */
+static lm_postcopy_dst *pc_of(lm_page_sink *sink)
+{
+    return (lm_postcopy_dst *)((char *)sink - offsetof(lm_postcopy_dst, sink));
+}
+
+static int sink_place(lm_page_sink *sink, lm_block *b, const uint64_t *offsets,
+                      uint8_t *const data[], uint32_t n)
+{
+    lm_postcopy_dst *pc = pc_of(sink);
+    for (uint32_t i = 0; i < n; i++) {
+        int ret = lm_postcopy_dst_place(pc, b, offsets[i] / sink->ram->page_size, data[i]);
+        if (ret < 0)
+            return ret;
+    }
+    return 0;
+}
+
+static int sink_place_zero(lm_page_sink *sink, lm_block *b, const uint64_t *offsets, uint32_t n)
+{
+    lm_postcopy_dst *pc = pc_of(sink);
+    for (uint32_t i = 0; i < n; i++) {
+        int ret = lm_postcopy_dst_place(pc, b, offsets[i] / sink->ram->page_size, NULL);
+        if (ret < 0)
+            return ret;
+    }
+    return 0;
+}
+
+static void sink_fail(lm_page_sink *sink)
+{
+    postcopy_failed(pc_of(sink));
+}
+
+static const lm_page_sink_ops postcopy_sink_ops = {
+    .name = "userfaultfd",
+    .in_place = false,
+    .place = sink_place,
+    .place_zero = sink_place_zero,
+    .fail = sink_fail,
+};
+
+static void postcopy_sink_init(lm_postcopy_dst *pc)
+{
+    pc->sink =
+        (lm_page_sink){.ops = &postcopy_sink_ops, .ram = &pc->ctx->ram, .err = &pc->ctx->err};
+}
+
 static int send_request(lm_postcopy_dst *pc, const lm_block *b, uint64_t page)
 {
     uint8_t body[LM_PAGE_REQUEST_SIZE];
-    lm_put_be32(body, b->id);
-    lm_put_be32(body + 4, 0);
-    lm_put_be64(body + 8, page * pc->ctx->page_size);
+    lm_page_request req = {.block_id = b->id, .offset = page * pc->ctx->ram.page_size};
+    lm_page_request_encode(&req, body);
     pthread_mutex_lock(pc->conn_lock);
     int ret = lm_conn_send_frame(pc->conn, LM_MSG_PAGE_REQUEST, body, sizeof(body));
     pthread_mutex_unlock(pc->conn_lock);
@@ -170,12 +213,12 @@ static int send_request(lm_postcopy_dst *pc, const lm_block *b, uint64_t page)
 static int handle_fault(lm_postcopy_dst *pc, uint64_t addr)
 {
     lm_ctx *ctx = pc->ctx;
-    for (unsigned r = 0; r < ctx->nblocks; r++) {
-        lm_block *b = &ctx->blocks[r];
+    for (unsigned r = 0; r < ctx->ram.nblocks; r++) {
+        lm_block *b = &ctx->ram.blocks[r];
         uint64_t base = (uintptr_t)b->host;
         if (addr < base || addr - base >= b->len)
             continue;
-        uint64_t page = (addr - base) / ctx->page_size;
+        uint64_t page = (addr - base) / ctx->ram.page_size;
         atomic_fetch_add_explicit(&pc->faults, 1, memory_order_relaxed);
         if (lm_bit_test_atomic(pc->placed[r], page))
             return 0; /* placed meanwhile; the placement woke the vCPU */
@@ -200,13 +243,10 @@ static int on_fault(void *opaque, uint64_t addr, uint64_t flags)
 static void *fault_main(void *arg)
 {
     lm_postcopy_dst *pc = arg;
-    if (lm_uffd_fault_loop(pc->uffd, pc->stop_fd, pc->ctx->page_size, on_fault, pc) < 0) {
+    if (lm_uffd_fault_loop(pc->uffd, pc->stop_fd, pc->ctx->ram.page_size, on_fault, pc) < 0) {
         /* The return path is gone: pause (vCPUs keep waiting for their
          * pages, nothing is thrown away) and let the main thread report it. */
-        pthread_mutex_lock(&pc->lock);
-        pc->failed = true;
-        pthread_cond_broadcast(&pc->cond);
-        pthread_mutex_unlock(&pc->lock);
+        postcopy_failed(pc);
     }
     return NULL;
 }
@@ -215,8 +255,8 @@ static void *fault_main(void *arg)
  * per run of adjacent pages, so that touching them faults. */
 static int discard_needed(lm_postcopy_dst *pc, unsigned r)
 {
-    lm_block *b = &pc->ctx->blocks[r];
-    uint64_t ps = pc->ctx->page_size;
+    lm_block *b = &pc->ctx->ram.blocks[r];
+    uint64_t ps = pc->ctx->ram.page_size;
     for (uint64_t p = lm_bitmap_next_set(pc->needed[r], b->npages, 0); p < b->npages;) {
         uint64_t end = p;
         while (end < b->npages && lm_bit_test(pc->needed[r], end))
@@ -256,9 +296,9 @@ int lm_postcopy_dst_start(lm_postcopy_dst *pc)
         ret = pc->uffd;
         goto out;
     }
-    uint64_t zero_hash = lm__zero_page_hash(ctx->page_size);
-    for (unsigned r = 0; r < ctx->nblocks && ret == 0; r++) {
-        lm_block *b = &ctx->blocks[r];
+    uint64_t zero_hash = lm__zero_page_hash(ctx->ram.page_size);
+    for (unsigned r = 0; r < ctx->ram.nblocks && ret == 0; r++) {
+        lm_block *b = &ctx->ram.blocks[r];
         if ((ret = discard_needed(pc, r)) < 0)
             break;
         /* Pages present and not needed are final: mark them placed (and
@@ -277,9 +317,10 @@ int lm_postcopy_dst_start(lm_postcopy_dst *pc)
         uint64_t t0 = lm_now_ns();
         for (uint64_t p = 0; ret == 0 && pc->verify && p < b->npages; p++)
             if (!lm_bit_test(pc->needed[r], p))
-                pc->hashes[r][p] = lm_bit_test(pc->placed[r], p)
-                                       ? lm__page_hash(b->host + p * ctx->page_size, ctx->page_size)
-                                       : zero_hash;
+                pc->hashes[r][p] =
+                    lm_bit_test(pc->placed[r], p)
+                        ? lm__page_hash(b->host + p * ctx->ram.page_size, ctx->ram.page_size)
+                        : zero_hash;
         pc->verify_ns += lm_now_ns() - t0;
         lm_bitmap_free(present);
         if (ret < 0) {
@@ -339,8 +380,8 @@ void lm_postcopy_dst_stop(lm_postcopy_dst *pc, bool release)
     if (!release)
         return;
     if (pc->uffd >= 0) {
-        for (unsigned r = 0; r < pc->ctx->nblocks; r++)
-            lm_uffd_unregister(pc->uffd, pc->ctx->blocks[r].host, pc->ctx->blocks[r].len);
+        for (unsigned r = 0; r < pc->ctx->ram.nblocks; r++)
+            lm_uffd_unregister(pc->uffd, pc->ctx->ram.blocks[r].host, pc->ctx->ram.blocks[r].len);
         close(pc->uffd);
         pc->uffd = -1;
     }

@@ -62,7 +62,7 @@ int lm__src_postcopy_connect(lm_source *s)
 {
     if (s->p->postcopy_no_preempt) /* urgent pages share the main connection */
         return lm_send_chan_init(&s->preempt_chan, 0, &s->conn, true, true, LM_COMPRESSION_NONE,
-                                 s->ctx->page_size, &s->ctx->err);
+                                 s->ctx->ram.page_size, &s->ctx->err);
     int fd, ret = s->transport->connect(s->addr, s->p->io_timeout_ms, &fd, &s->ctx->err);
     if (ret < 0)
         return ret;
@@ -77,24 +77,25 @@ int lm__src_postcopy_connect(lm_source *s)
     if ((ret = lm_conn_send_frame(&s->preempt_conn, LM_MSG_CHANNEL_HELLO, buf, sizeof(buf))) < 0)
         return ret;
     return lm_send_chan_init(&s->preempt_chan, s->p->multifd_channels, &s->preempt_conn, false,
-                             true, LM_COMPRESSION_NONE, s->ctx->page_size, &s->ctx->err);
+                             true, LM_COMPRESSION_NONE, s->ctx->ram.page_size, &s->ctx->err);
 }
 
 static int serve_request(postcopy_src *pc, const uint8_t *body, uint32_t len)
 {
     lm_source *s = pc->s;
-    if (len != LM_PAGE_REQUEST_SIZE || lm_get_be32(body + 4))
-        return lm_err_set(&s->ctx->err, -EBADMSG, "invalid PAGE_REQUEST from the destination");
-    uint32_t id = lm_get_be32(body);
-    uint64_t off = lm_get_be64(body + 8);
-    lm_block *b = lm__block_by_id(s->ctx, id);
+    lm_page_request req;
     char why[128];
-    if (!b)
-        return lm_err_set(&s->ctx->err, -EBADMSG, "PAGE_REQUEST for unknown block %u", id);
-    if (lm_packet_check_offset(off, b->len, (uint32_t)s->ctx->page_size, why, sizeof(why)) < 0)
+    if (lm_page_request_decode(body, len, &req, why, sizeof(why)) < 0)
         return lm_err_set(&s->ctx->err, -EBADMSG, "invalid PAGE_REQUEST: %s", why);
-    unsigned r = (unsigned)(b - s->ctx->blocks);
-    uint64_t page = off / s->ctx->page_size;
+    uint64_t off = req.offset;
+    lm_block *b = lm__ram_find(&s->ctx->ram, req.block_id);
+    if (!b)
+        return lm_err_set(&s->ctx->err, -EBADMSG, "PAGE_REQUEST for unknown block %u",
+                          req.block_id);
+    if (lm_packet_check_offset(off, b->len, (uint32_t)s->ctx->ram.page_size, why, sizeof(why)) < 0)
+        return lm_err_set(&s->ctx->err, -EBADMSG, "invalid PAGE_REQUEST: %s", why);
+    unsigned r = lm__ram_index(&s->ctx->ram, b);
+    uint64_t page = off / s->ctx->ram.page_size;
     atomic_fetch_add(&pc->requests, 1);
     /* Locality: the background stream continues after this page. */
     atomic_store(&pc->jump_page, page + 1);
@@ -177,11 +178,11 @@ static int switch_over(lm_source *s, uint64_t *needed)
     lm_tracker_destroy(s->tracker);
     s->tracker = NULL;
 
-    size_t n = lm_postcopy_switch_size(ctx);
+    size_t n = lm_postcopy_switch_size(&ctx->ram);
     uint8_t *body = malloc(n);
     if (!body)
         return lm_err_set(&ctx->err, -ENOMEM, "out of memory");
-    lm_postcopy_switch_encode(ctx, s->dirty, body);
+    lm_postcopy_switch_encode(&ctx->ram, s->dirty, body);
     ret = n > LM_FRAME_MAX_LEN
               ? lm_err_set(&ctx->err, -E2BIG, "RAM too large for one switch")
               : lm_conn_send_frame(&s->conn, LM_MSG_POSTCOPY_SWITCH, body, (uint32_t)n);
@@ -241,10 +242,10 @@ static int background(postcopy_src *pc, uint64_t needed)
             r = (unsigned)jb;
             page = atomic_load(&pc->jump_page);
         }
-        lm_block *b = &ctx->blocks[r];
+        lm_block *b = &ctx->ram.blocks[r];
         page = lm_bitmap_next_set(s->dirty[r], b->npages, page);
         if (page >= b->npages) { /* next block, wrapping around */
-            r = (r + 1) % ctx->nblocks;
+            r = (r + 1) % ctx->ram.nblocks;
             page = 0;
             continue;
         }
@@ -268,8 +269,8 @@ int lm__src_postcopy(lm_source *s)
     lm_ctx *ctx = s->ctx;
     postcopy_src pc = {.s = s, .jump_block = -1, .end_lock = PTHREAD_MUTEX_INITIALIZER};
     int ret = 0;
-    for (unsigned i = 0; i < ctx->nblocks && ret == 0; i++)
-        if (!(pc.urgent[i] = lm_bitmap_new(ctx->blocks[i].npages)))
+    for (unsigned i = 0; i < ctx->ram.nblocks && ret == 0; i++)
+        if (!(pc.urgent[i] = lm_bitmap_new(ctx->ram.blocks[i].npages)))
             ret = lm_err_set(&ctx->err, -ENOMEM, "out of memory");
     uint64_t needed = 0;
     if (ret == 0)
@@ -294,7 +295,7 @@ int lm__src_postcopy(lm_source *s)
     pthread_mutex_unlock(&pc.end_lock);
     if (ret == 0 && s->p->verify) {
         lm_verify_msg v;
-        if ((ret = lm__ram_digest(ctx, v.digest, &v.pages)) == 0) {
+        if ((ret = lm__ram_digest(&ctx->ram, v.digest, &v.pages, &ctx->err)) == 0) {
             uint8_t vbuf[LM_VERIFY_SIZE];
             lm__digest_hex(v.digest, s->st.digest, sizeof(s->st.digest));
             lm_verify_encode(&v, vbuf);
@@ -326,7 +327,7 @@ int lm__src_postcopy(lm_source *s)
     s->st.postcopy_requests = atomic_load(&pc.requests);
     s->st.postcopy_bytes = lm__src_wire_bytes(s) - post0 + s->preempt_conn.bytes_out;
     lm_send_chan_cleanup(&s->preempt_chan);
-    for (unsigned i = 0; i < ctx->nblocks; i++)
+    for (unsigned i = 0; i < ctx->ram.nblocks; i++)
         lm_bitmap_free(pc.urgent[i]);
     return ret;
 }

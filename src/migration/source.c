@@ -73,7 +73,7 @@ static void report_progress(lm_source *s, bool force)
                 secs > 0 ? (double)(lm__src_wire_bytes(s) - s->round_bytes0) / secs : 0,
             .dirty_pages_rate = s->dirty_rate,
             .remaining_bytes = s->round_done < s->round_pages
-                                   ? (s->round_pages - s->round_done) * s->ctx->page_size
+                                   ? (s->round_pages - s->round_done) * s->ctx->ram.page_size
                                    : 0,
         };
         s->p->progress(s->p->progress_opaque, &pr);
@@ -113,7 +113,7 @@ static int flush_one(lm_source *s, lm_page_batch **bp, bool via_pool)
     uint32_t n = lm_batch_pages(b);
     if (!n)
         return 0;
-    uint64_t bytes = b->nnormal * s->ctx->page_size + 8ull * n;
+    uint64_t bytes = b->nnormal * s->ctx->ram.page_size + 8ull * n;
     int ret = via_pool ? lm_multifd_send_queue(&s->pool, bp)
                        : lm_send_chan_packet(&s->main_chan, b, &s->ctx->err);
     if (ret < 0)
@@ -145,10 +145,10 @@ int lm__src_queue_page(lm_source *s, lm_block *b, uint64_t page, bool known_zero
         (*bp)->block = b;
     }
     lm_page_batch *pk = *bp;
-    uint64_t off = page * s->ctx->page_size;
+    uint64_t off = page * s->ctx->ram.page_size;
     bool zero = known_zero;
     if (!zero && s->p->zero_detection == LM_ZERO_DETECT_LEGACY)
-        zero = lm_buffer_is_zero(b->host + off, s->ctx->page_size);
+        zero = lm_buffer_is_zero(b->host + off, s->ctx->ram.page_size);
     if (zero)
         pk->zero[pk->nzero++] = off;
     else
@@ -199,15 +199,15 @@ void lm__src_end_round(lm_source *s, uint64_t dirty_pages)
 static uint64_t max_block_pages(const lm_source *s)
 {
     uint64_t max = 1;
-    for (unsigned i = 0; i < s->ctx->nblocks; i++)
-        max = s->ctx->blocks[i].npages > max ? s->ctx->blocks[i].npages : max;
+    for (unsigned i = 0; i < s->ctx->ram.nblocks; i++)
+        max = s->ctx->ram.blocks[i].npages > max ? s->ctx->ram.blocks[i].npages : max;
     return max;
 }
 
 /* Pages armed (and re-armed) at a time: --track-chunk, or a whole block. */
 static uint64_t chunk_pages_of(const lm_source *s)
 {
-    uint64_t pages = s->p->track_chunk / s->ctx->page_size, max = max_block_pages(s);
+    uint64_t pages = s->p->track_chunk / s->ctx->ram.page_size, max = max_block_pages(s);
     return pages && pages < max ? pages : max;
 }
 
@@ -215,11 +215,11 @@ static int first_pass(lm_source *s)
 {
     lm_ctx *ctx = s->ctx;
     uint64_t chunk_pages = chunk_pages_of(s), total = 0;
-    for (unsigned i = 0; i < ctx->nblocks; i++)
-        total += ctx->blocks[i].npages;
+    for (unsigned i = 0; i < ctx->ram.nblocks; i++)
+        total += ctx->ram.blocks[i].npages;
     lm__src_begin_round(s, total);
-    for (unsigned i = 0; i < ctx->nblocks; i++) {
-        lm_block *b = &ctx->blocks[i];
+    for (unsigned i = 0; i < ctx->ram.nblocks; i++) {
+        lm_block *b = &ctx->ram.blocks[i];
         for (uint64_t first = 0; first < b->npages; first += chunk_pages) {
             uint64_t n = b->npages - first < chunk_pages ? b->npages - first : chunk_pages;
             /* Arm just before sending; the tracker says which pages hold
@@ -244,12 +244,12 @@ int lm__src_sync_dirty(lm_source *s, bool rearm, uint64_t *count)
 {
     lm_ctx *ctx = s->ctx;
     uint64_t n = 0, now = lm_now_ns();
-    for (unsigned i = 0; i < ctx->nblocks; i++) {
-        int ret =
-            lm_tracker_sync(s->tracker, i, 0, ctx->blocks[i].npages, s->dirty[i], rearm, &ctx->err);
+    for (unsigned i = 0; i < ctx->ram.nblocks; i++) {
+        int ret = lm_tracker_sync(s->tracker, i, 0, ctx->ram.blocks[i].npages, s->dirty[i], rearm,
+                                  &ctx->err);
         if (ret < 0)
             return ret;
-        n += lm_bitmap_count(s->dirty[i], ctx->blocks[i].npages);
+        n += lm_bitmap_count(s->dirty[i], ctx->ram.blocks[i].npages);
     }
     s->round_dirtied = n + s->rearm_found;
     s->rearm_found = 0;
@@ -277,8 +277,8 @@ static int send_dirty(lm_source *s, uint64_t count, bool rearm)
     lm_ctx *ctx = s->ctx;
     uint64_t chunk_pages = chunk_pages_of(s);
     lm__src_begin_round(s, count);
-    for (unsigned i = 0; i < ctx->nblocks; i++) {
-        lm_block *b = &ctx->blocks[i];
+    for (unsigned i = 0; i < ctx->ram.nblocks; i++) {
+        lm_block *b = &ctx->ram.blocks[i];
         for (uint64_t first = 0; first < b->npages; first += chunk_pages) {
             uint64_t end = b->npages - first < chunk_pages ? b->npages : first + chunk_pages;
             int ret = 0;
@@ -304,19 +304,19 @@ static int send_dirty(lm_source *s, uint64_t count, bool rearm)
 static int handshake(lm_source *s)
 {
     lm_ctx *ctx = s->ctx;
-    lm_hello h = {.page_size = (uint32_t)ctx->page_size,
+    lm_hello h = {.page_size = (uint32_t)ctx->ram.page_size,
                   .flags = (s->p->verify ? LM_HELLO_VERIFY : 0) |
                            (s->p->postcopy ? LM_HELLO_POSTCOPY : 0) |
                            (s->p->postcopy && s->p->postcopy_no_preempt ? LM_HELLO_NO_PREEMPT : 0),
-                  .nblocks = ctx->nblocks,
+                  .nblocks = ctx->ram.nblocks,
                   .nchannels = s->p->multifd_channels,
                   .compress = (uint32_t)s->p->compress};
     memcpy(h.uuid, s->uuid, sizeof(h.uuid));
-    for (unsigned i = 0; i < ctx->nblocks; i++) {
-        h.blocks[i].id = ctx->blocks[i].id;
-        h.blocks[i].len = ctx->blocks[i].len;
-        memcpy(h.blocks[i].name, ctx->blocks[i].name, LM_BLOCK_NAME_MAX);
-        h.ram_total += ctx->blocks[i].len;
+    for (unsigned i = 0; i < ctx->ram.nblocks; i++) {
+        h.blocks[i].id = ctx->ram.blocks[i].id;
+        h.blocks[i].len = ctx->ram.blocks[i].len;
+        memcpy(h.blocks[i].name, ctx->ram.blocks[i].name, LM_BLOCK_NAME_MAX);
+        h.ram_total += ctx->ram.blocks[i].len;
     }
     uint8_t buf[LM_HELLO_FIXED_SIZE + LM_MAX_BLOCKS * LM_HELLO_BLOCK_SIZE];
     lm_hello_encode(&h, buf);
@@ -410,7 +410,7 @@ static int switchover(lm_source *s)
         lm_verify_msg v;
         lm_tracker_destroy(s->tracker);
         s->tracker = NULL;
-        if ((ret = lm__ram_digest(ctx, v.digest, &v.pages)) < 0)
+        if ((ret = lm__ram_digest(&ctx->ram, v.digest, &v.pages, &ctx->err)) < 0)
             return ret;
         lm__digest_hex(v.digest, s->st.digest, sizeof(s->st.digest));
         uint8_t vbuf[LM_VERIFY_SIZE];
@@ -472,7 +472,7 @@ static int check_params(lm_ctx *ctx, const lm_params *p)
     if ((unsigned)p->zero_detection > LM_ZERO_DETECT_NONE)
         return lm_err_set(&ctx->err, -EINVAL, "unknown zero-page detection mode %d",
                           (int)p->zero_detection);
-    if ((unsigned)p->compress >= LM_COMPRESS_METHODS)
+    if ((unsigned)p->compress >= LM_COMPRESSION__COUNT)
         return lm_err_set(&ctx->err, -EINVAL, "unknown compression method %d", (int)p->compress);
     /* A step of 0 would never throttle (or never throttle more). */
     if (p->auto_converge && (p->throttle_initial < 1 || p->throttle_initial > 99 ||
@@ -486,7 +486,7 @@ static int check_params(lm_ctx *ctx, const lm_params *p)
 static int setup(lm_source *s, const char *uri)
 {
     lm_ctx *ctx = s->ctx;
-    if (!ctx->nblocks)
+    if (!ctx->ram.nblocks)
         return lm_err_set(&ctx->err, -EINVAL, "no RAM blocks registered: nothing to migrate");
     int ret = check_params(ctx, s->p);
     if (ret < 0)
@@ -497,8 +497,8 @@ static int setup(lm_source *s, const char *uri)
         return -EINVAL;
 
     lm_track_range ranges[LM_MAX_BLOCKS];
-    for (unsigned i = 0; i < ctx->nblocks; i++) {
-        lm_block *b = &ctx->blocks[i];
+    for (unsigned i = 0; i < ctx->ram.nblocks; i++) {
+        lm_block *b = &ctx->ram.blocks[i];
         ranges[i] = (lm_track_range){b->host, b->len, b->npages};
         s->st.total += b->len;
         if (!(s->dirty[i] = lm_bitmap_new(b->npages)))
@@ -512,7 +512,8 @@ static int setup(lm_source *s, const char *uri)
         return lm_err_set(&ctx->err, ret, "cannot open /proc/self/pagemap: %s", strerror(-ret));
     /* Probe tracking before touching the network: a missing kernel feature
      * is the user's first error, not a half-made connection. */
-    if ((ret = lm_tracker_create(s->p->tracker, ranges, ctx->nblocks, &s->tracker, &ctx->err)) < 0)
+    if ((ret = lm_tracker_create(s->p->tracker, ranges, ctx->ram.nblocks, &s->tracker, &ctx->err)) <
+        0)
         return ret;
     snprintf(s->st.tracker, sizeof(s->st.tracker), "%s", lm_tracker_name(s->tracker));
 
@@ -531,7 +532,7 @@ static int setup(lm_source *s, const char *uri)
     /* Single stream: zero detection (multifd mode) happens inline. */
     bool inline_detect = s->p->zero_detection == LM_ZERO_DETECT_MULTIFD;
     if ((ret = lm_send_chan_init(&s->main_chan, 0, &s->conn, true, inline_detect, s->p->compress,
-                                 ctx->page_size, &ctx->err)) < 0)
+                                 ctx->ram.page_size, &ctx->err)) < 0)
         return ret;
     if ((ret = handshake(s)) < 0)
         return ret;
@@ -540,7 +541,7 @@ static int setup(lm_source *s, const char *uri)
     ret = lm_multifd_send_start(&s->pool, s->p->multifd_channels, connect_channel, s, s->uuid,
                                 s->p->io_timeout_ms, &ctx->cancel,
                                 s->p->zero_detection == LM_ZERO_DETECT_MULTIFD, s->p->compress,
-                                ctx->page_size, s->conn.fd, &ctx->io_progress_ns, &ctx->err);
+                                ctx->ram.page_size, s->conn.fd, &ctx->io_progress_ns, &ctx->err);
     s->use_pool = ret == 0;
     if (ret == 0 && s->p->postcopy)
         ret = lm__src_postcopy_connect(s);
@@ -574,7 +575,7 @@ static void converge_policy(lm_source *s, uint64_t dirty_pages)
     lm_ctx *ctx = s->ctx;
     const lm_round_stats *r =
         s->st.nrounds ? &s->st.rounds[(s->st.nrounds - 1) % LM_MAX_ROUND_STATS] : NULL;
-    uint64_t dirtied = dirty_pages * ctx->page_size;
+    uint64_t dirtied = dirty_pages * ctx->ram.page_size;
     if (!r || !(s->p->auto_converge || s->p->dirty_limit))
         return;
     s->high_dirty_rounds = dirtied * 2 > r->bytes ? s->high_dirty_rounds + 1 : 0;
@@ -611,7 +612,7 @@ static int precopy(lm_source *s)
         /* Converged is about what is left to send (count); the policies
          * are about how much the guest dirtied in the round. */
         lm__src_end_round(s, s->round_dirtied);
-        double remaining = (double)(count * (s->ctx->page_size + 8));
+        double remaining = (double)(count * (s->ctx->ram.page_size + 8));
         double expect_ms = s->bandwidth > 0 ? remaining * 1000.0 / s->bandwidth : 0;
         bool converged = expect_ms <= (double)s->p->downtime_limit_ms;
         bool postcopy = lm__src_want_postcopy(s, s->round_dirtied);
@@ -705,7 +706,7 @@ int lm_migrate(lm_ctx *ctx, const char *uri, const lm_params *params)
     if (s->preempt_conn.fd >= 0)
         lm_conn_close(&s->preempt_conn);
     lm_pagemap_close(&s->pm);
-    for (unsigned i = 0; i < ctx->nblocks; i++)
+    for (unsigned i = 0; i < ctx->ram.nblocks; i++)
         lm_bitmap_free(s->dirty[i]);
     lm_bitmap_free(s->populated);
     free(s);

@@ -28,21 +28,18 @@
 #ifndef LM_MULTIFD_COMPRESS_H
 #define LM_MULTIFD_COMPRESS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
+#include "livemig.h"
 #include "util/error.h"
 
-typedef enum lm_compress_method {
-    LM_COMPRESS_NONE = 0,
-    LM_COMPRESS_ZLIB = 1,
-    LM_COMPRESS_ZSTD = 2,
-    LM_COMPRESS_LZ4 = 3,
-    LM_COMPRESS__COUNT
-} lm_compress_method;
-
 typedef struct lm_compress_ops {
-    const char *name;
+    const char *name; /* as the user spells it: lm_compression_name() reads it here */
+    /* Largest payload for src_len uncompressed bytes; 0 if src_len is
+     * beyond what the method supports. */
+    size_t (*bound)(size_t src_len);
     /* Source, once per channel: allocate *state for packets of at most
      * max_pages pages of page_size bytes. 0, or -errno with a message
      * (-EINVAL for sizes the method cannot handle, -ENOMEM). */
@@ -72,28 +69,37 @@ typedef struct lm_compress_ops {
     void (*recv_cleanup)(void *state);
 } lm_compress_ops;
 
-/* The table for m, NULL for LM_COMPRESS_NONE or an unknown value. Tables are
- * static const, registered in a fixed array indexed by the enum. */
-const lm_compress_ops *lm_compress_get(lm_compress_method m);
-/* "none", "zlib", "zstd", "lz4" -> method; -EINVAL otherwise. */
-int lm_compress_parse(const char *name, lm_compress_method *m);
-/* The name parse accepts; "unknown" for a value outside the enum. */
-const char *lm_compress_name(lm_compress_method m);
+/* The table for m, NULL for LM_COMPRESSION_NONE (pages go raw) or an unknown
+ * value. Tables are static const, registered in one array indexed by the
+ * enum, which also holds every method's name (lm_compression_name() and
+ * lm_compression_parse() in the public header read it). */
+const lm_compress_ops *lm_compress_get(lm_compression m);
 /* Largest compressed payload for max_pages pages: the sender's buffer size
  * and the receiver's limit on payload_size. For NONE: max_pages*page_size.
  * 0 for an unknown method or a size that overflows. */
-size_t lm_compress_bound(lm_compress_method m, unsigned max_pages, size_t page_size);
+size_t lm_compress_bound(lm_compression m, unsigned max_pages, size_t page_size);
 
-/* ---- internal: one table and bound per method (compress_<method>.c) ------ */
+/* One channel's end of a compressed stream: the method's state and the
+ * buffer that holds one packet's payload (LM_PACKET_MAX_PAGES pages). The
+ * sending and the receiving channel set it up the same way. */
+typedef struct lm_codec {
+    const lm_compress_ops *ops; /* NULL: no compression */
+    bool send;
+    void *state;
+    uint8_t *buf;
+    size_t cap;
+} lm_codec;
+
+/* 0 with *c ready (nothing allocated for NONE), or -errno with a message
+ * naming the channel. */
+int lm_codec_init(lm_codec *c, lm_compression m, bool send, unsigned max_pages, size_t page_size,
+                  unsigned channel, lm_err *err);
+void lm_codec_cleanup(lm_codec *c);
+
+/* ---- internal: one table per method (compress_<method>.c) ------ */
 
 extern const lm_compress_ops lm_compress_zlib_ops;
 extern const lm_compress_ops lm_compress_zstd_ops;
 extern const lm_compress_ops lm_compress_lz4_ops;
-
-/* Bound on one packet's payload for src_len uncompressed bytes; 0 if src_len
- * is beyond what the method supports. */
-size_t lm__compress_zlib_bound(size_t src_len);
-size_t lm__compress_zstd_bound(size_t src_len);
-size_t lm__compress_lz4_bound(size_t src_len);
 
 #endif

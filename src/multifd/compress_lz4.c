@@ -39,7 +39,7 @@ typedef struct lz4_state {
     LZ4_streamDecode_t *ds;
 } lz4_state;
 
-size_t lm__compress_lz4_bound(size_t src_len)
+static size_t lz4_bound(size_t src_len)
 {
     if (src_len > LZ4_MAX_INPUT_SIZE)
         return 0;
@@ -171,6 +171,7 @@ static void lz4_recv_cleanup(void *state)
 
 const lm_compress_ops lm_compress_lz4_ops = {
     .name = "lz4",
+    .bound = lz4_bound,
     .send_setup = lz4_send_setup,
     .compress = lz4_compress,
     .send_cleanup = lz4_send_cleanup,

@@ -28,7 +28,7 @@ typedef struct zlib_state {
     size_t page_size;
 } zlib_state;
 
-size_t lm__compress_zlib_bound(size_t src_len)
+static size_t zlib_bound(size_t src_len)
 {
     /* deflateBound() for the default window and memLevel is
      * src + src/4096 + src/16384 + src/2^25 + 7 (stored blocks being the
@@ -216,6 +216,7 @@ static void zlib_recv_cleanup(void *state)
 
 const lm_compress_ops lm_compress_zlib_ops = {
     .name = "zlib",
+    .bound = zlib_bound,
     .send_setup = zlib_send_setup,
     .compress = zlib_compress,
     .send_cleanup = zlib_send_cleanup,

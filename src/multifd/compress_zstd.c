@@ -36,7 +36,7 @@ typedef struct zstd_recv {
     size_t page_size;
 } zstd_recv;
 
-size_t lm__compress_zstd_bound(size_t src_len)
+static size_t zstd_bound(size_t src_len)
 {
     /* ZSTD_compressBound covers one whole frame; streaming with a flush per
      * packet may add the frame header (first packet) and a block header per
@@ -50,7 +50,7 @@ size_t lm__compress_zstd_bound(size_t src_len)
 static int check_sizes(unsigned max_pages, size_t page_size, lm_err *err)
 {
     if (!max_pages || !page_size || max_pages > (SIZE_MAX / 4) / page_size ||
-        !lm__compress_zstd_bound((size_t)max_pages * page_size))
+        !zstd_bound((size_t)max_pages * page_size))
         return lm_err_set(err, -EINVAL, "zstd: unsupported packet size (%u pages of %zu bytes)",
                           max_pages, page_size);
     return 0;
@@ -205,6 +205,7 @@ static void zstd_recv_cleanup(void *state)
 
 const lm_compress_ops lm_compress_zstd_ops = {
     .name = "zstd",
+    .bound = zstd_bound,
     .send_setup = zstd_send_setup,
     .compress = zstd_compress,
     .send_cleanup = zstd_send_cleanup,

@@ -9,151 +9,102 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "migration/engine.h"
-#include "migration/postcopy.h"
 #include "util/clock.h"
-#include "util/zero.h"
 
-int lm_recv_chan_init(lm_recv_chan *c, unsigned id, struct lm_ctx *ctx, lm_conn *conn,
-                      lm_compression method, bool no_receivedmap, lm_err *err)
+int lm_recv_chan_init(lm_recv_chan *c, unsigned id, lm_conn *conn, lm_page_sink *sink,
+                      lm_compression method, uint64_t page_size, lm_err *err)
 {
     memset(c, 0, sizeof(*c));
     c->id = id;
-    c->ctx = ctx;
     c->conn = conn;
-    c->no_receivedmap = no_receivedmap;
-    c->comp = lm_compress_get((lm_compress_method)method);
-    if (!c->comp)
-        return 0;
-    c->comp_bound =
-        lm_compress_bound((lm_compress_method)method, LM_PACKET_MAX_PAGES, ctx->page_size);
-    if (!(c->comp_buf = malloc(c->comp_bound)))
-        return lm_err_set(err, -ENOMEM, "out of memory for channel %u", id);
-    int ret = c->comp->recv_setup(&c->comp_state, LM_PACKET_MAX_PAGES, ctx->page_size, err);
-    if (ret < 0) {
-        free(c->comp_buf);
-        c->comp_buf = NULL;
-        c->comp = NULL;
-    }
-    return ret;
+    c->page_size = page_size;
+    c->err = err;
+    atomic_init(&c->sink, sink);
+    return lm_codec_init(&c->codec, method, false, LM_PACKET_MAX_PAGES, page_size, id, err);
 }
 
-int lm_recv_chan_postcopy(lm_recv_chan *c, struct lm_postcopy_dst *pc, lm_err *err)
+int lm_recv_chan_set_sink(lm_recv_chan *c, lm_page_sink *sink)
 {
     /* Its own private anonymous mapping: UFFDIO_MOVE can take its pages. */
-    if (!c->bounce) {
-        c->bounce = lm_ram_alloc(LM_PACKET_MAX_PAGES * c->ctx->page_size);
+    if (!sink->ops->in_place && !c->bounce) {
+        c->bounce = lm_ram_alloc(LM_PACKET_MAX_PAGES * c->page_size);
         if (!c->bounce)
-            return lm_err_set(err, -ENOMEM, "out of memory for postcopy buffers");
+            return lm_err_set(c->err, -ENOMEM, "out of memory for receive buffers");
     }
-    atomic_store_explicit(&c->postcopy, pc, memory_order_release);
+    atomic_store_explicit(&c->sink, sink, memory_order_release);
     return 0;
 }
 
 void lm_recv_chan_cleanup(lm_recv_chan *c)
 {
     if (c->bounce)
-        lm_ram_free(c->bounce, LM_PACKET_MAX_PAGES * c->ctx->page_size);
+        lm_ram_free(c->bounce, LM_PACKET_MAX_PAGES * c->page_size);
     c->bounce = NULL;
-    if (c->comp)
-        c->comp->recv_cleanup(c->comp_state);
-    c->comp = NULL;
-    free(c->comp_buf);
-    c->comp_buf = NULL;
+    lm_codec_cleanup(&c->codec);
 }
 
 static int bad_stream(lm_recv_chan *c, int code, const char *why)
 {
     if (c->pool)
-        return lm_err_set(&c->ctx->err, code,
+        return lm_err_set(c->err, code,
                           "invalid migration stream from the source "
                           "(channel %u): %s",
                           c->id, why);
-    return lm_err_set(&c->ctx->err, code, "invalid migration stream from the source: %s", why);
+    return lm_err_set(c->err, code, "invalid migration stream from the source: %s", why);
 }
 
 int lm_recv_chan_decode(lm_recv_chan *c, const uint8_t raw[LM_PACKET_HDR_SIZE], lm_packet_hdr *ph)
 {
     char why[256];
-    int ret = lm_packet_decode(raw, (uint32_t)c->ctx->page_size, c->comp ? c->comp_bound : 0, ph,
+    int ret = lm_packet_decode(raw, (uint32_t)c->page_size, c->codec.ops ? c->codec.cap : 0, ph,
                                why, sizeof(why));
     return ret < 0 ? bad_stream(c, ret, why) : 0;
-}
-
-/* A zero page: fresh memory already reads as zero, so only a page that held
- * data before is cleared (seed 000's receivedmap); the baseline reads it. */
-static void place_zero(lm_recv_chan *c, lm_block *b, uint64_t off)
-{
-    uint64_t ps = c->ctx->page_size, page = off / ps;
-    uint8_t *dst = b->host + off;
-    if (c->no_receivedmap) {
-        if (!lm_buffer_is_zero(dst, ps))
-            memset(dst, 0, ps);
-    } else if (lm_bit_test_atomic(b->received, page) || !(b->flags & LM_RAM_ZEROED)) {
-        memset(dst, 0, ps);
-    }
-    lm_bit_set_atomic(b->received, page);
 }
 
 static void count_packet(lm_recv_chan *c, const lm_packet_hdr *ph)
 {
     atomic_fetch_add_explicit(&c->normal, ph->normal_pages, memory_order_relaxed);
-    atomic_fetch_add_explicit(&c->normal_bytes, (uint64_t)ph->normal_pages * c->ctx->page_size,
+    atomic_fetch_add_explicit(&c->normal_bytes, (uint64_t)ph->normal_pages * c->page_size,
                               memory_order_relaxed);
     atomic_fetch_add_explicit(&c->zero, ph->zero_pages, memory_order_relaxed);
 }
 
-/* Reads a compressed payload and decodes it into exactly the packet's
- * normal pages (guest RAM in place, or the postcopy bounce buffer). */
-static int read_compressed(lm_recv_chan *c, const lm_packet_hdr *ph, uint8_t *const pages[])
+/* Reads the payload of the packet's normal pages into pages[]: raw with one
+ * readv (adjacent pages share an iovec), or through the decompressor. */
+static int read_payload(lm_recv_chan *c, const lm_packet_hdr *ph, uint8_t *const pages[])
 {
-    int ret = lm_conn_read(c->conn, c->comp_buf, ph->payload_size);
-    if (ret < 0)
-        return ret;
-    lm_err scratch;
-    lm_err_init(&scratch);
-    ret = c->comp->decompress(c->comp_state, c->comp_buf, ph->payload_size, pages, ph->normal_pages,
-                              &scratch);
-    return ret < 0 ? bad_stream(c, ret, scratch.msg) : 0;
-}
-
-/* Postcopy: the guest runs, so a page must appear whole and at once: read
- * (or decompress) into the bounce buffer, then place each page atomically. */
-static int place_postcopy(lm_recv_chan *c, lm_postcopy_dst *pc, lm_block *b,
-                          const lm_packet_hdr *ph)
-{
-    uint64_t ps = c->ctx->page_size;
-    uint8_t *pages[LM_PACKET_MAX_PAGES];
     int ret;
-    for (uint32_t i = 0; i < ph->normal_pages; i++)
-        pages[i] = c->bounce + i * ps;
     if (ph->flags & LM_PACKET_FLAG_COMPRESSED) {
-        if ((ret = read_compressed(c, ph, pages)) < 0)
+        if ((ret = lm_conn_read(c->conn, c->codec.buf, ph->payload_size)) < 0)
             return ret;
-    } else if ((ret = lm_conn_read(c->conn, c->bounce, ph->payload_size)) < 0) {
-        return ret;
+        lm_err scratch;
+        lm_err_init(&scratch);
+        ret = c->codec.ops->decompress(c->codec.state, c->codec.buf, ph->payload_size, pages,
+                                       ph->normal_pages, &scratch);
+        return ret < 0 ? bad_stream(c, ret, scratch.msg) : 0;
     }
-    uint32_t n = ph->normal_pages + ph->zero_pages;
-    for (uint32_t i = 0; i < n; i++) {
-        const uint8_t *data = i < ph->normal_pages ? pages[i] : NULL;
-        if ((ret = lm_postcopy_dst_place(pc, b, c->offsets[i] / ps, data)) < 0)
-            return ret;
+    struct iovec iov[LM_PACKET_MAX_PAGES];
+    int iovcnt = 0;
+    for (uint32_t i = 0; i < ph->normal_pages; i++) {
+        if (iovcnt && (uint8_t *)iov[iovcnt - 1].iov_base + iov[iovcnt - 1].iov_len == pages[i])
+            iov[iovcnt - 1].iov_len += c->page_size;
+        else
+            iov[iovcnt++] = (struct iovec){pages[i], c->page_size};
     }
-    count_packet(c, ph);
-    return 0;
+    return lm_conn_readv(c->conn, iov, iovcnt);
 }
 
 int lm_recv_chan_body(lm_recv_chan *c, const lm_packet_hdr *ph)
 {
-    uint64_t ps = c->ctx->page_size;
+    uint64_t ps = c->page_size;
     char why[256];
-    lm_block *b = lm__block_by_id(c->ctx, ph->block_id);
+    lm_page_sink *sink = atomic_load_explicit(&c->sink, memory_order_acquire);
+    lm_block *b = lm__ram_find(sink->ram, ph->block_id);
     if (!b) {
         snprintf(why, sizeof(why), "packet names unknown RAM block %u", ph->block_id);
         return bad_stream(c, -EBADMSG, why);
     }
     uint32_t n = ph->normal_pages + ph->zero_pages;
-    lm_postcopy_dst *pc = atomic_load_explicit(&c->postcopy, memory_order_acquire);
     int ret = lm_conn_read(c->conn, c->raw, 8ull * n);
     if (ret < 0)
         return ret;
@@ -164,31 +115,20 @@ int lm_recv_chan_body(lm_recv_chan *c, const lm_packet_hdr *ph)
             0)
             return bad_stream(c, ret, why);
     }
-    if (pc)
-        return place_postcopy(c, pc, b, ph);
-    if (ph->flags & LM_PACKET_FLAG_COMPRESSED) {
-        uint8_t *pages[LM_PACKET_MAX_PAGES];
-        for (uint32_t i = 0; i < ph->normal_pages; i++)
-            pages[i] = b->host + c->offsets[i];
-        if ((ret = read_compressed(c, ph, pages)) < 0)
-            return ret;
-    } else {
-        struct iovec iov[LM_PACKET_MAX_PAGES];
-        int iovcnt = 0;
-        for (uint32_t i = 0; i < ph->normal_pages; i++) {
-            uint8_t *page = b->host + c->offsets[i];
-            if (iovcnt && (uint8_t *)iov[iovcnt - 1].iov_base + iov[iovcnt - 1].iov_len == page)
-                iov[iovcnt - 1].iov_len += ps;
-            else
-                iov[iovcnt++] = (struct iovec){page, ps};
-        }
-        if ((ret = lm_conn_readv(c->conn, iov, iovcnt)) < 0)
-            return ret;
-    }
+    /* In place, pages land where they live; otherwise (postcopy: the guest
+     * runs, so a page must appear whole and at once) in the bounce buffer,
+     * and the sink places them. */
+    uint8_t *pages[LM_PACKET_MAX_PAGES];
     for (uint32_t i = 0; i < ph->normal_pages; i++)
-        lm_bit_set_atomic(b->received, c->offsets[i] / ps);
-    for (uint32_t i = ph->normal_pages; i < n; i++)
-        place_zero(c, b, c->offsets[i]);
+        pages[i] = sink->ops->in_place ? b->host + c->offsets[i] : c->bounce + i * ps;
+    if ((ret = read_payload(c, ph, pages)) < 0)
+        return ret;
+    if (ph->normal_pages &&
+        (ret = sink->ops->place(sink, b, c->offsets, pages, ph->normal_pages)) < 0)
+        return ret;
+    if (ph->zero_pages &&
+        (ret = sink->ops->place_zero(sink, b, c->offsets + ph->normal_pages, ph->zero_pages)) < 0)
+        return ret;
     count_packet(c, ph);
     return 0;
 }
@@ -205,29 +145,25 @@ static void *preempt_main(void *arg)
             return NULL;
         if (ret < 0 || (ret = lm_recv_chan_decode(c, raw, &ph)) < 0)
             break;
-        if ((ph.flags & LM_PACKET_FLAG_SYNC) || !atomic_load(&c->postcopy)) {
-            bad_stream(c, -EBADMSG, "unexpected packet on the postcopy preempt connection");
+        if (ph.flags & LM_PACKET_FLAG_SYNC) {
+            bad_stream(c, -EBADMSG, "SYNC packet on the postcopy preempt connection");
             break;
         }
         if ((ret = lm_recv_chan_body(c, &ph)) < 0)
             break;
     }
-    /* Wake the main thread: it reports the error we recorded. */
-    lm_postcopy_dst *pc = atomic_load(&c->postcopy);
-    if (pc) {
-        pthread_mutex_lock(&pc->lock);
-        pc->failed = true;
-        pthread_cond_broadcast(&pc->cond);
-        pthread_mutex_unlock(&pc->lock);
-    }
+    /* Wake whoever waits on the sink: it reports the error we recorded. */
+    lm_page_sink *sink = atomic_load(&c->sink);
+    if (sink->ops->fail)
+        sink->ops->fail(sink);
     return NULL;
 }
 
-int lm_recv_chan_start_thread(lm_recv_chan *c, lm_err *err)
+int lm_recv_chan_start_thread(lm_recv_chan *c)
 {
     int ret = -pthread_create(&c->thread, NULL, preempt_main, c);
     if (ret < 0)
-        return lm_err_set(err, ret, "cannot start the postcopy preempt receiver");
+        return lm_err_set(c->err, ret, "cannot start the postcopy preempt receiver");
     c->started = true;
     return 0;
 }
@@ -299,17 +235,15 @@ static void *receiver_main(void *arg)
     return NULL;
 }
 
-int lm_multifd_recv_start(lm_multifd_recv *m, unsigned n, const int *fds, struct lm_ctx *ctx,
-                          unsigned timeout_ms, const _Atomic int *cancel, lm_compression method,
-                          bool no_receivedmap, unsigned slow_channel_us, int main_fd,
-                          _Atomic uint64_t *progress_ns, lm_err *err)
+int lm_multifd_recv_start(lm_multifd_recv *m, unsigned n, const int *fds,
+                          const lm_multifd_recv_cfg *cfg, lm_err *err)
 {
     memset(m, 0, sizeof(*m));
     pthread_mutex_init(&m->lock, NULL);
     pthread_cond_init(&m->cond, NULL);
     m->err = err;
-    m->cancel = cancel;
-    m->main_fd = main_fd;
+    m->cancel = cfg->cancel;
+    m->main_fd = cfg->main_fd;
     m->n = n;
     m->chans = calloc(n, sizeof(*m->chans));
     if (!m->chans) {
@@ -321,12 +255,12 @@ int lm_multifd_recv_start(lm_multifd_recv *m, unsigned n, const int *fds, struct
     int ret = 0;
     for (unsigned i = 0; i < n; i++) {
         lm_recv_chan *c = &m->chans[i];
-        int r = lm_recv_chan_init(c, i, ctx, &c->own_conn, method, no_receivedmap, err);
+        int r = lm_recv_chan_init(c, i, &c->own_conn, cfg->sink, cfg->method, cfg->page_size, err);
         snprintf(c->peer, sizeof(c->peer), "source (channel %u)", i);
-        lm_conn_init(&c->own_conn, fds[i], timeout_ms, cancel, c->peer, err);
-        lm_conn_share_progress(&c->own_conn, progress_ns);
+        lm_conn_init(&c->own_conn, fds[i], cfg->timeout_ms, cfg->cancel, c->peer, err);
+        lm_conn_share_progress(&c->own_conn, cfg->progress_ns);
         c->pool = m;
-        c->slow_us = i == 0 ? slow_channel_us : 0;
+        c->slow_us = i == 0 ? cfg->slow_channel_us : 0;
         if (ret == 0)
             ret = r;
     }
@@ -437,10 +371,10 @@ void lm_multifd_recv_stop(lm_multifd_recv *m)
     pthread_cond_destroy(&m->cond);
 }
 
-int lm_multifd_recv_postcopy(lm_multifd_recv *m, struct lm_postcopy_dst *pc, lm_err *err)
+int lm_multifd_recv_set_sink(lm_multifd_recv *m, lm_page_sink *sink)
 {
     for (unsigned i = 0; m->chans && i < m->n; i++) {
-        int ret = lm_recv_chan_postcopy(&m->chans[i], pc, err);
+        int ret = lm_recv_chan_set_sink(&m->chans[i], sink);
         if (ret < 0)
             return ret;
     }

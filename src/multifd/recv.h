@@ -3,9 +3,10 @@
  * threads.
  *
  * A channel reads one packet: header (validated), offsets (each checked
- * against the block before any payload is read), then the payload: straight
- * into guest RAM when uncompressed, through the channel's decompressor
- * otherwise. Zero pages follow the receivedmap rule. The same code serves
+ * against the block before any payload is read), then the payload, handed
+ * to the channel's page sink (ram/sink.h): read straight into guest RAM
+ * when the sink takes pages in place, into a bounce buffer otherwise, and
+ * through the channel's decompressor when compressed. The same code serves
  * the main connection's PAGES frames (single stream) and each multifd
  * channel's thread.
  *
@@ -25,27 +26,22 @@
 
 #include "livemig.h"
 #include "multifd/compress.h"
+#include "ram/sink.h"
 #include "transport/conn.h"
-
-struct lm_ctx;
-struct lm_postcopy_dst;
 
 typedef struct lm_recv_chan {
     /* Set up once. */
     unsigned id;
-    struct lm_ctx *ctx;
-    bool no_receivedmap;
+    uint64_t page_size;
+    lm_err *err;
     unsigned slow_us; /* testing aid: delay before placing each packet */
     lm_conn *conn;
     lm_conn own_conn;
     char peer[40]; /* "source (channel N)", for messages */
-    const lm_compress_ops *comp;
-    void *comp_state;
-    uint8_t *comp_buf;
-    uint64_t comp_bound;
-    /* Set once the guest runs on the destination: pages are then placed
-     * atomically with userfaultfd from 'bounce' instead of read in place. */
-    struct lm_postcopy_dst *_Atomic postcopy;
+    lm_codec codec;
+    /* Where pages go; switched by the migration between packets. A sink
+     * that is not in place gets them through 'bounce', one packet's worth. */
+    lm_page_sink *_Atomic sink;
     uint8_t *bounce;
     /* Owned by the receiving thread. */
     uint64_t offsets[LM_PACKET_MAX_PAGES];
@@ -58,17 +54,20 @@ typedef struct lm_recv_chan {
     bool started;
 } lm_recv_chan;
 
-int lm_recv_chan_init(lm_recv_chan *c, unsigned id, struct lm_ctx *ctx, lm_conn *conn,
-                      lm_compression method, bool no_receivedmap, lm_err *err);
+int lm_recv_chan_init(lm_recv_chan *c, unsigned id, lm_conn *conn, lm_page_sink *sink,
+                      lm_compression method, uint64_t page_size, lm_err *err);
 void lm_recv_chan_cleanup(lm_recv_chan *c);
 /* Decodes a packet header already read from the connection. */
 int lm_recv_chan_decode(lm_recv_chan *c, const uint8_t raw[LM_PACKET_HDR_SIZE], lm_packet_hdr *ph);
-/* Reads the offsets and payload of a (non-SYNC) packet and places its pages. */
+/* Reads the offsets and payload of a (non-SYNC) packet and delivers its
+ * pages to the channel's sink. */
 int lm_recv_chan_body(lm_recv_chan *c, const lm_packet_hdr *ph);
-/* Switches the channel to postcopy placement (allocates its bounce buffer). */
-int lm_recv_chan_postcopy(lm_recv_chan *c, struct lm_postcopy_dst *pc, lm_err *err);
-/* A standalone receiver thread for the postcopy preempt connection. */
-int lm_recv_chan_start_thread(lm_recv_chan *c, lm_err *err);
+/* Delivers later packets to sink (allocating a bounce buffer when the sink
+ * does not take pages in place). */
+int lm_recv_chan_set_sink(lm_recv_chan *c, lm_page_sink *sink);
+/* A standalone receiver thread (the postcopy preempt connection): packets
+ * until the source closes the connection; on an error, the sink's fail(). */
+int lm_recv_chan_start_thread(lm_recv_chan *c);
 void lm_recv_chan_join(lm_recv_chan *c);
 
 typedef struct lm_multifd_recv {
@@ -88,12 +87,22 @@ typedef struct lm_multifd_recv {
     uint64_t final_normal, final_zero, final_normal_bytes, final_bytes;
 } lm_multifd_recv;
 
+/* How a pool's channels are set up. */
+typedef struct lm_multifd_recv_cfg {
+    lm_page_sink *sink;
+    lm_compression method;
+    uint64_t page_size;
+    unsigned timeout_ms;
+    const _Atomic int *cancel;
+    unsigned slow_channel_us; /* testing aid for channel 0 */
+    int main_fd;              /* shut down for reading when a channel fails */
+    _Atomic uint64_t *progress_ns;
+} lm_multifd_recv_cfg;
+
 /* Starts a receiver thread on each of the n connected fds (fds[i] is
  * channel i). On failure nothing is left running and the fds are closed. */
-int lm_multifd_recv_start(lm_multifd_recv *m, unsigned n, const int *fds, struct lm_ctx *ctx,
-                          unsigned timeout_ms, const _Atomic int *cancel, lm_compression method,
-                          bool no_receivedmap, unsigned slow_channel_us, int main_fd,
-                          _Atomic uint64_t *progress_ns, lm_err *err);
+int lm_multifd_recv_start(lm_multifd_recv *m, unsigned n, const int *fds,
+                          const lm_multifd_recv_cfg *cfg, lm_err *err);
 /* Main thread at ROUND_END: waits (bounded by timeout_ms without a channel
  * arriving) until every channel parked at its SYNC, then releases them. */
 int lm_multifd_recv_barrier(lm_multifd_recv *m, unsigned timeout_ms);
@@ -101,8 +110,8 @@ int lm_multifd_recv_barrier(lm_multifd_recv *m, unsigned timeout_ms);
 int lm_multifd_recv_finish(lm_multifd_recv *m, unsigned timeout_ms);
 /* Stops the threads (shutting the channels down) and frees everything. */
 void lm_multifd_recv_stop(lm_multifd_recv *m);
-/* Switches every channel to postcopy placement. */
-int lm_multifd_recv_postcopy(lm_multifd_recv *m, struct lm_postcopy_dst *pc, lm_err *err);
+/* Every channel delivers its next packets to sink. */
+int lm_multifd_recv_set_sink(lm_multifd_recv *m, lm_page_sink *sink);
 /* Adds the channels' counters to the arguments (also after stop, exactly). */
 void lm_multifd_recv_counters(lm_multifd_recv *m, uint64_t *normal, uint64_t *zero,
                               uint64_t *normal_bytes, uint64_t *bytes);

@@ -9,7 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "migration/engine.h"
+#include "ram/ram.h"
 #include "util/clock.h"
 #include "util/zero.h"
 
@@ -22,29 +22,12 @@ int lm_send_chan_init(lm_send_chan *c, unsigned id, lm_conn *conn, bool framed, 
     c->framed = framed;
     c->detect_zero = detect_zero;
     c->page_size = page_size;
-    c->comp = lm_compress_get((lm_compress_method)method);
-    if (!c->comp)
-        return 0;
-    c->comp_cap = lm_compress_bound((lm_compress_method)method, LM_PACKET_MAX_PAGES, page_size);
-    c->comp_buf = malloc(c->comp_cap);
-    if (!c->comp_buf)
-        return lm_err_set(err, -ENOMEM, "out of memory for channel %u", id);
-    int ret = c->comp->send_setup(&c->comp_state, LM_PACKET_MAX_PAGES, page_size, err);
-    if (ret < 0) {
-        free(c->comp_buf);
-        c->comp_buf = NULL;
-        c->comp = NULL;
-    }
-    return ret;
+    return lm_codec_init(&c->codec, method, true, LM_PACKET_MAX_PAGES, page_size, id, err);
 }
 
 void lm_send_chan_cleanup(lm_send_chan *c)
 {
-    if (c->comp)
-        c->comp->send_cleanup(c->comp_state);
-    c->comp = NULL;
-    free(c->comp_buf);
-    c->comp_buf = NULL;
+    lm_codec_cleanup(&c->codec);
 }
 
 /* Multifd detection: move the normal pages that read as zero to the zero
@@ -89,17 +72,17 @@ int lm_send_chan_packet(lm_send_chan *c, lm_page_batch *b, lm_err *err)
         lm_put_be64(offs + 8 * (b->nnormal + i), b->zero[i]);
 
     int iovcnt = 1;
-    if (b->nnormal && c->comp && !b->sync) {
+    if (b->nnormal && c->codec.ops && !b->sync) {
         for (uint32_t i = 0; i < b->nnormal; i++)
             pages[i] = b->block->host + b->normal[i];
         size_t clen = 0;
-        int ret = c->comp->compress(c->comp_state, pages, b->nnormal, c->comp_buf, c->comp_cap,
-                                    &clen, err);
+        int ret = c->codec.ops->compress(c->codec.state, pages, b->nnormal, c->codec.buf,
+                                         c->codec.cap, &clen, err);
         if (ret < 0)
             return ret;
         ph.flags |= LM_PACKET_FLAG_COMPRESSED;
         ph.payload_size = clen;
-        iov[iovcnt++] = (struct iovec){c->comp_buf, clen};
+        iov[iovcnt++] = (struct iovec){c->codec.buf, clen};
     } else {
         /* Straight from guest RAM; adjacent pages share one iovec. */
         for (uint32_t i = 0; i < b->nnormal; i++) {

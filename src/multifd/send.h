@@ -37,10 +37,7 @@ typedef struct lm_send_chan {
     lm_conn *conn;
     lm_conn own_conn; /* a multifd channel's connection */
     char peer[40];    /* "destination (channel N)", for messages */
-    const lm_compress_ops *comp;
-    void *comp_state;
-    uint8_t *comp_buf;
-    size_t comp_cap;
+    lm_codec codec;
     /* Written by the sending thread, read by anyone (relaxed). */
     _Atomic uint64_t normal, zero, normal_bytes, packets, wire_bytes;
     /* Thread state, under the pool's lock. */

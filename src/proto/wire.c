@@ -134,7 +134,7 @@ int lm_hello_decode(const uint8_t *in, size_t len, lm_hello *h, char *why, size_
     if (h->nchannels > LM_MAX_CHANNELS)
         return reject(why, whylen, -EBADMSG, "HELLO announces %u channels (at most %d)",
                       h->nchannels, LM_MAX_CHANNELS);
-    if (h->compress >= LM_COMPRESS_METHODS)
+    if (h->compress >= LM_COMPRESSION__COUNT)
         return reject(why, whylen, -EBADMSG, "HELLO names unknown compression method %u",
                       h->compress);
     if (h->nblocks == 0 || h->nblocks > LM_MAX_BLOCKS)
@@ -315,4 +315,57 @@ int lm_resumed_decode(const uint8_t *in, size_t len, lm_resumed *r, char *why, s
     if (r->verified > 2 || r->status > 0 || r->status < -4095)
         return reject(why, whylen, -EBADMSG, "RESUMED has invalid fields");
     return 0;
+}
+
+/* Page request: block u32 | reserved u32 | offset u64 */
+void lm_page_request_encode(const lm_page_request *r, uint8_t out[LM_PAGE_REQUEST_SIZE])
+{
+    lm_put_be32(out, r->block_id);
+    lm_put_be32(out + 4, 0);
+    lm_put_be64(out + 8, r->offset);
+}
+
+int lm_page_request_decode(const uint8_t *in, size_t len, lm_page_request *r, char *why,
+                           size_t whylen)
+{
+    if (len != LM_PAGE_REQUEST_SIZE)
+        return reject(why, whylen, -EBADMSG, "PAGE_REQUEST of %zu bytes, expected %d", len,
+                      LM_PAGE_REQUEST_SIZE);
+    if (lm_get_be32(in + 4))
+        return reject(why, whylen, -EBADMSG, "PAGE_REQUEST with reserved bits set");
+    r->block_id = lm_get_be32(in);
+    r->offset = lm_get_be64(in + 8);
+    return 0;
+}
+
+size_t lm_switch_block_size(uint64_t npages)
+{
+    return LM_SWITCH_BLOCK_HDR + 8 * (size_t)((npages + 63) / 64);
+}
+
+uint8_t *lm_switch_block_encode(uint8_t *out, uint32_t id, uint64_t npages, const uint64_t *words)
+{
+    lm_put_be32(out, id);
+    lm_put_be32(out + 4, 0);
+    lm_put_be64(out + 8, npages);
+    out += LM_SWITCH_BLOCK_HDR;
+    for (uint64_t w = 0; w < (npages + 63) / 64; w++, out += 8)
+        lm_put_be64(out, words[w]);
+    return out;
+}
+
+long lm_switch_block_decode(const uint8_t *in, size_t len, uint32_t id, uint64_t npages,
+                            uint64_t *words, char *why, size_t whylen)
+{
+    size_t need = lm_switch_block_size(npages);
+    if (len < need)
+        return reject(why, whylen, -EBADMSG, "its size does not match the RAM layout");
+    if (lm_get_be32(in) != id || lm_get_be64(in + 8) != npages || lm_get_be32(in + 4))
+        return reject(why, whylen, -EBADMSG, "a block does not match the RAM layout");
+    uint64_t nwords = (npages + 63) / 64;
+    for (uint64_t w = 0; w < nwords; w++)
+        words[w] = lm_get_be64(in + LM_SWITCH_BLOCK_HDR + 8 * w);
+    if (npages % 64 && words[nwords - 1] >> (npages % 64))
+        return reject(why, whylen, -EBADMSG, "bits beyond the end of a block are set");
+    return (long)need;
 }

@@ -27,11 +27,12 @@
 #define LM_HELLO_FIXED_SIZE   48
 #define LM_CHANNEL_HELLO_SIZE 24
 #define LM_MAX_CHANNELS       64
-#define LM_COMPRESS_METHODS   4 /* none, zlib, zstd, lz4 */
 #define LM_HELLO_BLOCK_SIZE   48
 #define LM_VERIFY_SIZE        32
 #define LM_RESUMED_SIZE       16
 #define LM_ERROR_MAX_TEXT     1024
+#define LM_PAGE_REQUEST_SIZE  16
+#define LM_SWITCH_BLOCK_HDR   16
 
 typedef enum lm_msg_type {
     LM_MSG_HELLO = 1,       /* source -> destination: version, page size, RAM layout */
@@ -117,6 +118,11 @@ typedef struct lm_resumed {
     uint64_t verify_time_us;
 } lm_resumed;
 
+typedef struct lm_page_request {
+    uint32_t block_id;
+    uint64_t offset; /* byte offset of the page in the block */
+} lm_page_request;
+
 static inline void lm_put_be16(uint8_t *p, uint16_t v)
 {
     p[0] = (uint8_t)(v >> 8);
@@ -172,6 +178,21 @@ int lm_channel_hello_decode(const uint8_t *in, size_t len, lm_channel_hello *c, 
                             size_t whylen);
 void lm_verify_encode(const lm_verify_msg *v, uint8_t out[LM_VERIFY_SIZE]);
 int lm_verify_decode(const uint8_t *in, size_t len, lm_verify_msg *v, char *why, size_t whylen);
+void lm_page_request_encode(const lm_page_request *r, uint8_t out[LM_PAGE_REQUEST_SIZE]);
+/* Checks the layout only; the caller checks block and offset. */
+int lm_page_request_decode(const uint8_t *in, size_t len, lm_page_request *r, char *why,
+                           size_t whylen);
+
+/* POSTCOPY_SWITCH body: for each block in the sender's order, a header (id
+ * u32 | reserved u32 | npages u64) and ceil(npages / 64) bitmap words. */
+size_t lm_switch_block_size(uint64_t npages);
+/* Writes one block's part at out; returns the byte after it. */
+uint8_t *lm_switch_block_encode(uint8_t *out, uint32_t id, uint64_t npages, const uint64_t *words);
+/* Reads one block's part from in[0..len), which must name block id with
+ * npages pages; fills words. Returns the bytes consumed, or -EBADMSG. */
+long lm_switch_block_decode(const uint8_t *in, size_t len, uint32_t id, uint64_t npages,
+                            uint64_t *words, char *why, size_t whylen);
+
 void lm_resumed_encode(const lm_resumed *r, uint8_t out[LM_RESUMED_SIZE]);
 int lm_resumed_decode(const uint8_t *in, size_t len, lm_resumed *r, char *why, size_t whylen);
 

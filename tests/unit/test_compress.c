@@ -269,7 +269,7 @@ static int pages_equal(uint8_t *const pages[], const uint8_t *src, unsigned n)
 
 /* 200 packets of every kind and size, all compressed first, then all
  * decompressed in order by one receiver: the stream state carries over. */
-static void round_trip(const lm_compress_ops *ops, lm_compress_method m)
+static void round_trip(const lm_compress_ops *ops, lm_compression m)
 {
     size_t cap = lm_compress_bound(m, MAXP, PS);
     uint8_t *out = malloc(cap); /* exact size: ASan sees any overrun */
@@ -348,7 +348,7 @@ static void round_trip(const lm_compress_ops *ops, lm_compress_method m)
 
 /* A page sent again in the next packet costs almost nothing: the receiver
  * must hold the same history as the sender. */
-static void dictionary_carries_over(const lm_compress_ops *ops, lm_compress_method m)
+static void dictionary_carries_over(const lm_compress_ops *ops, lm_compression m)
 {
     size_t cap = lm_compress_bound(m, MAXP, PS);
     uint8_t *out = malloc(cap);
@@ -386,7 +386,7 @@ static void dictionary_carries_over(const lm_compress_ops *ops, lm_compress_meth
 }
 
 /* Incompressible 128-page packets fit the bound; a smaller buffer is refused. */
-static void bound_holds(const lm_compress_ops *ops, lm_compress_method m)
+static void bound_holds(const lm_compress_ops *ops, lm_compression m)
 {
     size_t cap = lm_compress_bound(m, MAXP, PS);
     CHECK(cap >= (size_t)MAXP * PS);
@@ -448,7 +448,7 @@ static void bound_holds(const lm_compress_ops *ops, lm_compress_method m)
 
 #define BENCH_PACKETS 32
 
-static void ratio_and_speed(const lm_compress_ops *ops, lm_compress_method m)
+static void ratio_and_speed(const lm_compress_ops *ops, lm_compression m)
 {
     size_t cap = lm_compress_bound(m, MAXP, PS);
     size_t packet_bytes = (size_t)MAXP * PS;
@@ -527,7 +527,7 @@ static void *scribble(void *arg)
     return NULL;
 }
 
-static void concurrent_writes(const lm_compress_ops *ops, lm_compress_method m)
+static void concurrent_writes(const lm_compress_ops *ops, lm_compression m)
 {
     size_t cap = lm_compress_bound(m, MAXP, PS);
     uint8_t *out = malloc(cap);
@@ -611,7 +611,7 @@ static int try_corrupt(corrupt_ctx *c, unsigned t, const uint8_t *in, size_t len
     return r;
 }
 
-static void corrupt_payloads(const lm_compress_ops *ops, lm_compress_method m)
+static void corrupt_payloads(const lm_compress_ops *ops, lm_compression m)
 {
     corrupt_ctx c = {.ops = ops};
     size_t cap = lm_compress_bound(m, MAXP, PS);
@@ -739,13 +739,13 @@ static void corrupt_payloads(const lm_compress_ops *ops, lm_compress_method m)
 
 static void registry(void)
 {
-    for (unsigned i = 0; i < LM_COMPRESS__COUNT; i++) {
-        lm_compress_method m = (lm_compress_method)i, back = LM_COMPRESS__COUNT;
-        const char *name = lm_compress_name(m);
-        CHECK(lm_compress_parse(name, &back) == 0);
+    for (unsigned i = 0; i < LM_COMPRESSION__COUNT; i++) {
+        lm_compression m = (lm_compression)i, back = LM_COMPRESSION__COUNT;
+        const char *name = lm_compression_name(m);
+        CHECK(lm_compression_parse(name, &back) == 0);
         CHECK_EQ_U64(back, m);
         const lm_compress_ops *ops = lm_compress_get(m);
-        if (m == LM_COMPRESS_NONE) {
+        if (m == LM_COMPRESSION_NONE) {
             CHECK(ops == NULL);
             CHECK(strcmp(name, "none") == 0);
         } else {
@@ -756,18 +756,18 @@ static void registry(void)
     }
     static const char *const bad[] = {"gzip", "", "ZSTD", "zstd ", "lz4hc", "nonee", "zlib1"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        lm_compress_method m = LM_COMPRESS_ZSTD;
-        CHECK(lm_compress_parse(bad[i], &m) == -EINVAL);
-        CHECK(m == LM_COMPRESS_ZSTD);
+        lm_compression m = LM_COMPRESSION_ZSTD;
+        CHECK(lm_compression_parse(bad[i], &m) == -EINVAL);
+        CHECK(m == LM_COMPRESSION_ZSTD);
     }
-    lm_compress_method m;
-    CHECK(lm_compress_parse(NULL, &m) == -EINVAL);
-    CHECK(lm_compress_get(LM_COMPRESS__COUNT) == NULL);
-    CHECK(lm_compress_get((lm_compress_method)-1) == NULL);
-    CHECK(strcmp(lm_compress_name(LM_COMPRESS__COUNT), "unknown") == 0);
-    CHECK_EQ_U64(lm_compress_bound(LM_COMPRESS_NONE, MAXP, PS), (size_t)MAXP * PS);
-    CHECK_EQ_U64(lm_compress_bound(LM_COMPRESS__COUNT, MAXP, PS), 0);
-    CHECK_EQ_U64(lm_compress_bound(LM_COMPRESS_LZ4, 1u << 31, PS), 0);
+    lm_compression m;
+    CHECK(lm_compression_parse(NULL, &m) == -EINVAL);
+    CHECK(lm_compress_get(LM_COMPRESSION__COUNT) == NULL);
+    CHECK(lm_compress_get((lm_compression)-1) == NULL);
+    CHECK(strcmp(lm_compression_name(LM_COMPRESSION__COUNT), "unknown") == 0);
+    CHECK_EQ_U64(lm_compress_bound(LM_COMPRESSION_NONE, MAXP, PS), (size_t)MAXP * PS);
+    CHECK_EQ_U64(lm_compress_bound(LM_COMPRESSION__COUNT, MAXP, PS), 0);
+    CHECK_EQ_U64(lm_compress_bound(LM_COMPRESSION_LZ4, 1u << 31, PS), 0);
 }
 
 int main(void)
@@ -777,10 +777,10 @@ int main(void)
     lm_err_init(&err);
     double t0 = now();
     registry();
-    static const lm_compress_method methods[] = {LM_COMPRESS_ZLIB, LM_COMPRESS_ZSTD,
-                                                 LM_COMPRESS_LZ4};
+    static const lm_compression methods[] = {LM_COMPRESSION_ZLIB, LM_COMPRESSION_ZSTD,
+                                             LM_COMPRESSION_LZ4};
     for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++) {
-        lm_compress_method m = methods[i];
+        lm_compression m = methods[i];
         const lm_compress_ops *ops = lm_compress_get(m);
         CHECK(ops != NULL);
         if (!ops)

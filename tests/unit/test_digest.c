@@ -81,7 +81,7 @@ static void digest(lm_ctx *ctx, uint8_t out[16], uint64_t *pages)
 {
     memset(out, 0, 16);
     *pages = 0xDEAD;
-    int r = lm__ram_digest(ctx, out, pages);
+    int r = lm__ram_digest(&ctx->ram, out, pages, &ctx->err);
     if (r != 0) {
         fprintf(stderr, "lm__ram_digest: %d: %s\n", r, lm_last_error(ctx));
         lm_test_failures++;

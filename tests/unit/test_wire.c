@@ -249,7 +249,7 @@ static void hello_rejects(void)
     for (uint32_t m = 0; m < 8; m++) {
         n = hello_base();
         lm_put_be32(hx + 24, m);
-        if (m < LM_COMPRESS_METHODS)
+        if (m < LM_COMPRESSION__COUNT)
             ACCEPTS(lm_hello_decode(hx, n, &d, why, sizeof(why)));
         else
             REJECTS(lm_hello_decode(hx, n, &d, why, sizeof(why)), -EBADMSG);

@@ -5,8 +5,8 @@
 #include <xxhash.h>
 
 #include "dirty/pagemap.h"
-#include "migration/engine.h"
 #include "proto/wire.h"
+#include "ram/ram.h"
 
 uint64_t lm__page_hash(const void *page, uint64_t page_size)
 {
@@ -22,20 +22,19 @@ uint64_t lm__zero_page_hash(uint64_t page_size)
 /* Per-page hash of block b, given or computed: hashes (if not NULL) holds
  * one per page; otherwise pages the kernel says were never populated hash
  * as zero without being read. */
-static int block_hashes_update(lm_ctx *ctx, lm_block *b, const uint64_t *hashes, lm_pagemap *pm,
-                               XXH3_state_t *st)
+static int block_hashes_update(lm_ram *ram, lm_block *b, const uint64_t *hashes, lm_pagemap *pm,
+                               XXH3_state_t *st, lm_err *err)
 {
     lm_word *populated = NULL;
-    uint64_t zero_hash = lm__zero_page_hash(ctx->page_size);
+    uint64_t zero_hash = lm__zero_page_hash(ram->page_size);
     if (!hashes) {
         if (!(populated = lm_bitmap_new(b->npages)))
-            return lm_err_set(&ctx->err, -ENOMEM, "out of memory for the digest");
+            return lm_err_set(err, -ENOMEM, "out of memory for the digest");
         /* Called with no write-protection armed, so swapped means swapped. */
         int ret = lm_pagemap_pages(pm, b->host, b->len, LM_PM_PRESENT | LM_PM_SWAPPED, populated);
         if (ret < 0) {
             lm_bitmap_free(populated);
-            return lm_err_set(&ctx->err, ret, "pagemap scan for the digest failed: %s",
-                              strerror(-ret));
+            return lm_err_set(err, ret, "pagemap scan for the digest failed: %s", strerror(-ret));
         }
     }
     uint8_t head[12];
@@ -48,7 +47,7 @@ static int block_hashes_update(lm_ctx *ctx, lm_block *b, const uint64_t *hashes,
     for (uint64_t p = 0; p < b->npages; p++) {
         uint64_t h = hashes ? hashes[p]
                      : lm_bit_test(populated, p)
-                         ? XXH3_64bits(b->host + p * ctx->page_size, ctx->page_size)
+                         ? XXH3_64bits(b->host + p * ram->page_size, ram->page_size)
                          : zero_hash;
         lm_put_be64(batch + used, h);
         used += 8;
@@ -62,14 +61,15 @@ static int block_hashes_update(lm_ctx *ctx, lm_block *b, const uint64_t *hashes,
     return 0;
 }
 
-int lm__digest(lm_ctx *ctx, uint64_t *const hashes[], uint8_t out[16], uint64_t *pages)
+int lm__ram_digest_of(lm_ram *ram, uint64_t *const hashes[], uint8_t out[16], uint64_t *pages,
+                      lm_err *err)
 {
     unsigned order[LM_MAX_BLOCKS];
-    for (unsigned i = 0; i < ctx->nblocks; i++)
+    for (unsigned i = 0; i < ram->nblocks; i++)
         order[i] = i;
     /* Ascending block id, so both sides agree whatever their registration order. */
-    for (unsigned i = 1; i < ctx->nblocks; i++)
-        for (unsigned k = i; k > 0 && ctx->blocks[order[k]].id < ctx->blocks[order[k - 1]].id;
+    for (unsigned i = 1; i < ram->nblocks; i++)
+        for (unsigned k = i; k > 0 && ram->blocks[order[k]].id < ram->blocks[order[k - 1]].id;
              k--) {
             unsigned t = order[k];
             order[k] = order[k - 1];
@@ -78,18 +78,18 @@ int lm__digest(lm_ctx *ctx, uint64_t *const hashes[], uint8_t out[16], uint64_t 
     lm_pagemap pm = {.fd = -1};
     int ret = hashes ? 0 : lm_pagemap_open(&pm);
     if (ret < 0)
-        return lm_err_set(&ctx->err, ret, "cannot open /proc/self/pagemap for the digest: %s",
+        return lm_err_set(err, ret, "cannot open /proc/self/pagemap for the digest: %s",
                           strerror(-ret));
     XXH3_state_t *st = XXH3_createState();
     if (!st) {
-        ret = lm_err_set(&ctx->err, -ENOMEM, "out of memory for the digest");
+        ret = lm_err_set(err, -ENOMEM, "out of memory for the digest");
         goto out;
     }
     XXH3_128bits_reset(st);
     uint64_t n = 0;
-    for (unsigned i = 0; i < ctx->nblocks; i++) {
-        lm_block *b = &ctx->blocks[order[i]];
-        if ((ret = block_hashes_update(ctx, b, hashes ? hashes[order[i]] : NULL, &pm, st)) < 0)
+    for (unsigned i = 0; i < ram->nblocks; i++) {
+        lm_block *b = &ram->blocks[order[i]];
+        if ((ret = block_hashes_update(ram, b, hashes ? hashes[order[i]] : NULL, &pm, st, err)) < 0)
             goto out;
         n += b->npages;
     }
@@ -103,9 +103,9 @@ out:
     return ret;
 }
 
-int lm__ram_digest(lm_ctx *ctx, uint8_t out[16], uint64_t *pages)
+int lm__ram_digest(lm_ram *ram, uint8_t out[16], uint64_t *pages, lm_err *err)
 {
-    return lm__digest(ctx, NULL, out, pages);
+    return lm__ram_digest_of(ram, NULL, out, pages, err);
 }
 
 void lm__digest_hex(const uint8_t d[16], char *out, size_t len)

@@ -1,0 +1,51 @@
+/* The precopy page sink: pages are written where they live (sink.h). */
+#include <string.h>
+
+#include "ram/sink.h"
+#include "util/zero.h"
+
+static int inplace_place(lm_page_sink *sink, lm_block *b, const uint64_t *offsets,
+                         uint8_t *const data[], uint32_t n)
+{
+    uint64_t ps = sink->ram->page_size;
+    for (uint32_t i = 0; i < n; i++) {
+        uint8_t *dst = b->host + offsets[i];
+        if (data[i] != dst)
+            memcpy(dst, data[i], ps);
+        lm_bit_set_atomic(b->received, offsets[i] / ps);
+    }
+    return 0;
+}
+
+/* Fresh memory already reads as zero, so only a page that held data
+ * before is cleared; the baseline reads every page to find out. */
+static int inplace_place_zero(lm_page_sink *sink, lm_block *b, const uint64_t *offsets, uint32_t n)
+{
+    lm_inplace_sink *s = (lm_inplace_sink *)sink;
+    uint64_t ps = sink->ram->page_size;
+    for (uint32_t i = 0; i < n; i++) {
+        uint64_t page = offsets[i] / ps;
+        uint8_t *dst = b->host + offsets[i];
+        if (s->no_receivedmap) {
+            if (!lm_buffer_is_zero(dst, ps))
+                memset(dst, 0, ps);
+        } else if (lm_bit_test_atomic(b->received, page) || !(b->flags & LM_RAM_ZEROED)) {
+            memset(dst, 0, ps);
+        }
+        lm_bit_set_atomic(b->received, page);
+    }
+    return 0;
+}
+
+static const lm_page_sink_ops inplace_ops = {
+    .name = "in place",
+    .in_place = true,
+    .place = inplace_place,
+    .place_zero = inplace_place_zero,
+};
+
+void lm_inplace_sink_init(lm_inplace_sink *s, lm_ram *ram, bool no_receivedmap, lm_err *err)
+{
+    s->sink = (lm_page_sink){.ops = &inplace_ops, .ram = ram, .err = err};
+    s->no_receivedmap = no_receivedmap;
+}
