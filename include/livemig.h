@@ -85,6 +85,26 @@ const char *lm_compression_name(lm_compression m);
 /* The reverse: 0, or -EINVAL for a name that is not a method. */
 int lm_compression_parse(const char *name, lm_compression *m);
 
+/* Where a migration stands, with QEMU's query-migrate names (lm_status_name).
+ * docs/STATE-MACHINE.md has each side's diagram and invariants. */
+typedef enum lm_status {
+    LM_STATUS_NONE = 0,        /* "none": nothing started yet */
+    LM_STATUS_SETUP,           /* "setup": connecting, handshake, channels */
+    LM_STATUS_ACTIVE,          /* "active": precopy rounds; the guest runs on the source */
+    LM_STATUS_PRE_SWITCHOVER,  /* "pre-switchover": converged; the destination catches up */
+    LM_STATUS_DEVICE,          /* "device": the guest is stopped; last pages, device state */
+    LM_STATUS_POSTCOPY_ACTIVE, /* "postcopy-active": the guest runs on the destination */
+    LM_STATUS_POSTCOPY_PAUSED, /* "postcopy-paused": the link broke in postcopy; each side
+                                  keeps its part of the guest */
+    LM_STATUS_COMPLETED,       /* "completed" */
+    LM_STATUS_FAILED,          /* "failed": the guest runs on the source, intact */
+    LM_STATUS_CANCELLING,      /* "cancelling": lm_cancel() was heard */
+    LM_STATUS_CANCELLED,       /* "cancelled": the guest runs on the source, intact */
+    LM_STATUS__COUNT
+} lm_status;
+
+const char *lm_status_name(lm_status s);
+
 /* A snapshot passed to the progress callback about four times a second. */
 typedef struct lm_progress {
     unsigned round;           /* 1 = first full pass */
@@ -152,7 +172,7 @@ typedef struct lm_round_stats {
 
 /* Names follow QEMU's query-migrate; see the JSON report. */
 typedef struct lm_stats {
-    char status[16]; /* "setup", "active", "completed", "failed" */
+    lm_status status;
     double total_time_ms;
     double downtime_ms;
     double setup_time_ms;

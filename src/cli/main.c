@@ -635,7 +635,7 @@ static int run_incoming(cli_opts *o, lm_listener *l)
     fflush(stdout);
     if (o->stats_json && write_json(o->stats_json, &st, "destination", have_guest ? &gr : NULL) < 0)
         ret = -EIO;
-    if (ret < 0 && !strcmp(st.status, "postcopy-paused"))
+    if (ret < 0 && st.status == LM_STATUS_POSTCOPY_PAUSED)
         hold_paused_state("incoming");
     cancel_target = NULL;
     if (have_guest || dg->g.nvcpus)
@@ -728,7 +728,7 @@ static int run_migrate(cli_opts *o)
     lm_stats st;
     lm_stats_get(ctx, &st);
     guest_report gr;
-    if (ret < 0 && !strcmp(st.status, "postcopy-paused")) {
+    if (ret < 0 && st.status == LM_STATUS_POSTCOPY_PAUSED) {
         fprintf(stderr, "livemig migrate: %s\n", lm_last_error(ctx));
         lm_stats_print(&st, "source", stdout);
         if (o->stats_json)

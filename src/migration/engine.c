@@ -16,7 +16,6 @@ lm_ctx *lm_ctx_new(void)
     pthread_mutex_init(&ctx->stats_lock, NULL);
     lm_err_init(&ctx->err);
     atomic_init(&ctx->cancel, 0);
-    snprintf(ctx->stats.status, sizeof(ctx->stats.status), "none");
     return ctx;
 }
 
@@ -100,18 +99,11 @@ void lm_cancel(lm_ctx *ctx)
     atomic_store(&ctx->cancel, 1);
 }
 
-void lm__stats_reset(lm_ctx *ctx, const char *status)
+void lm__stats_reset(lm_ctx *ctx, lm_status status)
 {
     pthread_mutex_lock(&ctx->stats_lock);
     memset(&ctx->stats, 0, sizeof(ctx->stats));
-    snprintf(ctx->stats.status, sizeof(ctx->stats.status), "%s", status);
-    pthread_mutex_unlock(&ctx->stats_lock);
-}
-
-void lm__stats_set_status(lm_ctx *ctx, const char *status)
-{
-    pthread_mutex_lock(&ctx->stats_lock);
-    snprintf(ctx->stats.status, sizeof(ctx->stats.status), "%s", status);
+    ctx->stats.status = status;
     pthread_mutex_unlock(&ctx->stats_lock);
 }
 

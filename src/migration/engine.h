@@ -32,8 +32,7 @@ struct lm_ctx {
 };
 
 /* Called with stats_lock held by the helpers below. */
-void lm__stats_reset(lm_ctx *ctx, const char *status);
-void lm__stats_set_status(lm_ctx *ctx, const char *status);
+void lm__stats_reset(lm_ctx *ctx, lm_status status);
 /* Publish a copy of the migration thread's working stats. */
 void lm__stats_publish(lm_ctx *ctx, const lm_stats *working);
 

@@ -19,8 +19,6 @@
 #include "migration/source.h"
 #include "util/clock.h"
 
-#define POSTCOPY_STALL_ROUNDS 3
-
 typedef struct postcopy_src {
     lm_source *s;
     lm_word *urgent[LM_MAX_BLOCKS];
@@ -39,24 +37,6 @@ typedef struct postcopy_src {
     _Atomic bool got_done;
     lm_resumed done;
 } postcopy_src;
-
-bool lm__src_want_postcopy(lm_source *s, uint64_t dirty_pages)
-{
-    if (!s->p->postcopy)
-        return false;
-    /* Not converging: the dirty set has not shrunk for a few rounds. */
-    if (s->st.nrounds == 1 || dirty_pages < s->min_dirty) {
-        s->min_dirty = dirty_pages;
-        s->no_progress_rounds = 0;
-    } else {
-        s->no_progress_rounds++;
-    }
-    if (atomic_load(&s->ctx->postcopy_requested))
-        return true;
-    if (s->p->postcopy_after_rounds && s->st.nrounds >= s->p->postcopy_after_rounds)
-        return true;
-    return s->no_progress_rounds >= POSTCOPY_STALL_ROUNDS;
-}
 
 int lm__src_postcopy_connect(lm_source *s)
 {
@@ -145,18 +125,14 @@ static void *request_main(void *arg)
 
 static int wait_resumed(lm_source *s, uint64_t *verify_us)
 {
-    lm_frame f;
-    uint8_t body[4 + LM_ERROR_MAX_TEXT];
+    uint8_t body[LM_RESUMED_SIZE];
+    uint32_t len;
     lm_resumed r;
     char why[128];
-    int ret = lm_conn_recv_frame(&s->conn, &f);
-    if (ret < 0 || (ret = lm_conn_recv_body(&s->conn, &f, body, sizeof(body))) < 0)
+    int ret = lm_conn_expect(&s->conn, LM_MSG_RESUMED, body, sizeof(body), &len, 0);
+    if (ret < 0)
         return ret;
-    if (f.type == LM_MSG_ERROR)
-        return lm_conn_peer_error(&s->conn, body, f.length);
-    if (f.type != LM_MSG_RESUMED)
-        return lm_err_set(&s->ctx->err, -EPROTO, "expected RESUMED, got %s", lm_msg_name(f.type));
-    if ((ret = lm_resumed_decode(body, f.length, &r, why, sizeof(why))) < 0)
+    if ((ret = lm_resumed_decode(body, len, &r, why, sizeof(why))) < 0)
         return lm_err_set(&s->ctx->err, ret, "invalid RESUMED: %s", why);
     if (r.status < 0)
         return lm_err_set(&s->ctx->err, r.status, "the destination could not start postcopy: %s",
@@ -187,29 +163,23 @@ static int switch_over(lm_source *s, uint64_t *needed)
               ? lm_err_set(&ctx->err, -E2BIG, "RAM too large for one switch")
               : lm_conn_send_frame(&s->conn, LM_MSG_POSTCOPY_SWITCH, body, (uint32_t)n);
     free(body);
-    void *state = NULL;
-    size_t state_len = 0;
-    if (ret == 0 && ctx->gops.save_state &&
-        (ret = ctx->gops.save_state(ctx->gopaque, &state, &state_len)) < 0)
-        lm_err_set(&ctx->err, ret, "saving the guest's device state failed");
     if (ret == 0)
-        ret = lm_conn_send_frame(&s->conn, LM_MSG_DEVICE_STATE, state, (uint32_t)state_len);
-    free(state);
+        ret = lm__src_send_device_state(s);
     if (ret == 0)
         ret = lm_conn_send_frame(&s->conn, LM_MSG_POSTCOPY_RUN, NULL, 0);
     uint64_t verify_us = 0;
     if (ret == 0)
         ret = wait_resumed(s, &verify_us);
     if (ret == 0) {
-        /* From here on the guest's newest state is on the destination. */
-        s->in_postcopy = true;
-        s->in_downtime = false; /* it runs again: --max-bandwidth applies */
+        /* From here on the guest's newest state is on the destination; it
+         * runs again, so --max-bandwidth applies again. */
         s->st.postcopy = true;
         s->st.postcopy_needed = *needed;
         /* The destination's hashing at the switch is verification. */
         s->st.downtime_ms = lm_ns_to_ms(lm_now_ns() - s->stop_ns) - (double)verify_us / 1000.0;
         s->st.verify_time_ms = (double)verify_us / 1000.0;
         s->st.downtime_bytes = lm__src_wire_bytes(s) - s->st.precopy_bytes;
+        ret = lm__src_enter(s, LM_STATUS_POSTCOPY_ACTIVE);
     }
     return ret;
 }
@@ -293,15 +263,8 @@ int lm__src_postcopy(lm_source *s)
     if (ret == 0)
         ret = lm_conn_send_frame(&s->conn, LM_MSG_POSTCOPY_END, NULL, 0);
     pthread_mutex_unlock(&pc.end_lock);
-    if (ret == 0 && s->p->verify) {
-        lm_verify_msg v;
-        if ((ret = lm__ram_digest(&ctx->ram, v.digest, &v.pages, &ctx->err)) == 0) {
-            uint8_t vbuf[LM_VERIFY_SIZE];
-            lm__digest_hex(v.digest, s->st.digest, sizeof(s->st.digest));
-            lm_verify_encode(&v, vbuf);
-            ret = lm_conn_send_frame(&s->conn, LM_MSG_VERIFY, vbuf, sizeof(vbuf));
-        }
-    }
+    if (ret == 0 && s->p->verify)
+        ret = lm__src_send_verify(s);
     if (pc.thread_started) {
         if (ret < 0)
             shutdown(s->conn.fd, SHUT_RDWR);
@@ -329,5 +292,5 @@ int lm__src_postcopy(lm_source *s)
     lm_send_chan_cleanup(&s->preempt_chan);
     for (unsigned i = 0; i < ctx->ram.nblocks; i++)
         lm_bitmap_free(pc.urgent[i]);
-    return ret;
+    return ret < 0 ? ret : lm__src_enter(s, LM_STATUS_COMPLETED);
 }

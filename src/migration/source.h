@@ -1,7 +1,12 @@
 /*
- * The source's state during one migration, shared by the precopy code
- * (source.c) and the postcopy code (postcopy_src.c). Owned by the migration
- * thread; the postcopy request thread uses only what postcopy_src.c says.
+ * The source's state during one migration, shared by its files, top down:
+ *   source.c        lm_migrate(): setup, then precopy or postcopy, cleanup
+ *   precopy.c       first pass, rounds, the precopy switchover
+ *   postcopy_src.c  the postcopy switch, background and page requests
+ *   converge.c      throttle, dirty limit, when to go to postcopy
+ *   source_round.c  the primitives the others share: batches, rounds, sync
+ * Owned by the migration thread; the postcopy request thread uses only what
+ * postcopy_src.c says.
  */
 #ifndef LM_MIGRATION_SOURCE_H
 #define LM_MIGRATION_SOURCE_H
@@ -9,6 +14,7 @@
 #include "dirty/pagemap.h"
 #include "dirty/tracker.h"
 #include "migration/engine.h"
+#include "migration/state.h"
 #include "multifd/send.h"
 #include "transport/conn.h"
 #include "transport/transport.h"
@@ -16,6 +22,7 @@
 typedef struct lm_source {
     lm_ctx *ctx;
     const lm_params *p;
+    lm_fsm fsm; /* lm_source_fsm: the public LM_STATUS_* */
     lm_conn conn;
     lm_tracker *tracker;
     lm_pagemap pm;
@@ -42,9 +49,8 @@ typedef struct lm_source {
     uint64_t rearm_found, round_dirtied;
     double bandwidth;  /* bytes per second, from the last round that sent enough */
     double dirty_rate; /* pages per second */
-    bool stopped;      /* the guest is stopped by us */
-    bool in_downtime;
-    bool in_postcopy;            /* the guest runs on the destination: never resume it here */
+    bool stopped; /* the guest is stopped by us (resumed here on a failure before the commit) */
+    lm_round_stats last_round;   /* every round, also past LM_MAX_ROUND_STATS */
     unsigned no_progress_rounds; /* syncs in a row where the dirty set did not shrink */
     unsigned high_dirty_rounds;  /* rounds in a row that dirtied over half what they sent */
     unsigned throttle;           /* auto-converge: percent now applied to the guest */
@@ -52,20 +58,39 @@ typedef struct lm_source {
     uint64_t min_dirty;          /* smallest dirty set seen so far */
 } lm_source;
 
+/* source_round.c */
+int lm__src_enter(lm_source *s, lm_status to); /* the state machine, and the stats */
+bool lm__src_before_stop(const lm_source *s);  /* the guest has not been stopped yet */
 uint64_t lm__src_wire_bytes(lm_source *s);
 void lm__src_gather_counters(lm_source *s);
+void lm__src_report_progress(lm_source *s, bool force);
 int lm__src_flush_batch(lm_source *s);
 int lm__src_queue_page(lm_source *s, lm_block *b, uint64_t page, bool known_zero);
 int lm__src_end_of_round_barrier(lm_source *s);
 int lm__src_sync_dirty(lm_source *s, bool rearm, uint64_t *count);
 void lm__src_begin_round(lm_source *s, uint64_t pages);
 void lm__src_end_round(lm_source *s, uint64_t dirty_pages);
-/* The start of downtime: stop the guest, remember when. */
+/* Pages armed (and re-armed) at a time: --track-chunk, or a whole block. */
+uint64_t lm__src_chunk_pages(const lm_source *s);
+/* The start of downtime: enter 'device', stop the guest, remember when. */
 int lm__src_stop_guest(lm_source *s, const char *why);
+int lm__src_send_device_state(lm_source *s);
+/* Digest of all guest RAM (tracking must have ended), sent as VERIFY. */
+int lm__src_send_verify(lm_source *s);
 
+/* precopy.c: rounds until the rest fits in the downtime limit. Returns 0
+ * to switch over, 1 to switch to postcopy, or -errno. */
+int lm__src_precopy(lm_source *s);
+/* Stop, last pages, device state, COMPLETE, RESUMED: 'completed'. */
+int lm__src_switchover(lm_source *s);
+
+/* converge.c */
+void lm__src_converge_policy(lm_source *s, uint64_t dirty_pages);
 /* Should precopy give way to postcopy now? (enabled, and asked for by
  * command or after N rounds, or not converging). */
 bool lm__src_want_postcopy(lm_source *s, uint64_t dirty_pages);
+
+/* postcopy_src.c */
 /* Stop, switch, run the guest on the destination, send the rest. */
 int lm__src_postcopy(lm_source *s);
 /* Opens the preempt connection (after the multifd channels). */

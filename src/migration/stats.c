@@ -8,7 +8,7 @@ void lm__stats_json_fields(lm_json *j, const lm_stats *s, const char *role)
 {
     bool dest = role && role[0] == 'd';
     lm_json_str(j, "role", role);
-    lm_json_str(j, "status", s->status);
+    lm_json_str(j, "status", lm_status_name(s->status));
     lm_json_double(j, "total-time", s->total_time_ms);
     lm_json_double(j, "downtime", s->downtime_ms);
     lm_json_double(j, "setup-time", s->setup_time_ms);
@@ -98,7 +98,8 @@ void lm_stats_print(const lm_stats *s, const char *role, FILE *out)
 {
     char a[32], b[32];
     bool dest = role && role[0] == 'd';
-    fprintf(out, "Migration status: %s (%s)\n", s->status, dest ? "destination" : "source");
+    fprintf(out, "Migration status: %s (%s)\n", lm_status_name(s->status),
+            dest ? "destination" : "source");
     fprintf(out, "total time: %.0f ms\n", s->total_time_ms);
     if (!dest)
         fprintf(out, "downtime: %.1f ms\n", s->downtime_ms);

@@ -221,6 +221,32 @@ int lm_conn_recv_body(lm_conn *c, const lm_frame *f, void *buf, size_t cap)
     return lm_conn_read(c, buf, f->length);
 }
 
+int lm_conn_expect(lm_conn *c, uint16_t type, void *body, size_t cap, uint32_t *len,
+                   unsigned extra_ms)
+{
+    lm_frame f;
+    unsigned io_timeout = c->timeout_ms;
+    c->timeout_ms += extra_ms;
+    int ret = lm_conn_recv_frame(c, &f);
+    c->timeout_ms = io_timeout;
+    if (ret < 0)
+        return ret;
+    if (f.type == LM_MSG_ERROR) {
+        uint8_t text[4 + LM_ERROR_MAX_TEXT];
+        if ((ret = lm_conn_recv_body(c, &f, text, sizeof(text))) < 0)
+            return ret;
+        return lm_conn_peer_error(c, text, f.length);
+    }
+    if (f.type != type)
+        return lm_err_set(c->err, -EPROTO, "invalid stream from the %s: expected %s, got %s",
+                          c->peer, lm_msg_name(type), lm_msg_name(f.type));
+    if ((ret = lm_conn_recv_body(c, &f, body, cap)) < 0)
+        return ret;
+    if (len)
+        *len = f.length;
+    return 0;
+}
+
 void lm_conn_send_error(lm_conn *c, int code, const char *msg)
 {
     uint8_t body[4 + LM_ERROR_MAX_TEXT];

@@ -51,6 +51,12 @@ int lm_conn_send_frame(lm_conn *c, uint16_t type, const void *body, uint32_t len
 int lm_conn_recv_frame(lm_conn *c, lm_frame *f);
 /* Reads a frame body of f->length bytes into buf (at most cap). */
 int lm_conn_recv_body(lm_conn *c, const lm_frame *f, void *buf, size_t cap);
+/* Receives the one frame that must come next: 'type', with a body of at
+ * most cap bytes (its length in *len). An ERROR from the peer becomes its
+ * message; any other type is -EPROTO naming both. extra_ms lengthens the
+ * wait for this frame only (the peer hashes RAM before it answers). */
+int lm_conn_expect(lm_conn *c, uint16_t type, void *body, size_t cap, uint32_t *len,
+                   unsigned extra_ms);
 /* Best effort: tells the peer why we stop (ERROR frame), never blocks long. */
 void lm_conn_send_error(lm_conn *c, int code, const char *msg);
 /* Turns a received ERROR body into a message in c->err. */

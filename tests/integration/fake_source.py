@@ -138,11 +138,11 @@ def main():
             body = None
         elif case == "verify-mismatch":
             s.sendall(frame(PAGES, packet([0], [PAGE])))
-            s.sendall(frame(DEVICE_STATE, b"not a guest state"))
             s.sendall(frame(PING))
             mtype, _ = recv_frame(s)
             if mtype != PONG:
                 sys.exit(f"fake source: expected PONG, got {mtype}")
+            s.sendall(frame(DEVICE_STATE, b"not a guest state"))
             s.sendall(frame(COMPLETE))
             s.sendall(frame(VERIFY, struct.pack(">Q", BLOCK_LEN // PAGE) + b"\x11" * 16 + bytes(8)))
             body = None

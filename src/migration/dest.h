@@ -1,0 +1,76 @@
+/*
+ * The destination's state during one migration, shared by its files:
+ *   dest.c           lm_incoming(): the state machine and its message table
+ *   dest_setup.c     HELLO, the RAM layout, the channels
+ *   dest_postcopy.c  the handlers of the postcopy messages
+ * Owned by the thread running lm_incoming(); the channel threads see only
+ * their page sink, the fault thread only 'pc' (postcopy.h).
+ */
+#ifndef LM_MIGRATION_DEST_H
+#define LM_MIGRATION_DEST_H
+
+#include <pthread.h>
+
+#include "migration/engine.h"
+#include "migration/postcopy.h"
+#include "migration/state.h"
+#include "multifd/recv.h"
+#include "proto/wire.h"
+#include "ram/sink.h"
+#include "transport/conn.h"
+#include "transport/transport.h"
+
+typedef struct lm_dest {
+    lm_ctx *ctx;
+    const lm_params *p;
+    lm_listener *listener;
+    lm_fsm fsm; /* lm_dest_fsm: LM_DST_* */
+    lm_conn conn;
+    lm_hello hello;
+    lm_stats st; /* working copy, published to ctx->stats */
+    uint64_t start_ns;
+    /* Pages. */
+    lm_inplace_sink inplace; /* precopy: pages land where they live */
+    lm_recv_chan main_chan;  /* packets on the main connection */
+    lm_multifd_recv pool;    /* multifd channels, when the source asked for them */
+    bool use_pool;
+    /* Postcopy. */
+    lm_recv_chan preempt; /* urgent pages, its own receiver thread */
+    bool have_preempt;
+    lm_postcopy_dst pc;
+    bool pc_init;              /* pc holds its maps (from POSTCOPY_SWITCH until released) */
+    pthread_mutex_t conn_lock; /* main-connection writes once the fault thread runs */
+    /* Switchover. */
+    uint8_t *device_state;
+    size_t device_state_len;
+    uint8_t digest[16]; /* ours, taken before the source's arrives */
+    uint64_t digest_pages, verify_t0;
+    char source_digest[40]; /* hex, when it differs from ours */
+} lm_dest;
+
+/* A message handler: 0, or -errno with the reason in ctx->err. */
+typedef int (*lm_dest_handler)(lm_dest *d, const lm_frame *f);
+
+/* dest.c */
+int lm__dest_enter(lm_dest *d, lm_dst_state to);
+int lm__dest_protocol_error(lm_dest *d, int code, const char *why);
+int lm__dest_send_locked(lm_dest *d, uint16_t type, const void *body, uint32_t len);
+/* Reads a body that a handler keeps (device state, the switch map). */
+int lm__dest_read_body(lm_dest *d, const lm_frame *f, uint8_t **out);
+/* Reads the source's VERIFY and compares it with our digest: the stats and
+ * the RESUMED fields (r->verified 1 match, 2 mismatch). */
+int lm__dest_take_verify(lm_dest *d, const lm_frame *f, const uint8_t digest[16], uint64_t pages,
+                         lm_resumed *r);
+
+/* dest_setup.c: HELLO, layout, HELLO_ACK, the channels. */
+int lm__dest_handshake(lm_dest *d);
+
+/* dest_postcopy.c */
+int lm__dest_on_postcopy_switch(lm_dest *d, const lm_frame *f);
+int lm__dest_on_postcopy_run(lm_dest *d, const lm_frame *f);
+int lm__dest_on_postcopy_end(lm_dest *d, const lm_frame *f);
+int lm__dest_on_postcopy_verify(lm_dest *d, const lm_frame *f);
+/* After a failure while the guest runs here: keep everything for later. */
+void lm__dest_postcopy_pause(lm_dest *d);
+
+#endif

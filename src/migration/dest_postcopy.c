@@ -1,0 +1,133 @@
+/* The destination's postcopy messages (the mechanism is postcopy_dst.c). */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "migration/dest.h"
+#include "util/clock.h"
+
+/* POSTCOPY_SWITCH: the pages still to come; the device state follows. */
+int lm__dest_on_postcopy_switch(lm_dest *d, const lm_frame *f)
+{
+    if (!(d->hello.flags & LM_HELLO_POSTCOPY))
+        return lm__dest_protocol_error(d, -EPROTO,
+                                       "POSTCOPY_SWITCH, but the source did not announce postcopy");
+    uint8_t *body;
+    int ret = lm__dest_read_body(d, f, &body);
+    if (ret < 0)
+        return ret;
+    ret = lm_postcopy_dst_init(&d->pc, d->ctx, body, f->length, d->hello.flags & LM_HELLO_VERIFY,
+                               d->p->postcopy_move, &d->conn, &d->conn_lock);
+    d->pc_init = true; /* whatever init allocated is freed by stop */
+    free(body);
+    return ret < 0 ? ret : lm__dest_enter(d, LM_DST_POSTCOPY_SWITCH);
+}
+
+/* POSTCOPY_RUN: from here the guest runs here, its missing pages fault. */
+int lm__dest_on_postcopy_run(lm_dest *d, const lm_frame *f)
+{
+    lm_ctx *ctx = d->ctx;
+    if (f->length)
+        return lm__dest_protocol_error(d, -EBADMSG, "POSTCOPY_RUN carries a body");
+    int ret = lm_postcopy_dst_start(&d->pc);
+    if (ret == 0)
+        ret = lm_recv_chan_set_sink(&d->main_chan, &d->pc.sink);
+    if (ret == 0 && d->use_pool)
+        ret = lm_multifd_recv_set_sink(&d->pool, &d->pc.sink);
+    if (ret == 0 && d->have_preempt && (ret = lm_recv_chan_set_sink(&d->preempt, &d->pc.sink)) == 0)
+        ret = lm_recv_chan_start_thread(&d->preempt);
+    if (ret == 0 && ctx->gops.load_state &&
+        (ret = ctx->gops.load_state(ctx->gopaque, d->device_state, d->device_state_len)) < 0)
+        lm_err_set(&ctx->err, ret, "loading the guest's device state failed");
+    lm_resumed r = {.status = ret, .verify_time_us = d->pc.verify_ns / 1000};
+    uint8_t buf[LM_RESUMED_SIZE];
+    lm_resumed_encode(&r, buf);
+    int sent = lm__dest_send_locked(d, LM_MSG_RESUMED, buf, sizeof(buf));
+    if (ret < 0)
+        return ret;
+    if (sent < 0)
+        return sent;
+    if (ctx->gops.resume && (ret = ctx->gops.resume(ctx->gopaque)) < 0)
+        return lm_err_set(&ctx->err, ret, "the guest could not be resumed");
+    d->st.postcopy = true;
+    return lm__dest_enter(d, LM_DST_POSTCOPY_ACTIVE);
+}
+
+static void postcopy_stats(lm_dest *d)
+{
+    lm_postcopy_dst *pc = &d->pc;
+    d->st.postcopy_requests = atomic_load(&pc->requests);
+    d->st.postcopy_pages_placed = atomic_load(&pc->placed_pages);
+    d->st.postcopy_zero_placed = atomic_load(&pc->zero_placed);
+    d->st.postcopy_duplicates = atomic_load(&pc->duplicates);
+    d->st.postcopy_eexist = atomic_load(&pc->eexist);
+    d->st.postcopy_moved = atomic_load(&pc->moved);
+    d->st.postcopy_faults = atomic_load(&pc->faults);
+    pthread_mutex_lock(&pc->lock);
+    d->st.request_latency_p50_us = (double)lm_hist_quantile(&pc->latency_ns, 0.5) / 1000.0;
+    d->st.request_latency_p99_us = (double)lm_hist_quantile(&pc->latency_ns, 0.99) / 1000.0;
+    d->st.request_latency_max_us = (double)lm_hist_quantile(&pc->latency_ns, 1.0) / 1000.0;
+    d->st.vcpu_blocktime_ms = (double)pc->blocktime_ns / 1e6;
+    pthread_mutex_unlock(&pc->lock);
+}
+
+void lm__dest_postcopy_pause(lm_dest *d)
+{
+    /* The guest runs here on memory that is partly still on the source:
+     * keep everything (vCPUs wait on their missing pages) for a later
+     * recovery; never let it see zeros where its data should be. */
+    postcopy_stats(d);
+    if (d->have_preempt)
+        lm_recv_chan_join(&d->preempt);
+    lm_postcopy_dst_stop(&d->pc, false);
+    d->pc_init = false;
+}
+
+/* Every page is here: give the memory back to the guest for good and tell
+ * the source it may let go. */
+static int postcopy_complete(lm_dest *d, lm_resumed *r)
+{
+    postcopy_stats(d);
+    if (d->have_preempt)
+        lm_recv_chan_join(&d->preempt);
+    lm_postcopy_dst_stop(&d->pc, true);
+    d->pc_init = false;
+    uint8_t buf[LM_RESUMED_SIZE];
+    lm_resumed_encode(r, buf);
+    int ret = lm__dest_send_locked(d, LM_MSG_POSTCOPY_DONE, buf, sizeof(buf));
+    if (ret == 0 && r->verified == 2)
+        ret = lm_err_set(&d->ctx->err, -EIO,
+                         "verification failed after postcopy: RAM digest %s "
+                         "here differs from the source's %s",
+                         d->st.digest, d->source_digest);
+    return ret < 0 ? ret : lm__dest_enter(d, LM_DST_COMPLETED);
+}
+
+/* POSTCOPY_END: the source sent every needed page; wait until all are
+ * placed, then the source's digest (when verifying) or the end. */
+int lm__dest_on_postcopy_end(lm_dest *d, const lm_frame *f)
+{
+    if (f->length)
+        return lm__dest_protocol_error(d, -EBADMSG, "POSTCOPY_END carries a body");
+    int ret = d->use_pool ? lm_multifd_recv_finish(&d->pool, d->conn.timeout_ms) : 0;
+    if (ret == 0)
+        ret = lm_postcopy_dst_wait(&d->pc, d->conn.timeout_ms);
+    if (ret < 0)
+        return ret;
+    lm_resumed r = {0};
+    if (!(d->hello.flags & LM_HELLO_VERIFY))
+        return postcopy_complete(d, &r);
+    d->verify_t0 = lm_now_ns();
+    return lm__dest_enter(d, LM_DST_POSTCOPY_VERIFY);
+}
+
+/* The digest comes from the hashes taken as each page was placed. */
+int lm__dest_on_postcopy_verify(lm_dest *d, const lm_frame *f)
+{
+    lm_resumed r = {0};
+    int ret =
+        lm__ram_digest_of(&d->ctx->ram, d->pc.hashes, d->digest, &d->digest_pages, &d->ctx->err);
+    if (ret == 0)
+        ret = lm__dest_take_verify(d, f, d->digest, d->digest_pages, &r);
+    return ret < 0 ? ret : postcopy_complete(d, &r);
+}

@@ -1,0 +1,198 @@
+/*
+ * Precopy on the source: a first pass over all RAM, rounds of dirty pages
+ * until the rest fits in the downtime limit, and the switchover.
+ *
+ * First pass: every page once, chunk by chunk; each chunk is armed for dirty
+ * tracking just before it is sent, and pages the kernel says were never
+ * populated go as zero pages without being read. Rounds: sync the tracker,
+ * estimate how long the remaining dirty data would take at the bandwidth
+ * measured in the last round, and switch over when that fits in the downtime
+ * limit (or after max_rounds; converge.c decides about throttling and
+ * postcopy). Switchover: stop the guest, last sync, last pages, device
+ * state, COMPLETE (with the digest when verifying), then wait for RESUMED.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "migration/source.h"
+#include "util/clock.h"
+
+static int first_pass(lm_source *s)
+{
+    lm_ctx *ctx = s->ctx;
+    uint64_t chunk_pages = lm__src_chunk_pages(s), total = 0;
+    for (unsigned i = 0; i < ctx->ram.nblocks; i++)
+        total += ctx->ram.blocks[i].npages;
+    lm__src_begin_round(s, total);
+    for (unsigned i = 0; i < ctx->ram.nblocks; i++) {
+        lm_block *b = &ctx->ram.blocks[i];
+        for (uint64_t first = 0; first < b->npages; first += chunk_pages) {
+            uint64_t n = b->npages - first < chunk_pages ? b->npages - first : chunk_pages;
+            /* Arm just before sending; the tracker says which pages hold
+             * data (the rest are zero pages, sent without being read). */
+            lm_bitmap_clear_all(s->populated, n);
+            int ret = lm_tracker_arm(s->tracker, i, first, n, s->populated, &ctx->err);
+            if (ret < 0)
+                return ret;
+            for (uint64_t p = 0; p < n; p++)
+                if ((ret = lm__src_queue_page(s, b, first + p, !lm_bit_test(s->populated, p))) < 0)
+                    return ret;
+        }
+    }
+    return lm__src_end_of_round_barrier(s);
+}
+
+/* Re-arming by chunk (--track-chunk smaller than a block): a round's sync
+ * only reads the dirty set, to size the round; each chunk is re-armed just
+ * before its pages are sent, so the guest meets one chunk of fresh
+ * protection at a time instead of all of its working set at once. */
+static bool rearm_by_chunk(const lm_source *s)
+{
+    return lm__src_chunk_pages(s) < lm__ram_max_block_pages(&s->ctx->ram);
+}
+
+/* Sends s->dirty. With rearm, each chunk's protection is renewed first and
+ * what it reports (written since the round's sync) goes out with it. */
+static int send_dirty(lm_source *s, uint64_t count, bool rearm)
+{
+    lm_ctx *ctx = s->ctx;
+    uint64_t chunk_pages = lm__src_chunk_pages(s);
+    lm__src_begin_round(s, count);
+    for (unsigned i = 0; i < ctx->ram.nblocks; i++) {
+        lm_block *b = &ctx->ram.blocks[i];
+        for (uint64_t first = 0; first < b->npages; first += chunk_pages) {
+            uint64_t end = b->npages - first < chunk_pages ? b->npages : first + chunk_pages;
+            int ret = 0;
+            if (rearm) {
+                uint64_t before = lm_bitmap_count_range(s->dirty[i], first, end);
+                if ((ret = lm_tracker_sync(s->tracker, i, first, end - first, s->dirty[i], true,
+                                           &ctx->err)) < 0)
+                    return ret;
+                uint64_t found = lm_bitmap_count_range(s->dirty[i], first, end) - before;
+                s->rearm_found += found;
+                s->round_pages += found;
+            }
+            for (uint64_t p = lm_bitmap_next_set(s->dirty[i], end, first); p < end;
+                 p = lm_bitmap_next_set(s->dirty[i], end, p + 1))
+                if ((ret = lm__src_queue_page(s, b, p, false)) < 0)
+                    return ret;
+        }
+        lm_bitmap_clear_all(s->dirty[i], b->npages);
+    }
+    return lm__src_end_of_round_barrier(s);
+}
+
+/* PING/PONG: returns once the destination has processed everything sent so
+ * far, so the switchover does not start with a full pipe to drain. */
+static int wait_caught_up(lm_source *s)
+{
+    int ret = lm__src_enter(s, LM_STATUS_PRE_SWITCHOVER);
+    if (ret == 0)
+        ret = lm_conn_send_frame(&s->conn, LM_MSG_PING, NULL, 0);
+    if (ret < 0)
+        return ret;
+    return lm_conn_expect(&s->conn, LM_MSG_PONG, NULL, 0, NULL, 0);
+}
+
+int lm__src_switchover(lm_source *s)
+{
+    lm_ctx *ctx = s->ctx;
+    int ret = lm__src_stop_guest(s, "switchover");
+    if (ret < 0)
+        return ret;
+
+    uint64_t count;
+    /* Final sync: the guest is stopped, so nothing needs protecting again. */
+    if ((ret = lm__src_sync_dirty(s, false, &count)) < 0 || (ret = send_dirty(s, count, false)) < 0)
+        return ret;
+    lm__src_end_round(s, count);
+    /* Every page is out: closing the channels tells the destination so. */
+    if (s->use_pool)
+        lm_multifd_send_stop(&s->pool);
+
+    if ((ret = lm__src_send_device_state(s)) < 0)
+        return ret;
+    if ((ret = lm_conn_send_frame(&s->conn, LM_MSG_COMPLETE, NULL, 0)) < 0)
+        return ret;
+
+    /* The digest while the destination drains the last pages. It needs
+     * tracking ended first (its markers would make never-populated pages
+     * look swapped). Without verification tracking ends after the
+     * destination resumed, outside the downtime. */
+    if (s->p->verify) {
+        lm_tracker_destroy(s->tracker);
+        s->tracker = NULL;
+        if ((ret = lm__src_send_verify(s)) < 0)
+            return ret;
+    }
+
+    /* The destination hashes all of its RAM before it answers: allow for
+     * that at a pessimistic 1 GB/s on top of the usual bound. */
+    uint8_t body[LM_RESUMED_SIZE];
+    uint32_t len;
+    lm_resumed r;
+    char why[256];
+    unsigned extra_ms = s->p->verify ? (unsigned)(s->st.total / 1000000) : 0;
+    if ((ret = lm_conn_expect(&s->conn, LM_MSG_RESUMED, body, sizeof(body), &len, extra_ms)) < 0)
+        return ret;
+    if ((ret = lm_resumed_decode(body, len, &r, why, sizeof(why))) < 0)
+        return lm_err_set(&ctx->err, ret, "invalid RESUMED: %s", why);
+    uint64_t end = lm_now_ns();
+    /* What the destination spent hashing or waiting for our digest is
+     * verification, not downtime; our own hashing overlapped its work. */
+    s->st.verify_time_ms = (double)r.verify_time_us / 1000.0;
+    s->st.verify_done = s->p->verify;
+    s->st.verify_match = r.verified == 1;
+    if (r.verified == 2)
+        return lm_err_set(&ctx->err, -EIO,
+                          "verification failed: the destination's RAM "
+                          "digest differs from the source's (%s); the guest keeps running "
+                          "on the source",
+                          s->st.digest);
+    if (r.status < 0)
+        return lm_err_set(&ctx->err, r.status, "the destination could not resume the guest: %s",
+                          strerror(-r.status));
+    double down = lm_ns_to_ms(end - s->stop_ns) - s->st.verify_time_ms;
+    s->st.downtime_ms = down > 0 ? down : 0;
+    s->st.downtime_bytes = lm__src_wire_bytes(s) - s->st.precopy_bytes;
+    return lm__src_enter(s, LM_STATUS_COMPLETED);
+}
+
+/* Rounds until the rest fits in the downtime limit. Returns 0 for a
+ * precopy switchover, 1 to switch to postcopy, or -errno. The pages found
+ * by the last sync stay in s->dirty for whichever comes next. */
+int lm__src_precopy(lm_source *s)
+{
+    int ret = first_pass(s);
+    if (ret < 0)
+        return ret;
+    for (;;) {
+        uint64_t count;
+        if ((ret = lm__src_sync_dirty(s, !rearm_by_chunk(s), &count)) < 0)
+            return ret;
+        /* Converged is about what is left to send (count); the policies
+         * are about how much the guest dirtied in the round. */
+        lm__src_end_round(s, s->round_dirtied);
+        double remaining = (double)(count * (s->ctx->ram.page_size + 8));
+        double expect_ms = s->bandwidth > 0 ? remaining * 1000.0 / s->bandwidth : 0;
+        bool converged = expect_ms <= (double)s->p->downtime_limit_ms;
+        bool postcopy = lm__src_want_postcopy(s, s->round_dirtied);
+        s->st.dirty_pages_rate = s->dirty_rate;
+        if (!converged)
+            lm__src_converge_policy(s, s->round_dirtied);
+        if (converged || s->st.nrounds >= s->p->max_rounds || postcopy) {
+            bool to_postcopy = !converged && (postcopy || s->p->postcopy);
+            snprintf(s->st.switchover_reason, sizeof(s->st.switchover_reason), "%s",
+                     converged     ? "converged"
+                     : to_postcopy ? "postcopy"
+                                   : "round-limit");
+            s->st.expected_downtime_ms = expect_ms;
+            if ((ret = wait_caught_up(s)) < 0)
+                return ret;
+            return to_postcopy;
+        }
+        if ((ret = send_dirty(s, count, rearm_by_chunk(s))) < 0)
+            return ret;
+    }
+}

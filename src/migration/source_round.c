@@ -1,0 +1,277 @@
+/*
+ * The source's round primitives, shared by precopy (precopy.c) and postcopy
+ * (postcopy_src.c): queue pages into batches and hand them to a channel,
+ * pace and report, end a round with a barrier, sync the tracker, stop the
+ * guest, send the device state and the digest. Nothing here decides when.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "migration/source.h"
+#include "util/clock.h"
+#include "util/zero.h"
+
+#define PROGRESS_INTERVAL_NS    250000000ull
+#define RATE_WINDOW_NS          100000000ull
+#define MIN_BYTES_FOR_BANDWIDTH (4ull << 20)
+
+int lm__src_enter(lm_source *s, lm_status to)
+{
+    int ret = lm__fsm_enter(&s->fsm, to);
+    if (ret < 0)
+        return lm_err_set(&s->ctx->err, ret, "internal error: the source cannot go from %s to %s",
+                          lm__fsm_name(&s->fsm), lm_status_name(to));
+    s->st.status = to;
+    lm__stats_publish(s->ctx, &s->st);
+    return 0;
+}
+
+bool lm__src_before_stop(const lm_source *s)
+{
+    return s->fsm.state == LM_STATUS_SETUP || s->fsm.state == LM_STATUS_ACTIVE ||
+           s->fsm.state == LM_STATUS_PRE_SWITCHOVER;
+}
+
+uint64_t lm__src_wire_bytes(lm_source *s)
+{
+    return s->conn.bytes_out + (s->use_pool ? lm_multifd_send_bytes(&s->pool) : 0);
+}
+
+/* Page counters live with the channels that send; gather them. */
+void lm__src_gather_counters(lm_source *s)
+{
+    lm_send_chan *m = &s->main_chan;
+    s->st.normal = atomic_load_explicit(&m->normal, memory_order_relaxed);
+    s->st.duplicate = atomic_load_explicit(&m->zero, memory_order_relaxed);
+    s->st.normal_bytes = atomic_load_explicit(&m->normal_bytes, memory_order_relaxed);
+    if (s->use_pool)
+        lm_multifd_send_counters(&s->pool, &s->st.normal, &s->st.duplicate, &s->st.normal_bytes);
+    s->st.multifd_bytes = s->use_pool ? lm_multifd_send_bytes(&s->pool) : 0;
+    s->st.transferred = lm__src_wire_bytes(s);
+}
+
+void lm__src_report_progress(lm_source *s, bool force)
+{
+    uint64_t now = lm_now_ns();
+    if (!force && now - s->last_progress_ns < PROGRESS_INTERVAL_NS)
+        return;
+    s->last_progress_ns = now;
+    lm__src_gather_counters(s);
+    if (lm__src_before_stop(s))
+        s->st.precopy_bytes = s->st.transferred;
+    s->st.total_time_ms = lm_ns_to_ms(now - s->start_ns);
+    lm__stats_publish(s->ctx, &s->st);
+    if (s->p->progress) {
+        double secs = (double)(now - s->round_start_ns) / 1e9;
+        lm_progress pr = {
+            .round = s->st.nrounds ? s->st.nrounds : 1,
+            .pass_percent =
+                s->round_pages ? 100.0 * (double)s->round_done / (double)s->round_pages : 100.0,
+            .throughput_bps =
+                secs > 0 ? (double)(lm__src_wire_bytes(s) - s->round_bytes0) / secs : 0,
+            .dirty_pages_rate = s->dirty_rate,
+            .remaining_bytes = s->round_done < s->round_pages
+                                   ? (s->round_pages - s->round_done) * s->ctx->ram.page_size
+                                   : 0,
+        };
+        s->p->progress(s->p->progress_opaque, &pr);
+    }
+}
+
+/* --max-bandwidth: at most max/10 bytes per 100 ms window. */
+static void pace(lm_source *s, uint64_t bytes)
+{
+    if (!s->p->max_bandwidth || s->fsm.state == LM_STATUS_DEVICE)
+        return;
+    uint64_t now = lm_now_ns();
+    if (now - s->rate_window_ns >= RATE_WINDOW_NS) {
+        s->rate_window_ns = now;
+        s->rate_window_bytes = 0;
+    }
+    s->rate_window_bytes += bytes;
+    if (s->rate_window_bytes >= s->p->max_bandwidth / 10) {
+        uint64_t until = s->rate_window_ns + RATE_WINDOW_NS;
+        if (until > now) {
+            struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)(until - now)};
+            nanosleep(&ts, NULL);
+        }
+        s->rate_window_ns = lm_now_ns();
+        s->rate_window_bytes = 0;
+    }
+}
+
+/* Hands a batch to a channel: pages that need reading go to an idle multifd
+ * sender thread (or inline on the main connection for a single stream);
+ * never-populated pages go inline, since a thread hand-off would cost more
+ * than writing their offsets. Safe for ordering: they are only ever sent
+ * in the first pass, and every page only once in a round. */
+static int flush_one(lm_source *s, lm_page_batch **bp, bool via_pool)
+{
+    lm_page_batch *b = *bp;
+    uint32_t n = lm_batch_pages(b);
+    if (!n)
+        return 0;
+    uint64_t bytes = b->nnormal * s->ctx->ram.page_size + 8ull * n;
+    int ret = via_pool ? lm_multifd_send_queue(&s->pool, bp)
+                       : lm_send_chan_packet(&s->main_chan, b, &s->ctx->err);
+    if (ret < 0)
+        return ret;
+    lm_batch_reset(*bp);
+    s->round_done += n;
+    pace(s, bytes);
+    lm__src_report_progress(s, false);
+    if (atomic_load(&s->ctx->cancel))
+        return lm_err_set(&s->ctx->err, -ECANCELED, "migration cancelled");
+    return 0;
+}
+
+int lm__src_flush_batch(lm_source *s)
+{
+    int ret = flush_one(s, &s->zbatch, false);
+    return ret < 0 ? ret : flush_one(s, &s->batch, s->use_pool);
+}
+
+/* Queues one page; 'known_zero' when it is zero without looking (never
+ * populated). Legacy detection looks here, on this thread. */
+int lm__src_queue_page(lm_source *s, lm_block *b, uint64_t page, bool known_zero)
+{
+    lm_page_batch **bp = known_zero ? &s->zbatch : &s->batch;
+    if ((*bp)->block != b || lm_batch_pages(*bp) == LM_PACKET_MAX_PAGES) {
+        int ret = flush_one(s, bp, !known_zero && s->use_pool);
+        if (ret < 0)
+            return ret;
+        (*bp)->block = b;
+    }
+    lm_page_batch *pk = *bp;
+    uint64_t off = page * s->ctx->ram.page_size;
+    bool zero = known_zero;
+    if (!zero && s->p->zero_detection == LM_ZERO_DETECT_LEGACY)
+        zero = lm_buffer_is_zero(b->host + off, s->ctx->ram.page_size);
+    if (zero)
+        pk->zero[pk->nzero++] = off;
+    else
+        pk->normal[pk->nnormal++] = off;
+    return 0;
+}
+
+/* The end of a round: everything queued is on the wire, every channel has
+ * sent its SYNC, then ROUND_END on the main connection. */
+int lm__src_end_of_round_barrier(lm_source *s)
+{
+    int ret = lm__src_flush_batch(s);
+    if (ret == 0 && s->use_pool)
+        ret = lm_multifd_send_sync(&s->pool);
+    if (ret == 0)
+        ret = lm_conn_send_frame(&s->conn, LM_MSG_ROUND_END, NULL, 0);
+    return ret;
+}
+
+void lm__src_begin_round(lm_source *s, uint64_t pages)
+{
+    s->round_pages = pages;
+    s->round_done = 0;
+    s->round_start_ns = lm_now_ns();
+    s->round_bytes0 = lm__src_wire_bytes(s);
+}
+
+/* Ends a round: records its statistics and updates the bandwidth estimate. */
+void lm__src_end_round(lm_source *s, uint64_t dirty_pages)
+{
+    uint64_t ns = lm_now_ns() - s->round_start_ns, bytes = lm__src_wire_bytes(s) - s->round_bytes0;
+    double bw = ns ? (double)bytes * 1e9 / (double)ns : 0;
+    if (bytes >= MIN_BYTES_FOR_BANDWIDTH || s->bandwidth == 0)
+        s->bandwidth = bw;
+    /* The policies read last_round, which holds every round; the report
+     * keeps the first LM_MAX_ROUND_STATS. */
+    s->last_round = (lm_round_stats){
+        .round = s->st.nrounds + 1,
+        .dirty_pages = dirty_pages,
+        .bytes = bytes,
+        .duration_ms = lm_ns_to_ms(ns),
+        .bandwidth_bps = bw,
+        .dirty_pages_rate = s->dirty_rate,
+        .throttle_percent = s->throttle,
+    };
+    if (s->st.nrounds < LM_MAX_ROUND_STATS)
+        s->st.rounds[s->st.nrounds] = s->last_round;
+    s->st.nrounds++;
+}
+
+uint64_t lm__src_chunk_pages(const lm_source *s)
+{
+    uint64_t pages = s->p->track_chunk / s->ctx->ram.page_size,
+             max = lm__ram_max_block_pages(&s->ctx->ram);
+    return pages && pages < max ? pages : max;
+}
+
+/* ORs the tracker's dirty pages into s->dirty (which may still hold pages
+ * a converged round left for the switchover); returns how many are set.
+ * Also ends the accounting of what the round dirtied (s->round_dirtied),
+ * from which the dirty rate comes. */
+int lm__src_sync_dirty(lm_source *s, bool rearm, uint64_t *count)
+{
+    lm_ctx *ctx = s->ctx;
+    uint64_t n = 0, now = lm_now_ns();
+    for (unsigned i = 0; i < ctx->ram.nblocks; i++) {
+        int ret = lm_tracker_sync(s->tracker, i, 0, ctx->ram.blocks[i].npages, s->dirty[i], rearm,
+                                  &ctx->err);
+        if (ret < 0)
+            return ret;
+        n += lm_bitmap_count(s->dirty[i], ctx->ram.blocks[i].npages);
+    }
+    s->round_dirtied = n + s->rearm_found;
+    s->rearm_found = 0;
+    if (s->last_sync_ns && now > s->last_sync_ns)
+        s->dirty_rate = (double)s->round_dirtied * 1e9 / (double)(now - s->last_sync_ns);
+    s->last_sync_ns = now;
+    s->st.dirty_sync_count++;
+    *count = n;
+    return 0;
+}
+
+int lm__src_stop_guest(lm_source *s, const char *why)
+{
+    lm_ctx *ctx = s->ctx;
+    s->stop_ns = lm_now_ns();
+    s->st.precopy_bytes = lm__src_wire_bytes(s);
+    int ret = lm__src_enter(s, LM_STATUS_DEVICE);
+    if (ret < 0)
+        return ret;
+    ret = ctx->gops.stop ? ctx->gops.stop(ctx->gopaque) : 0;
+    if (ret < 0)
+        return lm_err_set(&ctx->err, ret, "the guest could not be stopped for %s", why);
+    s->stopped = true;
+    return 0;
+}
+
+int lm__src_send_device_state(lm_source *s)
+{
+    lm_ctx *ctx = s->ctx;
+    void *state = NULL;
+    size_t len = 0;
+    int ret = ctx->gops.save_state ? ctx->gops.save_state(ctx->gopaque, &state, &len) : 0;
+    if (ret < 0)
+        return lm_err_set(&ctx->err, ret, "saving the guest's device state failed");
+    if (len > LM_FRAME_MAX_LEN)
+        ret = lm_err_set(&ctx->err, -E2BIG, "device state of %zu bytes exceeds %u", len,
+                         LM_FRAME_MAX_LEN);
+    else
+        ret = lm_conn_send_frame(&s->conn, LM_MSG_DEVICE_STATE, state, (uint32_t)len);
+    free(state);
+    return ret;
+}
+
+int lm__src_send_verify(lm_source *s)
+{
+    lm_verify_msg v;
+    int ret = lm__ram_digest(&s->ctx->ram, v.digest, &v.pages, &s->ctx->err);
+    if (ret < 0)
+        return ret;
+    lm__digest_hex(v.digest, s->st.digest, sizeof(s->st.digest));
+    uint8_t buf[LM_VERIFY_SIZE];
+    lm_verify_encode(&v, buf);
+    return lm_conn_send_frame(&s->conn, LM_MSG_VERIFY, buf, sizeof(buf));
+}
