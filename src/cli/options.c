@@ -1,5 +1,6 @@
 #include "cli/options.h"
 
+#include <assert.h>
 #include <getopt.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -44,11 +45,13 @@ typedef struct cli_option {
 
 #define FIELD(member) .offset = offsetof(cli_opts, member), .size = sizeof(((cli_opts *)0)->member)
 #define PARAM(member) FIELD(params.member)
-#define CHOICES(...)                                                                               \
-    .kind = CLI_CHOICE, .choices = (const char *const[])                                           \
-    {                                                                                              \
-        __VA_ARGS__, NULL                                                                          \
-    }
+
+/* CHOICE values, in the order of the field's enum (or false, true). */
+static const char *const trackers[] = {"auto", "uffd-async", "uffd-sync", NULL};
+static const char *const zero_modes[] = {"multifd", "legacy", "none", NULL};
+static const char *const compressions[] = {"none", "zlib", "zstd", "lz4", NULL};
+static const char *const off_on[] = {"off", "on", NULL};
+static const char *const placements[] = {"copy", "move", NULL};
 
 static const cli_option options[] = {
     {"ram", "SIZE", CLI_SIZE, FIELD(ram), .min = 1, .expect = "use a size such as 512M or 2G",
@@ -77,15 +80,15 @@ static const cli_option options[] = {
      .help = "extra connections for pages, each with its own sender thread (0 = one stream; "
              "default 0; the destination follows the source)",
      .cmds = CLI_ALL},
-    {"zero-page-detection", "MODE", PARAM(zero_detection), CHOICES("multifd", "legacy", "none"),
+    {"zero-page-detection", "MODE", CLI_CHOICE, PARAM(zero_detection), .choices = zero_modes,
      .expect = "none, legacy or multifd",
      .help = "multifd (in the channel threads, default) | legacy (on the migration thread) | "
              "none",
      .cmds = CLI_ALL},
-    {"compress", "METHOD", PARAM(compress), CHOICES("none", "zlib", "zstd", "lz4"),
+    {"compress", "METHOD", CLI_CHOICE, PARAM(compress), .choices = compressions,
      .expect = "none, zlib, zstd or lz4", .help = "none | zlib | zstd | lz4 (page payloads)",
      .cmds = CLI_ALL},
-    {"dirty-tracker", "KIND", PARAM(tracker), CHOICES("auto", "uffd-async", "uffd-sync"),
+    {"dirty-tracker", "KIND", CLI_CHOICE, PARAM(tracker), .choices = trackers,
      .expect = "auto, uffd-async or uffd-sync", .help = "auto | uffd-async | uffd-sync",
      .cmds = CLI_SOURCE},
     {"track-chunk", "SIZE|all", CLI_SIZE, PARAM(track_chunk), .min = 4096, .word = "all",
@@ -112,9 +115,7 @@ static const cli_option options[] = {
              "(migrate-start-postcopy), or after --postcopy-after-rounds",
      .cmds = CLI_ALL},
     {"postcopy-after-rounds", "N", CLI_COUNT, PARAM(postcopy_after_rounds), .min = 1, .max = 100000,
-     .expect = "1..100000",
-     .help = "switch to postcopy after N rounds (implies "
-             "--postcopy)",
+     .expect = "1..100000", .help = "switch to postcopy after N rounds (implies --postcopy)",
      .cmds = CLI_SOURCE},
     {"no-postcopy-preempt", NULL, CLI_FLAG, PARAM(postcopy_no_preempt),
      .help = "urgent pages on the main connection, not their own", .cmds = CLI_SOURCE},
@@ -126,13 +127,13 @@ static const cli_option options[] = {
      .help = "wait this long for a source (0 = forever)", .cmds = CLI_INCOMING},
     {"no-receivedmap", NULL, CLI_FLAG, PARAM(no_receivedmap),
      .help = "read zero pages to check them (the seed's baseline)", .cmds = CLI_DEST},
-    {"dest-thp", "on|off", PARAM(dest_thp), CHOICES("off", "on"), .expect = "on or off",
+    {"dest-thp", "on|off", CLI_CHOICE, PARAM(dest_thp), .choices = off_on, .expect = "on or off",
      .help = "back the destination's guest RAM with transparent huge pages (on)", .cmds = CLI_DEST},
     {"dest-prealloc", NULL, CLI_FLAG, FIELD(dest_prealloc),
      .help = "reserve and populate guest RAM (--ram SIZE) before accepting, like QEMU's "
              "-mem-prealloc",
      .cmds = CLI_DEST},
-    {"postcopy-place", "copy|move", PARAM(postcopy_move), CHOICES("copy", "move"),
+    {"postcopy-place", "copy|move", CLI_CHOICE, PARAM(postcopy_move), .choices = placements,
      .expect = "copy or move",
      .help = "place pages with UFFDIO_COPY (default) or move them zero-copy with UFFDIO_MOVE",
      .cmds = CLI_DEST},
@@ -152,6 +153,7 @@ static const cli_option options[] = {
      .help = "the destination's JSON report", .cmds = CLI_DEMO},
     {"no-progress", NULL, CLI_FLAG, FIELD(no_progress), .help = "no progress line on stderr",
      .cmds = CLI_SOURCE},
+    /* Testing aids, deliberately not in the help. */
     {"x-postcopy-cut-ms", "MS", CLI_COUNT, PARAM(x_postcopy_cut_ms), .min = 1, .max = 3600000,
      .cmds = CLI_SOURCE},
     {"x-slow-channel-us", "US", CLI_COUNT, PARAM(x_slow_channel_us), .max = 1000000,
@@ -284,12 +286,14 @@ static void print_command_help(FILE *out, const cli_command *c)
 
 static void store(void *field, size_t size, uint64_t v)
 {
-    if (size == sizeof(bool))
+    if (size == sizeof(bool)) {
         *(bool *)field = v != 0;
-    else if (size == sizeof(unsigned)) /* unsigned, int and enum fields */
+    } else if (size == sizeof(unsigned)) { /* unsigned, int and enum fields */
         *(unsigned *)field = (unsigned)v;
-    else
+    } else {
+        assert(size == sizeof(uint64_t));
         *(uint64_t *)field = v;
+    }
 }
 
 /* Reads value into the option's field: 0, or -1 when it is not valid. */
