@@ -70,15 +70,20 @@ def shaped_teardown():
 
 def run_shaped(ram, wl, args, src, dst):
     port = str(40000 + os.getpid() % 20000)
+    # --postcopy-place is the destination's option (migrate refuses it).
+    src_args, dst_args = args.split(), []
+    if "--postcopy-place" in src_args:
+        i = src_args.index("--postcopy-place")
+        dst_args, src_args = src_args[i:i + 2], src_args[:i] + src_args[i + 2:]
     inc = subprocess.Popen(["ip", "netns", "exec", NS[1], LIVEMIG, "incoming", "--listen",
                             f"tcp:{ADDR[1]}:{port}", "--verify", "--run-for", "0.2",
-                            "--stats-json", dst, "--accept-timeout", "30"],
+                            "--stats-json", dst, "--accept-timeout", "30"] + dst_args,
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     time.sleep(0.3)
     p = subprocess.run(["ip", "netns", "exec", NS[0], LIVEMIG, "migrate", "--ram", ram,
                         "--workload", wl, "--to", f"tcp:{ADDR[1]}:{port}", "--verify",
                         "--no-progress", "--postcopy", "--postcopy-after-rounds", "1",
-                        "--stats-json", src] + args.split(), capture_output=True, text=True)
+                        "--stats-json", src] + src_args, capture_output=True, text=True)
     err = inc.communicate(timeout=120)[1]
     if p.returncode or inc.returncode:
         sys.exit(f"shaped run failed\n{p.stderr[-1500:]}\n{err[-1500:]}")

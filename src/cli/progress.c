@@ -3,7 +3,7 @@
 #include <stdio.h>
 #include <unistd.h>
 
-#include "util/clock.h"
+#include "guest/guest.h"
 
 void lm_cli_progress_init(lm_cli_progress_state *st)
 {
@@ -15,7 +15,7 @@ void lm_cli_progress_init(lm_cli_progress_state *st)
 void lm_cli_progress(void *opaque, const lm_progress *p)
 {
     lm_cli_progress_state *st = opaque;
-    uint64_t now = lm_now_ns();
+    uint64_t now = lm_guest_now_ns();
     if (!st->tty && now - st->last_line_ns < 1000000000ull)
         return;
     st->last_line_ns = now;

@@ -2,9 +2,10 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
-#include "util/clock.h"
+#include "guest/guest.h"
 
 /* Total steal in milliseconds, or -1. */
 static double read_steal_ms(void)
@@ -20,12 +21,15 @@ static double read_steal_ms(void)
     return n == 8 && hz > 0 ? (double)v[7] * 1000.0 / (double)hz : -1;
 }
 
-/* Sleeps until t (monotonic ns); false when asked to stop first. */
+/* Sleeps until t (the guest's clock, CLOCK_MONOTONIC ns, which the
+ * condition variable waits on); false when asked to stop first. */
 static bool sleep_until(lm_steal_sampler *s, uint64_t t)
 {
+    struct timespec deadline = {.tv_sec = (time_t)(t / 1000000000ull),
+                                .tv_nsec = (long)(t % 1000000000ull)};
     pthread_mutex_lock(&s->lock);
-    while (!s->stop && lm_now_ns() < t)
-        lm_cond_wait_ms(&s->cond, &s->lock, 10);
+    while (!s->stop && lm_guest_now_ns() < t)
+        pthread_cond_timedwait(&s->cond, &s->lock, &deadline);
     bool go = !s->stop;
     pthread_mutex_unlock(&s->lock);
     return go;
@@ -51,10 +55,14 @@ void lm_steal_sampler_start(lm_steal_sampler *s, uint64_t window_ns)
     memset(s, 0, sizeof(*s));
     for (int w = 0; w < LM_STEAL_WINDOWS; w++)
         s->steal_ms[w] = -1;
-    s->start_ns = lm_now_ns();
+    s->start_ns = lm_guest_now_ns();
     s->window_ns = window_ns;
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
     pthread_mutex_init(&s->lock, NULL);
-    pthread_cond_init(&s->cond, NULL);
+    pthread_cond_init(&s->cond, &attr);
+    pthread_condattr_destroy(&attr);
     s->started = pthread_create(&s->thread, NULL, sampler_main, s) == 0;
     if (!s->started) {
         pthread_cond_destroy(&s->cond);

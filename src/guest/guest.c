@@ -515,6 +515,11 @@ uint64_t lm_guest_counter_sum(lm_guest *g)
     return sum;
 }
 
+uint64_t lm_guest_now_ns(void)
+{
+    return lm_now_ns();
+}
+
 void lm_guest_start_windows(lm_guest *g, uint64_t len_ns)
 {
     uint64_t now = lm_now_ns();

@@ -8,6 +8,7 @@
 #define LM_GUEST_GUEST_H
 
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -45,6 +46,14 @@ typedef struct lm_workload {
 int lm_workload_parse(const char *spec, lm_workload *w, char *why, size_t whylen);
 /* Does it fit in ram_len bytes? */
 int lm_workload_check(const lm_workload *w, uint64_t ram_len, char *why, size_t whylen);
+
+/* Values as workload specs write them, for a command line that takes the
+ * same: sizes with binary suffixes ("4096", "64K", "2G", "1T"), decimal
+ * counts with no suffix, seconds as a decimal ("0.5") or "inf" (*infinite
+ * set, *out INFINITY). 0 or -EINVAL (-ERANGE for a size that overflows). */
+int lm_guest_parse_size(const char *s, uint64_t *out);
+int lm_guest_parse_count(const char *s, uint64_t *out);
+int lm_guest_parse_seconds(const char *s, double *out, bool *infinite);
 
 /* The longest stalls one vCPU saw: gaps between two of its steps while the
  * guest ran. 'own' leaves out the time the vCPU sat runnable waiting for a
@@ -108,10 +117,19 @@ int lm_guest_create(lm_guest *g, uint8_t *ram, uint64_t ram_len, const lm_worklo
 void lm_guest_init_empty(lm_guest *g, uint8_t *ram, uint64_t ram_len);
 void lm_guest_destroy(lm_guest *g);
 
+/* Faults every page of guest RAM in before a migration arrives (QEMU's
+ * -mem-prealloc), with MADV_POPULATE_WRITE (Linux 5.14), a gibibyte at a
+ * time; checks *stop (may be NULL) between gibibytes. 0, -EINTR when
+ * stopped, or the -errno of madvise (-ENOMEM: not enough free memory). */
+int lm_guest_ram_populate(void *ram, uint64_t len, const volatile sig_atomic_t *stop);
+
 /* Callbacks for lm_set_guest_ops(); opaque is the lm_guest. */
 extern const lm_guest_ops lm_guest_callbacks;
 
 uint64_t lm_guest_counter_sum(lm_guest *g);
+/* The clock of the guest's measurements and windows: CLOCK_MONOTONIC in
+ * nanoseconds. */
+uint64_t lm_guest_now_ns(void);
 /* Marks the windows: baseline from now for len_ns, then tracking start. */
 void lm_guest_start_windows(lm_guest *g, uint64_t len_ns);
 /* Write latencies and the longest stalls of any vCPU, for window w or, with

@@ -79,3 +79,18 @@ int lm_workload_check(const lm_workload *w, uint64_t ram_len, char *why, size_t 
     }
     return 0;
 }
+
+int lm_guest_parse_size(const char *s, uint64_t *out)
+{
+    return lm_parse_size(s, out);
+}
+
+int lm_guest_parse_count(const char *s, uint64_t *out)
+{
+    return lm_parse_u64(s, out);
+}
+
+int lm_guest_parse_seconds(const char *s, double *out, bool *infinite)
+{
+    return lm_parse_seconds(s, out, infinite);
+}
