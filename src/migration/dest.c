@@ -232,6 +232,11 @@ static const lm_dest_handler handlers[LM_DST__COUNT][LM_MSG__COUNT] = {
     [LM_DST_POSTCOPY_VERIFY] = {[LM_MSG_VERIFY] = lm__dest_on_postcopy_verify},
 };
 
+bool lm__dest_accepts(unsigned state, uint16_t type)
+{
+    return state < LM_DST__COUNT && type < LM_MSG__COUNT && handlers[state][type];
+}
+
 static bool is_final(unsigned state)
 {
     return state == LM_DST_COMPLETED || state == LM_DST_FAILED || state == LM_DST_POSTCOPY_PAUSED ||

@@ -52,6 +52,8 @@ typedef struct lm_dest {
 typedef int (*lm_dest_handler)(lm_dest *d, const lm_frame *f);
 
 /* dest.c */
+/* Whether the [state][message] table lets 'type' arrive in 'state'. */
+bool lm__dest_accepts(unsigned state, uint16_t type);
 int lm__dest_enter(lm_dest *d, lm_dst_state to);
 int lm__dest_protocol_error(lm_dest *d, int code, const char *why);
 int lm__dest_send_locked(lm_dest *d, uint16_t type, const void *body, uint32_t len);
