@@ -262,7 +262,7 @@ void lm_cancel(lm_ctx *ctx);
 
 /* A consistent copy of the current statistics; safe from any thread. */
 void lm_stats_get(lm_ctx *ctx, lm_stats *out);
-/* The statistics as one JSON object (the contract in ARCHITECTURE.md), in a
+/* The statistics as one JSON object (README.md, "The JSON report"), in a
  * malloc()ed string the caller frees; role is "source" or "destination". */
 char *lm_stats_json(const lm_stats *s, const char *role);
 /* A human report in the style of QEMU's `info migrate`. */
