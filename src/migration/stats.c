@@ -1,10 +1,14 @@
-#include "migration/stats.h"
-
+/* The statistics report: lm_stats_json() and lm_stats_print(). */
+#include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 
+#include "livemig.h"
+#include "util/json.h"
 #include "util/parse.h"
 
-void lm__stats_json_fields(lm_json *j, const lm_stats *s, const char *role)
+/* The contract's fields, into the currently open JSON object. */
+static void stats_json_fields(lm_json *j, const lm_stats *s, const char *role)
 {
     bool dest = role && role[0] == 'd';
     lm_json_str(j, "role", role);
@@ -89,7 +93,7 @@ char *lm_stats_json(const lm_stats *s, const char *role)
     lm_json j;
     lm_json_init(&j);
     lm_json_object_begin(&j, NULL);
-    lm__stats_json_fields(&j, s, role);
+    stats_json_fields(&j, s, role);
     lm_json_object_end(&j);
     return lm_json_finish(&j);
 }
