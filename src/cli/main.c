@@ -487,6 +487,7 @@ static int write_json(const char *path, const lm_stats *s, const char *role, con
                        (double)lm_hist_quantile(&g->latency, 0.99) / 1000.0);
         lm_json_double(&j, "write-latency-max-us",
                        (double)lm_hist_quantile(&g->latency, 1.0) / 1000.0);
+        lm_json_u64(&j, "write-latency-count", g->latency.count);
         lm_json_double(&j, "max-stall-ms", (double)g->max_stall_ns / 1e6);
         lm_json_double(&j, "max-stall-excl-runqueue-ms", (double)g->max_stall_own_ns / 1e6);
         static const char *const names[LM_WIN__COUNT] = {"baseline", "tracking-start"};
@@ -498,6 +499,7 @@ static int write_json(const char *path, const lm_stats *s, const char *role, con
                            (double)lm_hist_quantile(&g->win_latency[w], 0.99) / 1000.0);
             lm_json_double(&j, "write-latency-max-us",
                            (double)lm_hist_quantile(&g->win_latency[w], 1.0) / 1000.0);
+            lm_json_u64(&j, "write-latency-count", g->win_latency[w].count);
             lm_json_double(&j, "max-stall-ms", (double)g->win_stall_ns[w] / 1e6);
             lm_json_double(&j, "max-stall-excl-runqueue-ms", (double)g->win_stall_own_ns[w] / 1e6);
             if (g->win_steal_ms[w] >= 0)

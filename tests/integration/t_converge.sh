@@ -34,7 +34,8 @@ S=$TMP/limit.src.json
 expect_json "$S" 'j["switchover-reason"] == "converged"'
 expect_json "$S" 'j["ram"]["dirty-limit"] == 5000'
 expect_json "$S" 'j["ram"]["dirty-sync-count"] < 30'
-# The guest's own view: latencies ordered, a longest stall reported.
-expect_json "$S" 'j["guest"]["write-latency-p50-us"] <= j["guest"]["write-latency-p99-us"] <= j["guest"]["write-latency-max-us"]'
+# The guest's own view under the limit: every write timed once (one a step
+# for stress), a longest stall reported.
+expect_json "$S" 'j["guest"]["write-latency-count"] == j["guest"]["progress-end"]'
 expect_json "$S" 'j["guest"]["max-stall-ms"] > 0'
 echo ok
