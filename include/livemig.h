@@ -214,6 +214,9 @@ typedef struct lm_stats {
     uint64_t postcopy_moved;        /* destination: pages placed by UFFDIO_MOVE */
     uint64_t postcopy_faults;       /* destination: missing-page faults read */
     double request_latency_p50_us, request_latency_p99_us, request_latency_max_us;
+    /* Destination: how many waits for requested pages the latencies above
+     * are quantiles of. */
+    uint64_t request_latency_count;
     double vcpu_blocktime_ms; /* destination: total time vCPUs waited on missing pages */
     unsigned nrounds;
     lm_round_stats rounds[LM_MAX_ROUND_STATS];

@@ -13,6 +13,7 @@ static void span_take(lm_guest *g, int w, lm_guest_span *s)
     s->latency_p50_us = (double)lm_hist_quantile(&latency, 0.5) / 1000.0;
     s->latency_p99_us = (double)lm_hist_quantile(&latency, 0.99) / 1000.0;
     s->latency_max_us = (double)lm_hist_quantile(&latency, 1.0) / 1000.0;
+    s->latency_count = latency.count;
     s->max_stall_ms = (double)stall_ns / 1e6;
     s->max_stall_own_ms = (double)stall_own_ns / 1e6;
 }
@@ -47,6 +48,7 @@ static void span_json(lm_json *j, const lm_guest_span *s)
     lm_json_double(j, "write-latency-p50-us", s->latency_p50_us);
     lm_json_double(j, "write-latency-p99-us", s->latency_p99_us);
     lm_json_double(j, "write-latency-max-us", s->latency_max_us);
+    lm_json_u64(j, "write-latency-count", s->latency_count);
     lm_json_double(j, "max-stall-ms", s->max_stall_ms);
     lm_json_double(j, "max-stall-excl-runqueue-ms", s->max_stall_own_ms);
 }

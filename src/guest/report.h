@@ -16,6 +16,7 @@
 /* One stretch of time: write latencies (us) and longest stalls (ms). */
 typedef struct lm_guest_span {
     double latency_p50_us, latency_p99_us, latency_max_us;
+    uint64_t latency_count; /* writes timed: one per step of a stress or hot vCPU */
     double max_stall_ms;
     double max_stall_own_ms; /* less the run-queue wait */
 } lm_guest_span;

@@ -67,6 +67,7 @@ static void postcopy_stats(lm_dest *d)
     d->st.request_latency_p50_us = (double)lm_hist_quantile(&pc->latency_ns, 0.5) / 1000.0;
     d->st.request_latency_p99_us = (double)lm_hist_quantile(&pc->latency_ns, 0.99) / 1000.0;
     d->st.request_latency_max_us = (double)lm_hist_quantile(&pc->latency_ns, 1.0) / 1000.0;
+    d->st.request_latency_count = pc->latency_ns.count;
     d->st.vcpu_blocktime_ms = (double)pc->blocktime_ns / 1e6;
     pthread_mutex_unlock(&pc->lock);
 }

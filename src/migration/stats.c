@@ -76,6 +76,7 @@ static void stats_json_fields(lm_json *j, const lm_stats *s, const char *role)
             lm_json_double(j, "request-latency-p50-us", s->request_latency_p50_us);
             lm_json_double(j, "request-latency-p99-us", s->request_latency_p99_us);
             lm_json_double(j, "request-latency-max-us", s->request_latency_max_us);
+            lm_json_u64(j, "request-latency-count", s->request_latency_count);
             lm_json_double(j, "vcpu-blocktime-ms", s->vcpu_blocktime_ms);
         }
         lm_json_object_end(j);

@@ -14,16 +14,19 @@ cleanup() {
 fail() { echo "FAIL: $*" >&2; exit 1; }
 note() { echo "-- $*" >&2; }
 
-# start_incoming NAME [args...]: starts a destination on a free port; sets
-# DEST_PID and DEST_URI. Its stdout/stderr go to $TMP/NAME.out/.err.
+# start_incoming NAME [args...]: starts a destination on a free port (or on
+# $LISTEN, e.g. unix:PATH); sets DEST_PID and DEST_URI, the address it says
+# it listens on. Its stdout/stderr go to $TMP/NAME.out/.err.
 start_incoming() {
     local name=$1; shift
-    "$LIVEMIG" incoming --listen tcp:127.0.0.1:0 --accept-timeout 60 "$@" \
+    "$LIVEMIG" incoming --listen "${LISTEN:-tcp:127.0.0.1:0}" --accept-timeout 60 "$@" \
         >"$TMP/$name.out" 2>"$TMP/$name.err" &
     DEST_PID=$!
     PIDS+=("$DEST_PID")
     for _ in $(seq 1 100); do
-        DEST_URI=$(sed -n 's/.*waiting for a migration on \(tcp:[^ ]*\).*/\1/p' "$TMP/$name.err" | head -n1)
+        # (The background shell may not have created the .err file yet.)
+        DEST_URI=$(sed -n 's/.*waiting for a migration on \(\(tcp\|unix\):[^ ]*\).*/\1/p' \
+            "$TMP/$name.err" 2>/dev/null | head -n1 || true)
         [ -n "$DEST_URI" ] && return 0
         kill -0 "$DEST_PID" 2>/dev/null || break
         sleep 0.05
@@ -59,7 +62,7 @@ expect_json() {
 
 # migrate_ok NAME RAM WORKLOAD [migrate args...]: a full verified migration
 # between two processes; leaves $TMP/NAME.src.json and $TMP/NAME.dst.json.
-# DEST_ARGS adds options to the destination.
+# DEST_ARGS adds options to the destination; LISTEN is where it listens.
 migrate_ok() {
     local name=$1 ram=$2 wl=$3; shift 3
     # shellcheck disable=SC2086

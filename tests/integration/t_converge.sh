@@ -7,20 +7,40 @@
 # not by the round limit, and verify. A 1 GB/s cap keeps a fast machine
 # from converging without any policy.
 . "$(dirname "$0")/lib.sh"
+
+# The estimate a switchover was decided on (the reason and the estimate are
+# set together, so their agreement proves nothing) against what happened:
+# it is the pages left at the last sync at the bandwidth measured last (the
+# latest precopy round of 4 MiB or more; the last round listed is the one
+# while stopped), and those pages all went out while the guest was stopped,
+# so their bytes fit in downtime-bytes (1% for the printed rounding).
+estimate_ok() {
+    expect_json "$1" '(lambda bw: j["expected-downtime"] * bw / 1000 <= j["ram"]["downtime-bytes"] * 1.01)([r for i, r in enumerate(j["rounds"][:-1]) if i == 0 or r["bytes"] >= 4 << 20][-1]["bandwidth-mbps"] * 1e6 / 8)'
+}
+# Each round's dirty rate is the pages it dirtied over the time since the
+# previous sync: positive exactly when it dirtied any (the first has no
+# previous sync).
+dirty_rates_ok() {
+    expect_json "$1" 'all((r["dirty-pages-rate"] > 0) == (r["dirty-pages"] > 0) for r in j["rounds"][1:])'
+}
+
 migrate_ok none 512M stress:2x64M --downtime-limit 20 --max-rounds 5 --max-bandwidth 1G
 expect_json "$TMP/none.src.json" 'j["switchover-reason"] == "round-limit"'
-expect_json "$TMP/none.src.json" 'j["expected-downtime"] > 20'
+# Exactly 5 rounds of precopy, then the one while stopped.
+expect_json "$TMP/none.src.json" 'len(j["rounds"]) == 6'
+estimate_ok "$TMP/none.src.json"
+dirty_rates_ok "$TMP/none.src.json"
 
 migrate_ok auto 512M stress:2x64M --auto-converge --downtime-limit 20 --max-rounds 60 --max-bandwidth 1G
 S=$TMP/auto.src.json
 expect_json "$S" 'j["switchover-reason"] == "converged"'
-expect_json "$S" 'j["expected-downtime"] <= 20'
+estimate_ok "$S"
 expect_json "$S" 'j["ram"]["dirty-sync-count"] < 60'
 expect_json "$S" 'j["ram"]["cpu-throttle-percentage"] >= 20'
 # Steps as configured: the first throttled round at 20%, never more than 99%.
 expect_json "$S" '[r["cpu-throttle-percentage"] for r in j["rounds"] if r["cpu-throttle-percentage"]][0] == 20'
 expect_json "$S" 'max(r["cpu-throttle-percentage"] for r in j["rounds"]) <= 99'
-expect_json "$S" 'all(r["dirty-pages-rate"] >= 0 for r in j["rounds"])'
+dirty_rates_ok "$S"
 
 migrate_ok steps 512M stress:2x64M --auto-converge --throttle-initial 50 --throttle-increment 25 \
     --downtime-limit 20 --max-rounds 60 --max-bandwidth 1G
@@ -34,7 +54,8 @@ S=$TMP/limit.src.json
 expect_json "$S" 'j["switchover-reason"] == "converged"'
 expect_json "$S" 'j["ram"]["dirty-limit"] == 5000'
 expect_json "$S" 'j["ram"]["dirty-sync-count"] < 30'
-# The guest's own view: latencies ordered, a longest stall reported.
-expect_json "$S" 'j["guest"]["write-latency-p50-us"] <= j["guest"]["write-latency-p99-us"] <= j["guest"]["write-latency-max-us"]'
+# The guest's own view under the limit: every write timed once (one a step
+# for stress), a longest stall reported.
+expect_json "$S" 'j["guest"]["write-latency-count"] == j["guest"]["progress-end"]'
 expect_json "$S" 'j["guest"]["max-stall-ms"] > 0'
 echo ok
