@@ -38,6 +38,9 @@
  *   eexist      postcopy; every second UFFDIO_COPY of the destination is
  *               done and then reported as EEXIST: completes, verified, and
  *               postcopy_eexist counts exactly the injected ones.
+ * After each case nothing is left: as many threads and descriptors as
+ * before it, and no page of either side's RAM left registered (the reads
+ * of the destination's RAM would block on one).
  * Usage: test_inprocess [CASE...] (all when none is named).
  */
 #include <dirent.h>
@@ -47,7 +50,6 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
