@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "dirty/linux_compat.h"
+#include "util/sys.h"
 
 #define PM_VEC_LEN       4096
 #define PM_ENTRY_PRESENT (1ull << 63)
@@ -19,7 +20,7 @@ int lm_pagemap_open(lm_pagemap *pm)
         return -errno;
     /* An empty scan tells whether the ioctl exists (ENOTTY when it does not). */
     struct pm_scan_arg arg = {.size = sizeof(arg), .return_mask = PAGE_IS_PRESENT};
-    pm->has_scan = ioctl(pm->fd, PAGEMAP_SCAN, &arg) >= 0 || errno != ENOTTY;
+    pm->has_scan = lm_sys_ioctl(pm->fd, PAGEMAP_SCAN, &arg) >= 0 || errno != ENOTTY;
     return 0;
 }
 
@@ -52,7 +53,7 @@ int lm_pagemap_scan(lm_pagemap *pm, uint64_t start, uint64_t end, uint64_t flags
             .category_anyof_mask = anyof_mask,
             .return_mask = return_mask,
         };
-        long n = ioctl(pm->fd, PAGEMAP_SCAN, &arg);
+        long n = lm_sys_ioctl(pm->fd, PAGEMAP_SCAN, &arg);
         if (n < 0) {
             ret = -errno;
             break;

@@ -37,7 +37,7 @@ int lm_uffd_probe_features(uint64_t *features, lm_err *err)
     if (fd < 0)
         return describe_open_failure(fd, err);
     struct uffdio_api api = {.api = UFFD_API, .features = 0};
-    int ret = ioctl(fd, UFFDIO_API, &api) < 0 ? -errno : 0;
+    int ret = lm_sys_ioctl(fd, UFFDIO_API, &api) < 0 ? -errno : 0;
     close(fd);
     if (ret < 0)
         return lm_err_set(err, ret, "UFFDIO_API failed: %s", strerror(-ret));
@@ -51,7 +51,7 @@ int lm_uffd_open(uint64_t features, lm_err *err)
     if (fd < 0)
         return describe_open_failure(fd, err);
     struct uffdio_api api = {.api = UFFD_API, .features = features};
-    if (ioctl(fd, UFFDIO_API, &api) < 0) {
+    if (lm_sys_ioctl(fd, UFFDIO_API, &api) < 0) {
         int ret = -errno;
         close(fd);
         return lm_err_set(err, ret, "UFFDIO_API with features 0x%llx failed: %s",
@@ -66,7 +66,7 @@ int lm_uffd_register(int uffd, void *host, uint64_t len, uint64_t mode, lm_err *
         .range = {.start = (uintptr_t)host, .len = len},
         .mode = mode,
     };
-    if (ioctl(uffd, UFFDIO_REGISTER, &reg) < 0) {
+    if (lm_sys_ioctl(uffd, UFFDIO_REGISTER, &reg) < 0) {
         int ret = -errno;
         return lm_err_set(err, ret,
                           "UFFDIO_REGISTER of %p+%llu (mode 0x%llx) failed: %s; "
@@ -79,7 +79,7 @@ int lm_uffd_register(int uffd, void *host, uint64_t len, uint64_t mode, lm_err *
 void lm_uffd_unregister(int uffd, void *host, uint64_t len)
 {
     struct uffdio_range range = {.start = (uintptr_t)host, .len = len};
-    (void)ioctl(uffd, UFFDIO_UNREGISTER, &range);
+    (void)lm_sys_ioctl(uffd, UFFDIO_UNREGISTER, &range);
 }
 
 int lm_uffd_wp(int uffd, void *host, uint64_t len, bool protect)
@@ -88,7 +88,7 @@ int lm_uffd_wp(int uffd, void *host, uint64_t len, bool protect)
         .range = {.start = (uintptr_t)host, .len = len},
         .mode = protect ? UFFDIO_WRITEPROTECT_MODE_WP : 0,
     };
-    return ioctl(uffd, UFFDIO_WRITEPROTECT, &wp) < 0 ? -errno : 0;
+    return lm_sys_ioctl(uffd, UFFDIO_WRITEPROTECT, &wp) < 0 ? -errno : 0;
 }
 
 int lm_uffd_fault_loop(int uffd, int stop_fd, uint64_t page_size,

@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "util/error.h"
+#include "util/sys.h" /* lm_sys_ioctl: every userfaultfd ioctl, here and in callers */
 
 /* Features the running kernel offers (probed on a throwaway descriptor). */
 int lm_uffd_probe_features(uint64_t *features, lm_err *err);

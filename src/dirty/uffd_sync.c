@@ -85,10 +85,10 @@ static void handle_fault(sync_state *s, uint64_t addr, uint64_t flags)
         .len = t->page_size,
         .mode = write ? 0 : UFFDIO_COPY_MODE_WP,
     };
-    if (ioctl(s->uffd, UFFDIO_COPY, &copy) < 0 && errno == EEXIST) {
+    if (lm_sys_ioctl(s->uffd, UFFDIO_COPY, &copy) < 0 && errno == EEXIST) {
         /* Someone placed it first; just wake the faulting thread. */
         struct uffdio_range range = {.start = addr, .len = t->page_size};
-        (void)ioctl(s->uffd, UFFDIO_WAKE, &range);
+        (void)lm_sys_ioctl(s->uffd, UFFDIO_WAKE, &range);
     }
     pthread_mutex_unlock(&s->lock);
 }

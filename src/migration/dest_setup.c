@@ -79,7 +79,7 @@ static int wait_for_channel(lm_dest *d)
              * channels before sending it): only an ERROR or a close is
              * news here. Look without consuming. */
             uint8_t hdr[LM_FRAME_HDR_SIZE];
-            ssize_t got = recv(d->conn.fd, hdr, sizeof(hdr), MSG_PEEK);
+            ssize_t got = lm_sys_recv(d->conn.fd, hdr, sizeof(hdr), MSG_PEEK);
             if (got == 0)
                 return lm_err_set(&ctx->err, -ECONNRESET,
                                   "the source closed the connection "

@@ -113,21 +113,21 @@ int lm_postcopy_dst_place(lm_postcopy_dst *pc, lm_block *b, uint64_t page, const
         /* Zero-copy: the receive buffer's page itself moves into the guest
          * (the buffer gets a fresh page on its next use). */
         struct uffdio_move mv = {.dst = dst, .src = (uintptr_t)data, .len = ps};
-        rc = ioctl(pc->uffd, UFFDIO_MOVE, &mv);
+        rc = lm_sys_ioctl(pc->uffd, UFFDIO_MOVE, &mv);
         if (rc == 0)
             atomic_fetch_add_explicit(&pc->moved, 1, memory_order_relaxed);
     } else if (data) {
         struct uffdio_copy copy = {.dst = dst, .src = (uintptr_t)data, .len = ps};
-        rc = ioctl(pc->uffd, UFFDIO_COPY, &copy);
+        rc = lm_sys_ioctl(pc->uffd, UFFDIO_COPY, &copy);
     } else {
         struct uffdio_zeropage zp = {.range = {.start = dst, .len = ps}};
-        rc = ioctl(pc->uffd, UFFDIO_ZEROPAGE, &zp);
+        rc = lm_sys_ioctl(pc->uffd, UFFDIO_ZEROPAGE, &zp);
     }
     if (rc < 0 && errno == EEXIST) {
         /* Already there (the kernel raced us): the content is what we
          * placed before, so count it and wake anyone waiting. */
         struct uffdio_range range = {.start = dst, .len = ps};
-        (void)ioctl(pc->uffd, UFFDIO_WAKE, &range);
+        (void)lm_sys_ioctl(pc->uffd, UFFDIO_WAKE, &range);
         atomic_fetch_add_explicit(&pc->eexist, 1, memory_order_relaxed);
     } else if (rc < 0) {
         int err = -errno;

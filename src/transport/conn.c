@@ -128,7 +128,7 @@ static int writev_unlocked(lm_conn *c, struct iovec *iov, int iovcnt)
     while (iovcnt > 0) {
         struct msghdr mh = {.msg_iov = iov,
                             .msg_iovlen = (size_t)(iovcnt > IOV_MAX ? IOV_MAX : iovcnt)};
-        ssize_t n = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
+        ssize_t n = lm_sys_sendmsg(c->fd, &mh, MSG_NOSIGNAL);
         if (n < 0) {
             int ret = retry_after(c, POLLOUT, "sending to");
             if (ret < 0)
@@ -149,7 +149,7 @@ int lm_conn_readv(lm_conn *c, struct iovec *iov, int iovcnt)
     while (iovcnt && iov->iov_len == 0)
         iov++, iovcnt--;
     while (iovcnt > 0) {
-        ssize_t n = readv(c->fd, iov, iovcnt > IOV_MAX ? IOV_MAX : iovcnt);
+        ssize_t n = lm_sys_readv(c->fd, iov, iovcnt > IOV_MAX ? IOV_MAX : iovcnt);
         if (n == 0)
             return lm_err_set(c->err, -ECONNRESET,
                               "the %s closed the connection in the "
@@ -179,7 +179,7 @@ int lm_conn_read(lm_conn *c, void *buf, size_t len)
 int lm_conn_read_or_eof(lm_conn *c, void *buf, size_t len)
 {
     for (;;) {
-        ssize_t n = recv(c->fd, buf, 1, MSG_PEEK);
+        ssize_t n = lm_sys_recv(c->fd, buf, 1, MSG_PEEK);
         if (n == 0)
             return 1;
         if (n > 0)

@@ -13,6 +13,7 @@
 
 #include "proto/wire.h"
 #include "util/error.h"
+#include "util/sys.h" /* the system calls a connection makes */
 
 typedef struct lm_conn {
     int fd;

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "transport/transport.h"
+#include "util/sys.h"
 
 static int split_host_port(const char *addr, char *host, size_t hostlen, const char **port,
                            lm_err *err)
@@ -115,7 +116,7 @@ static int tcp_listen(const char *addr, int *out, char *bound, size_t boundlen, 
 /* Non-blocking connect bounded by timeout_ms. */
 static int connect_bounded(int fd, const struct sockaddr *sa, socklen_t len, unsigned timeout_ms)
 {
-    if (connect(fd, sa, len) == 0)
+    if (lm_sys_connect(fd, sa, len) == 0)
         return 0;
     if (errno != EINPROGRESS)
         return -errno;

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "livemig.h"
+#include "util/sys.h"
 
 static const lm_transport_ops *const transports[] = {
     &lm_transport_tcp_ops,
@@ -86,7 +87,7 @@ int lm_listener_accept(struct lm_listener *l, unsigned timeout_ms, const _Atomic
         if (n < 0 && errno != EINTR)
             return lm_err_set(err, -errno, "poll on the listening socket: %s", strerror(errno));
         if (n > 0) {
-            int c = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+            int c = lm_sys_accept4(l->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
             if (c >= 0) {
                 *fd = c;
                 return 0;
