@@ -289,6 +289,7 @@ static int receive_stream(lm_dest *d)
 static lm_dst_state failed_state(const lm_dest *d, int ret)
 {
     if (d->fsm.state == LM_DST_POSTCOPY_ACTIVE || d->fsm.state == LM_DST_POSTCOPY_VERIFY)
+        /* released only after a digest mismatch in postcopy-verify */
         return d->pc_init ? LM_DST_POSTCOPY_PAUSED : LM_DST_FAILED;
     return ret == -ECANCELED ? LM_DST_CANCELLED : LM_DST_FAILED;
 }

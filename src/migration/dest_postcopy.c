@@ -85,7 +85,8 @@ void lm__dest_postcopy_pause(lm_dest *d)
 }
 
 /* Every page is here: give the memory back to the guest for good and tell
- * the source it may let go. */
+ * the source it may let go. The guest has all of its memory here from the
+ * release on, so that is 'completed' even if the source cannot be told. */
 static int postcopy_complete(lm_dest *d, lm_resumed *r)
 {
     postcopy_stats(d);
@@ -95,13 +96,21 @@ static int postcopy_complete(lm_dest *d, lm_resumed *r)
     d->pc_init = false;
     uint8_t buf[LM_RESUMED_SIZE];
     lm_resumed_encode(r, buf);
-    int ret = lm__dest_send_locked(d, LM_MSG_POSTCOPY_DONE, buf, sizeof(buf));
-    if (ret == 0 && r->verified == 2)
-        ret = lm_err_set(&d->ctx->err, -EIO,
-                         "verification failed after postcopy: RAM digest %s "
-                         "here differs from the source's %s",
-                         d->st.digest, d->source_digest);
-    return ret < 0 ? ret : lm__dest_enter(d, LM_DST_COMPLETED);
+    int sent = lm__dest_send_locked(d, LM_MSG_POSTCOPY_DONE, buf, sizeof(buf));
+    if (r->verified == 2) /* postcopy-verify -> failed: there is no copy to go back to */
+        return lm_err_set(&d->ctx->err, -EIO,
+                          "verification failed after postcopy: RAM digest %s "
+                          "here differs from the source's %s; the guest runs here",
+                          d->st.digest, d->source_digest);
+    int ret = lm__dest_enter(d, LM_DST_COMPLETED);
+    if (ret == 0 && sent < 0) {
+        lm_err_reset(&d->ctx->err); /* the send's own words say less than this */
+        ret = lm_err_set(&d->ctx->err, sent,
+                         "every page is here and the guest runs here, but the source was "
+                         "not told (POSTCOPY_DONE failed): it keeps its stopped copy until "
+                         "you stop it");
+    }
+    return ret;
 }
 
 /* POSTCOPY_END: the source sent every needed page; wait until all are
