@@ -309,6 +309,7 @@ typedef enum hook_mode {
     MODE_RESET_ROUND, /* main connection: ECONNRESET after RESET_AFTER bytes */
     MODE_RESET_STOP,  /* main connection: ECONNRESET once the guest is stopped */
     MODE_EEXIST,      /* postcopy placement: every 2nd UFFDIO_COPY reports EEXIST */
+    MODE_LOSE_DONE,   /* destination: its POSTCOPY_DONE fails with ECONNRESET */
 } hook_mode;
 
 /* The hooks have no opaque pointer: their state is this one test's. */
@@ -329,6 +330,7 @@ static struct hook_state {
     _Atomic bool gate_done;
     _Atomic unsigned gate_timeouts;
     _Atomic uint64_t copies_ok, injected, natural_eexist;
+    _Atomic uint64_t lost_done; /* POSTCOPY_DONE frames the destination could not send */
 } H;
 
 static void hook_arm(hook_mode mode, unsigned nchannels, src_guest *g, bool gate)
@@ -355,6 +357,7 @@ static void hook_arm(hook_mode mode, unsigned nchannels, src_guest *g, bool gate
     atomic_store(&H.copies_ok, 0);
     atomic_store(&H.injected, 0);
     atomic_store(&H.natural_eexist, 0);
+    atomic_store(&H.lost_done, 0);
 }
 
 static int hook_guest_stopped(void)
@@ -447,9 +450,22 @@ static void gate(void)
     }
 }
 
+/* A frame header opens the destination's message: its type is at byte 6. */
+static bool is_frame(const struct msghdr *msg, uint16_t type)
+{
+    const struct iovec *v = &msg->msg_iov[0];
+    return msg->msg_iovlen && v->iov_len >= LM_FRAME_HDR_SIZE &&
+           lm_get_be16((const uint8_t *)v->iov_base + 6) == type;
+}
+
 static ssize_t hook_sendmsg(int fd, const struct msghdr *msg, int flags)
 {
     int idx = fd_index(fd);
+    if (idx < 0 && H.mode == MODE_LOSE_DONE && is_frame(msg, LM_MSG_POSTCOPY_DONE)) {
+        atomic_fetch_add(&H.lost_done, 1);
+        errno = ECONNRESET;
+        return -1;
+    }
     if (idx < 0)
         return lm__sys_real.sendmsg(fd, msg, flags);
     bool channel = idx >= 1 && (unsigned)idx <= H.nchannels;
@@ -854,13 +870,43 @@ static void case_eexist(void)
     run_teardown(&r);
 }
 
+/* The destination has every page and its guest runs, but cannot tell the
+ * source (POSTCOPY_DONE lost): it is 'completed' and says the source was
+ * not told; the source, past the commit point, never runs its copy again
+ * ('postcopy-paused', stopped once, resumed never). */
+static void case_lose_done(void)
+{
+    run r;
+    run_setup(&r, MODE_LOSE_DONE, 0, true);
+    r.sp.postcopy = true;
+    r.sp.postcopy_after_rounds = 1;
+    r.sp.downtime_limit_ms = 0;
+    r.sp.io_timeout_ms = 3000;
+    r.dg.touch = true;
+    run_migrate(&r);
+    run_join_dest(&r);
+    CHECK_EQ_U64(atomic_load(&H.lost_done), 1);
+    CHECK(r.dst_ret == -ECONNRESET);
+    CHECK(r.dst_st.status == LM_STATUS_COMPLETED);
+    CHECK(strstr(r.dst_err, "the source was not told") != NULL);
+    CHECK(r.src_ret < 0);
+    CHECK(r.src_st.status == LM_STATUS_POSTCOPY_PAUSED);
+    CHECK_EQ_U64(atomic_load(&r.g.stops), 1);
+    CHECK_EQ_U64(atomic_load(&r.g.resumes), 0); /* never two running copies */
+    CHECK_EQ_U64(atomic_load(&r.dg.resumes), 1);
+    CHECK_EQ_U64(atomic_load(&r.dg.touched), block_pages[0] + block_pages[1]);
+    CHECK(r.dst_st.verify_done && r.dst_st.verify_match);
+    check_same_ram(&r);
+    run_teardown(&r);
+}
+
 static const struct {
     const char *name;
     void (*fn)(void);
 } cases[] = {
     {"baseline", case_baseline},       {"short-write", case_short_write},
     {"reset-round", case_reset_round}, {"reset-stop", case_reset_stop},
-    {"eexist", case_eexist},
+    {"eexist", case_eexist},           {"lose-done", case_lose_done},
 };
 
 int main(int argc, char **argv)
