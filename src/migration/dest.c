@@ -24,13 +24,21 @@
 #include "migration/dest.h"
 #include "util/clock.h"
 
-static uint64_t minor_faults(uint64_t *major)
+/* The page faults this process took since 'start' (receiving starts), or
+ * with start false until now (every page is here): what the report's
+ * dest-minor-faults counts is receiving, not verifying or resuming. */
+void lm__dest_count_faults(lm_dest *d, bool start)
 {
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    if (major)
-        *major = (uint64_t)ru.ru_majflt;
-    return (uint64_t)ru.ru_minflt;
+    if (start) {
+        d->faults0_minor = (uint64_t)ru.ru_minflt;
+        d->faults0_major = (uint64_t)ru.ru_majflt;
+    } else if (!d->faults_counted) {
+        d->st.dest_minor_faults = (uint64_t)ru.ru_minflt - d->faults0_minor;
+        d->st.dest_major_faults = (uint64_t)ru.ru_majflt - d->faults0_major;
+        d->faults_counted = true;
+    }
 }
 
 int lm__dest_protocol_error(lm_dest *d, int code, const char *why)
@@ -191,6 +199,7 @@ static int on_complete(lm_dest *d, const lm_frame *f)
     int ret = d->use_pool ? lm_multifd_recv_finish(&d->pool, d->conn.timeout_ms) : 0;
     if (ret < 0)
         return ret;
+    lm__dest_count_faults(d, false);
     lm_resumed r = {0};
     if (!(d->hello.flags & LM_HELLO_VERIFY))
         return commit(d, &r);
@@ -342,11 +351,9 @@ int lm_incoming(lm_ctx *ctx, lm_listener *l, const lm_params *params)
         d->st.setup_time_ms = lm_ns_to_ms(lm_now_ns() - d->start_ns);
     }
     if (ret == 0 && (ret = lm__dest_enter(d, LM_DST_ACTIVE)) == 0) {
-        uint64_t maj0, maj1, min0 = minor_faults(&maj0);
+        lm__dest_count_faults(d, true);
         ret = receive_stream(d);
-        uint64_t min1 = minor_faults(&maj1);
-        d->st.dest_minor_faults = min1 - min0;
-        d->st.dest_major_faults = maj1 - maj0;
+        lm__dest_count_faults(d, false); /* unless every page arrived before */
     }
     if (ret < 0 && !is_final(d->fsm.state)) {
         lm_dst_state to = failed_state(d, ret);

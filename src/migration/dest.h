@@ -46,12 +46,15 @@ typedef struct lm_dest {
     uint8_t digest[16]; /* ours, taken before the source's arrives */
     uint64_t digest_pages, verify_t0;
     char source_digest[40]; /* hex, when it differs from ours */
+    uint64_t faults0_minor, faults0_major;
+    bool faults_counted;
 } lm_dest;
 
 /* A message handler: 0, or -errno with the reason in ctx->err. */
 typedef int (*lm_dest_handler)(lm_dest *d, const lm_frame *f);
 
 /* dest.c */
+void lm__dest_count_faults(lm_dest *d, bool start);
 /* Whether the [state][message] table lets 'type' arrive in 'state'. */
 bool lm__dest_accepts(unsigned state, uint16_t type);
 int lm__dest_enter(lm_dest *d, lm_dst_state to);

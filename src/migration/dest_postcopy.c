@@ -124,6 +124,7 @@ int lm__dest_on_postcopy_end(lm_dest *d, const lm_frame *f)
         ret = lm_postcopy_dst_wait(&d->pc, d->conn.timeout_ms);
     if (ret < 0)
         return ret;
+    lm__dest_count_faults(d, false);
     lm_resumed r = {0};
     if (!(d->hello.flags & LM_HELLO_VERIFY))
         return postcopy_complete(d, &r);
