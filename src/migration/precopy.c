@@ -162,7 +162,7 @@ int lm__src_switchover(lm_source *s)
 /* Rounds until the rest fits in the downtime limit. Returns 0 for a
  * precopy switchover, 1 to switch to postcopy, or -errno. The pages found
  * by the last sync stay in s->dirty for whichever comes next. */
-int lm__src_precopy(lm_source *s)
+int lm__src_precopy(lm_source *s, bool *to_postcopy)
 {
     int ret = first_pass(s);
     if (ret < 0)
@@ -182,15 +182,13 @@ int lm__src_precopy(lm_source *s)
         if (!converged)
             lm__src_converge_policy(s, s->round_dirtied);
         if (converged || s->st.nrounds >= s->p->max_rounds || postcopy) {
-            bool to_postcopy = !converged && (postcopy || s->p->postcopy);
+            *to_postcopy = !converged && (postcopy || s->p->postcopy);
             snprintf(s->st.switchover_reason, sizeof(s->st.switchover_reason), "%s",
-                     converged     ? "converged"
-                     : to_postcopy ? "postcopy"
-                                   : "round-limit");
+                     converged      ? "converged"
+                     : *to_postcopy ? "postcopy"
+                                    : "round-limit");
             s->st.expected_downtime_ms = expect_ms;
-            if ((ret = wait_caught_up(s)) < 0)
-                return ret;
-            return to_postcopy;
+            return wait_caught_up(s);
         }
         if ((ret = send_dirty(s, count, rearm_by_chunk(s))) < 0)
             return ret;

@@ -184,12 +184,11 @@ int lm_migrate(lm_ctx *ctx, const char *uri, const lm_params *params)
     if (ret == 0)
         ret = setup(s, uri);
     s->st.setup_time_ms = lm_ns_to_ms(lm_now_ns() - s->start_ns);
+    bool to_postcopy = false;
     if (ret == 0 && (ret = lm__src_enter(s, LM_STATUS_ACTIVE)) == 0)
-        ret = lm__src_precopy(s);
-    if (ret == 1)
-        ret = lm__src_postcopy(s);
-    else if (ret == 0)
-        ret = lm__src_switchover(s);
+        ret = lm__src_precopy(s, &to_postcopy);
+    if (ret == 0)
+        ret = to_postcopy ? lm__src_postcopy(s) : lm__src_switchover(s);
     if (ret < 0)
         enter_failed(s, ret);
 

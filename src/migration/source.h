@@ -78,9 +78,10 @@ int lm__src_send_device_state(lm_source *s);
 /* Digest of all guest RAM (tracking must have ended), sent as VERIFY. */
 int lm__src_send_verify(lm_source *s);
 
-/* precopy.c: rounds until the rest fits in the downtime limit. Returns 0
- * to switch over, 1 to switch to postcopy, or -errno. */
-int lm__src_precopy(lm_source *s);
+/* precopy.c: rounds until the rest fits in the downtime limit (or out of
+ * rounds, or postcopy is chosen: *to_postcopy), ending in pre-switchover.
+ * 0 or -errno. */
+int lm__src_precopy(lm_source *s, bool *to_postcopy);
 /* Stop, last pages, device state, COMPLETE, RESUMED: 'completed'. */
 int lm__src_switchover(lm_source *s);
 
