@@ -60,7 +60,6 @@ typedef struct lm_source {
 
 /* source_round.c */
 int lm__src_enter(lm_source *s, lm_status to); /* the state machine, and the stats */
-bool lm__src_before_stop(const lm_source *s);  /* the guest has not been stopped yet */
 uint64_t lm__src_wire_bytes(lm_source *s);
 void lm__src_gather_counters(lm_source *s);
 void lm__src_report_progress(lm_source *s, bool force);

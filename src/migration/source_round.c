@@ -29,12 +29,6 @@ int lm__src_enter(lm_source *s, lm_status to)
     return 0;
 }
 
-bool lm__src_before_stop(const lm_source *s)
-{
-    return s->fsm.state == LM_STATUS_SETUP || s->fsm.state == LM_STATUS_ACTIVE ||
-           s->fsm.state == LM_STATUS_PRE_SWITCHOVER;
-}
-
 uint64_t lm__src_wire_bytes(lm_source *s)
 {
     return s->conn.bytes_out + (s->use_pool ? lm_multifd_send_bytes(&s->pool) : 0);
@@ -60,7 +54,7 @@ void lm__src_report_progress(lm_source *s, bool force)
         return;
     s->last_progress_ns = now;
     lm__src_gather_counters(s);
-    if (lm__src_before_stop(s))
+    if (!s->stop_ns) /* precopy bytes: what went out before the guest stopped */
         s->st.precopy_bytes = s->st.transferred;
     s->st.total_time_ms = lm_ns_to_ms(now - s->start_ns);
     lm__stats_publish(s->ctx, &s->st);
