@@ -139,11 +139,16 @@ static void fill_random(uint8_t *p, uint64_t bytes, uint64_t seed)
     }
 }
 
-static bool all_stress_passed_once(lm_kvm_guest *g)
+/* Up: every vCPU has exited once, and every stress vCPU has written its
+ * whole region once (or died). */
+static bool guest_up(lm_kvm_guest *g)
 {
     for (unsigned i = 0; i < g->nvcpus; i++) {
         volatile uint64_t *p = lm__kvm_gpa(g, LM_KVM_PARAMS_GPA + i * LM_KVM_PAGE, LM_KVM_PAGE);
-        if (!g->vcpus[i].dead && p[LM_KVM_P_PASS / 8] < 1)
+        if (g->vcpus[i].dead)
+            continue;
+        if (!atomic_load(&g->vcpus[i].exits) ||
+            (g->wl.kind == LM_WL_STRESS && p[LM_KVM_P_PASS / 8] < 1))
             return false;
     }
     return true;
@@ -179,8 +184,7 @@ lm_kvm_guest *lm_kvm_guest_create(void *host, uint64_t len, const lm_workload *w
     /* Like the thread guest: up once every stress vCPU wrote its region
      * once, so that migrations start from the same state. */
     uint64_t t0 = lm_now_ns();
-    while (w->kind == LM_WL_STRESS && !all_stress_passed_once(g) &&
-           lm_now_ns() - t0 < 60000000000ull) {
+    while (!guest_up(g) && lm_now_ns() - t0 < 60000000000ull) {
         struct timespec ts = {0, 1000000};
         nanosleep(&ts, NULL);
     }
@@ -331,6 +335,12 @@ static int kvm_load(void *opaque, const void *buf, size_t len)
         g->source_passes[i] = v->regs.r8;
     }
     g->have_source_passes = true;
+    uint64_t dp = g->x_damage_page - 1;
+    uint8_t *damaged = g->x_damage_page && dp < g->region_pages[0]
+                           ? lm__kvm_gpa(g, g->region_base[0] + dp * LM_KVM_PAGE, 1)
+                           : NULL;
+    if (damaged)
+        (*damaged)--;
     /* Continuity before the guest runs here. In postcopy the RAM is not all
      * here yet: registers now, the pages at the end of the run. */
     bool read_ram = !lm__kvm_ram_guarded(g);
@@ -392,6 +402,16 @@ unsigned lm_kvm_guest_vcpus(const lm_kvm_guest *g)
 const char *lm_kvm_guest_error(const lm_kvm_guest *g)
 {
     return g->error[0] ? g->error : NULL;
+}
+
+void lm_kvm_guest_x_damage(lm_kvm_guest *g, uint64_t page)
+{
+    g->x_damage_page = page + 1;
+}
+
+uint64_t lm_kvm_guest_resumed_progress(const lm_kvm_guest *g)
+{
+    return g->progress_at_resume;
 }
 
 uint64_t lm_kvm_guest_exits(lm_kvm_guest *g)

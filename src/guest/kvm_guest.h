@@ -56,6 +56,10 @@ void lm_kvm_guest_destroy(lm_kvm_guest *g);
 /* Callbacks for lm_set_guest_ops(); opaque is the lm_kvm_guest. */
 extern const lm_guest_ops lm_kvm_guest_callbacks;
 
+/* Testing aid (destination): before the check at load, set page `page`
+ * of vCPU 0's region back one pass, as a lost page would leave it. */
+void lm_kvm_guest_x_damage(lm_kvm_guest *g, uint64_t page);
+
 /* Why load_state failed, in a sentence; NULL when it did not. */
 const char *lm_kvm_guest_error(const lm_kvm_guest *g);
 
@@ -70,6 +74,8 @@ const char *lm_guest_state_kind(const void *buf, size_t len);
 /* Passes completed by all vCPUs (their r8), and exits taken. */
 uint64_t lm_kvm_guest_progress(lm_kvm_guest *g);
 uint64_t lm_kvm_guest_exits(lm_kvm_guest *g);
+/* Progress when the guest last resumed (on the destination: the source's). */
+uint64_t lm_kvm_guest_resumed_progress(const lm_kvm_guest *g);
 unsigned lm_kvm_guest_vcpus(const lm_kvm_guest *g);
 
 /* The continuity check over the stopped guest's RAM and registers (and,

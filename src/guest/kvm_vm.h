@@ -113,7 +113,8 @@ struct lm_kvm_guest {
     bool have_source_passes;
     bool continuity_checked, continuity_ok;
     char continuity_why[256];
-    char error[320]; /* why load_state failed */
+    char error[320];        /* why load_state failed */
+    uint64_t x_damage_page; /* testing aid: 1 + the page to set back at load, 0: none */
 };
 
 /* kvm_vm.c */
