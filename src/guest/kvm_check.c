@@ -207,6 +207,8 @@ char *lm_kvm_guest_report_json(lm_kvm_guest *g, uint64_t progress_start)
     lm_json_bool(&j, "continuity", lm_kvm_guest_continuity(g, NULL));
     if (g->continuity_why[0])
         lm_json_str(&j, "continuity-error", g->continuity_why);
+    if (g->have_source_passes)
+        lm_json_double(&j, "load-check-ms", g->load_check_ms);
     lm_json_array_begin(&j, "vcpu-passes");
     for (unsigned i = 0; i < g->nvcpus; i++)
         lm_json_u64(&j, NULL, g->vcpus[i].regs.r8);

@@ -344,6 +344,7 @@ static int kvm_load(void *opaque, const void *buf, size_t len)
     /* Continuity before the guest runs here. In postcopy the RAM is not all
      * here yet: registers now, the pages at the end of the run. */
     bool read_ram = !lm__kvm_ram_guarded(g);
+    uint64_t t0 = lm_now_ns();
     for (unsigned i = 0; i < nvcpus; i++)
         if (!lm__kvm_check_vcpu(g, i, read_ram, why, sizeof(why))) {
             g->continuity_checked = true;
@@ -355,6 +356,7 @@ static int kvm_load(void *opaque, const void *buf, size_t len)
         }
     g->continuity_checked = read_ram;
     g->continuity_ok = true;
+    g->load_check_ms = (double)(lm_now_ns() - t0) / 1e6;
     return 0;
 }
 

@@ -112,6 +112,7 @@ struct lm_kvm_guest {
     uint64_t source_passes[LM_KVM_MAX_VCPUS]; /* destination: as the source stopped */
     bool have_source_passes;
     bool continuity_checked, continuity_ok;
+    double load_check_ms; /* destination: the check in load_state (in the downtime) */
     char continuity_why[256];
     char error[320];        /* why load_state failed */
     uint64_t x_damage_page; /* testing aid: 1 + the page to set back at load, 0: none */

@@ -31,7 +31,7 @@ kvm_ok() {
     local src_passes
     src_passes=$(json "$s" 'j["guest"]["vcpu-passes"]')
     expect_json "$d" "all(b > a for a, b in zip($src_passes, j['guest']['vcpu-passes']))"
-    note "$name: downtime $(json "$s" 'j["downtime"]') ms, exits/s on the destination" \
+    note "$name: downtime $(json "$s" 'j["downtime"]') ms (load check $(json "$d" 'j["guest"]["load-check-ms"]') ms), exits/s on the destination" \
         "$(json "$d" 'round(j["guest"].get("vcpu-exits-per-second", 0))'), passes" \
         "$src_passes -> $(json "$d" 'j["guest"]["vcpu-passes"]')"
 }
