@@ -23,7 +23,7 @@ int cli_kvm_check(void)
 {
     char why[256];
     if (lm_kvm_probe(why, sizeof(why)) < 0) {
-        printf("kvm-check: cannot run the KVM guest here: %s\n", why);
+        printf("kvm-check: %s\n", why);
         return 77;
     }
     printf("kvm-check: /dev/kvm runs the KVM guest\n");
