@@ -30,6 +30,20 @@ static bool after_inc(uint64_t rip)
            rip == prog_off(LM_KVM_OFF_IDLE_AFTER_INC) || rip == prog_off(LM_KVM_OFF_RAND_AFTER_INC);
 }
 
+/* The host address of the slot piece holding gpa, and how many bytes of
+ * it follow there (a region may span memory slots). */
+static uint8_t *piece_at(lm_kvm_guest *g, uint64_t gpa, uint64_t *len)
+{
+    for (unsigned i = 0; i < g->nslots; i++) {
+        const lm_kvm_slot *s = &g->slots[i];
+        if (gpa >= s->gpa && gpa - s->gpa < s->len) {
+            *len = s->len - (gpa - s->gpa);
+            return (uint8_t *)s->host + (gpa - s->gpa);
+        }
+    }
+    return NULL;
+}
+
 static bool check_stress(lm_kvm_guest *g, unsigned i, const struct kvm_regs *r, char *why,
                          size_t whylen)
 {
@@ -46,22 +60,25 @@ static bool check_stress(lm_kvm_guest *g, unsigned i, const struct kvm_regs *r, 
         }
         k = (r->rdi - base + LM_KVM_PAGE - 1) / LM_KVM_PAGE;
     }
-    const volatile uint8_t *host = lm__kvm_gpa(g, base, n * LM_KVM_PAGE);
-    if (!host) {
-        snprintf(why, whylen, "vCPU %u: its region is outside guest RAM", i);
-        return false;
-    }
     uint8_t ahead = (uint8_t)(r->r8 + 1), behind = (uint8_t)r->r8;
-    for (uint64_t j = 0; j < n; j++) {
-        uint8_t want = j < k ? ahead : behind, have = host[j * LM_KVM_PAGE];
-        if (have != want) {
-            snprintf(why, whylen,
-                     "vCPU %u: page %llu of %llu (guest 0x%llx) holds pass byte %u, expected %u "
-                     "(pass %llu, %llu pages of it written)",
-                     i, (unsigned long long)j, (unsigned long long)n,
-                     (unsigned long long)(base + j * LM_KVM_PAGE), have, want,
-                     (unsigned long long)r->r8, (unsigned long long)k);
+    for (uint64_t j = 0; j < n;) {
+        uint64_t len;
+        const volatile uint8_t *host = piece_at(g, base + j * LM_KVM_PAGE, &len);
+        if (!host) {
+            snprintf(why, whylen, "vCPU %u: its region is outside guest RAM", i);
             return false;
+        }
+        for (uint64_t end = j + len / LM_KVM_PAGE; j < n && j < end; j++, host += LM_KVM_PAGE) {
+            uint8_t want = j < k ? ahead : behind, have = *host;
+            if (have != want) {
+                snprintf(why, whylen,
+                         "vCPU %u: page %llu of %llu (guest 0x%llx) holds pass byte %u, expected "
+                         "%u (pass %llu, %llu pages of it written)",
+                         i, (unsigned long long)j, (unsigned long long)n,
+                         (unsigned long long)(base + j * LM_KVM_PAGE), have, want,
+                         (unsigned long long)r->r8, (unsigned long long)k);
+                return false;
+            }
         }
     }
     return true;
@@ -72,29 +89,35 @@ static bool check_stress(lm_kvm_guest *g, unsigned i, const struct kvm_regs *r, 
 static bool check_tags(lm_kvm_guest *g, unsigned i, char *why, size_t whylen)
 {
     uint64_t base = g->region_base[i], n = g->region_pages[i];
-    uint8_t *host = lm__kvm_gpa(g, base, n * LM_KVM_PAGE);
-    unsigned char *vec = host ? malloc(n) : NULL;
-    bool ok = host != NULL;
-    if (vec && mincore(host, n * LM_KVM_PAGE, vec) < 0)
-        memset(vec, 1, n);
-    for (uint64_t j = 0; ok && j < n; j++) {
-        if (vec && !(vec[j] & 1))
-            continue;
-        uint64_t q = *(volatile uint64_t *)(host + j * LM_KVM_PAGE);
-        uint64_t who = q >> 48, pass = q & ((1ull << 48) - 1);
-        if (q && (who >= g->nvcpus || pass > g->vcpus[who].regs.r8)) {
-            snprintf(why, whylen,
-                     "page %llu (guest 0x%llx) says vCPU %llu wrote it in pass %llu, newer than "
-                     "that vCPU's pass",
-                     (unsigned long long)j, (unsigned long long)(base + j * LM_KVM_PAGE),
-                     (unsigned long long)who, (unsigned long long)pass);
-            ok = false;
+    for (uint64_t j = 0; j < n;) {
+        uint64_t len;
+        uint8_t *host = piece_at(g, base + j * LM_KVM_PAGE, &len);
+        if (!host) {
+            snprintf(why, whylen, "vCPU %u: its region is outside guest RAM", i);
+            return false;
         }
+        uint64_t m = len / LM_KVM_PAGE < n - j ? len / LM_KVM_PAGE : n - j;
+        unsigned char *vec = malloc(m);
+        if (vec && mincore(host, m * LM_KVM_PAGE, vec) < 0)
+            memset(vec, 1, m);
+        for (uint64_t x = 0; x < m; x++, j++) {
+            if (vec && !(vec[x] & 1))
+                continue;
+            uint64_t q = *(volatile uint64_t *)(host + x * LM_KVM_PAGE);
+            uint64_t who = q >> 48, pass = q & ((1ull << 48) - 1);
+            if (q && (who >= g->nvcpus || pass > g->vcpus[who].regs.r8)) {
+                snprintf(why, whylen,
+                         "page %llu (guest 0x%llx) says vCPU %llu wrote it in pass %llu, newer "
+                         "than that vCPU's pass",
+                         (unsigned long long)j, (unsigned long long)(base + j * LM_KVM_PAGE),
+                         (unsigned long long)who, (unsigned long long)pass);
+                free(vec);
+                return false;
+            }
+        }
+        free(vec);
     }
-    if (!host)
-        snprintf(why, whylen, "vCPU %u: its region is outside guest RAM", i);
-    free(vec);
-    return ok;
+    return true;
 }
 
 bool lm__kvm_check_vcpu(lm_kvm_guest *g, unsigned i, bool read_ram, char *why, size_t whylen)
