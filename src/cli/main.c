@@ -21,6 +21,7 @@
 #include "cli/run.h"
 #include "cli/steal.h"
 #include "guest/guest.h"
+#include "guest/kvm_guest.h"
 #include "guest/load.h"
 #include "guest/report.h"
 #include "livemig.h"
@@ -28,6 +29,11 @@
 volatile sig_atomic_t cli_interrupted;
 /* The one thing a signal handler must reach: the migration to cancel. */
 static lm_ctx *volatile cancel_target;
+
+void cli_set_cancel_target(lm_ctx *ctx)
+{
+    cancel_target = ctx;
+}
 
 static void on_start_postcopy(int sig)
 {
@@ -47,7 +53,7 @@ static void on_signal(int sig)
 /* Postcopy failed half way: this process holds part of the guest's memory.
  * Keep it (and the guest's vCPUs, waiting on missing pages) until the user
  * decides, then leave without tearing anything down. */
-static void hold_paused_state(const char *who)
+void cli_hold_paused_state(const char *who)
 {
     fprintf(stderr,
             "livemig %s: postcopy is paused; this process keeps its part of the guest's "
@@ -60,7 +66,7 @@ static void hold_paused_state(const char *who)
 }
 
 /* Sleeps for secs (INFINITY: until interrupted), or less when interrupted. */
-static void sleep_seconds(double secs)
+void cli_sleep_seconds(double secs)
 {
     uint64_t end = isinf(secs) ? UINT64_MAX : lm_guest_now_ns() + (uint64_t)(secs * 1e9);
     while (!cli_interrupted && lm_guest_now_ns() < end) {
@@ -78,6 +84,14 @@ typedef struct dest_guest {
 static int dest_load_state(void *opaque, const void *buf, size_t len)
 {
     dest_guest *dg = opaque;
+    const char *kind = lm_guest_state_kind(buf, len);
+    if (kind && strcmp(kind, "thread")) {
+        fprintf(stderr,
+                "livemig incoming: the source runs the %s guest and this side the thread guest: "
+                "start incoming with --guest %s\n",
+                kind, kind);
+        return -EPROTOTYPE;
+    }
     void *host;
     uint64_t len0;
     if (lm_ram_block_get(dg->ctx, 0, NULL, &host, &len0) < 0)
@@ -94,7 +108,7 @@ static int dest_resume(void *opaque)
 /* --dest-prealloc: guest RAM reserved and populated before the source
  * connects (QEMU's -mem-prealloc), so that receiving takes no first-touch
  * fault and no page is zeroed inside the migration. */
-static int prealloc_ram(cli_opts *o, lm_ctx *ctx, uint8_t **out)
+int cli_prealloc_ram(cli_opts *o, lm_ctx *ctx, uint8_t **out)
 {
     uint8_t *ram = lm_ram_alloc(o->ram);
     *out = NULL;
@@ -124,7 +138,7 @@ static int prealloc_ram(cli_opts *o, lm_ctx *ctx, uint8_t **out)
 
 /* Demo's destination: tells the source it may start its guest. False when
  * the source is gone (nobody will connect). */
-static bool tell_ready(cli_opts *o)
+bool cli_tell_ready(cli_opts *o)
 {
     if (o->ready_fd < 0)
         return true;
@@ -135,6 +149,8 @@ static bool tell_ready(cli_opts *o)
 
 int cli_run_incoming(cli_opts *o, lm_listener *l)
 {
+    if (o->guest == CLI_GUEST_KVM)
+        return cli_run_incoming_kvm(o, l);
     lm_ctx *ctx = lm_ctx_new();
     dest_guest *dg = calloc(1, sizeof(*dg));
     if (!ctx || !dg) {
@@ -143,7 +159,7 @@ int cli_run_incoming(cli_opts *o, lm_listener *l)
     }
     cancel_target = ctx; /* a Ctrl-C from here on cancels */
     uint8_t *ram = NULL;
-    if ((o->dest_prealloc && prealloc_ram(o, ctx, &ram) < 0) || !tell_ready(o)) {
+    if ((o->dest_prealloc && cli_prealloc_ram(o, ctx, &ram) < 0) || !cli_tell_ready(o)) {
         cancel_target = NULL;
         lm_ctx_free(ctx);
         lm_ram_free(ram, o->ram);
@@ -163,7 +179,7 @@ int cli_run_incoming(cli_opts *o, lm_listener *l)
         uint64_t start = dg->g.resumed_counter_sum;
         if (isinf(o->run_for))
             fprintf(stderr, "livemig: guest running on the destination; Ctrl-C stops it\n");
-        sleep_seconds(o->run_for);
+        cli_sleep_seconds(o->run_for);
         lm_guest_callbacks.stop(&dg->g);
         lm_guest_report_take(&dg->g, start, &gr);
         have_guest = true;
@@ -178,7 +194,7 @@ int cli_run_incoming(cli_opts *o, lm_listener *l)
         cli_report_json(o->stats_json, &st, "destination", have_guest ? &gr : NULL) < 0)
         ret = -EIO;
     if (ret < 0 && st.status == LM_STATUS_POSTCOPY_PAUSED)
-        hold_paused_state("incoming");
+        cli_hold_paused_state("incoming");
     cancel_target = NULL;
     if (have_guest || dg->g.nvcpus)
         lm_guest_destroy(&dg->g);
@@ -192,7 +208,8 @@ int cli_check_workload(const cli_opts *o, lm_workload *wl)
 {
     char why[256];
     if (lm_workload_parse(o->workload, wl, why, sizeof(why)) < 0 ||
-        lm_workload_check(wl, o->ram, why, sizeof(why)) < 0) {
+        lm_workload_check(wl, o->ram, why, sizeof(why)) < 0 ||
+        (o->guest == CLI_GUEST_KVM && lm_kvm_workload_check(wl, o->ram, why, sizeof(why)) < 0)) {
         fprintf(stderr, "livemig: %s\n", why);
         return 2;
     }
@@ -217,7 +234,7 @@ static unsigned run_baseline(const cli_opts *o, lm_guest *g, lm_steal_sampler *s
                 load, strerror(-rc));
         load = 0;
     }
-    sleep_seconds(o->window_ms / 1000.0);
+    cli_sleep_seconds(o->window_ms / 1000.0);
     lm_cpu_load_stop(&cl);
     return load;
 }
@@ -227,7 +244,7 @@ static unsigned run_baseline(const cli_opts *o, lm_guest *g, lm_steal_sampler *s
 static void report_survival(lm_ctx *ctx, lm_guest *g)
 {
     uint64_t before = lm_guest_counter_sum(g);
-    sleep_seconds(0.2);
+    cli_sleep_seconds(0.2);
     fprintf(stderr, "livemig migrate: %s\n", lm_last_error(ctx));
     fprintf(stderr,
             "livemig migrate: the guest keeps running on the source (progress %llu -> %llu)\n",
@@ -266,7 +283,7 @@ static int migrate_guest(cli_opts *o, lm_ctx *ctx, lm_guest *g)
         cli_report_print(&st, "source", NULL, NULL);
         if (o->stats_json)
             cli_report_json(o->stats_json, &st, "source", NULL);
-        hold_paused_state("migrate");
+        cli_hold_paused_state("migrate");
     }
     if (ret < 0)
         report_survival(ctx, g);
@@ -289,6 +306,8 @@ int cli_run_migrate(cli_opts *o)
     int rc = cli_check_workload(o, &wl);
     if (rc)
         return rc;
+    if (o->guest == CLI_GUEST_KVM)
+        return cli_run_migrate_kvm(o, &wl);
     uint8_t *ram = lm_ram_alloc(o->ram);
     if (ram && o->ram_thp && madvise(ram, o->ram, MADV_HUGEPAGE) < 0) {
         fprintf(stderr,
@@ -364,6 +383,8 @@ int main(int argc, char **argv)
         return cmd_incoming(&o);
     case CLI_MIGRATE:
         return cmd_migrate(&o);
+    case CLI_KVM_CHECK:
+        return cli_kvm_check();
     default:
         return cli_demo(&o);
     }

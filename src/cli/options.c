@@ -52,10 +52,15 @@ static const char *const trackers[] = {"auto", "uffd-async", "uffd-sync", NULL};
 static const char *const zero_modes[] = {"multifd", "legacy", "none", NULL};
 static const char *const off_on[] = {"off", "on", NULL};
 static const char *const placements[] = {"copy", "move", NULL};
+static const char *const guests[] = {"thread", "kvm", NULL};
 
 static const cli_option options[] = {
     {"ram", "SIZE", CLI_SIZE, FIELD(ram), .min = 1, .expect = "use a size such as 512M or 2G",
      .help = "guest RAM (demo: 1G; incoming: the size --dest-prealloc populates)", .cmds = CLI_ALL},
+    {"guest", "thread|kvm", CLI_CHOICE, FIELD(guest), .choices = guests, .expect = "thread or kvm",
+     .help = "the guest: vCPU threads writing guest RAM (thread, default) or a KVM VM whose vCPUs "
+             "run a small guest program (kvm; both sides must agree)",
+     .cmds = CLI_ALL},
     {"workload", "SPEC", CLI_STRING, FIELD(workload),
      .help = "what the guest's vCPUs do (see workloads; demo: stress:2x64M)", .cmds = CLI_SOURCE},
     {"to", "URI", CLI_STRING, FIELD(to), .help = "the destination: tcp:HOST:PORT or unix:PATH",
@@ -156,7 +161,8 @@ static const cli_option options[] = {
      .cmds = CLI_SOURCE},
     {"x-slow-channel-us", "US", CLI_COUNT, PARAM(x_slow_channel_us), .max = 1000000,
      .cmds = CLI_DEST},
-    {"help", NULL, CLI_HELP, .help = "this help", .cmds = CLI_ALL},
+    {"x-kvm-damage-page", "N", CLI_COUNT, FIELD(x_kvm_damage), .min = 1, .cmds = CLI_DEST},
+    {"help", NULL, CLI_HELP, .help = "this help", .cmds = CLI_ALL | CLI_KVM_CHECK},
 };
 #define NOPTIONS (sizeof(options) / sizeof(options[0]))
 
@@ -175,6 +181,9 @@ static const cli_command commands[] = {
      "The source: a synthetic guest running SPEC, migrated while it runs."},
     {"demo", CLI_DEMO, "[--ram SIZE] [--workload SPEC] [options]",
      "Both ends on loopback, the destination in a child process; takes the options of both."},
+    {"kvm-check", CLI_KVM_CHECK, "",
+     "Runs a tiny KVM guest: exit 0 when this host's /dev/kvm can run --guest kvm, 77 and one "
+     "line saying why not."},
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
 
@@ -425,7 +434,8 @@ int cli_parse(int argc, char **argv, cli_opts *o)
         if (!strcmp(argv[1], commands[c].name))
             cmd = &commands[c];
     if (!cmd)
-        return cli_fail_usage(NULL, "unknown command '%s': use incoming, migrate or demo", argv[1]);
+        return cli_fail_usage(
+            NULL, "unknown command '%s': use incoming, migrate, demo or kvm-check", argv[1]);
     o->cmd = cmd->bit;
     o->cmd_name = cmd->name;
 

@@ -17,13 +17,17 @@ enum {
     CLI_MIGRATE = 1u << 0,
     CLI_INCOMING = 1u << 1,
     CLI_DEMO = 1u << 2,
+    CLI_KVM_CHECK = 1u << 3,
 };
+
+/* --guest: which guest runs (and migrates). */
+enum { CLI_GUEST_THREAD = 0, CLI_GUEST_KVM = 1 };
 
 /* --baseline-load auto: as many busy threads as the migration keeps busy. */
 #define CLI_LOAD_AUTO (~0u)
 
 typedef struct cli_opts {
-    unsigned cmd;         /* CLI_MIGRATE, CLI_INCOMING or CLI_DEMO */
+    unsigned cmd;         /* CLI_MIGRATE, CLI_INCOMING, CLI_DEMO or CLI_KVM_CHECK */
     const char *cmd_name; /* as typed */
     uint64_t ram;
     const char *workload;
@@ -41,6 +45,8 @@ typedef struct cli_opts {
     bool dest_prealloc;     /* incoming: populate guest RAM (--ram) before accepting */
     int ready_fd;           /* demo's destination: a byte here once it is listening, ready */
     bool local_dest;        /* demo: the destination's threads share this host */
+    unsigned guest;         /* CLI_GUEST_THREAD or CLI_GUEST_KVM */
+    uint64_t x_kvm_damage;  /* testing aid: 1 + a page the KVM destination sets back, 0: none */
 } cli_opts;
 
 /* Parses argv (argv[1] names the subcommand) into o, which it initializes

@@ -15,13 +15,15 @@ void cli_report_print(const lm_stats *st, const char *role, const lm_guest_repor
     fflush(stdout);
 }
 
-/* The statistics' object with "guest":{...} spliced in before its end. */
-static char *report_json(const lm_stats *st, const char *role, const lm_guest_report *gr)
+/* The statistics' object with "guest":{...} spliced in before its end;
+ * takes guest (may be NULL: no guest object). */
+static char *report_json(const lm_stats *st, const char *role, char *guest)
 {
     char *stats = lm_stats_json(st, role);
-    if (!stats || !gr)
+    if (!stats || !guest) {
+        free(guest);
         return stats;
-    char *guest = lm_guest_report_json(gr);
+    }
     char *end = strrchr(stats, '}');
     char *text = NULL;
     if (guest && end) {
@@ -39,8 +41,18 @@ static char *report_json(const lm_stats *st, const char *role, const lm_guest_re
 int cli_report_json(const char *path, const lm_stats *st, const char *role,
                     const lm_guest_report *gr)
 {
+    char *guest = gr ? lm_guest_report_json(gr) : NULL;
+    if (gr && !guest) {
+        fprintf(stderr, "livemig: cannot write %s: %s\n", path, strerror(ENOMEM));
+        return -1;
+    }
+    return cli_report_json_guest(path, st, role, guest);
+}
+
+int cli_report_json_guest(const char *path, const lm_stats *st, const char *role, char *guest)
+{
     errno = ENOMEM; /* what a NULL text means */
-    char *text = report_json(st, role, gr);
+    char *text = report_json(st, role, guest);
     FILE *f = text ? fopen(path, "w") : NULL;
     bool ok = f && fputs(text, f) >= 0;
     if (f && fclose(f) != 0)

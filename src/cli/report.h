@@ -17,4 +17,8 @@ void cli_report_print(const lm_stats *st, const char *role, const lm_guest_repor
 int cli_report_json(const char *path, const lm_stats *st, const char *role,
                     const lm_guest_report *gr);
 
+/* The same with the guest's object already written (a malloc()ed JSON
+ * object, taken and freed; NULL: none). */
+int cli_report_json_guest(const char *path, const lm_stats *st, const char *role, char *guest);
+
 #endif

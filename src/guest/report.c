@@ -59,6 +59,7 @@ char *lm_guest_report_json(const lm_guest_report *r)
     lm_json j;
     lm_json_init(&j);
     lm_json_object_begin(&j, NULL);
+    lm_json_str(&j, "kind", "thread");
     lm_json_str(&j, "workload", r->workload);
     lm_json_u64(&j, "vcpus", r->vcpus);
     lm_json_u64(&j, "progress-start", r->progress_start);
