@@ -47,7 +47,7 @@ int main(int argc, char **argv)
     lm_err_init(&err);
     lm_tracker *t;
     lm_track_range range = {ram, len, npages};
-    if (lm_tracker_create(kind, &range, 1, &t, &err) < 0) {
+    if (lm_tracker_create(kind, &range, 1, NULL, &t, &err) < 0) {
         fprintf(stderr, "tracker: %s\n", err.msg);
         return 77;
     }

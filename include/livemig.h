@@ -60,6 +60,8 @@ typedef enum lm_tracker_kind {
     LM_TRACKER_AUTO = 0,   /* uffd-async when the kernel has PAGEMAP_SCAN, else uffd-sync */
     LM_TRACKER_UFFD_ASYNC, /* userfaultfd WP_ASYNC read and re-armed by PAGEMAP_SCAN */
     LM_TRACKER_UFFD_SYNC,  /* userfaultfd write-protect, a thread records each fault */
+    LM_TRACKER_KVM_LOG,    /* KVM's dirty bitmap with manual protect (needs lm_kvm_attach);
+                              sees only the guest's writes through KVM, see lm_kvm_attach */
 } lm_tracker_kind;
 
 /* Where zero pages are found (pages the kernel reports as never populated
@@ -241,6 +243,46 @@ int lm_ram_block_get(const lm_ctx *ctx, unsigned index, uint32_t *id, void **hos
 
 void lm_set_guest_ops(lm_ctx *ctx, const lm_guest_ops *ops, void *opaque);
 void lm_params_init(lm_params *p);
+
+/*
+ * KVM guests: hand livemig the VM so that it can use KVM's own dirty log
+ * (params.tracker = LM_TRACKER_KVM_LOG, `--dirty-tracker kvm-log`). Each
+ * lm_kvm_slot describes one memory slot the VMM created with
+ * KVM_SET_USER_MEMORY_REGION, and which registered RAM block it maps
+ * (userspace_addr must be the block's host address + block_offset). A
+ * block may be covered by several slots; a block with pages no slot covers
+ * cannot be tracked by KVM, and lm_migrate with LM_TRACKER_KVM_LOG then
+ * fails with -EINVAL.
+ *
+ * While tracking, livemig enables KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 (with
+ * KVM_DIRTY_LOG_INITIALLY_SET) on the VM and re-sets each slot with
+ * KVM_MEM_LOG_DIRTY_PAGES added to 'flags'; when tracking ends it re-sets
+ * each slot with 'flags' alone and turns manual protect off again. The
+ * VMM must not change these slots while lm_migrate runs.
+ *
+ * KVM logs only what the guest writes through KVM (vCPUs, and KVM itself on
+ * the guest's behalf, e.g. page-table accessed/dirty bits). Writes the VMM
+ * makes to guest RAM itself (device emulation, virtio, DMA) are NOT seen:
+ * a VMM that writes guest RAM while the guest runs must use a userfaultfd
+ * tracker (the default), which sees every write.
+ */
+typedef struct lm_kvm_slot {
+    uint32_t slot;         /* KVM slot id, as given to KVM_SET_USER_MEMORY_REGION */
+    uint32_t block_id;     /* the RAM block (lm_ram_block_add id) it maps */
+    uint64_t block_offset; /* where in the block it starts, page aligned */
+    uint64_t size;         /* bytes, page aligned */
+    uint64_t guest_phys;   /* its guest-physical address */
+    uint32_t flags;        /* the slot's flags as the VMM set them, without
+                              KVM_MEM_LOG_DIRTY_PAGES */
+} lm_kvm_slot;
+
+/* Registers vm_fd (a KVM_CREATE_VM descriptor, still owned by the caller)
+ * and copies the n slots. Register the RAM blocks first. Validates that
+ * each slot lies inside its block, page aligned, and that slots overlap
+ * neither in their blocks, nor in guest-physical space, nor by id:
+ * -EINVAL with lm_last_error() otherwise. Replaces an earlier attach;
+ * vm_fd -1 with n 0 detaches. */
+int lm_kvm_attach(lm_ctx *ctx, int vm_fd, const lm_kvm_slot *slots, unsigned n);
 
 /* Source: precopy to uri ("tcp:HOST:PORT" or "unix:PATH"). Blocks until the
  * migration completes or fails. On failure the guest keeps running on the

@@ -74,7 +74,8 @@ int cli_run_migrate_kvm(cli_opts *o, const lm_workload *wl)
         fprintf(stderr, "livemig: %s\n", why);
         return 1;
     }
-    if (lm_ram_block_add(ctx, 0, "ram", ram, o->ram, LM_RAM_ZEROED) < 0) {
+    if (lm_ram_block_add(ctx, 0, "ram", ram, o->ram, LM_RAM_ZEROED) < 0 ||
+        lm_kvm_guest_attach(g, ctx) < 0) {
         fprintf(stderr, "livemig: %s\n", lm_last_error(ctx));
         return 1;
     }

@@ -48,7 +48,7 @@ typedef struct cli_option {
 #define PARAM(member) FIELD(params.member)
 
 /* CHOICE values, in the order of the field's enum (or false, true). */
-static const char *const trackers[] = {"auto", "uffd-async", "uffd-sync", NULL};
+static const char *const trackers[] = {"auto", "uffd-async", "uffd-sync", "kvm-log", NULL};
 static const char *const zero_modes[] = {"multifd", "legacy", "none", NULL};
 static const char *const off_on[] = {"off", "on", NULL};
 static const char *const placements[] = {"copy", "move", NULL};
@@ -92,8 +92,8 @@ static const cli_option options[] = {
      .cmds = CLI_ALL},
     {"compress", "METHOD", CLI_METHOD, PARAM(compress), .help = "page payloads:", .cmds = CLI_ALL},
     {"dirty-tracker", "KIND", CLI_CHOICE, PARAM(tracker), .choices = trackers,
-     .expect = "auto, uffd-async or uffd-sync", .help = "auto | uffd-async | uffd-sync",
-     .cmds = CLI_SOURCE},
+     .expect = "auto, uffd-async, uffd-sync or kvm-log",
+     .help = "auto | uffd-async | uffd-sync | kvm-log (KVM guests only)", .cmds = CLI_SOURCE},
     {"track-chunk", "SIZE|all", CLI_SIZE, PARAM(track_chunk), .min = 4096, .word = "all",
      .word_value = 0, .expect = "a size such as 2M or 1G, or all",
      .help = "write-protect this much at a time in the first pass (64M), or each block whole "

@@ -4,10 +4,12 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-/* Indexed by lm_tracker_kind; AUTO tries them in this order. */
+/* Indexed by lm_tracker_kind. AUTO tries only the userfaultfd backends: they
+ * see every write, the VMM's own included, which KVM's log does not. */
 static const lm_tracker_ops *const tracker_table[] = {
     [LM_TRACKER_UFFD_ASYNC] = &lm_tracker_uffd_async_ops,
     [LM_TRACKER_UFFD_SYNC] = &lm_tracker_uffd_sync_ops,
+    [LM_TRACKER_KVM_LOG] = &lm_tracker_kvm_log_ops,
 };
 
 static const lm_tracker_ops *choose(lm_tracker_kind kind, lm_err *err)
@@ -33,7 +35,7 @@ static const lm_tracker_ops *choose(lm_tracker_kind kind, lm_err *err)
 }
 
 int lm_tracker_create(lm_tracker_kind kind, const lm_track_range *ranges, unsigned n,
-                      lm_tracker **out, lm_err *err)
+                      const lm_track_kvm *kvm, lm_tracker **out, lm_err *err)
 {
     const lm_tracker_ops *ops = choose(kind, err);
     if (!ops)
@@ -48,7 +50,9 @@ int lm_tracker_create(lm_tracker_kind kind, const lm_track_range *ranges, unsign
     t->page_size = (uint64_t)sysconf(_SC_PAGESIZE);
     for (unsigned i = 0; i < n; i++)
         t->ranges[i] = ranges[i];
+    t->kvm = kvm ? *kvm : (lm_track_kvm){.vm_fd = -1};
     int ret = ops->start(t, err);
+    t->kvm = (lm_track_kvm){.vm_fd = -1};
     if (ret < 0) {
         free(t);
         return ret;

@@ -25,6 +25,26 @@ typedef struct lm_track_range {
     uint64_t npages;
 } lm_track_range;
 
+/*
+ * What the KVM backends need: the VM and which KVM memory slot maps which
+ * pages of which range (the embedder's lm_kvm_attach, converted by the
+ * engine). Other backends ignore it.
+ */
+typedef struct lm_track_kvm_slot {
+    uint32_t slot;       /* KVM slot id, as given to KVM_SET_USER_MEMORY_REGION */
+    uint32_t flags;      /* the VMM's flags, without KVM_MEM_LOG_DIRTY_PAGES */
+    unsigned range;      /* index into the tracker's ranges */
+    uint64_t first;      /* first page of the range it maps */
+    uint64_t npages;     /* pages it maps */
+    uint64_t guest_phys; /* its guest-physical address */
+} lm_track_kvm_slot;
+
+typedef struct lm_track_kvm {
+    int vm_fd; /* -1: no VM attached */
+    unsigned nslots;
+    const lm_track_kvm_slot *slots; /* the backend copies what it keeps */
+} lm_track_kvm;
+
 typedef struct lm_tracker lm_tracker;
 
 typedef struct lm_tracker_ops {
@@ -61,16 +81,20 @@ struct lm_tracker {
     const lm_tracker_ops *ops;
     unsigned nranges;
     lm_track_range ranges[LM_MAX_BLOCKS];
+    lm_track_kvm kvm; /* valid during start only (vm_fd -1 when none) */
     uint64_t page_size;
     void *priv;
 };
 
 extern const lm_tracker_ops lm_tracker_uffd_async_ops;
 extern const lm_tracker_ops lm_tracker_uffd_sync_ops;
+extern const lm_tracker_ops lm_tracker_kvm_log_ops;
 
-/* Picks the backend for 'kind' (AUTO: the best this kernel supports). */
+/* Picks the backend for 'kind' (AUTO: the best userfaultfd backend this
+ * kernel supports; KVM backends only when asked for by name). kvm may be
+ * NULL (no VM attached). */
 int lm_tracker_create(lm_tracker_kind kind, const lm_track_range *ranges, unsigned n,
-                      lm_tracker **out, lm_err *err);
+                      const lm_track_kvm *kvm, lm_tracker **out, lm_err *err);
 int lm_tracker_arm(lm_tracker *t, unsigned r, uint64_t first, uint64_t count, lm_word *populated,
                    lm_err *err);
 int lm_tracker_sync(lm_tracker *t, unsigned r, uint64_t first, uint64_t count, lm_word *dirty,

@@ -35,7 +35,7 @@ static bool after_inc(uint64_t rip)
 static uint8_t *piece_at(lm_kvm_guest *g, uint64_t gpa, uint64_t *len)
 {
     for (unsigned i = 0; i < g->nslots; i++) {
-        const lm_kvm_slot *s = &g->slots[i];
+        const lm_kvm_memslot *s = &g->slots[i];
         if (gpa >= s->gpa && gpa - s->gpa < s->len) {
             *len = s->len - (gpa - s->gpa);
             return (uint8_t *)s->host + (gpa - s->gpa);

@@ -390,10 +390,23 @@ int lm_kvm_guest_vm_fd(const lm_kvm_guest *g)
     return g->vm_fd;
 }
 
-unsigned lm_kvm_guest_slots(const lm_kvm_guest *g, const lm_kvm_slot **slots)
+unsigned lm_kvm_guest_slots(const lm_kvm_guest *g, const lm_kvm_memslot **slots)
 {
     *slots = g->slots;
     return g->nslots;
+}
+
+int lm_kvm_guest_attach(const lm_kvm_guest *g, lm_ctx *ctx)
+{
+    lm_kvm_slot slots[LM_KVM_MAX_SLOTS];
+    for (unsigned i = 0; i < g->nslots; i++)
+        slots[i] = (lm_kvm_slot){.slot = g->slots[i].slot,
+                                 .block_id = g->slots[i].block_id,
+                                 .block_offset = g->slots[i].block_offset,
+                                 .size = g->slots[i].len,
+                                 .guest_phys = g->slots[i].gpa,
+                                 .flags = 0}; /* as kvm_vm.c registers them */
+    return lm_kvm_attach(ctx, g->vm_fd, slots, g->nslots);
 }
 
 unsigned lm_kvm_guest_vcpus(const lm_kvm_guest *g)

@@ -26,14 +26,14 @@
 
 /* One KVM memory slot: a piece of a RAM block at a guest-physical address.
  * What a KVM dirty tracker needs (KVM_GET_DIRTY_LOG per slot). */
-typedef struct lm_kvm_slot {
+typedef struct lm_kvm_memslot {
     uint32_t slot;     /* KVM's slot number */
     uint32_t block_id; /* the lm_ram_block_add() id it belongs to */
     uint64_t block_offset;
     uint64_t gpa;
     void *host;
     uint64_t len;
-} lm_kvm_slot;
+} lm_kvm_memslot;
 
 typedef struct lm_kvm_guest lm_kvm_guest;
 
@@ -65,7 +65,11 @@ const char *lm_kvm_guest_error(const lm_kvm_guest *g);
 
 /* For a KVM dirty tracker: the VM (-1 before it exists) and its slots. */
 int lm_kvm_guest_vm_fd(const lm_kvm_guest *g);
-unsigned lm_kvm_guest_slots(const lm_kvm_guest *g, const lm_kvm_slot **slots);
+unsigned lm_kvm_guest_slots(const lm_kvm_guest *g, const lm_kvm_memslot **slots);
+/* Hands the VM and its slots to the library (lm_kvm_attach), so that
+ * --dirty-tracker kvm-log can use KVM's own dirty log; call it after the
+ * RAM blocks are registered. 0 or -errno (lm_last_error says why). */
+int lm_kvm_guest_attach(const lm_kvm_guest *g, lm_ctx *ctx);
 
 /* "kvm" or "thread" for a device-state blob of either guest, NULL for
  * neither: the destination refuses a mismatch by name. */

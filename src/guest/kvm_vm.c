@@ -18,7 +18,7 @@
 void *lm__kvm_gpa(lm_kvm_guest *g, uint64_t gpa, uint64_t len)
 {
     for (unsigned i = 0; i < g->nslots; i++) {
-        const lm_kvm_slot *s = &g->slots[i];
+        const lm_kvm_memslot *s = &g->slots[i];
         if (gpa >= s->gpa && gpa - s->gpa <= s->len && len <= s->len - (gpa - s->gpa))
             return (uint8_t *)s->host + (gpa - s->gpa);
     }
@@ -67,7 +67,7 @@ int lm__kvm_slot_add(lm_kvm_guest *g, uint32_t block_id, void *host, uint64_t le
             snprintf(why, whylen, "too many KVM memory slots");
             return -E2BIG;
         }
-        lm_kvm_slot *s = &g->slots[g->nslots];
+        lm_kvm_memslot *s = &g->slots[g->nslots];
         s->slot = g->nslots;
         s->block_id = block_id;
         s->block_offset = off;

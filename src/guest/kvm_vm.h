@@ -87,7 +87,7 @@ struct lm_kvm_guest {
     int kvm_fd, vm_fd;
     size_t run_size;
     unsigned nslots;
-    lm_kvm_slot slots[LM_KVM_MAX_SLOTS];
+    lm_kvm_memslot slots[LM_KVM_MAX_SLOTS];
     uint64_t ram_len; /* guest-physical bytes: the blocks end to end */
     lm_workload wl;
     uint64_t seed;

@@ -16,6 +16,7 @@ lm_ctx *lm_ctx_new(void)
     pthread_mutex_init(&ctx->stats_lock, NULL);
     lm_err_init(&ctx->err);
     atomic_init(&ctx->cancel, 0);
+    ctx->kvm_fd = -1;
     return ctx;
 }
 
@@ -24,6 +25,7 @@ void lm_ctx_free(lm_ctx *ctx)
     if (!ctx)
         return;
     lm__ram_release(&ctx->ram);
+    lm__kvm_detach(ctx);
     pthread_mutex_destroy(&ctx->stats_lock);
     free(ctx);
 }

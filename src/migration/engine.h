@@ -11,6 +11,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
+#include "dirty/tracker.h"
 #include "livemig.h"
 #include "ram/ram.h"
 #include "util/error.h"
@@ -20,6 +21,10 @@ struct lm_ctx {
     lm_ram ram;
     lm_guest_ops gops;
     void *gopaque;
+    /* lm_kvm_attach: the VM and its slots, by block id (vm_fd -1: none). */
+    int kvm_fd;
+    unsigned kvm_nslots;
+    lm_kvm_slot *kvm_slots;
 
     /* Shared. */
     _Atomic int cancel;
@@ -30,6 +35,11 @@ struct lm_ctx {
 
     lm_err err;
 };
+
+/* The attached KVM slots as the tracker wants them (range = block index);
+ * *out is malloc()ed (NULL when nothing is attached). */
+int lm__kvm_track_slots(lm_ctx *ctx, lm_track_kvm *kvm, lm_track_kvm_slot **out);
+void lm__kvm_detach(lm_ctx *ctx);
 
 /* Called with stats_lock held by the helpers below. */
 void lm__stats_reset(lm_ctx *ctx, lm_status status);

@@ -115,8 +115,13 @@ static int setup(lm_source *s, const char *uri)
         return lm_err_set(&ctx->err, ret, "cannot open /proc/self/pagemap: %s", strerror(-ret));
     /* Probe tracking before touching the network: a missing kernel feature
      * is the user's first error, not a half-made connection. */
-    if ((ret = lm_tracker_create(s->p->tracker, ranges, ctx->ram.nblocks, &s->tracker, &ctx->err)) <
-        0)
+    lm_track_kvm kvm;
+    lm_track_kvm_slot *kslots;
+    if ((ret = lm__kvm_track_slots(ctx, &kvm, &kslots)) < 0)
+        return ret;
+    ret = lm_tracker_create(s->p->tracker, ranges, ctx->ram.nblocks, &kvm, &s->tracker, &ctx->err);
+    free(kslots);
+    if (ret < 0)
         return ret;
     snprintf(s->st.tracker, sizeof(s->st.tracker), "%s", lm_tracker_name(s->tracker));
 

@@ -74,7 +74,7 @@ int main(void)
         return 1;
     }
     CHECK_EQ_U64(lm_kvm_guest_vcpus(src), 2);
-    const lm_kvm_slot *slots;
+    const lm_kvm_memslot *slots;
     CHECK_EQ_U64(lm_kvm_guest_slots(src, &slots), 1);
     CHECK(lm_kvm_guest_vm_fd(src) >= 0 && slots[0].gpa == 0 && slots[0].host == ram);
 

@@ -33,7 +33,7 @@ static void randomized_rounds(lm_tracker_kind kind, const char *name)
     lm_err_init(&err);
     lm_tracker *t = NULL;
     lm_track_range range = {.host = mem, .len = len, .npages = NPAGES};
-    int ret = lm_tracker_create(kind, &range, 1, &t, &err);
+    int ret = lm_tracker_create(kind, &range, 1, NULL, &t, &err);
     if (ret < 0) {
         fprintf(stderr, "%s unavailable: %s\n", name, err.msg);
         lm_ram_free(mem, len);
@@ -189,7 +189,7 @@ static bool rig_start(struct rig *r, lm_tracker_kind kind, const char *name, uns
     r->len = NPAGES * page_size;
     r->mem = lm_ram_alloc(r->len);
     lm_track_range range = {.host = r->mem, .len = r->len, .npages = NPAGES};
-    if (lm_tracker_create(kind, &range, 1, &r->t, &err) < 0) {
+    if (lm_tracker_create(kind, &range, 1, NULL, &r->t, &err) < 0) {
         fprintf(stderr, "%s unavailable: %s\n", name, err.msg);
         lm_ram_free(r->mem, r->len);
         return false;
@@ -395,7 +395,7 @@ int main(void)
     lm_err err;
     lm_err_init(&err);
     lm_tracker *probe = NULL;
-    if (lm_tracker_create(LM_TRACKER_AUTO, NULL, 0, &probe, &err) < 0)
+    if (lm_tracker_create(LM_TRACKER_AUTO, NULL, 0, NULL, &probe, &err) < 0)
         TEST_SKIP(err.msg);
     lm_tracker_destroy(probe);
 

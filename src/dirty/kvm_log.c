@@ -1,0 +1,318 @@
+/*
+ * kvm-log: KVM's own dirty bitmap as a tracker, for an embedder that runs
+ * its guest on KVM and attached the VM (lm_kvm_attach).
+ *
+ * Manual protect with initially-set bits (KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2
+ * + KVM_DIRTY_LOG_INITIALLY_SET): turning logging on marks every page dirty
+ * and write-protects nothing, so starting costs the guest no stall. Arming
+ * a chunk is a KVM_CLEAR_DIRTY_LOG of just that chunk, which clears its
+ * bits and write-protects its pages: the guest meets protection one chunk
+ * at a time, as with the uffd trackers. A sync reads the slot's bitmap
+ * (KVM_GET_DIRTY_LOG, which in manual mode only copies it) and, to re-arm,
+ * clears exactly the pages it reported: KVM clears each word atomically
+ * and protects only pages whose bit it took, so a write between the read
+ * and the clear is either in the read (and the page is read after this
+ * sync) or stays set for the next sync.
+ *
+ * KVM's log cannot tell which pages hold data, so 'populated' comes from
+ * the VMM's mapping (PAGEMAP_SCAN), read after the clear: a page populated
+ * by a guest write after that is logged. KVM sees only writes made through
+ * KVM: writes the VMM makes to guest RAM itself are not reported (the
+ * userfaultfd trackers see both; see lm_kvm_attach in livemig.h).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/kvm.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "dirty/pagemap.h"
+#include "dirty/tracker.h"
+#include "util/sys.h"
+
+#define MANUAL_MODE (KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE | KVM_DIRTY_LOG_INITIALLY_SET)
+
+typedef struct kslot {
+    lm_track_kvm_slot k;
+    uint64_t *bitmap; /* KVM_GET_DIRTY_LOG's copy: npages bits, whole words */
+    bool logging;     /* KVM_MEM_LOG_DIRTY_PAGES set by us */
+} kslot;
+
+typedef struct klog {
+    int vm_fd;
+    unsigned nslots;
+    kslot *slots;   /* sorted by range, then first page */
+    uint64_t *mask; /* KVM_CLEAR_DIRTY_LOG's bitmap, as large as the largest slot */
+    lm_pagemap pm;
+} klog;
+
+static int manual_supported(int fd, lm_err *err)
+{
+    int caps =
+        lm_sys_ioctl(fd, KVM_CHECK_EXTENSION, (void *)(uintptr_t)KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2);
+    if (caps < 0)
+        return lm_err_set(err, -errno, "KVM_CHECK_EXTENSION failed: %s", strerror(errno));
+    if ((caps & MANUAL_MODE) != MANUAL_MODE)
+        return lm_err_set(err, -ENOTSUP,
+                          "KVM lacks KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 with "
+                          "KVM_DIRTY_LOG_INITIALLY_SET (Linux 5.8+): use --dirty-tracker "
+                          "uffd-async");
+    return 0;
+}
+
+static int klog_probe(lm_err *err)
+{
+    int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+        return lm_err_set(err, -errno,
+                          "cannot open /dev/kvm (%s): the kvm-log tracker needs KVM; use "
+                          "--dirty-tracker uffd-async",
+                          strerror(errno));
+    int ret = manual_supported(fd, err);
+    close(fd);
+    return ret;
+}
+
+static int by_range(const void *a, const void *b)
+{
+    const kslot *x = a, *y = b;
+    if (x->k.range != y->k.range)
+        return x->k.range < y->k.range ? -1 : 1;
+    return x->k.first < y->k.first ? -1 : x->k.first > y->k.first;
+}
+
+/* Every page of every range in exactly one slot. */
+static int check_cover(lm_tracker *t, const klog *s, lm_err *err)
+{
+    unsigned i = 0;
+    for (unsigned r = 0; r < t->nranges; r++) {
+        uint64_t next = 0;
+        for (; i < s->nslots && s->slots[i].k.range == r; i++) {
+            const lm_track_kvm_slot *k = &s->slots[i].k;
+            if (k->first != next)
+                break;
+            next = k->first + k->npages;
+        }
+        if (next != t->ranges[r].npages || (i < s->nslots && s->slots[i].k.range == r))
+            return lm_err_set(err, -EINVAL,
+                              "RAM block #%u has pages from %llu on (of %llu) that no KVM slot "
+                              "given to lm_kvm_attach maps one-to-one: KVM cannot track them; "
+                              "attach slots that cover every block, or use --dirty-tracker "
+                              "uffd-async",
+                              r, (unsigned long long)next, (unsigned long long)t->ranges[r].npages);
+    }
+    if (i < s->nslots)
+        return lm_err_set(err, -EINVAL, "a KVM slot maps RAM range %u, which is not tracked",
+                          s->slots[i].k.range);
+    return 0;
+}
+
+static int set_logging(lm_tracker *t, klog *s, kslot *ks, bool on)
+{
+    struct kvm_userspace_memory_region m = {
+        .slot = ks->k.slot,
+        .flags = ks->k.flags | (on ? KVM_MEM_LOG_DIRTY_PAGES : 0),
+        .guest_phys_addr = ks->k.guest_phys,
+        .memory_size = ks->k.npages * t->page_size,
+        .userspace_addr = (uintptr_t)t->ranges[ks->k.range].host + ks->k.first * t->page_size};
+    if (lm_sys_ioctl(s->vm_fd, KVM_SET_USER_MEMORY_REGION, &m) < 0)
+        return -errno;
+    ks->logging = on;
+    return 0;
+}
+
+static void klog_free(klog *s)
+{
+    for (unsigned i = 0; i < s->nslots; i++)
+        free(s->slots[i].bitmap);
+    free(s->slots);
+    free(s->mask);
+    lm_pagemap_close(&s->pm);
+    free(s);
+}
+
+static void klog_stop(lm_tracker *t)
+{
+    klog *s = t->priv;
+    if (!s)
+        return;
+    for (unsigned i = 0; i < s->nslots; i++)
+        if (s->slots[i].logging)
+            set_logging(t, s, &s->slots[i], false);
+    struct kvm_enable_cap off = {.cap = KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2};
+    lm_sys_ioctl(s->vm_fd, KVM_ENABLE_CAP, &off);
+    klog_free(s);
+    t->priv = NULL;
+}
+
+static int klog_start(lm_tracker *t, lm_err *err)
+{
+    if (t->kvm.vm_fd < 0 || !t->kvm.nslots)
+        return lm_err_set(err, -EINVAL,
+                          "the kvm-log tracker needs the guest's KVM VM: the VMM must call "
+                          "lm_kvm_attach() first (or use --dirty-tracker uffd-async)");
+    klog *s = calloc(1, sizeof(*s));
+    if (!s || !(s->slots = calloc(t->kvm.nslots, sizeof(*s->slots)))) {
+        free(s);
+        return lm_err_set(err, -ENOMEM, "out of memory for the kvm-log tracker");
+    }
+    s->vm_fd = t->kvm.vm_fd;
+    s->pm.fd = -1;
+    s->nslots = t->kvm.nslots;
+    uint64_t most = 0;
+    for (unsigned i = 0; i < s->nslots; i++) {
+        s->slots[i].k = t->kvm.slots[i];
+        most = s->slots[i].k.npages > most ? s->slots[i].k.npages : most;
+    }
+    qsort(s->slots, s->nslots, sizeof(*s->slots), by_range);
+    int ret = check_cover(t, s, err);
+    if (ret < 0)
+        goto fail;
+    for (unsigned i = 0; i < s->nslots; i++)
+        if (!(s->slots[i].bitmap = calloc((s->slots[i].k.npages + 63) / 64, 8))) {
+            ret = lm_err_set(err, -ENOMEM, "out of memory for KVM dirty bitmaps");
+            goto fail;
+        }
+    if (!(s->mask = calloc((most + 63) / 64 + 1, 8))) {
+        ret = lm_err_set(err, -ENOMEM, "out of memory for KVM dirty bitmaps");
+        goto fail;
+    }
+    if ((ret = lm_pagemap_open(&s->pm)) < 0) {
+        lm_err_set(err, ret, "cannot open /proc/self/pagemap: %s", strerror(-ret));
+        goto fail;
+    }
+    if ((ret = manual_supported(s->vm_fd, err)) < 0)
+        goto fail;
+    /* Manual protect first: the slot's bitmap starts all set only if the
+     * mode is on when logging is turned on. */
+    struct kvm_enable_cap cap = {.cap = KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2, .args = {MANUAL_MODE}};
+    if (lm_sys_ioctl(s->vm_fd, KVM_ENABLE_CAP, &cap) < 0) {
+        ret = lm_err_set(err, -errno,
+                         "KVM_ENABLE_CAP(MANUAL_DIRTY_LOG_PROTECT2) on the VM failed: %s",
+                         strerror(errno));
+        goto fail;
+    }
+    t->priv = s;
+    for (unsigned i = 0; i < s->nslots; i++)
+        if ((ret = set_logging(t, s, &s->slots[i], true)) < 0) {
+            lm_err_set(err, ret,
+                       "KVM_SET_USER_MEMORY_REGION (slot %u, turning on dirty logging) failed: "
+                       "%s; are the slots given to lm_kvm_attach exactly those of the VM?",
+                       s->slots[i].k.slot, strerror(-ret));
+            klog_stop(t);
+            return ret;
+        }
+    return 0;
+fail:
+    klog_free(s);
+    return ret;
+}
+
+/* Clears the log of pages [a, b) of the slot (slot-relative), all of them,
+ * or with 'only' just those set in it (a bitmap of the whole slot), and so
+ * write-protects them. KVM wants first_page a multiple of 64 and a whole
+ * number of words unless the range reaches the end of the slot; the mask
+ * keeps pages outside [a, b) untouched. */
+static int clear_pages(klog *s, kslot *ks, uint64_t a, uint64_t b, const uint64_t *only,
+                       lm_err *err)
+{
+    uint64_t A = a & ~63ull, B = (b + 63) & ~63ull;
+    if (B > ks->k.npages)
+        B = ks->k.npages;
+    uint64_t nwords = (B - A + 63) / 64, lo = a - A, hi = b - A;
+    bool any = false;
+    for (uint64_t w = 0; w < nwords; w++) {
+        uint64_t m = only ? only[A / 64 + w] : ~0ull, wlo = w * 64;
+        if (lo > wlo)
+            m &= ~0ull << (lo - wlo);
+        if (hi < wlo + 64)
+            m &= hi > wlo ? ~0ull >> (64 - (hi - wlo)) : 0;
+        s->mask[w] = m;
+        any |= m != 0;
+    }
+    if (!any)
+        return 0;
+    struct kvm_clear_dirty_log c = {
+        .slot = ks->k.slot, .num_pages = B - A, .first_page = A, .dirty_bitmap = s->mask};
+    if (lm_sys_ioctl(s->vm_fd, KVM_CLEAR_DIRTY_LOG, &c) < 0)
+        return lm_err_set(err, -errno, "KVM_CLEAR_DIRTY_LOG (slot %u, pages %llu-%llu) failed: %s",
+                          ks->k.slot, (unsigned long long)A, (unsigned long long)B,
+                          strerror(errno));
+    return 0;
+}
+
+/* Does the slot map part of pages [first, first+count) of range r? Then
+ * [*a, *b) is that part, in slot-relative pages. */
+static bool part(const kslot *ks, unsigned r, uint64_t first, uint64_t count, uint64_t *a,
+                 uint64_t *b)
+{
+    const lm_track_kvm_slot *k = &ks->k;
+    if (k->range != r || k->first >= first + count || k->first + k->npages <= first)
+        return false;
+    *a = k->first > first ? 0 : first - k->first;
+    *b = k->first + k->npages < first + count ? k->npages : first + count - k->first;
+    return true;
+}
+
+static int klog_arm(lm_tracker *t, unsigned r, uint64_t first, uint64_t count, lm_word *populated,
+                    lm_err *err)
+{
+    klog *s = t->priv;
+    uint64_t a, b;
+    for (kslot *ks = s->slots; ks < s->slots + s->nslots; ks++) {
+        if (!part(ks, r, first, count, &a, &b))
+            continue;
+        int ret = clear_pages(s, ks, a, b, NULL, err);
+        if (ret < 0)
+            return ret;
+    }
+    /* After the clear: a page the guest populates from now on is logged. */
+    if (populated) {
+        int ret = lm_pagemap_pages(&s->pm, t->ranges[r].host + first * t->page_size,
+                                   count * t->page_size, LM_PM_PRESENT | LM_PM_SWAPPED, populated);
+        if (ret < 0)
+            return lm_err_set(err, ret, "reading /proc/self/pagemap (arming) failed: %s",
+                              strerror(-ret));
+    }
+    return 0;
+}
+
+static int klog_sync(lm_tracker *t, unsigned r, uint64_t first, uint64_t count, lm_word *dirty,
+                     bool rearm, lm_err *err)
+{
+    klog *s = t->priv;
+    uint64_t a, b;
+    for (kslot *ks = s->slots; ks < s->slots + s->nslots; ks++) {
+        if (!part(ks, r, first, count, &a, &b))
+            continue;
+        struct kvm_dirty_log g = {.slot = ks->k.slot, .dirty_bitmap = ks->bitmap};
+        if (lm_sys_ioctl(s->vm_fd, KVM_GET_DIRTY_LOG, &g) < 0)
+            return lm_err_set(err, -errno, "KVM_GET_DIRTY_LOG (slot %u) failed: %s", ks->k.slot,
+                              strerror(errno));
+        for (uint64_t w = a / 64; w * 64 < b; w++) {
+            uint64_t bits = ks->bitmap[w];
+            while (bits) {
+                uint64_t p = w * 64 + (uint64_t)__builtin_ctzll(bits);
+                bits &= bits - 1;
+                if (p >= a && p < b)
+                    lm_bit_set(dirty, ks->k.first + p);
+            }
+        }
+        if (rearm) {
+            int ret = clear_pages(s, ks, a, b, ks->bitmap, err);
+            if (ret < 0)
+                return ret;
+        }
+    }
+    return 0;
+}
+
+const lm_tracker_ops lm_tracker_kvm_log_ops = {
+    .name = "kvm-log",
+    .probe = klog_probe,
+    .start = klog_start,
+    .arm = klog_arm,
+    .sync = klog_sync,
+    .stop = klog_stop,
+};
