@@ -46,6 +46,7 @@ typedef struct cli_opts {
     int ready_fd;           /* demo's destination: a byte here once it is listening, ready */
     bool local_dest;        /* demo: the destination's threads share this host */
     unsigned guest;         /* CLI_GUEST_THREAD or CLI_GUEST_KVM */
+    unsigned x_warmup_ms;   /* bench aid: the KVM guest runs this long before the baseline */
     uint64_t x_kvm_damage;  /* testing aid: 1 + a page the KVM destination sets back, 0: none */
 } cli_opts;
 

@@ -16,6 +16,7 @@
 #include <sys/mman.h>
 
 #include "guest/kvm_vm.h"
+#include "util/clock.h"
 #include "util/json.h"
 
 static uint64_t prog_off(unsigned which)
@@ -211,6 +212,32 @@ static double running_seconds(const lm_kvm_guest *g)
     return end && g->resumed_ns ? (double)(end - g->resumed_ns) / 1e9 : 0;
 }
 
+void lm_kvm_guest_start_windows(lm_kvm_guest *g, uint64_t len_ns)
+{
+    uint64_t now = lm_now_ns();
+    for (int w = LM_WIN__COUNT; w >= 0; w--)
+        atomic_store(&g->win_ns[w], now + (uint64_t)w * len_ns);
+    for (int w = 0; w < LM_WIN__COUNT; w++)
+        g->win_steal_ms[w] = -1;
+}
+
+void lm_kvm_guest_window_steal(lm_kvm_guest *g, int w, double steal_ms)
+{
+    if (w >= 0 && w < LM_WIN__COUNT)
+        g->win_steal_ms[w] = steal_ms;
+}
+
+/* The longest gap between two exits of any vCPU: k 0 the whole run, 1 + w
+ * window w. */
+static double max_gap_ms(lm_kvm_guest *g, int k)
+{
+    uint64_t m = 0;
+    for (unsigned i = 0; i < g->nvcpus; i++)
+        if (atomic_load(&g->vcpus[i].max_gap_ns[k]) > m)
+            m = atomic_load(&g->vcpus[i].max_gap_ns[k]);
+    return (double)m / 1e6;
+}
+
 char *lm_kvm_guest_report_json(lm_kvm_guest *g, uint64_t progress_start)
 {
     lm_json j;
@@ -236,6 +263,15 @@ char *lm_kvm_guest_report_json(lm_kvm_guest *g, uint64_t progress_start)
     for (unsigned i = 0; i < g->nvcpus; i++)
         lm_json_u64(&j, NULL, g->vcpus[i].regs.r8);
     lm_json_array_end(&j);
+    lm_json_double(&j, "max-exit-gap-ms", max_gap_ms(g, 0));
+    static const char *const names[LM_WIN__COUNT] = {"baseline", "tracking-start"};
+    for (int w = 0; atomic_load(&g->win_ns[0]) && w < LM_WIN__COUNT; w++) {
+        lm_json_object_begin(&j, names[w]);
+        lm_json_double(&j, "max-exit-gap-ms", max_gap_ms(g, 1 + w));
+        if (g->win_steal_ms[w] >= 0)
+            lm_json_double(&j, "host-steal-ms", g->win_steal_ms[w]);
+        lm_json_object_end(&j);
+    }
     lm_json_object_end(&j);
     char *text = lm_json_finish(&j);
     size_t len = text ? strlen(text) : 0;

@@ -82,6 +82,13 @@ uint64_t lm_kvm_guest_exits(lm_kvm_guest *g);
 uint64_t lm_kvm_guest_resumed_progress(const lm_kvm_guest *g);
 unsigned lm_kvm_guest_vcpus(const lm_kvm_guest *g);
 
+/* Stats windows (as the thread guest's): a baseline of len_ns from now,
+ * then tracking start; the report gives each vCPU's longest gap between
+ * two exits in each, and the host steal the caller measured (ms, < 0
+ * unknown). */
+void lm_kvm_guest_start_windows(lm_kvm_guest *g, uint64_t len_ns);
+void lm_kvm_guest_window_steal(lm_kvm_guest *g, int w, double steal_ms);
+
 /* The continuity check over the stopped guest's RAM and registers (and,
  * on the destination, against the pass counters the source stopped at).
  * Also fails when a vCPU's own check found a page out of step. true when

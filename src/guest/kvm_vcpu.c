@@ -135,8 +135,24 @@ static bool park(lm_kvm_vcpu *v)
     g->parked--;
     bool go = !g->quit;
     pthread_mutex_unlock(&g->lock);
-    v->slice_start_ns = v->tokens_ns = v->next_ns = 0;
+    v->slice_start_ns = v->tokens_ns = v->next_ns = v->last_exit_ns = 0;
     return go;
+}
+
+/* After an exit: the gap since the previous one, into the whole run's and
+ * its window's longest (a gap across a park does not count). */
+static void note_exit(lm_kvm_vcpu *v)
+{
+    uint64_t now = lm_now_ns(), gap = v->last_exit_ns ? now - v->last_exit_ns : 0;
+    v->last_exit_ns = now;
+    int w = 0;
+    while (w < LM_WIN__COUNT &&
+           !(now >= atomic_load(&v->g->win_ns[w]) && now < atomic_load(&v->g->win_ns[w + 1])))
+        w++;
+    if (gap > atomic_load(&v->max_gap_ns[0]))
+        atomic_store(&v->max_gap_ns[0], gap);
+    if (w < LM_WIN__COUNT && gap > atomic_load(&v->max_gap_ns[1 + w]))
+        atomic_store(&v->max_gap_ns[1 + w], gap);
 }
 
 /* Stops v for good, saying why (printf-style). */
@@ -167,6 +183,7 @@ static void *vcpu_main(void *arg)
             continue;
         }
         atomic_fetch_add_explicit(&v->exits, 1, memory_order_relaxed);
+        note_exit(v);
         struct kvm_run *r = v->run;
         if (r->exit_reason == KVM_EXIT_IO && r->io.port == LM_KVM_PORT_PASS) {
             pace(v);

@@ -80,6 +80,10 @@ typedef struct lm_kvm_vcpu {
     double tokens;
     uint64_t tokens_ns;
     uint64_t next_ns; /* random: when the next batch is due */
+    /* The longest time between two exits (whole run, then each window of
+     * lm_kvm_guest_start_windows): the vCPU's stalls, as the VMM sees them. */
+    uint64_t last_exit_ns;
+    _Atomic uint64_t max_gap_ns[1 + LM_WIN__COUNT];
 } lm_kvm_vcpu;
 
 struct lm_kvm_guest {
@@ -105,6 +109,8 @@ struct lm_kvm_guest {
     bool quit;
     _Atomic unsigned throttle_pct;
     _Atomic uint64_t dirty_limit;
+    _Atomic uint64_t win_ns[LM_WIN__COUNT + 1]; /* window w: [win_ns[w], win_ns[w + 1]) */
+    double win_steal_ms[LM_WIN__COUNT];         /* host steal in each window, < 0 unknown */
     /* Progress and the continuity check. */
     uint64_t progress_at_resume;
     uint64_t exits_at_resume;
