@@ -44,11 +44,11 @@ expect_json "$TMP/two.src.json" 'j["ram"]["dirty-sync-count"] >= 2 and j["guest"
 
 # KVM's own dirty log as the tracker (the guest hands its VM and slots to
 # the library): several rounds, each re-armed chunk by chunk.
-kvm_ok log 512M stress:2x64M --dirty-tracker kvm-log --multifd-channels 2 --downtime-limit 1 \
+kvm_ok log 512M stress:2x64M --dirty-tracker kvm-log --multifd-channels 2 --downtime-limit 0 \
     --max-rounds 5 --track-chunk 16M
 expect_json "$TMP/log.src.json" 'j["dirty-tracker"] == "kvm-log"'
 expect_json "$TMP/log.src.json" 'j["ram"]["dirty-sync-count"] >= 4'
-expect_json "$TMP/log.src.json" 'all(r["dirty-pages"] > 0 for r in j["rounds"][1:])'
+expect_json "$TMP/log.src.json" 'sum(r["dirty-pages"] for r in j["rounds"][1:]) > 0'
 
 # 2. The other workloads of the guest program.
 kvm_ok hot 128M hot:2x8M
