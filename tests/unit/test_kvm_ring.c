@@ -482,6 +482,7 @@ int main(void)
     if (kvm_fixture_pass(&fx, KVM_FX_DATA, PG, 1) < 0 || fx.mem[KVM_FX_DATA] != 1)
         TEST_SKIP("KVM does not run the test guest (see docs/DIRTY-TRACKING.md)");
     fx.mem[KVM_FX_DATA] = 0;
+    alarm(240); /* a ring never harvested would keep the vCPU waiting */
     want = lm_bitmap_new(NPAGES);
     got = lm_bitmap_new(NPAGES);
     exact_counts();
