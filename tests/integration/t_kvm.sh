@@ -49,7 +49,9 @@ kvm_ok log 512M stress:2x64M --dirty-tracker kvm-log --multifd-channels 2 --down
     --max-rounds 5 --track-chunk 16M
 expect_json "$TMP/log.src.json" 'j["dirty-tracker"] == "kvm-log"'
 expect_json "$TMP/log.src.json" 'j["ram"]["dirty-sync-count"] >= 4'
-expect_json "$TMP/log.src.json" 'all(r["dirty-pages"] > 0 for r in j["rounds"][1:])'
+# The second round sees the guest's writes since the first (a later round
+# can last ~1 ms, and on two shared cores the vCPUs may not run in it).
+expect_json "$TMP/log.src.json" 'j["rounds"][1]["dirty-pages"] > 0'
 
 # KVM's dirty ring (enabled on the VM before its vCPUs, harvested by the
 # migration thread); then a ring small enough to fill, whose vCPUs wait for
@@ -60,6 +62,7 @@ kvm_ok ring 512M stress:2x64M --dirty-tracker kvm-ring --multifd-channels 2 --do
 expect_json "$TMP/ring.src.json" 'j["dirty-tracker"] == "kvm-ring"'
 expect_json "$TMP/ring.src.json" 'j["ram"]["dirty-sync-count"] >= 4'
 expect_json "$TMP/ring.src.json" 'j["guest"]["dirty-ring-entries"] == 16384'
+expect_json "$TMP/ring.src.json" 'j["rounds"][1]["dirty-pages"] > 0'
 kvm_ok ringfull 256M stress:2x32M --dirty-tracker kvm-ring --dirty-ring 1024 --downtime-limit 1 \
     --max-rounds 4 --track-chunk 4M --max-bandwidth 40M
 expect_json "$TMP/ringfull.src.json" 'j["guest"]["dirty-ring-full-exits"] > 0'
