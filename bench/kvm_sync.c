@@ -36,7 +36,8 @@ static int cmp_u64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-static lm_kvm_guest *make_guest(uint8_t *ram, uint64_t len, const char *spec, double *up_s)
+static lm_kvm_guest *make_guest(uint8_t *ram, uint64_t len, const char *spec, uint32_t ring,
+                                double *up_s)
 {
     char why[256];
     lm_workload w;
@@ -45,7 +46,7 @@ static lm_kvm_guest *make_guest(uint8_t *ram, uint64_t len, const char *spec, do
         exit(2);
     }
     uint64_t t0 = lm_now_ns();
-    lm_kvm_guest *g = lm_kvm_guest_create(ram, len, &w, 1, why, sizeof(why));
+    lm_kvm_guest *g = lm_kvm_guest_create(ram, len, &w, 1, ring, why, sizeof(why));
     if (!g) {
         fprintf(stderr, "lm-kvm-sync: %s\n", why);
         exit(77);
@@ -67,7 +68,7 @@ static int up(uint64_t gib, const char *spec, int prefault)
     if (prefault)
         madvise(ram, touch < len ? touch : len, MADV_POPULATE_WRITE);
     double pre_s = (double)(lm_now_ns() - t0) / 1e9, up_s;
-    lm_kvm_guest *g = make_guest(ram, len, spec, &up_s);
+    lm_kvm_guest *g = make_guest(ram, len, spec, 0, &up_s);
     printf("{\"ram_gib\": %llu, \"workload\": \"%s\", \"prefault\": %d, \"prefault_s\": %.3f, "
            "\"up_s\": %.3f, \"touched_mib\": %llu}\n",
            (unsigned long long)gib, spec, prefault, pre_s, up_s, (unsigned long long)(touch >> 20));
@@ -85,12 +86,9 @@ static int sync_cost(uint64_t gib, double dirty, const char *tracker)
         kind = LM_TRACKER_UFFD_SYNC;
     else if (!strcmp(tracker, "kvm-log"))
         kind = LM_TRACKER_KVM_LOG;
-    else if (!strcmp(tracker, "kvm-ring")) {
-        /* KVM-RING: being written on its own branch; add its kind here once
-         * LM_TRACKER_KVM_RING exists (the rest of this bench applies as is). */
-        fprintf(stderr, "lm-kvm-sync: kvm-ring is not in this build\n");
-        return 77;
-    } else {
+    else if (!strcmp(tracker, "kvm-ring"))
+        kind = LM_TRACKER_KVM_RING;
+    else {
         fprintf(stderr, "lm-kvm-sync: unknown tracker %s\n", tracker);
         return 2;
     }
@@ -107,7 +105,9 @@ static int sync_cost(uint64_t gib, double dirty, const char *tracker)
     char spec[64];
     snprintf(spec, sizeof(spec), "stress:2x%lluK", (unsigned long long)(region >> 10));
     double up_s;
-    lm_kvm_guest *g = make_guest(ram, len, spec, &up_s);
+    /* The ring is enabled at VM creation, before the vCPUs (16384 entries,
+     * the CLI's default). */
+    lm_kvm_guest *g = make_guest(ram, len, spec, kind == LM_TRACKER_KVM_RING ? 16384 : 0, &up_s);
 
     const lm_kvm_memslot *ms;
     unsigned nslots = lm_kvm_guest_slots(g, &ms);
@@ -119,7 +119,12 @@ static int sync_cost(uint64_t gib, double dirty, const char *tracker)
                                     .first = ms[i].block_offset / ps,
                                     .npages = ms[i].len / ps,
                                     .guest_phys = ms[i].gpa};
+    void *rings[LM_KVM_MAX_VCPUS];
+    for (unsigned i = 0; i < g->nvcpus; i++)
+        rings[i] = g->vcpus[i].ring;
     lm_track_kvm kvm = {lm_kvm_guest_vm_fd(g), nslots, ks};
+    if (kind == LM_TRACKER_KVM_RING)
+        kvm = (lm_track_kvm){lm_kvm_guest_vm_fd(g), nslots, ks, g->nvcpus, rings, g->ring_entries};
     lm_track_range range = {ram, len, npages};
     lm_err err;
     lm_err_init(&err);

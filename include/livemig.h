@@ -62,6 +62,8 @@ typedef enum lm_tracker_kind {
     LM_TRACKER_UFFD_SYNC,  /* userfaultfd write-protect, a thread records each fault */
     LM_TRACKER_KVM_LOG,    /* KVM's dirty bitmap with manual protect (needs lm_kvm_attach);
                               sees only the guest's writes through KVM, see lm_kvm_attach */
+    LM_TRACKER_KVM_RING,   /* KVM's per-vCPU dirty rings (needs lm_kvm_attach and
+                              lm_kvm_attach_rings); same limits as KVM_LOG */
 } lm_tracker_kind;
 
 /* Where zero pages are found (pages the kernel reports as never populated
@@ -246,7 +248,8 @@ void lm_params_init(lm_params *p);
 
 /*
  * KVM guests: hand livemig the VM so that it can use KVM's own dirty log
- * (params.tracker = LM_TRACKER_KVM_LOG, `--dirty-tracker kvm-log`). Each
+ * (params.tracker = LM_TRACKER_KVM_LOG, `--dirty-tracker kvm-log`) or, with
+ * lm_kvm_attach_rings below, its dirty rings (LM_TRACKER_KVM_RING). Each
  * lm_kvm_slot describes one memory slot the VMM created with
  * KVM_SET_USER_MEMORY_REGION, and which registered RAM block it maps
  * (userspace_addr must be the block's host address + block_offset). A
@@ -283,6 +286,35 @@ typedef struct lm_kvm_slot {
  * -EINVAL with lm_last_error() otherwise. Replaces an earlier attach;
  * vm_fd -1 with n 0 detaches. */
 int lm_kvm_attach(lm_ctx *ctx, int vm_fd, const lm_kvm_slot *slots, unsigned n);
+
+/*
+ * KVM's dirty ring (params.tracker = LM_TRACKER_KVM_RING, `--dirty-tracker
+ * kvm-ring`), in addition to lm_kvm_attach. The VMM enables the ring on
+ * the VM before it creates any vCPU: KVM_ENABLE_CAP with
+ * KVM_CAP_DIRTY_LOG_RING_ACQ_REL where KVM_CHECK_EXTENSION offers it, else
+ * KVM_CAP_DIRTY_LOG_RING, args[0] = entries * sizeof(struct
+ * kvm_dirty_gfn) bytes (a power of two, at least a page). rings[i] is vCPU
+ * i's ring as mmapped from its vCPU descriptor at offset
+ * KVM_DIRTY_LOG_PAGE_OFFSET * page size (PROT_READ|PROT_WRITE,
+ * MAP_SHARED): an array of 'entries' struct kvm_dirty_gfn. The pointers
+ * are copied; the VMM keeps the rings mapped and does not read or reset
+ * them itself until lm_migrate returns.
+ *
+ * While tracking, livemig turns manual protect off and logging on for each
+ * slot (as for kvm-log; this write-protects all guest RAM at once), and
+ * the migration thread harvests every ring (entries marked dirty become
+ * pending pages, marked reset) and calls KVM_RESET_DIRTY_RINGS on vm_fd at
+ * each arm and sync. A vCPU whose ring is full exits with
+ * KVM_EXIT_DIRTY_RING_FULL: its loop must not spin on KVM_RUN (KVM exits
+ * again at once while the ring is full) but wait briefly, e.g. 100 us or
+ * until the guest is stopped, and re-enter KVM_RUN; the ring empties at
+ * the next harvest. A full ring thus throttles that vCPU to the harvests.
+ *
+ * Returns 0, or -EINVAL (lm_last_error) for NULL rings, nvcpus 0 or above
+ * 4096, or entries not a power of two in [256, 65536]. Replaces earlier
+ * rings; NULL with 0 detaches them (lm_kvm_attach with vm_fd -1 too).
+ */
+int lm_kvm_attach_rings(lm_ctx *ctx, void *const rings[], unsigned nvcpus, uint32_t entries);
 
 /* Source: precopy to uri ("tcp:HOST:PORT" or "unix:PATH"). Blocks until the
  * migration completes or fails. On failure the guest keeps running on the

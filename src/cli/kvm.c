@@ -97,7 +97,9 @@ int cli_run_migrate_kvm(cli_opts *o, const lm_workload *wl)
                 (unsigned long long)o->ram);
         return 1;
     }
-    lm_kvm_guest *g = lm_kvm_guest_create(ram, o->ram, wl, o->seed, why, sizeof(why));
+    /* The dirty ring must exist before the vCPUs: decided here, once. */
+    uint32_t ring = o->params.tracker == LM_TRACKER_KVM_RING ? o->dirty_ring : 0;
+    lm_kvm_guest *g = lm_kvm_guest_create(ram, o->ram, wl, o->seed, ring, why, sizeof(why));
     if (!g) {
         fprintf(stderr, "livemig: %s\n", why);
         return 1;

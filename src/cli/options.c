@@ -48,7 +48,8 @@ typedef struct cli_option {
 #define PARAM(member) FIELD(params.member)
 
 /* CHOICE values, in the order of the field's enum (or false, true). */
-static const char *const trackers[] = {"auto", "uffd-async", "uffd-sync", "kvm-log", NULL};
+static const char *const trackers[] = {"auto",    "uffd-async", "uffd-sync",
+                                       "kvm-log", "kvm-ring",   NULL};
 static const char *const zero_modes[] = {"multifd", "legacy", "none", NULL};
 static const char *const off_on[] = {"off", "on", NULL};
 static const char *const placements[] = {"copy", "move", NULL};
@@ -92,12 +93,18 @@ static const cli_option options[] = {
      .cmds = CLI_ALL},
     {"compress", "METHOD", CLI_METHOD, PARAM(compress), .help = "page payloads:", .cmds = CLI_ALL},
     {"dirty-tracker", "KIND", CLI_CHOICE, PARAM(tracker), .choices = trackers,
-     .expect = "auto, uffd-async, uffd-sync or kvm-log",
-     .help = "auto | uffd-async | uffd-sync | kvm-log (KVM guests only)", .cmds = CLI_SOURCE},
+     .expect = "auto, uffd-async, uffd-sync, kvm-log or kvm-ring",
+     .help = "auto | uffd-async | uffd-sync | kvm-log | kvm-ring (the last two: KVM guests only)",
+     .cmds = CLI_SOURCE},
     {"track-chunk", "SIZE|all", CLI_SIZE, PARAM(track_chunk), .min = 4096, .word = "all",
      .word_value = 0, .expect = "a size such as 2M or 1G, or all",
      .help = "write-protect this much at a time in the first pass (64M), or each block whole "
              "before sending it",
+     .cmds = CLI_SOURCE},
+    {"dirty-ring", "ENTRIES", CLI_COUNT, FIELD(dirty_ring), .min = 256, .max = 65536,
+     .expect = "a power of two from 256 to 65536",
+     .help = "kvm-ring: entries of each vCPU's KVM dirty ring (16384); a vCPU whose ring fills "
+             "waits for the migration thread to harvest it",
      .cmds = CLI_SOURCE},
     {"ram-thp", NULL, CLI_FLAG, FIELD(ram_thp),
      .help = "back guest RAM with transparent huge pages", .cmds = CLI_SOURCE},
@@ -420,6 +427,7 @@ static void init_opts(cli_opts *o)
     memset(o, 0, sizeof(*o));
     lm_params_init(&o->params);
     o->seed = 1;
+    o->dirty_ring = 16384;
     o->run_for = 1.0;
     o->window_ms = 300;
     o->baseline_load = CLI_LOAD_AUTO;

@@ -48,6 +48,7 @@ typedef struct cli_opts {
     unsigned guest;         /* CLI_GUEST_THREAD or CLI_GUEST_KVM */
     unsigned x_warmup_ms;   /* bench aid: the KVM guest runs this long before the baseline */
     uint64_t x_kvm_damage;  /* testing aid: 1 + a page the KVM destination sets back, 0: none */
+    uint32_t dirty_ring;    /* --guest kvm --dirty-tracker kvm-ring: entries per vCPU ring */
 } cli_opts;
 
 /* Parses argv (argv[1] names the subcommand) into o, which it initializes

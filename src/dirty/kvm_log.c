@@ -21,12 +21,12 @@
  * userfaultfd trackers see both; see lm_kvm_attach in livemig.h).
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <linux/kvm.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "dirty/kvm_slots.h"
 #include "dirty/pagemap.h"
 #include "dirty/tracker.h"
 #include "util/sys.h"
@@ -63,63 +63,20 @@ static int manual_supported(int fd, lm_err *err)
 
 static int klog_probe(lm_err *err)
 {
-    int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+    int fd = lm__kvm_dev_open("kvm-log", err);
     if (fd < 0)
-        return lm_err_set(err, -errno,
-                          "cannot open /dev/kvm (%s): the kvm-log tracker needs KVM; use "
-                          "--dirty-tracker uffd-async",
-                          strerror(errno));
+        return fd;
     int ret = manual_supported(fd, err);
     close(fd);
     return ret;
 }
 
-static int by_range(const void *a, const void *b)
-{
-    const kslot *x = a, *y = b;
-    if (x->k.range != y->k.range)
-        return x->k.range < y->k.range ? -1 : 1;
-    return x->k.first < y->k.first ? -1 : x->k.first > y->k.first;
-}
-
-/* Every page of every range in exactly one slot. */
-static int check_cover(lm_tracker *t, const klog *s, lm_err *err)
-{
-    unsigned i = 0;
-    for (unsigned r = 0; r < t->nranges; r++) {
-        uint64_t next = 0;
-        for (; i < s->nslots && s->slots[i].k.range == r; i++) {
-            const lm_track_kvm_slot *k = &s->slots[i].k;
-            if (k->first != next)
-                break;
-            next = k->first + k->npages;
-        }
-        if (next != t->ranges[r].npages || (i < s->nslots && s->slots[i].k.range == r))
-            return lm_err_set(err, -EINVAL,
-                              "RAM block #%u has pages from %llu on (of %llu) that no KVM slot "
-                              "given to lm_kvm_attach maps one-to-one: KVM cannot track them; "
-                              "attach slots that cover every block, or use --dirty-tracker "
-                              "uffd-async",
-                              r, (unsigned long long)next, (unsigned long long)t->ranges[r].npages);
-    }
-    if (i < s->nslots)
-        return lm_err_set(err, -EINVAL, "a KVM slot maps RAM range %u, which is not tracked",
-                          s->slots[i].k.range);
-    return 0;
-}
-
 static int set_logging(lm_tracker *t, klog *s, kslot *ks, bool on)
 {
-    struct kvm_userspace_memory_region m = {
-        .slot = ks->k.slot,
-        .flags = ks->k.flags | (on ? KVM_MEM_LOG_DIRTY_PAGES : 0),
-        .guest_phys_addr = ks->k.guest_phys,
-        .memory_size = ks->k.npages * t->page_size,
-        .userspace_addr = (uintptr_t)t->ranges[ks->k.range].host + ks->k.first * t->page_size};
-    if (lm_sys_ioctl(s->vm_fd, KVM_SET_USER_MEMORY_REGION, &m) < 0)
-        return -errno;
-    ks->logging = on;
-    return 0;
+    int ret = lm__kvm_slot_logging(t, s->vm_fd, &ks->k, on);
+    if (ret == 0)
+        ks->logging = on;
+    return ret;
 }
 
 static void klog_free(klog *s)
@@ -160,15 +117,16 @@ static int klog_start(lm_tracker *t, lm_err *err)
     s->vm_fd = t->kvm.vm_fd;
     s->pm.fd = -1;
     s->nslots = t->kvm.nslots;
-    uint64_t most = 0;
-    for (unsigned i = 0; i < s->nslots; i++) {
-        s->slots[i].k = t->kvm.slots[i];
-        most = s->slots[i].k.npages > most ? s->slots[i].k.npages : most;
-    }
-    qsort(s->slots, s->nslots, sizeof(*s->slots), by_range);
-    int ret = check_cover(t, s, err);
+    lm_track_kvm_slot *sorted;
+    int ret = lm__kvm_slots_sorted(t, &sorted, err);
     if (ret < 0)
         goto fail;
+    uint64_t most = 0;
+    for (unsigned i = 0; i < s->nslots; i++) {
+        s->slots[i].k = sorted[i];
+        most = sorted[i].npages > most ? sorted[i].npages : most;
+    }
+    free(sorted);
     for (unsigned i = 0; i < s->nslots; i++)
         if (!(s->slots[i].bitmap = calloc((s->slots[i].k.npages + 63) / 64, 8))) {
             ret = lm_err_set(err, -ENOMEM, "out of memory for KVM dirty bitmaps");
@@ -242,26 +200,13 @@ static int clear_pages(klog *s, kslot *ks, uint64_t a, uint64_t b, const uint64_
     return 0;
 }
 
-/* Does the slot map part of pages [first, first+count) of range r? Then
- * [*a, *b) is that part, in slot-relative pages. */
-static bool part(const kslot *ks, unsigned r, uint64_t first, uint64_t count, uint64_t *a,
-                 uint64_t *b)
-{
-    const lm_track_kvm_slot *k = &ks->k;
-    if (k->range != r || k->first >= first + count || k->first + k->npages <= first)
-        return false;
-    *a = k->first > first ? 0 : first - k->first;
-    *b = k->first + k->npages < first + count ? k->npages : first + count - k->first;
-    return true;
-}
-
 static int klog_arm(lm_tracker *t, unsigned r, uint64_t first, uint64_t count, lm_word *populated,
                     lm_err *err)
 {
     klog *s = t->priv;
     uint64_t a, b;
     for (kslot *ks = s->slots; ks < s->slots + s->nslots; ks++) {
-        if (!part(ks, r, first, count, &a, &b))
+        if (!lm__kvm_slot_part(&ks->k, r, first, count, &a, &b))
             continue;
         int ret = clear_pages(s, ks, a, b, NULL, err);
         if (ret < 0)
@@ -284,7 +229,7 @@ static int klog_sync(lm_tracker *t, unsigned r, uint64_t first, uint64_t count, 
     klog *s = t->priv;
     uint64_t a, b;
     for (kslot *ks = s->slots; ks < s->slots + s->nslots; ks++) {
-        if (!part(ks, r, first, count, &a, &b))
+        if (!lm__kvm_slot_part(&ks->k, r, first, count, &a, &b))
             continue;
         struct kvm_dirty_log g = {.slot = ks->k.slot, .dirty_bitmap = ks->bitmap};
         if (lm_sys_ioctl(s->vm_fd, KVM_GET_DIRTY_LOG, &g) < 0)

@@ -5,11 +5,12 @@
 #include <unistd.h>
 
 /* Indexed by lm_tracker_kind. AUTO tries only the userfaultfd backends: they
- * see every write, the VMM's own included, which KVM's log does not. */
+ * see every write, the VMM's own included, which KVM's log and ring do not. */
 static const lm_tracker_ops *const tracker_table[] = {
     [LM_TRACKER_UFFD_ASYNC] = &lm_tracker_uffd_async_ops,
     [LM_TRACKER_UFFD_SYNC] = &lm_tracker_uffd_sync_ops,
     [LM_TRACKER_KVM_LOG] = &lm_tracker_kvm_log_ops,
+    [LM_TRACKER_KVM_RING] = &lm_tracker_kvm_ring_ops,
 };
 
 static const lm_tracker_ops *choose(lm_tracker_kind kind, lm_err *err)

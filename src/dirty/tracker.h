@@ -43,6 +43,12 @@ typedef struct lm_track_kvm {
     int vm_fd; /* -1: no VM attached */
     unsigned nslots;
     const lm_track_kvm_slot *slots; /* the backend copies what it keeps */
+    /* kvm-ring: each vCPU's mmapped dirty ring (struct kvm_dirty_gfn[]),
+     * ring_entries entries each (a power of two); nrings 0: none. The
+     * pointer array is the backend's to copy; the rings stay mapped. */
+    unsigned nrings;
+    void *const *rings;
+    uint32_t ring_entries;
 } lm_track_kvm;
 
 typedef struct lm_tracker lm_tracker;
@@ -89,6 +95,7 @@ struct lm_tracker {
 extern const lm_tracker_ops lm_tracker_uffd_async_ops;
 extern const lm_tracker_ops lm_tracker_uffd_sync_ops;
 extern const lm_tracker_ops lm_tracker_kvm_log_ops;
+extern const lm_tracker_ops lm_tracker_kvm_ring_ops;
 
 /* Picks the backend for 'kind' (AUTO: the best userfaultfd backend this
  * kernel supports; KVM backends only when asked for by name). kvm may be

@@ -254,6 +254,10 @@ char *lm_kvm_guest_report_json(lm_kvm_guest *g, uint64_t progress_start)
     if (secs > 0)
         lm_json_double(&j, "vcpu-exits-per-second", (double)(exits - g->exits_at_resume) / secs);
     lm_json_u64(&j, "memory-slots", g->nslots);
+    if (g->ring_entries) {
+        lm_json_u64(&j, "dirty-ring-entries", g->ring_entries);
+        lm_json_u64(&j, "dirty-ring-full-exits", lm_kvm_guest_ring_full_exits(g));
+    }
     lm_json_bool(&j, "continuity", lm_kvm_guest_continuity(g, NULL));
     if (g->continuity_why[0])
         lm_json_str(&j, "continuity-error", g->continuity_why);

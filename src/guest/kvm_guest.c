@@ -155,7 +155,7 @@ static bool guest_up(lm_kvm_guest *g)
 }
 
 lm_kvm_guest *lm_kvm_guest_create(void *host, uint64_t len, const lm_workload *w, uint64_t seed,
-                                  char *why, size_t whylen)
+                                  uint32_t dirty_ring, char *why, size_t whylen)
 {
     lm_kvm_guest *g = guest_alloc();
     if (!g) {
@@ -164,6 +164,7 @@ lm_kvm_guest *lm_kvm_guest_create(void *host, uint64_t len, const lm_workload *w
     }
     g->wl = *w;
     g->seed = seed;
+    g->ring_entries = dirty_ring;
     if (lm_kvm_workload_check(w, len, why, whylen) < 0 || lm__kvm_vm_create(g, why, whylen) < 0 ||
         lm__kvm_slot_add(g, 0, host, len, why, whylen) < 0)
         goto fail;
@@ -406,7 +407,13 @@ int lm_kvm_guest_attach(const lm_kvm_guest *g, lm_ctx *ctx)
                                  .size = g->slots[i].len,
                                  .guest_phys = g->slots[i].gpa,
                                  .flags = 0}; /* as kvm_vm.c registers them */
-    return lm_kvm_attach(ctx, g->vm_fd, slots, g->nslots);
+    int ret = lm_kvm_attach(ctx, g->vm_fd, slots, g->nslots);
+    if (ret < 0 || !g->ring_entries)
+        return ret;
+    void *rings[LM_KVM_MAX_VCPUS];
+    for (unsigned i = 0; i < g->nvcpus; i++)
+        rings[i] = g->vcpus[i].ring;
+    return lm_kvm_attach_rings(ctx, rings, g->nvcpus, g->ring_entries);
 }
 
 unsigned lm_kvm_guest_vcpus(const lm_kvm_guest *g)
@@ -437,6 +444,14 @@ uint64_t lm_kvm_guest_exits(lm_kvm_guest *g)
     return n;
 }
 
+uint64_t lm_kvm_guest_ring_full_exits(lm_kvm_guest *g)
+{
+    uint64_t n = 0;
+    for (unsigned i = 0; i < g->nvcpus; i++)
+        n += atomic_load(&g->vcpus[i].ring_full);
+    return n;
+}
+
 /* From the registers while stopped; from the parameter pages (the copy
  * the program writes after each pass) while it runs. */
 uint64_t lm_kvm_guest_progress(lm_kvm_guest *g)
@@ -463,7 +478,7 @@ int lm_kvm_probe(char *why, size_t whylen)
     lm_workload w = {.kind = LM_WL_STRESS, .threads = 1, .bytes = 1ull << 20};
     snprintf(w.spec, sizeof(w.spec), "stress:1x1M");
     char inner[200];
-    lm_kvm_guest *g = lm_kvm_guest_create(ram, len, &w, 1, inner, sizeof(inner));
+    lm_kvm_guest *g = lm_kvm_guest_create(ram, len, &w, 1, 0, inner, sizeof(inner));
     int ret = 0;
     if (!g) {
         snprintf(why, whylen, "/dev/kvm cannot run the KVM guest: %s", inner);

@@ -45,9 +45,11 @@ int lm_kvm_probe(char *why, size_t whylen);
 int lm_kvm_workload_check(const lm_workload *w, uint64_t ram_len, char *why, size_t whylen);
 
 /* Source: a VM over the one RAM block (id 0) at host, running w, started.
- * NULL with why on failure. */
+ * dirty_ring: entries of each vCPU's KVM dirty ring, enabled before the
+ * vCPUs exist (for --dirty-tracker kvm-ring; a power of two, at least 256),
+ * or 0 for none. NULL with why on failure. */
 lm_kvm_guest *lm_kvm_guest_create(void *host, uint64_t len, const lm_workload *w, uint64_t seed,
-                                  char *why, size_t whylen);
+                                  uint32_t dirty_ring, char *why, size_t whylen);
 /* Destination: an empty guest; load_state creates the VM over the RAM
  * blocks registered in ctx (or allocated by lm_incoming) and its vCPUs. */
 lm_kvm_guest *lm_kvm_guest_new_empty(lm_ctx *ctx);
@@ -67,8 +69,9 @@ const char *lm_kvm_guest_error(const lm_kvm_guest *g);
 int lm_kvm_guest_vm_fd(const lm_kvm_guest *g);
 unsigned lm_kvm_guest_slots(const lm_kvm_guest *g, const lm_kvm_memslot **slots);
 /* Hands the VM and its slots to the library (lm_kvm_attach), so that
- * --dirty-tracker kvm-log can use KVM's own dirty log; call it after the
- * RAM blocks are registered. 0 or -errno (lm_last_error says why). */
+ * --dirty-tracker kvm-log can use KVM's own dirty log, and the vCPUs' dirty
+ * rings when it has them (lm_kvm_attach_rings, for kvm-ring); call it after
+ * the RAM blocks are registered. 0 or -errno (lm_last_error says why). */
 int lm_kvm_guest_attach(const lm_kvm_guest *g, lm_ctx *ctx);
 
 /* "kvm" or "thread" for a device-state blob of either guest, NULL for
@@ -78,6 +81,8 @@ const char *lm_guest_state_kind(const void *buf, size_t len);
 /* Passes completed by all vCPUs (their r8), and exits taken. */
 uint64_t lm_kvm_guest_progress(lm_kvm_guest *g);
 uint64_t lm_kvm_guest_exits(lm_kvm_guest *g);
+/* KVM_EXIT_DIRTY_RING_FULL exits taken by all vCPUs. */
+uint64_t lm_kvm_guest_ring_full_exits(lm_kvm_guest *g);
 /* Progress when the guest last resumed (on the destination: the source's). */
 uint64_t lm_kvm_guest_resumed_progress(const lm_kvm_guest *g);
 unsigned lm_kvm_guest_vcpus(const lm_kvm_guest *g);

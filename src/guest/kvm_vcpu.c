@@ -12,6 +12,10 @@
  * had exited for without running anything else, so the registers it saves
  * are the guest's whole state. Resume clears immediate_exit with every
  * thread parked.
+ *
+ * With a dirty ring (--dirty-tracker kvm-ring), a vCPU whose ring is full
+ * exits with KVM_EXIT_DIRTY_RING_FULL; it sleeps 100 us (or until a stop)
+ * before it runs again, until the migration thread harvests the ring.
  */
 #include <errno.h>
 #include <signal.h>
@@ -24,7 +28,8 @@
 #include "guest/kvm_vm.h"
 #include "util/clock.h"
 
-#define KICK_SIGNAL SIGUSR2
+#define KICK_SIGNAL       SIGUSR2
+#define RING_FULL_WAIT_NS 100000 /* a full dirty ring: wait, then run again */
 
 static void on_kick(int sig)
 {
@@ -193,6 +198,11 @@ static void *vcpu_main(void *arg)
             atomic_store(&v->broken, true);
             die(v, "its own check found the page at guest address 0x%llx out of step in pass %llu",
                 (unsigned long long)regs.rdi, (unsigned long long)regs.r8);
+        } else if (r->exit_reason == KVM_EXIT_DIRTY_RING_FULL) {
+            /* KVM exits again at once until the migration thread has
+             * harvested the ring: wait for it (a stop cuts this short). */
+            atomic_fetch_add_explicit(&v->ring_full, 1, memory_order_relaxed);
+            pace_sleep(v->g, RING_FULL_WAIT_NS);
         } else if (r->exit_reason != KVM_EXIT_INTR) {
             die(v, "unexpected KVM exit reason %u (internal-error suberror %u)", r->exit_reason,
                 r->exit_reason == KVM_EXIT_INTERNAL_ERROR ? r->internal.suberror : 0);

@@ -25,6 +25,40 @@ void *lm__kvm_gpa(lm_kvm_guest *g, uint64_t gpa, uint64_t len)
     return NULL;
 }
 
+/* The dirty ring, before any vCPU exists (KVM refuses it after): the
+ * acquire/release variant where KVM offers it. */
+static int enable_ring(lm_kvm_guest *g, char *why, size_t whylen)
+{
+    uint64_t bytes = (uint64_t)g->ring_entries * sizeof(struct kvm_dirty_gfn);
+    int acq = ioctl(g->vm_fd, KVM_CHECK_EXTENSION, KVM_CAP_DIRTY_LOG_RING_ACQ_REL);
+    int plain = ioctl(g->vm_fd, KVM_CHECK_EXTENSION, KVM_CAP_DIRTY_LOG_RING);
+    int most = acq > 0 ? acq : plain;
+    if (most <= 0) {
+        snprintf(why, whylen,
+                 "KVM lacks KVM_CAP_DIRTY_LOG_RING (Linux 5.11+): use --dirty-tracker kvm-log or "
+                 "uffd-async");
+        return -ENOTSUP;
+    }
+    if (bytes > (uint64_t)most || bytes < 4096 || (bytes & (bytes - 1))) {
+        snprintf(why, whylen,
+                 "a dirty ring of %u entries (%llu bytes) is not a power of two between a page "
+                 "and KVM's %d bytes",
+                 g->ring_entries, (unsigned long long)bytes, most);
+        return -EINVAL;
+    }
+    struct kvm_enable_cap cap = {
+        .cap = acq > 0 ? KVM_CAP_DIRTY_LOG_RING_ACQ_REL : KVM_CAP_DIRTY_LOG_RING, .args = {bytes}};
+    if (ioctl(g->vm_fd, KVM_ENABLE_CAP, &cap) < 0) {
+        int err = errno;
+        snprintf(why, whylen, "KVM_ENABLE_CAP(%s, %llu bytes) failed: %s",
+                 acq > 0 ? "DIRTY_LOG_RING_ACQ_REL" : "DIRTY_LOG_RING", (unsigned long long)bytes,
+                 strerror(err));
+        return -err;
+    }
+    g->ring_acq_rel = acq > 0;
+    return 0;
+}
+
 int lm__kvm_vm_create(lm_kvm_guest *g, char *why, size_t whylen)
 {
     g->kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
@@ -43,6 +77,11 @@ int lm__kvm_vm_create(lm_kvm_guest *g, char *why, size_t whylen)
         int err = errno;
         snprintf(why, whylen, "KVM_CREATE_VM failed: %s", strerror(err));
         return -err;
+    }
+    if (g->ring_entries) {
+        int ret = enable_ring(g, why, whylen);
+        if (ret < 0)
+            return ret;
     }
     int size = ioctl(g->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
     if (size < (int)sizeof(struct kvm_run)) {
@@ -129,6 +168,17 @@ int lm__kvm_vcpu_create(lm_kvm_guest *g, unsigned i, char *why, size_t whylen)
         snprintf(why, whylen, "mmap of vCPU %u's kvm_run failed: %s", i, strerror(err));
         return -err;
     }
+    if (g->ring_entries) {
+        void *ring =
+            mmap(NULL, g->ring_entries * sizeof(struct kvm_dirty_gfn), PROT_READ | PROT_WRITE,
+                 MAP_SHARED, v->fd, KVM_DIRTY_LOG_PAGE_OFFSET * sysconf(_SC_PAGESIZE));
+        if (ring == MAP_FAILED) {
+            int err = errno;
+            snprintf(why, whylen, "mmap of vCPU %u's dirty ring failed: %s", i, strerror(err));
+            return -err;
+        }
+        v->ring = ring;
+    }
     /* Start from KVM's reset values, so fields not set here are sane. */
     if (ioctl(v->fd, KVM_GET_SREGS, &v->sregs) < 0) {
         int err = errno;
@@ -196,6 +246,9 @@ void lm__kvm_vm_destroy(lm_kvm_guest *g)
         lm_kvm_vcpu *v = &g->vcpus[i];
         if (v->run)
             munmap(v->run, g->run_size);
+        if (v->ring)
+            munmap(v->ring, g->ring_entries * sizeof(struct kvm_dirty_gfn));
+        v->ring = NULL;
         if (v->fd > 0)
             close(v->fd);
         v->run = NULL;

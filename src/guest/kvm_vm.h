@@ -69,9 +69,11 @@ typedef struct lm_kvm_vcpu {
     bool started;
     /* Set by the vCPU thread, read by anyone. */
     _Atomic uint64_t exits;
-    _Atomic bool broken; /* the program's self-check failed (port 0x11) */
-    bool dead;           /* stopped for good: broken, or KVM refused to run it */
-    char why[160];       /* what stopped it, when dead */
+    _Atomic bool broken;        /* the program's self-check failed (port 0x11) */
+    _Atomic uint64_t ring_full; /* KVM_EXIT_DIRTY_RING_FULL exits taken */
+    struct kvm_dirty_gfn *ring; /* its dirty ring, mmapped (NULL: no ring) */
+    bool dead;                  /* stopped for good: broken, or KVM refused to run it */
+    char why[160];              /* what stopped it, when dead */
     /* Registers: set by the thread when it starts, taken when it parks. */
     struct kvm_regs regs;
     struct kvm_sregs sregs;
@@ -90,6 +92,8 @@ struct lm_kvm_guest {
     /* Fixed once the VM exists. */
     int kvm_fd, vm_fd;
     size_t run_size;
+    uint32_t ring_entries; /* each vCPU's dirty ring (0: none; source, kvm-ring) */
+    bool ring_acq_rel;     /* enabled as KVM_CAP_DIRTY_LOG_RING_ACQ_REL */
     unsigned nslots;
     lm_kvm_memslot slots[LM_KVM_MAX_SLOTS];
     uint64_t ram_len; /* guest-physical bytes: the blocks end to end */

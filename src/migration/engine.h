@@ -25,6 +25,10 @@ struct lm_ctx {
     int kvm_fd;
     unsigned kvm_nslots;
     lm_kvm_slot *kvm_slots;
+    /* lm_kvm_attach_rings: each vCPU's dirty ring (nrings 0: none). */
+    unsigned kvm_nrings;
+    void **kvm_rings;
+    uint32_t kvm_ring_entries;
 
     /* Shared. */
     _Atomic int cancel;

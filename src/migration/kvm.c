@@ -1,6 +1,7 @@
 /*
  * lm_kvm_attach: an embedding VMM hands livemig its KVM VM and memory slots,
- * so that the kvm-log tracker can use KVM's own dirty log. Checked here,
+ * so that the kvm-log tracker can use KVM's own dirty log (and, with
+ * lm_kvm_attach_rings, kvm-ring its dirty rings). Checked here,
  * once, against the registered RAM blocks; converted to the tracker's terms
  * (range index, pages) when a migration starts.
  */
@@ -13,12 +14,26 @@
 /* KVM_MEM_LOG_DIRTY_PAGES, without <linux/kvm.h> in this layer. */
 #define KVM_LOG_DIRTY_FLAG 1u
 
-void lm__kvm_detach(lm_ctx *ctx)
+static void detach_rings(lm_ctx *ctx)
+{
+    free(ctx->kvm_rings);
+    ctx->kvm_rings = NULL;
+    ctx->kvm_nrings = 0;
+    ctx->kvm_ring_entries = 0;
+}
+
+static void detach_slots(lm_ctx *ctx)
 {
     free(ctx->kvm_slots);
     ctx->kvm_slots = NULL;
     ctx->kvm_nslots = 0;
     ctx->kvm_fd = -1;
+}
+
+void lm__kvm_detach(lm_ctx *ctx)
+{
+    detach_rings(ctx);
+    detach_slots(ctx);
 }
 
 static int by_block_offset(const void *a, const void *b)
@@ -115,16 +130,49 @@ int lm_kvm_attach(lm_ctx *ctx, int vm_fd, const lm_kvm_slot *slots, unsigned n)
         free(v);
         return ret;
     }
-    lm__kvm_detach(ctx);
+    detach_slots(ctx);
     ctx->kvm_fd = vm_fd;
     ctx->kvm_slots = v;
     ctx->kvm_nslots = n;
     return 0;
 }
 
+int lm_kvm_attach_rings(lm_ctx *ctx, void *const rings[], unsigned nvcpus, uint32_t entries)
+{
+    lm_err_reset(&ctx->err);
+    if (!rings && nvcpus == 0) {
+        detach_rings(ctx);
+        return 0;
+    }
+    if (!rings || nvcpus == 0 || nvcpus > 4096)
+        return lm_err_set(&ctx->err, -EINVAL,
+                          "lm_kvm_attach_rings: give 1 to 4096 vCPU rings (NULL with 0 "
+                          "detaches)");
+    if (entries < 256 || entries > 65536 || (entries & (entries - 1)))
+        return lm_err_set(&ctx->err, -EINVAL,
+                          "lm_kvm_attach_rings: %u entries: a KVM dirty ring has a power of two "
+                          "from 256 (a page) to 65536 entries",
+                          entries);
+    for (unsigned i = 0; i < nvcpus; i++)
+        if (!rings[i])
+            return lm_err_set(&ctx->err, -EINVAL, "lm_kvm_attach_rings: vCPU %u's ring is NULL", i);
+    void **v = malloc(nvcpus * sizeof(*v));
+    if (!v)
+        return lm_err_set(&ctx->err, -ENOMEM, "lm_kvm_attach_rings: out of memory");
+    memcpy(v, rings, nvcpus * sizeof(*v));
+    detach_rings(ctx);
+    ctx->kvm_rings = v;
+    ctx->kvm_nrings = nvcpus;
+    ctx->kvm_ring_entries = entries;
+    return 0;
+}
+
 int lm__kvm_track_slots(lm_ctx *ctx, lm_track_kvm *kvm, lm_track_kvm_slot **out)
 {
-    *kvm = (lm_track_kvm){.vm_fd = ctx->kvm_fd};
+    *kvm = (lm_track_kvm){.vm_fd = ctx->kvm_fd,
+                          .nrings = ctx->kvm_nrings,
+                          .rings = (void *const *)ctx->kvm_rings,
+                          .ring_entries = ctx->kvm_ring_entries};
     *out = NULL;
     if (ctx->kvm_fd < 0)
         return 0;

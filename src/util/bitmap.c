@@ -28,6 +28,20 @@ void lm_bitmap_set_range(lm_word *map, uint64_t start, uint64_t count)
         lm_bit_set(map, bit++);
 }
 
+void lm_bitmap_clear_range(lm_word *map, uint64_t start, uint64_t count)
+{
+    uint64_t bit = start, end = start + count;
+
+    while (bit < end && bit % LM_BITS_PER_WORD)
+        lm_bit_clear(map, bit++);
+    while (end - bit >= LM_BITS_PER_WORD) {
+        map[bit / LM_BITS_PER_WORD] = 0;
+        bit += LM_BITS_PER_WORD;
+    }
+    while (bit < end)
+        lm_bit_clear(map, bit++);
+}
+
 void lm_bitmap_clear_all(lm_word *map, uint64_t nbits)
 {
     memset(map, 0, LM_BITMAP_WORDS(nbits) * sizeof(lm_word));

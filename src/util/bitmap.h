@@ -52,6 +52,7 @@ static inline bool lm_bit_test_atomic(const lm_word *map, uint64_t bit)
 }
 
 void lm_bitmap_set_range(lm_word *map, uint64_t start, uint64_t count);
+void lm_bitmap_clear_range(lm_word *map, uint64_t start, uint64_t count);
 void lm_bitmap_clear_all(lm_word *map, uint64_t nbits);
 uint64_t lm_bitmap_count(const lm_word *map, uint64_t nbits);
 /* Set bits in [start, end). */

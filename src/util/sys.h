@@ -67,7 +67,8 @@ typedef struct lm_sys_ops {
      * _WRITEPROTECT, _COPY, _ZEROPAGE, _MOVE, _WAKE), PAGEMAP_SCAN on
      * /proc/self/pagemap, and the kvm-log tracker's KVM_CHECK_EXTENSION,
      * KVM_ENABLE_CAP, KVM_SET_USER_MEMORY_REGION, KVM_GET_DIRTY_LOG and
-     * KVM_CLEAR_DIRTY_LOG on /dev/kvm and the embedder's VM descriptor. arg points at the request's structure, which the
+     * KVM_CLEAR_DIRTY_LOG (kvm-ring: KVM_RESET_DIRTY_RINGS, arg NULL) on
+     * /dev/kvm and the embedder's VM descriptor. arg points at the request's structure, which the
      * kernel may update (uffdio_api.features, uffdio_copy.copy,
      * pm_scan_arg.walk_end), and a replacement must leave it as the real
      * call would for what it reports. Returns 0 (PAGEMAP_SCAN: the number of

@@ -10,6 +10,11 @@
  * 0x10000, everything from KVM_FX_DATA on is free for the loop to write.
  * The page tables carry the accessed and dirty bits already, so KVM has no
  * reason to write them; tests still treat those three pages as noise.
+ *
+ * kvm_fixture_open_ring also enables KVM's dirty ring (before the vCPU, as
+ * KVM requires) and maps the vCPU's ring; a run that exits with
+ * KVM_EXIT_DIRTY_RING_FULL calls on_ring_full (a test harvests there), or
+ * sleeps 100 us, and runs again.
  */
 #ifndef LM_TEST_KVM_FIXTURE_H
 #define LM_TEST_KVM_FIXTURE_H
@@ -38,6 +43,10 @@ typedef struct kvm_fixture {
     uint64_t mem_size;
     unsigned nslots;
     uint32_t slot_flags;
+    struct kvm_dirty_gfn *ring; /* the vCPU's dirty ring, NULL: none */
+    uint32_t ring_entries;
+    uint64_t ring_full; /* KVM_EXIT_DIRTY_RING_FULL exits */
+    int (*on_ring_full)(struct kvm_fixture *fx);
 } kvm_fixture;
 
 /* The loop, at KVM_FX_CODE: r8 = first address, r9 = count, rdx = stride.
@@ -50,6 +59,8 @@ static inline void kvm_fixture_close(kvm_fixture *fx)
 {
     if (fx->run)
         munmap(fx->run, fx->run_size);
+    if (fx->ring)
+        munmap(fx->ring, fx->ring_entries * sizeof(struct kvm_dirty_gfn));
     if (fx->vcpu_fd >= 0)
         close(fx->vcpu_fd);
     if (fx->vm_fd >= 0)
@@ -68,9 +79,11 @@ static inline uint64_t kvm_fixture_slot_bytes(const kvm_fixture *fx)
 }
 
 /* 0, or -errno with a sentence in why (the caller skips the test). mem_size
- * must be a multiple of nslots * 2 MiB, at most 1 GiB. */
-static inline int kvm_fixture_open(kvm_fixture *fx, uint64_t mem_size, unsigned nslots, char *why,
-                                   size_t whylen)
+ * must be a multiple of nslots * 2 MiB, at most 1 GiB. ring_entries: the
+ * vCPU's dirty ring (acquire/release variant where offered), 0 for none;
+ * -ENOTSUP when KVM has no ring. */
+static inline int kvm_fixture_open_ring(kvm_fixture *fx, uint64_t mem_size, unsigned nslots,
+                                        uint32_t ring_entries, char *why, size_t whylen)
 {
     memset(fx, 0, sizeof(*fx));
     fx->kvm_fd = fx->vm_fd = fx->vcpu_fd = -1;
@@ -82,6 +95,21 @@ static inline int kvm_fixture_open(kvm_fixture *fx, uint64_t mem_size, unsigned 
     what = "KVM_CREATE_VM";
     if ((fx->vm_fd = ioctl(fx->kvm_fd, KVM_CREATE_VM, 0)) < 0)
         goto fail;
+    if (ring_entries) {
+        int acq = ioctl(fx->vm_fd, KVM_CHECK_EXTENSION, KVM_CAP_DIRTY_LOG_RING_ACQ_REL);
+        int plain = ioctl(fx->vm_fd, KVM_CHECK_EXTENSION, KVM_CAP_DIRTY_LOG_RING);
+        if (acq <= 0 && plain <= 0) {
+            snprintf(why, whylen, "KVM test guest: KVM has no dirty ring (KVM_CAP_DIRTY_LOG_RING)");
+            kvm_fixture_close(fx);
+            return -ENOTSUP;
+        }
+        struct kvm_enable_cap cap = {.cap = acq > 0 ? KVM_CAP_DIRTY_LOG_RING_ACQ_REL
+                                                    : KVM_CAP_DIRTY_LOG_RING,
+                                     .args = {ring_entries * sizeof(struct kvm_dirty_gfn)}};
+        what = "KVM_ENABLE_CAP(DIRTY_LOG_RING)";
+        if (ioctl(fx->vm_fd, KVM_ENABLE_CAP, &cap) < 0)
+            goto fail;
+    }
     what = "mmap guest RAM";
     void *m = mmap(NULL, mem_size, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -118,6 +146,15 @@ static inline int kvm_fixture_open(kvm_fixture *fx, uint64_t mem_size, unsigned 
     if (m == MAP_FAILED)
         goto fail;
     fx->run = m;
+    if (ring_entries) {
+        what = "mmap the dirty ring";
+        m = mmap(NULL, ring_entries * sizeof(struct kvm_dirty_gfn), PROT_READ | PROT_WRITE,
+                 MAP_SHARED, fx->vcpu_fd, KVM_DIRTY_LOG_PAGE_OFFSET * sysconf(_SC_PAGESIZE));
+        if (m == MAP_FAILED)
+            goto fail;
+        fx->ring = m;
+        fx->ring_entries = ring_entries;
+    }
     what = "KVM_GET_SREGS";
     struct kvm_sregs sr;
     if (ioctl(fx->vcpu_fd, KVM_GET_SREGS, &sr) < 0)
@@ -163,6 +200,12 @@ fail:;
     return -e;
 }
 
+static inline int kvm_fixture_open(kvm_fixture *fx, uint64_t mem_size, unsigned nslots, char *why,
+                                   size_t whylen)
+{
+    return kvm_fixture_open_ring(fx, mem_size, nslots, 0, why, whylen);
+}
+
 /* Points the loop at [gpa, gpa + count * stride) for the following runs. */
 static inline int kvm_fixture_aim(kvm_fixture *fx, uint64_t gpa, uint64_t stride, uint64_t count)
 {
@@ -186,6 +229,13 @@ static inline int kvm_fixture_run(kvm_fixture *fx)
         }
         if (fx->run->exit_reason == KVM_EXIT_IO)
             return 0;
+        if (fx->run->exit_reason == KVM_EXIT_DIRTY_RING_FULL) {
+            fx->ring_full++;
+            int ret = fx->on_ring_full ? fx->on_ring_full(fx) : usleep(100);
+            if (ret < 0)
+                return ret;
+            continue;
+        }
         fprintf(stderr, "KVM test guest: unexpected exit %u\n", fx->run->exit_reason);
         return -EIO;
     }

@@ -57,6 +57,28 @@ static void single_bits(void)
     CHECK_EQ_U64(LM_BITMAP_WORDS(65), 2);
 }
 
+/* clear_range, every start in [0, 192) and count in [0, 200) over a full
+ * map: exactly [start, start+count) becomes clear, the guard word stays. */
+static void clear_range_exhaustive(void)
+{
+    lm_word m[8];
+    for (uint64_t start = 0; start < 192; start++)
+        for (uint64_t count = 0; count < 200; count++) {
+            memset(m, 0xff, sizeof(m));
+            m[7] = GUARD;
+            lm_bitmap_clear_range(m, start, count);
+            bool ok = m[7] == GUARD;
+            for (uint64_t b = 0; b < 7 * 64 && ok; b++)
+                ok = lm_bit_test(m, b) == !(b >= start && b < start + count);
+            if (!ok) {
+                fprintf(stderr, "clear_range(start %llu, count %llu) wrong\n",
+                        (unsigned long long)start, (unsigned long long)count);
+                lm_test_failures++;
+                return;
+            }
+        }
+}
+
 /* Every start in [0, 192) and count in [0, 200): exactly [start, start+count)
  * becomes set, bits already set stay, nothing else (guard words included)
  * changes. */
@@ -354,6 +376,7 @@ int main(void)
 {
     single_bits();
     set_range_exhaustive();
+    clear_range_exhaustive();
     tail_garbage();
     next_set_cases();
     or_cases();

@@ -68,7 +68,7 @@ int main(void)
     uint8_t *ram = lm_ram_alloc(RAM_LEN);
     lm_workload w;
     CHECK(lm_workload_parse("stress:2x4M", &w, why, sizeof(why)) == 0);
-    lm_kvm_guest *src = lm_kvm_guest_create(ram, RAM_LEN, &w, 7, why, sizeof(why));
+    lm_kvm_guest *src = lm_kvm_guest_create(ram, RAM_LEN, &w, 7, 0, why, sizeof(why));
     if (!src) {
         fprintf(stderr, "%s\n", why);
         return 1;
