@@ -133,19 +133,8 @@ static void pace_sleep(lm_guest *g, uint64_t ns)
     }
     uint64_t end = lm_now_ns() + ns;
     pthread_mutex_lock(&g->lock);
-    for (uint64_t now = lm_now_ns();
-         now < end && !atomic_load_explicit(&g->pause, memory_order_acquire) && !g->quit;
-         now = lm_now_ns()) {
-        /* The condition variable's clock is CLOCK_REALTIME: the same
-         * distance from its now, to the nanosecond, so the throttle stays
-         * exact. */
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        uint64_t at = (uint64_t)ts.tv_nsec + (end - now);
-        ts.tv_sec += (time_t)(at / 1000000000ull);
-        ts.tv_nsec = (long)(at % 1000000000ull);
-        pthread_cond_timedwait(&g->cond, &g->lock, &ts);
-    }
+    while (lm_now_ns() < end && !atomic_load_explicit(&g->pause, memory_order_acquire) && !g->quit)
+        lm_cond_wait_until_ns(&g->cond, &g->lock, end); /* exact: the throttle stays exact */
     pthread_mutex_unlock(&g->lock);
 }
 

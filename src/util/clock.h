@@ -32,4 +32,22 @@ static inline void lm_cond_wait_ms(pthread_cond_t *cond, pthread_mutex_t *lock, 
     pthread_cond_timedwait(cond, lock, &ts);
 }
 
+/* Waits on cond until the monotonic time end_ns at the latest, to the
+ * nanosecond: the condition variable's clock is CLOCK_REALTIME, so the wait
+ * ends the same distance from its now. Lock held; callers loop on their
+ * own predicate. */
+static inline void lm_cond_wait_until_ns(pthread_cond_t *cond, pthread_mutex_t *lock,
+                                         uint64_t end_ns)
+{
+    uint64_t now = lm_now_ns();
+    if (now >= end_ns)
+        return;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t at = (uint64_t)ts.tv_nsec + (end_ns - now);
+    ts.tv_sec += (time_t)(at / 1000000000ull);
+    ts.tv_nsec = (long)(at % 1000000000ull);
+    pthread_cond_timedwait(cond, lock, &ts);
+}
+
 #endif

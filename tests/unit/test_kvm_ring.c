@@ -27,75 +27,16 @@
 #include "kvm_fixture.h"
 #include "util/sys.h"
 
-#define MEM     (16u << 20) /* two 8 MiB slots */
-#define NPAGES  (MEM / 4096)
-#define NOISE   (KVM_FX_DATA / 4096)
-#define PG      4096ull
-#define SLOTPGS (NPAGES / 2)
-#define RING    4096u /* entries: more than any pass of the exact tests */
-#define SMALL   1024u /* entries: less than a pass (KVM keeps 64+ in reserve) */
+#include "kvm_tracker_check.h"
 
-static kvm_fixture fx;
-static lm_word *want, *got;
+#define RING  4096u /* entries: more than any pass of the exact tests */
+#define SMALL 1024u /* entries: less than a pass (KVM keeps 64+ in reserve) */
 
 static double now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
-static bool noise_ok(uint64_t p)
-{
-    return (p >= KVM_FX_PT_FIRST && p < KVM_FX_PT_FIRST + KVM_FX_PT_PAGES) || p == KVM_FX_CODE / PG;
-}
-
-static void check_exact(const char *what)
-{
-    uint64_t missing = 0, extra = 0;
-    for (uint64_t p = 0; p < NPAGES; p++) {
-        bool g = lm_bit_test(got, p), w = lm_bit_test(want, p);
-        if (p < NOISE) {
-            if (g && !noise_ok(p) && extra++ < 5)
-                fprintf(stderr, "%s: page %llu below the data area\n", what, (unsigned long long)p);
-            continue;
-        }
-        if (g && !w && extra++ < 5)
-            fprintf(stderr, "%s: page %llu reported, not written\n", what, (unsigned long long)p);
-        if (w && !g && missing++ < 5)
-            fprintf(stderr, "%s: page %llu written, not reported\n", what, (unsigned long long)p);
-    }
-    if (missing || extra)
-        fprintf(stderr, "%s: %llu missing, %llu extra\n", what, (unsigned long long)missing,
-                (unsigned long long)extra);
-    CHECK_EQ_U64(missing, 0);
-    CHECK_EQ_U64(extra, 0);
-}
-
-static void pass(uint64_t first, uint64_t stride, uint64_t count)
-{
-    CHECK(kvm_fixture_pass(&fx, first * PG, stride * PG, count) == 0);
-    for (uint64_t i = 0; i < count; i++)
-        lm_bit_set(want, first + i * stride);
-}
-
-static void sync_into(lm_tracker *t, uint64_t first, uint64_t count, bool rearm)
-{
-    lm_err err;
-    lm_err_init(&err);
-    lm_bitmap_clear_all(got, NPAGES);
-    int ret = lm_tracker_sync(t, 0, first, count, got, rearm, &err);
-    if (ret < 0)
-        fprintf(stderr, "sync: %s\n", err.msg);
-    CHECK(ret == 0);
-}
-
-static void want_only(uint64_t first, uint64_t count, lm_word *out)
-{
-    lm_bitmap_clear_all(out, NPAGES);
-    for (uint64_t p = first; p < first + count; p++)
-        if (lm_bit_test(want, p))
-            lm_bit_set(out, p);
 }
 
 static lm_tracker *make_tracker(unsigned nslots, bool rings, lm_err *err)
@@ -166,43 +107,7 @@ static void exact_counts(void)
     sync_into(t, 0, NPAGES, false);
     check_exact("after arming");
 
-    /* Across the slot boundary: reported exactly, twice when read. */
-    pass(1800, 3, 300);
-    sync_into(t, 0, NPAGES, false);
-    check_exact("read");
-    sync_into(t, 0, NPAGES, false);
-    check_exact("read again");
-    sync_into(t, 0, NPAGES, true);
-    check_exact("re-arm");
-    lm_bitmap_clear_all(want, NPAGES);
-    sync_into(t, 0, NPAGES, false);
-    check_exact("after re-arm");
-
-    /* Chunked re-arm: only the chunk's pages are taken. */
-    pass(NOISE + 4, 5, 700);
-    static const uint64_t chunks[][2] = {{1000, 700}, {2000, 100}, {NOISE, 1}, {3755, 1}};
-    for (unsigned c = 0; c < 4; c++) {
-        uint64_t first = chunks[c][0], n = chunks[c][1];
-        sync_into(t, first, n, true);
-        want_only(first, n, part);
-        CHECK(!memcmp(got, part, NPAGES / 8));
-        for (uint64_t p = first; p < first + n; p++)
-            lm_bit_clear(want, p);
-        sync_into(t, 0, NPAGES, false);
-        check_exact("chunk re-armed");
-    }
-    sync_into(t, 1500, 1000, false);
-    want_only(1500, 1000, part);
-    CHECK(!memcmp(got, part, NPAGES / 8));
-    sync_into(t, 0, NPAGES, true);
-    check_exact("rest re-armed");
-    lm_bitmap_clear_all(want, NPAGES);
-
-    /* Re-protected by the reset: written again, reported again. */
-    pass(2040, 1, 16);
-    sync_into(t, 0, NPAGES, true);
-    check_exact("written again");
-    lm_bitmap_clear_all(want, NPAGES);
+    tracker_contract(t, part);
 
     /* Between the harvest and the reset: 605..609 were harvested and still
      * writable (this sync reports them, read after it), 610..614 fault and
