@@ -86,6 +86,36 @@ static void want_only(uint64_t first, uint64_t count, lm_word *out)
             lm_bit_set(out, p);
 }
 
+/* Arming, on a fresh tracker after the fixture wrote pages NOISE..NOISE+99
+ * (guest) and page 3000 (VMM): unarmed pages count as dirty; arming [0,
+ * 1000) takes those; arming the rest in uneven chunks across the slot
+ * boundary reports as populated exactly what was written; then a read
+ * reports nothing. pop and part: scratch maps of NPAGES bits. */
+static void tracker_arm_contract(lm_tracker *t, lm_word *pop, lm_word *part)
+{
+    lm_err err;
+    lm_err_init(&err);
+    CHECK(lm_tracker_arm(t, 0, 0, 1000, pop, &err) == 0);
+    lm_bitmap_clear_all(want, NPAGES);
+    sync_into(t, 0, NPAGES, false);
+    CHECK_EQ_U64(lm_bitmap_count_range(got, NOISE, 1000), 0);
+    CHECK_EQ_U64(lm_bitmap_count_range(got, 1000, NPAGES), NPAGES - 1000);
+    for (uint64_t first = 1000; first < NPAGES; first += 700) {
+        uint64_t n = first + 700 > NPAGES ? NPAGES - first : 700;
+        lm_bitmap_clear_all(part, 700);
+        CHECK(lm_tracker_arm(t, 0, first, n, part, &err) == 0);
+        for (uint64_t p = 0; p < n; p++)
+            if (lm_bit_test(part, p))
+                lm_bit_set(pop, first + p);
+    }
+    /* populated: what the guest and the VMM wrote, nothing else. */
+    CHECK_EQ_U64(lm_bitmap_count_range(pop, NOISE, NPAGES), 101);
+    CHECK_EQ_U64(lm_bitmap_count_range(pop, NOISE, NOISE + 100), 100);
+    CHECK(lm_bit_test(pop, 3000));
+    sync_into(t, 0, NPAGES, false);
+    check_exact("after arming");
+}
+
 /* The contract every KVM tracker keeps (dirty/tracker.h), on a tracker armed
  * over all of the fixture's RAM with nothing written since: a pass across
  * the slot boundary is reported exactly, and again by a read; a re-arm

@@ -89,23 +89,7 @@ static void exact_counts(void)
 
     /* Unarmed pages count as dirty; arming [0, 1000) takes those. */
     lm_word *pop = lm_bitmap_new(NPAGES), *part = lm_bitmap_new(NPAGES);
-    CHECK(lm_tracker_arm(t, 0, 0, 1000, pop, &err) == 0);
-    lm_bitmap_clear_all(want, NPAGES);
-    sync_into(t, 0, NPAGES, false);
-    CHECK_EQ_U64(lm_bitmap_count_range(got, NOISE, 1000), 0);
-    CHECK_EQ_U64(lm_bitmap_count_range(got, 1000, NPAGES), NPAGES - 1000);
-    for (uint64_t first = 1000; first < NPAGES; first += 700) {
-        uint64_t n = first + 700 > NPAGES ? NPAGES - first : 700;
-        lm_bitmap_clear_all(part, 700);
-        CHECK(lm_tracker_arm(t, 0, first, n, part, &err) == 0);
-        for (uint64_t p = 0; p < n; p++)
-            if (lm_bit_test(part, p))
-                lm_bit_set(pop, first + p);
-    }
-    CHECK_EQ_U64(lm_bitmap_count_range(pop, NOISE, NPAGES), 101);
-    CHECK(lm_bit_test(pop, 3000));
-    sync_into(t, 0, NPAGES, false);
-    check_exact("after arming");
+    tracker_arm_contract(t, pop, part);
 
     tracker_contract(t, part);
 
