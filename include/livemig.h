@@ -99,7 +99,12 @@ typedef enum lm_status {
     LM_STATUS_DEVICE,          /* "device": the guest is stopped; last pages, device state */
     LM_STATUS_POSTCOPY_ACTIVE, /* "postcopy-active": the guest runs on the destination */
     LM_STATUS_POSTCOPY_PAUSED, /* "postcopy-paused": the link broke in postcopy; each side
-                                  keeps its part of the guest */
+                                  keeps its part of the guest and waits for a reconnection */
+    LM_STATUS_POSTCOPY_RECOVER, /* "postcopy-recover": reconnected after a pause; the sides
+                                   agree on what is still missing */
+    LM_STATUS_SWITCHOVER_PAUSED, /* "switchover-paused": the link broke at the commit point,
+                                    so this side cannot know which side runs the guest; it
+                                    keeps its copy stopped until the other side answers */
     LM_STATUS_COMPLETED,       /* "completed" */
     LM_STATUS_FAILED,          /* "failed": the guest runs on the source, intact */
     LM_STATUS_CANCELLING,      /* "cancelling": lm_cancel() was heard */
@@ -135,6 +140,10 @@ typedef struct lm_params {
     uint64_t dirty_limit;             /* pages per second per vCPU while precopy does not
                                          converge (0: off) */
     unsigned accept_timeout_ms;       /* destination: wait for the source (0 = forever) */
+    unsigned recover_timeout_ms;      /* both sides: how long a side that lost its link after
+                                         the commit could have happened (switchover-paused,
+                                         postcopy-paused) waits for the other to come back;
+                                         0: 600 s with postcopy, else io_timeout_ms */
     bool no_receivedmap;              /* destination: find zero pages by reading them
                                          (the seed's baseline; costs a fault a page) */
     unsigned multifd_channels;        /* source: extra connections for pages (0 = one stream) */

@@ -135,6 +135,10 @@ static const cli_option options[] = {
      .help = "bound on any network wait (10)", .cmds = CLI_ALL},
     {"accept-timeout", "SECONDS", CLI_MILLIS, PARAM(accept_timeout_ms), .expect = "seconds",
      .help = "wait this long for a source (0 = forever)", .cmds = CLI_INCOMING},
+    {"recover-timeout", "SECONDS", CLI_MILLIS, PARAM(recover_timeout_ms), .expect = "seconds",
+     .help = "after a broken link at or past the switchover, wait this long for the other "
+             "side to come back (600 with postcopy, else --timeout)",
+     .cmds = CLI_ALL},
     {"no-receivedmap", NULL, CLI_FLAG, PARAM(no_receivedmap),
      .help = "read zero pages to check them (the seed's baseline)", .cmds = CLI_DEST},
     {"dest-thp", "on|off", CLI_CHOICE, PARAM(dest_thp), .choices = off_on, .expect = "on or off",

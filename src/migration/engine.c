@@ -91,6 +91,13 @@ void lm_params_init(lm_params *p)
     p->dest_thp = 1; /* measured: docs/BENCHMARKS.md, "Destination huge pages" */
 }
 
+unsigned lm__recover_timeout_ms(const lm_params *p, bool postcopy)
+{
+    if (p->recover_timeout_ms)
+        return p->recover_timeout_ms;
+    return postcopy ? 600000u : p->io_timeout_ms;
+}
+
 void lm_start_postcopy(lm_ctx *ctx)
 {
     atomic_store(&ctx->postcopy_requested, 1);

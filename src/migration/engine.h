@@ -45,6 +45,9 @@ struct lm_ctx {
 int lm__kvm_track_slots(lm_ctx *ctx, lm_track_kvm *kvm, lm_track_kvm_slot **out);
 void lm__kvm_detach(lm_ctx *ctx);
 
+/* How long a paused side waits for the other (lm_params.recover_timeout_ms). */
+unsigned lm__recover_timeout_ms(const lm_params *p, bool postcopy);
+
 /* Called with stats_lock held by the helpers below. */
 void lm__stats_reset(lm_ctx *ctx, lm_status status);
 /* Publish a copy of the migration thread's working stats. */
