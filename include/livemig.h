@@ -231,6 +231,9 @@ typedef struct lm_stats {
      * are quantiles of. */
     uint64_t request_latency_count;
     double vcpu_blocktime_ms; /* destination: total time vCPUs waited on missing pages */
+    /* Recovery: how often this side reconnected (source) or took a
+     * reconnection (destination) after a broken link. */
+    uint64_t reconnects;
     unsigned nrounds;
     lm_round_stats rounds[LM_MAX_ROUND_STATS];
 } lm_stats;

@@ -156,14 +156,16 @@ static int on_device_state(lm_dest *d, const lm_frame *f)
     if (ret < 0)
         return ret;
     d->device_state_len = f->length;
-    return lm__dest_enter(d, d->fsm.state == LM_DST_ACTIVE ? LM_DST_DEVICE : LM_DST_POSTCOPY_READY);
+    if (d->fsm.state == LM_DST_ACTIVE)
+        return lm__dest_enter(d, LM_DST_DEVICE);
+    return lm__dest_postcopy_ready(d);
 }
 
-/* The commit of a precopy migration on this side: load the device state,
- * tell the source, then resume. The source hears RESUMED before the guest
- * runs here, so a guest never runs on both sides unless that last message
- * is lost in flight (docs/STATE-MACHINE.md, invariant 4). */
-static int commit(lm_dest *d, lm_resumed *r)
+/* Everything is here (and verified): load the device state and tell the
+ * source, which decides. The guest stays stopped until COMMIT; a verdict
+ * against running (digests differ, the device state does not load) ends
+ * the migration here, and the source, told so, runs its guest again. */
+static int ready(lm_dest *d, lm_resumed *r)
 {
     lm_ctx *ctx = d->ctx;
     int ret = 0;
@@ -178,16 +180,44 @@ static int commit(lm_dest *d, lm_resumed *r)
     r->status = r->verified == 2 ? 0 : ret;
     uint8_t buf[LM_RESUMED_SIZE];
     lm_resumed_encode(r, buf);
-    int sent = lm_conn_send_frame(&d->conn, LM_MSG_RESUMED, buf, sizeof(buf));
+    int sent = lm_conn_send_frame(&d->conn, LM_MSG_SWITCHOVER_READY, buf, sizeof(buf));
     if (ret < 0)
         return ret;
-    if (sent < 0)
-        return lm_err_set(&ctx->err, sent,
-                          "could not confirm the switchover to the source; "
-                          "the guest is not resumed here");
-    if (ctx->gops.resume && (ret = ctx->gops.resume(ctx->gopaque)) < 0)
-        return lm_err_set(&ctx->err, ret, "the guest could not be resumed");
-    return lm__dest_enter(d, LM_DST_COMPLETED);
+    /* Sent or not, the source may have it: from here only its COMMIT, or
+     * its word that it will not commit (ERROR), decides; not a cancel. */
+    int entered = lm__dest_enter(d, LM_DST_READY);
+    d->conn.cancel = NULL;
+    return sent < 0 ? sent : entered;
+}
+
+/* The commit point on this side: the guest runs here from now on. */
+static int on_commit(lm_dest *d, const lm_frame *f)
+{
+    lm_ctx *ctx = d->ctx;
+    if (f->length)
+        return lm__dest_protocol_error(d, -EBADMSG, "COMMIT carries a body");
+    lm_resumed r = {0};
+    if (ctx->gops.resume && (r.status = ctx->gops.resume(ctx->gopaque)) < 0) {
+        /* Said over a live link: the source runs its copy again. */
+        uint8_t buf[LM_RESUMED_SIZE];
+        lm_resumed_encode(&r, buf);
+        lm_conn_send_frame(&d->conn, LM_MSG_RESUMED, buf, sizeof(buf));
+        return lm_err_set(&ctx->err, r.status, "the guest could not be resumed");
+    }
+    int ret = lm__dest_enter(d, LM_DST_COMPLETED);
+    if (ret == 0)
+        lm__dest_confirm_commit(d);
+    return ret;
+}
+
+void lm__dest_confirm_commit(lm_dest *d)
+{
+    lm_resumed r = {0};
+    uint8_t buf[LM_RESUMED_SIZE];
+    lm_resumed_encode(&r, buf);
+    /* Lost or not, the guest runs here: a source that did not hear it
+     * reconnects and asks again (linger_for_source). */
+    d->confirm_sent = lm__dest_send_locked(d, LM_MSG_RESUMED, buf, sizeof(buf)) == 0;
 }
 
 /* Every page is sent: wait for the channels to drain. With verification,
@@ -202,7 +232,7 @@ static int on_complete(lm_dest *d, const lm_frame *f)
     lm__dest_count_faults(d, false);
     lm_resumed r = {0};
     if (!(d->hello.flags & LM_HELLO_VERIFY))
-        return commit(d, &r);
+        return ready(d, &r);
     d->verify_t0 = lm_now_ns();
     if ((ret = lm__ram_digest(&d->ctx->ram, d->digest, &d->digest_pages, &d->ctx->err)) < 0)
         return ret;
@@ -213,7 +243,7 @@ static int on_verify(lm_dest *d, const lm_frame *f)
 {
     lm_resumed r = {0};
     int ret = lm__dest_take_verify(d, f, d->digest, d->digest_pages, &r);
-    return ret < 0 ? ret : commit(d, &r);
+    return ret < 0 ? ret : ready(d, &r);
 }
 
 /* Which message may arrive in which state; everything else is refused.
@@ -229,6 +259,7 @@ static const lm_dest_handler handlers[LM_DST__COUNT][LM_MSG__COUNT] = {
         },
     [LM_DST_DEVICE] = {[LM_MSG_COMPLETE] = on_complete},
     [LM_DST_VERIFY] = {[LM_MSG_VERIFY] = on_verify},
+    [LM_DST_READY] = {[LM_MSG_COMMIT] = on_commit},
     [LM_DST_POSTCOPY_SWITCH] = {[LM_MSG_DEVICE_STATE] = on_device_state},
     [LM_DST_POSTCOPY_READY] = {[LM_MSG_POSTCOPY_RUN] = lm__dest_on_postcopy_run},
     [LM_DST_POSTCOPY_ACTIVE] =
@@ -249,7 +280,7 @@ bool lm__dest_accepts(unsigned state, uint16_t type)
 static bool is_final(unsigned state)
 {
     return state == LM_DST_COMPLETED || state == LM_DST_FAILED || state == LM_DST_POSTCOPY_PAUSED ||
-           state == LM_DST_CANCELLED;
+           state == LM_DST_CANCELLED || state == LM_DST_SWITCHOVER_PAUSED;
 }
 
 static int refuse(lm_dest *d, uint16_t type)
@@ -283,6 +314,7 @@ static int receive_stream(lm_dest *d)
             uint8_t body[4 + LM_ERROR_MAX_TEXT];
             if ((ret = lm_conn_recv_body(&d->conn, &f, body, sizeof(body))) < 0)
                 return ret;
+            d->source_said_error = true;
             return lm_conn_peer_error(&d->conn, body, f.length);
         }
         lm_dest_handler h = f.type < LM_MSG__COUNT ? handlers[d->fsm.state][f.type] : NULL;
@@ -292,6 +324,13 @@ static int receive_stream(lm_dest *d)
             return ret;
     }
     return 0;
+}
+
+static bool commit_unknown(const lm_dest *d, int ret)
+{
+    unsigned st = d->fsm.state;
+    return (st == LM_DST_READY || st == LM_DST_POSTCOPY_READY) && !d->source_said_error &&
+           lm__dest_link_lost(ret);
 }
 
 /* The state a failure leaves: the guest runs here only in postcopy. */
@@ -353,8 +392,14 @@ int lm_incoming(lm_ctx *ctx, lm_listener *l, const lm_params *params)
     if (ret == 0 && (ret = lm__dest_enter(d, LM_DST_ACTIVE)) == 0) {
         lm__dest_count_faults(d, true);
         ret = receive_stream(d);
+        /* Ready and waiting for the commit, the link went: only the source
+         * knows whether it committed, so wait for it to say so. */
+        while (ret < 0 && commit_unknown(d, ret) && (ret = lm__dest_await_commit(d)) == 0)
+            ret = receive_stream(d);
         lm__dest_count_faults(d, false); /* unless every page arrived before */
     }
+    if (ret == 0 && d->fsm.state == LM_DST_COMPLETED && !d->st.postcopy)
+        lm__dest_linger_for_source(d);
     if (ret < 0 && !is_final(d->fsm.state)) {
         lm_dst_state to = failed_state(d, ret);
         if (to == LM_DST_POSTCOPY_PAUSED)

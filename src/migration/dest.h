@@ -46,6 +46,8 @@ typedef struct lm_dest {
     uint8_t digest[16]; /* ours, taken before the source's arrives */
     uint64_t digest_pages, verify_t0;
     char source_digest[40]; /* hex, when it differs from ours */
+    bool source_said_error; /* an ERROR came: the source will not commit */
+    bool confirm_sent; /* RESUMED after COMMIT went out (it may still be lost) */
     uint64_t faults0_minor, faults0_major;
     bool faults_counted;
 } lm_dest;
@@ -70,8 +72,26 @@ int lm__dest_take_verify(lm_dest *d, const lm_frame *f, const uint8_t digest[16]
 /* dest_setup.c: HELLO, layout, HELLO_ACK, the channels. */
 int lm__dest_handshake(lm_dest *d);
 
+/* RESUMED after the commit: the guest runs here. */
+void lm__dest_confirm_commit(lm_dest *d);
+
+/* dest_recover.c: after a broken link. */
+/* A failure that is the link's, not the peer's word or a bad stream. */
+bool lm__dest_link_lost(int ret);
+/* Accepts connections until the source of this migration reconnects (0,
+ * d->conn replaced) or deadline_ns passes (-ETIMEDOUT). */
+int lm__dest_take_back_source(lm_dest *d, uint64_t deadline_ns);
+/* 'ready' or 'postcopy-ready' lost its link: switchover-paused until the
+ * source is back (0, the state restored) or the recover timeout. */
+int lm__dest_await_commit(lm_dest *d);
+/* Completed: wait for the source's clean close, confirming the commit again
+ * if it reconnects to ask. */
+void lm__dest_linger_for_source(lm_dest *d);
+
 /* dest_postcopy.c */
 int lm__dest_on_postcopy_switch(lm_dest *d, const lm_frame *f);
+/* The device state is here: arm userfaultfd, load it, SWITCHOVER_READY. */
+int lm__dest_postcopy_ready(lm_dest *d);
 int lm__dest_on_postcopy_run(lm_dest *d, const lm_frame *f);
 int lm__dest_on_postcopy_end(lm_dest *d, const lm_frame *f);
 int lm__dest_on_postcopy_verify(lm_dest *d, const lm_frame *f);

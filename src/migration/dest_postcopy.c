@@ -23,12 +23,12 @@ int lm__dest_on_postcopy_switch(lm_dest *d, const lm_frame *f)
     return ret < 0 ? ret : lm__dest_enter(d, LM_DST_POSTCOPY_SWITCH);
 }
 
-/* POSTCOPY_RUN: from here the guest runs here, its missing pages fault. */
-int lm__dest_on_postcopy_run(lm_dest *d, const lm_frame *f)
+/* Everything but running: userfaultfd guards the missing pages, received
+ * pages go through it, the device state is loaded. The guest stays stopped
+ * until POSTCOPY_RUN, the commit. */
+int lm__dest_postcopy_ready(lm_dest *d)
 {
     lm_ctx *ctx = d->ctx;
-    if (f->length)
-        return lm__dest_protocol_error(d, -EBADMSG, "POSTCOPY_RUN carries a body");
     int ret = lm_postcopy_dst_start(&d->pc);
     if (ret == 0)
         ret = lm_recv_chan_set_sink(&d->main_chan, &d->pc.sink);
@@ -42,15 +42,32 @@ int lm__dest_on_postcopy_run(lm_dest *d, const lm_frame *f)
     lm_resumed r = {.status = ret, .verify_time_us = d->pc.verify_ns / 1000};
     uint8_t buf[LM_RESUMED_SIZE];
     lm_resumed_encode(&r, buf);
-    int sent = lm__dest_send_locked(d, LM_MSG_RESUMED, buf, sizeof(buf));
+    int sent = lm__dest_send_locked(d, LM_MSG_SWITCHOVER_READY, buf, sizeof(buf));
     if (ret < 0)
         return ret;
-    if (sent < 0)
-        return sent;
-    if (ctx->gops.resume && (ret = ctx->gops.resume(ctx->gopaque)) < 0)
-        return lm_err_set(&ctx->err, ret, "the guest could not be resumed");
+    int entered = lm__dest_enter(d, LM_DST_POSTCOPY_READY);
+    d->conn.cancel = NULL; /* only the source's word decides now */
+    return sent < 0 ? sent : entered;
+}
+
+/* POSTCOPY_RUN, the commit: the guest runs here, its missing pages fault. */
+int lm__dest_on_postcopy_run(lm_dest *d, const lm_frame *f)
+{
+    lm_ctx *ctx = d->ctx;
+    if (f->length)
+        return lm__dest_protocol_error(d, -EBADMSG, "POSTCOPY_RUN carries a body");
+    lm_resumed r = {0};
+    if (ctx->gops.resume && (r.status = ctx->gops.resume(ctx->gopaque)) < 0) {
+        uint8_t buf[LM_RESUMED_SIZE];
+        lm_resumed_encode(&r, buf);
+        lm__dest_send_locked(d, LM_MSG_RESUMED, buf, sizeof(buf));
+        return lm_err_set(&ctx->err, r.status, "the guest could not be resumed");
+    }
     d->st.postcopy = true;
-    return lm__dest_enter(d, LM_DST_POSTCOPY_ACTIVE);
+    int ret = lm__dest_enter(d, LM_DST_POSTCOPY_ACTIVE);
+    if (ret == 0)
+        lm__dest_confirm_commit(d);
+    return ret;
 }
 
 static void postcopy_stats(lm_dest *d)

@@ -123,28 +123,11 @@ static void *request_main(void *arg)
     }
 }
 
-static int wait_resumed(lm_source *s, uint64_t *verify_us)
-{
-    uint8_t body[LM_RESUMED_SIZE];
-    uint32_t len;
-    lm_resumed r;
-    char why[128];
-    int ret = lm_conn_expect(&s->conn, LM_MSG_RESUMED, body, sizeof(body), &len, 0);
-    if (ret < 0)
-        return ret;
-    if ((ret = lm_resumed_decode(body, len, &r, why, sizeof(why))) < 0)
-        return lm_err_set(&s->ctx->err, ret, "invalid RESUMED: %s", why);
-    if (r.status < 0)
-        return lm_err_set(&s->ctx->err, r.status, "the destination could not start postcopy: %s",
-                          strerror(-r.status));
-    *verify_us = r.verify_time_us;
-    return 0;
-}
-
 /* The switch: everything up to the guest running on the destination. */
 static int switch_over(lm_source *s, uint64_t *needed)
 {
     lm_ctx *ctx = s->ctx;
+    s->postcopy_switch = true;
     int ret = lm__src_stop_guest(s, "postcopy");
     if (ret < 0)
         return ret;
@@ -165,11 +148,17 @@ static int switch_over(lm_source *s, uint64_t *needed)
     free(body);
     if (ret == 0)
         ret = lm__src_send_device_state(s);
+    /* The destination is set up (userfaultfd armed, device state loaded)
+     * and says so; POSTCOPY_RUN is the commit. */
+    lm_resumed ready = {0}, ack;
     if (ret == 0)
-        ret = lm_conn_send_frame(&s->conn, LM_MSG_POSTCOPY_RUN, NULL, 0);
-    uint64_t verify_us = 0;
+        ret = lm__src_await_ready(s, &ready, 0);
+    if (ret == 0 && ready.status < 0)
+        ret = lm_err_set(&ctx->err, ready.status, "the destination could not start postcopy: %s",
+                         strerror(-ready.status));
     if (ret == 0)
-        ret = wait_resumed(s, &verify_us);
+        ret = lm__src_commit(s, LM_MSG_POSTCOPY_RUN, &ack);
+    uint64_t verify_us = ready.verify_time_us;
     if (ret == 0) {
         /* From here on the guest's newest state is on the destination; it
          * runs again, so --max-bandwidth applies again. */

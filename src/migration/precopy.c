@@ -9,7 +9,8 @@
  * measured in the last round, and switch over when that fits in the downtime
  * limit (or after max_rounds; converge.c decides about throttling and
  * postcopy). Switchover: stop the guest, last sync, last pages, device
- * state, COMPLETE (with the digest when verifying), then wait for RESUMED.
+ * state, COMPLETE (with the digest when verifying), SWITCHOVER_READY from the
+ * destination, then the commit (commit.c): COMMIT, answered by RESUMED.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -129,16 +130,10 @@ int lm__src_switchover(lm_source *s)
 
     /* The destination hashes all of its RAM before it answers: allow for
      * that at a pessimistic 1 GB/s on top of the usual bound. */
-    uint8_t body[LM_RESUMED_SIZE];
-    uint32_t len;
-    lm_resumed r;
-    char why[256];
+    lm_resumed r, ack;
     unsigned extra_ms = s->p->verify ? (unsigned)(s->st.total / 1000000) : 0;
-    if ((ret = lm_conn_expect(&s->conn, LM_MSG_RESUMED, body, sizeof(body), &len, extra_ms)) < 0)
+    if ((ret = lm__src_await_ready(s, &r, extra_ms)) < 0)
         return ret;
-    if ((ret = lm_resumed_decode(body, len, &r, why, sizeof(why))) < 0)
-        return lm_err_set(&ctx->err, ret, "invalid RESUMED: %s", why);
-    uint64_t end = lm_now_ns();
     /* What the destination spent hashing or waiting for our digest is
      * verification, not downtime; our own hashing overlapped its work. */
     s->st.verify_time_ms = (double)r.verify_time_us / 1000.0;
@@ -151,9 +146,11 @@ int lm__src_switchover(lm_source *s)
                           "on the source",
                           s->st.digest);
     if (r.status < 0)
-        return lm_err_set(&ctx->err, r.status, "the destination could not resume the guest: %s",
+        return lm_err_set(&ctx->err, r.status, "the destination cannot run the guest: %s",
                           strerror(-r.status));
-    double down = lm_ns_to_ms(end - s->stop_ns) - s->st.verify_time_ms;
+    if ((ret = lm__src_commit(s, LM_MSG_COMMIT, &ack)) < 0)
+        return ret;
+    double down = lm_ns_to_ms(lm_now_ns() - s->stop_ns) - s->st.verify_time_ms;
     s->st.downtime_ms = down > 0 ? down : 0;
     s->st.downtime_bytes = lm__src_wire_bytes(s) - s->st.precopy_bytes;
     return lm__src_enter(s, LM_STATUS_COMPLETED);

@@ -18,13 +18,14 @@
 #include "migration/source.h"
 #include "util/clock.h"
 
-static int handshake(lm_source *s)
+int lm__src_handshake(lm_source *s, bool recover)
 {
     lm_ctx *ctx = s->ctx;
     lm_hello h = {.page_size = (uint32_t)ctx->ram.page_size,
                   .flags = (s->p->verify ? LM_HELLO_VERIFY : 0) |
                            (s->p->postcopy ? LM_HELLO_POSTCOPY : 0) |
-                           (s->p->postcopy && s->p->postcopy_no_preempt ? LM_HELLO_NO_PREEMPT : 0),
+                           (s->p->postcopy && s->p->postcopy_no_preempt ? LM_HELLO_NO_PREEMPT : 0) |
+                           (recover ? LM_HELLO_RECOVER : 0),
                   .nblocks = ctx->ram.nblocks,
                   .nchannels = s->p->multifd_channels,
                   .compress = (uint32_t)s->p->compress};
@@ -142,7 +143,7 @@ static int setup(lm_source *s, const char *uri)
     if ((ret = lm_send_chan_init(&s->main_chan, 0, &s->conn, true, inline_detect, s->p->compress,
                                  ctx->ram.page_size, &ctx->err)) < 0)
         return ret;
-    if ((ret = handshake(s)) < 0)
+    if ((ret = lm__src_handshake(s, false)) < 0)
         return ret;
     if (!s->p->multifd_channels)
         return s->p->postcopy ? lm__src_postcopy_connect(s) : 0;
@@ -160,8 +161,13 @@ static int setup(lm_source *s, const char *uri)
  * postcopy it runs on the destination and this side keeps its pages. */
 static int enter_failed(lm_source *s, int ret)
 {
-    if (s->fsm.state == LM_STATUS_POSTCOPY_ACTIVE)
+    unsigned st = s->fsm.state;
+    if (st == LM_STATUS_SWITCHOVER_PAUSED || st == LM_STATUS_POSTCOPY_PAUSED)
+        return 0; /* the question stays open; the error says so */
+    if (st == LM_STATUS_POSTCOPY_ACTIVE || (s->committed && s->postcopy_switch))
         return lm__src_enter(s, LM_STATUS_POSTCOPY_PAUSED);
+    if (s->committed)
+        return lm__src_enter(s, LM_STATUS_SWITCHOVER_PAUSED);
     return lm__src_enter(s, ret == -ECANCELED ? LM_STATUS_CANCELLING : LM_STATUS_FAILED);
 }
 

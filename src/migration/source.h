@@ -50,6 +50,10 @@ typedef struct lm_source {
     double bandwidth;  /* bytes per second, from the last round that sent enough */
     double dirty_rate; /* pages per second */
     bool stopped; /* the guest is stopped by us (resumed here on a failure before the commit) */
+    /* The commit (COMMIT or POSTCOPY_RUN) may have reached the destination:
+     * from then on this side never resumes its copy (commit.c). */
+    bool committed;
+    bool postcopy_switch; /* the switchover is postcopy's (its commit is POSTCOPY_RUN) */
     lm_round_stats last_round;   /* every round, also past LM_MAX_ROUND_STATS */
     unsigned no_progress_rounds; /* syncs in a row where the dirty set did not shrink */
     unsigned high_dirty_rounds;  /* rounds in a row that dirtied over half what they sent */
@@ -76,6 +80,21 @@ int lm__src_stop_guest(lm_source *s, const char *why);
 int lm__src_send_device_state(lm_source *s);
 /* Digest of all guest RAM (tracking must have ended), sent as VERIFY. */
 int lm__src_send_verify(lm_source *s);
+
+/* source.c: HELLO/HELLO_ACK on s->conn; recover names the paused migration. */
+int lm__src_handshake(lm_source *s, bool recover);
+
+/* commit.c: the commit point. */
+/* Reads SWITCHOVER_READY: the destination's verdict, its guest stopped. */
+int lm__src_await_ready(lm_source *s, lm_resumed *r, unsigned extra_ms);
+/* Sends commit_msg (COMMIT, POSTCOPY_RUN) and reads RESUMED into *ack. For
+ * COMMIT a broken link means 'switchover-paused': reconnect and ask again
+ * until the recover timeout. 0, or -errno: ack->status < 0 (the
+ * destination refused: s->committed is false again) or the question is
+ * still open (s->committed stays true). */
+int lm__src_commit(lm_source *s, uint16_t commit_msg, lm_resumed *ack);
+/* A new main connection for this migration, retried until deadline_ns. */
+int lm__src_reconnect(lm_source *s, uint64_t deadline_ns);
 
 /* precopy.c: rounds until the rest fits in the downtime limit (or out of
  * rounds, or postcopy is chosen: *to_postcopy), ending in pre-switchover.

@@ -45,10 +45,20 @@ static const uint32_t source_legal[LM_STATUS__COUNT] = {
     [LM_STATUS_SETUP] = BIT(LM_STATUS_ACTIVE) | SRC_ABORT,
     [LM_STATUS_ACTIVE] = BIT(LM_STATUS_PRE_SWITCHOVER) | SRC_ABORT,
     [LM_STATUS_PRE_SWITCHOVER] = BIT(LM_STATUS_DEVICE) | SRC_ABORT,
-    [LM_STATUS_DEVICE] = BIT(LM_STATUS_COMPLETED) | BIT(LM_STATUS_POSTCOPY_ACTIVE) | SRC_ABORT,
+    /* After the commit was sent, a broken link pauses: switchover-paused
+     * (precopy), postcopy-paused (postcopy). */
+    [LM_STATUS_DEVICE] = BIT(LM_STATUS_COMPLETED) | BIT(LM_STATUS_POSTCOPY_ACTIVE) |
+                         BIT(LM_STATUS_SWITCHOVER_PAUSED) | BIT(LM_STATUS_POSTCOPY_PAUSED) |
+                         SRC_ABORT,
+    /* Reconnected: the destination confirms (completed) or, alive, says it
+     * never ran the guest (failed: it runs here again). */
+    [LM_STATUS_SWITCHOVER_PAUSED] = BIT(LM_STATUS_COMPLETED) | BIT(LM_STATUS_FAILED),
     [LM_STATUS_POSTCOPY_ACTIVE] = BIT(LM_STATUS_COMPLETED) | BIT(LM_STATUS_POSTCOPY_PAUSED),
+    [LM_STATUS_POSTCOPY_PAUSED] = BIT(LM_STATUS_POSTCOPY_RECOVER),
+    [LM_STATUS_POSTCOPY_RECOVER] = BIT(LM_STATUS_POSTCOPY_ACTIVE) | BIT(LM_STATUS_POSTCOPY_PAUSED),
     [LM_STATUS_CANCELLING] = BIT(LM_STATUS_CANCELLED),
-    /* completed, failed, cancelled, postcopy-paused: final for this run */
+    /* completed, failed, cancelled: final; the paused states are final
+     * when the other side does not come back in time */
 };
 
 static const lm_status source_reported[LM_STATUS__COUNT] = {
@@ -88,6 +98,9 @@ static const char *const dest_names[LM_DST__COUNT] = {
     [LM_DST_FAILED] = "failed",
     [LM_DST_POSTCOPY_PAUSED] = "postcopy-paused",
     [LM_DST_CANCELLED] = "cancelled",
+    [LM_DST_READY] = "ready",
+    [LM_DST_SWITCHOVER_PAUSED] = "switchover-paused",
+    [LM_DST_POSTCOPY_RECOVER] = "postcopy-recover",
 };
 
 /* Until the guest runs here, any state may fail or be cancelled; once it
@@ -97,12 +110,18 @@ static const char *const dest_names[LM_DST__COUNT] = {
 static const uint32_t dest_legal[LM_DST__COUNT] = {
     [LM_DST_SETUP] = BIT(LM_DST_ACTIVE) | DST_ABORT,
     [LM_DST_ACTIVE] = BIT(LM_DST_DEVICE) | BIT(LM_DST_POSTCOPY_SWITCH) | DST_ABORT,
-    [LM_DST_DEVICE] = BIT(LM_DST_VERIFY) | BIT(LM_DST_COMPLETED) | DST_ABORT,
-    [LM_DST_VERIFY] = BIT(LM_DST_COMPLETED) | DST_ABORT,
+    [LM_DST_DEVICE] = BIT(LM_DST_VERIFY) | BIT(LM_DST_READY) | DST_ABORT,
+    [LM_DST_VERIFY] = BIT(LM_DST_READY) | DST_ABORT,
+    /* SWITCHOVER_READY sent: a broken link leaves the commit unknown. */
+    [LM_DST_READY] = BIT(LM_DST_COMPLETED) | BIT(LM_DST_SWITCHOVER_PAUSED) | DST_ABORT,
     [LM_DST_POSTCOPY_SWITCH] = BIT(LM_DST_POSTCOPY_READY) | DST_ABORT,
-    [LM_DST_POSTCOPY_READY] = BIT(LM_DST_POSTCOPY_ACTIVE) | DST_ABORT,
+    [LM_DST_POSTCOPY_READY] = BIT(LM_DST_POSTCOPY_ACTIVE) | BIT(LM_DST_SWITCHOVER_PAUSED) | DST_ABORT,
+    /* The source came back: the state it left, the commit still to come. */
+    [LM_DST_SWITCHOVER_PAUSED] = BIT(LM_DST_READY) | BIT(LM_DST_POSTCOPY_READY),
     [LM_DST_POSTCOPY_ACTIVE] =
         BIT(LM_DST_POSTCOPY_VERIFY) | BIT(LM_DST_COMPLETED) | BIT(LM_DST_POSTCOPY_PAUSED),
+    [LM_DST_POSTCOPY_PAUSED] = BIT(LM_DST_POSTCOPY_RECOVER),
+    [LM_DST_POSTCOPY_RECOVER] = BIT(LM_DST_POSTCOPY_ACTIVE) | BIT(LM_DST_POSTCOPY_PAUSED),
     /* failed: the digests differ after postcopy (the guest runs here; there
      * is no copy left to go back to, and the report says so) */
     [LM_DST_POSTCOPY_VERIFY] =
@@ -122,6 +141,9 @@ static const lm_status dest_reported[LM_DST__COUNT] = {
     [LM_DST_FAILED] = LM_STATUS_FAILED,
     [LM_DST_POSTCOPY_PAUSED] = LM_STATUS_POSTCOPY_PAUSED,
     [LM_DST_CANCELLED] = LM_STATUS_CANCELLED,
+    [LM_DST_READY] = LM_STATUS_DEVICE,
+    [LM_DST_SWITCHOVER_PAUSED] = LM_STATUS_SWITCHOVER_PAUSED,
+    [LM_DST_POSTCOPY_RECOVER] = LM_STATUS_POSTCOPY_RECOVER,
 };
 
 const lm_fsm_def lm_dest_fsm = {

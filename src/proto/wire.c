@@ -39,6 +39,9 @@ const char *lm_msg_name(uint16_t type)
         [LM_MSG_PAGE_REQUEST] = "PAGE_REQUEST",
         [LM_MSG_POSTCOPY_END] = "POSTCOPY_END",
         [LM_MSG_POSTCOPY_DONE] = "POSTCOPY_DONE",
+        [LM_MSG_SWITCHOVER_READY] = "SWITCHOVER_READY",
+        [LM_MSG_COMMIT] = "COMMIT",
+        [LM_MSG_CONFIRMED] = "CONFIRMED",
     };
     return type < LM_MSG__COUNT && names[type] ? names[type] : "UNKNOWN";
 }

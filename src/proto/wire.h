@@ -15,7 +15,7 @@
 #include "livemig.h"
 
 #define LM_WIRE_MAGIC     0x4C4D4947u /* "LMIG" */
-#define LM_WIRE_VERSION   1
+#define LM_WIRE_VERSION   2
 #define LM_FRAME_HDR_SIZE 16
 #define LM_FRAME_MAX_LEN  (64u << 20)
 
@@ -52,6 +52,10 @@ typedef enum lm_msg_type {
     LM_MSG_PAGE_REQUEST,    /* destination -> source: a vCPU waits on this page */
     LM_MSG_POSTCOPY_END,    /* every needed page has been sent */
     LM_MSG_POSTCOPY_DONE,   /* destination -> source: every page placed (RESUMED body) */
+    LM_MSG_SWITCHOVER_READY, /* destination -> source: it can run the guest and waits for the
+                                commit (RESUMED body: the verdict; its guest is still stopped) */
+    LM_MSG_COMMIT,           /* source -> destination: the commit point; run the guest */
+    LM_MSG_CONFIRMED,        /* source -> destination: RESUMED heard; nothing more follows */
     LM_MSG__COUNT
 } lm_msg_type;
 
@@ -65,8 +69,10 @@ enum {
     LM_HELLO_VERIFY = 1u << 0,
     LM_HELLO_POSTCOPY = 1u << 1,   /* a preempt connection follows the channels */
     LM_HELLO_NO_PREEMPT = 1u << 2, /* with POSTCOPY: urgent pages on the main connection */
+    LM_HELLO_RECOVER = 1u << 3,    /* reconnects the paused migration named by the uuid */
 };
-#define LM_HELLO_KNOWN_FLAGS (LM_HELLO_VERIFY | LM_HELLO_POSTCOPY | LM_HELLO_NO_PREEMPT)
+#define LM_HELLO_KNOWN_FLAGS \
+    (LM_HELLO_VERIFY | LM_HELLO_POSTCOPY | LM_HELLO_NO_PREEMPT | LM_HELLO_RECOVER)
 
 typedef struct lm_wire_block {
     uint32_t id;

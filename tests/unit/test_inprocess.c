@@ -174,6 +174,7 @@ static void park(src_guest *g, bool on)
 }
 
 static int hook_guest_stopped(void);
+static void note_resume(bool source);
 
 static int src_stop(void *opaque)
 {
@@ -187,6 +188,7 @@ static int src_stop(void *opaque)
 static int src_resume(void *opaque)
 {
     src_guest *g = opaque;
+    note_resume(true);
     atomic_fetch_add(&g->resumes, 1);
     atomic_store(&g->stopped, false);
     park(g, false);
@@ -273,6 +275,7 @@ static void *toucher_main(void *arg)
 static int dst_resume(void *opaque)
 {
     dst_guest *dg = opaque;
+    note_resume(false);
     atomic_fetch_add(&dg->resumes, 1);
     if (!dg->touch)
         return 0;
@@ -310,6 +313,8 @@ typedef enum hook_mode {
     MODE_RESET_STOP,  /* main connection: ECONNRESET once the guest is stopped */
     MODE_EEXIST,      /* postcopy placement: every 2nd UFFDIO_COPY reports EEXIST */
     MODE_LOSE_DONE,   /* destination: its POSTCOPY_DONE fails with ECONNRESET */
+    MODE_DROP,        /* the first frame of type H.drop_type, either way, is lost in
+                         flight: its sender sees a complete write, then the link is cut */
 } hook_mode;
 
 /* The hooks have no opaque pointer: their state is this one test's. */
@@ -331,6 +336,12 @@ static struct hook_state {
     _Atomic unsigned gate_timeouts;
     _Atomic uint64_t copies_ok, injected, natural_eexist;
     _Atomic uint64_t lost_done; /* POSTCOPY_DONE frames the destination could not send */
+    uint16_t drop_type;         /* MODE_DROP */
+    _Atomic unsigned dropped;
+    _Atomic unsigned recover_hellos; /* HELLOs with RECOVER on a later connection */
+    /* Two running copies: a guest resumed while the other side's runs. */
+    struct dst_guest *dg;
+    _Atomic unsigned two_copies;
 } H;
 
 static void hook_arm(hook_mode mode, unsigned nchannels, src_guest *g, bool gate)
@@ -358,6 +369,21 @@ static void hook_arm(hook_mode mode, unsigned nchannels, src_guest *g, bool gate
     atomic_store(&H.injected, 0);
     atomic_store(&H.natural_eexist, 0);
     atomic_store(&H.lost_done, 0);
+    atomic_store(&H.dropped, 0);
+    atomic_store(&H.recover_hellos, 0);
+    atomic_store(&H.two_copies, 0);
+}
+
+/* A guest about to run while the other side's copy runs or ran. */
+static void note_resume(bool source)
+{
+    bool other_runs = source ? H.dg && atomic_load(&H.dg->resumes) > 0
+                             : H.g && !atomic_load(&H.g->stopped);
+    if (other_runs) {
+        fprintf(stderr, "[%s] TWO RUNNING COPIES: the %s resumes while the other side runs\n",
+                current_case, source ? "source" : "destination");
+        atomic_fetch_add(&H.two_copies, 1);
+    }
 }
 
 static int hook_guest_stopped(void)
@@ -419,6 +445,10 @@ static void check_identity(int idx, const struct msghdr *msg)
     bool ok = got >= LM_FRAME_HDR_SIZE && lm_frame_decode(buf, &f, why, sizeof(why)) == 0;
     if (ok && idx == 0) {
         ok = f.type == LM_MSG_HELLO;
+    } else if (ok && f.type == LM_MSG_HELLO) {
+        ok = got >= LM_FRAME_HDR_SIZE + 8 &&
+             (lm_get_be32(buf + LM_FRAME_HDR_SIZE + 4) & LM_HELLO_RECOVER);
+        atomic_fetch_add(&H.recover_hellos, ok);
     } else if (ok) {
         unsigned want = (unsigned)idx - 1; /* the preempt connection is channel N */
         ok = f.type == LM_MSG_CHANNEL_HELLO && got == sizeof(buf) &&
@@ -461,6 +491,10 @@ static bool is_frame(const struct msghdr *msg, uint16_t type)
 static ssize_t hook_sendmsg(int fd, const struct msghdr *msg, int flags)
 {
     int idx = fd_index(fd);
+    if (H.mode == MODE_DROP && is_frame(msg, H.drop_type) && !atomic_exchange(&H.dropped, 1)) {
+        shutdown(fd, SHUT_RDWR); /* both ends see the link go, the frame never arrives */
+        return (ssize_t)msg_bytes(msg);
+    }
     if (idx < 0 && H.mode == MODE_LOSE_DONE && is_frame(msg, LM_MSG_POSTCOPY_DONE)) {
         atomic_fetch_add(&H.lost_done, 1);
         errno = ECONNRESET;
@@ -641,6 +675,7 @@ static void run_setup(run *r, hook_mode mode, unsigned nchannels, bool gate_firs
     lm_guest_ops dops = {.resume = dst_resume, .load_state = dst_load_state};
     lm_set_guest_ops(r->dctx, &dops, &r->dg);
     hook_arm(mode, nchannels, &r->g, gate_first_pass);
+    H.dg = &r->dg;
 }
 
 /* Both sides, the destination on its own thread; returns once both did. */
@@ -900,6 +935,117 @@ static void case_lose_done(void)
     run_teardown(&r);
 }
 
+/* ---- The commit point: each switchover frame lost in turn ---------------- */
+
+typedef enum drop_outcome {
+    SOURCE_RUNS, /* lost before the commit: the source's guest runs again */
+    DEST_RUNS,   /* lost at or after it: asked again over a new link, completed */
+    BOTH_WAIT,   /* postcopy's commit lost: nobody runs it until postcopy recovery */
+} drop_outcome;
+
+static void drop_case(uint16_t type, bool postcopy, drop_outcome want)
+{
+    run r;
+    run_setup(&r, MODE_DROP, 0, postcopy);
+    H.drop_type = type;
+    r.sp.io_timeout_ms = r.dp.io_timeout_ms = 2000;
+    /* The side that cannot know waits this long for the other. */
+    r.sp.recover_timeout_ms = r.dp.recover_timeout_ms = 1500;
+    if (postcopy) {
+        r.sp.postcopy = true;
+        r.sp.postcopy_after_rounds = 1;
+        r.sp.downtime_limit_ms = 0;
+    }
+    run_migrate(&r);
+    if (want == SOURCE_RUNS)
+        check_failed_source_intact(&r);
+    run_join_dest(&r);
+    fprintf(stderr, "[%s] source %s, destination %s; reconnects %llu/%llu\n", current_case,
+            lm_status_name(r.src_st.status), lm_status_name(r.dst_st.status),
+            (unsigned long long)r.src_st.reconnects, (unsigned long long)r.dst_st.reconnects);
+    CHECK_EQ_U64(atomic_load(&H.dropped), 1);
+    CHECK_EQ_U64(atomic_load(&H.two_copies), 0);
+    CHECK_EQ_U64(atomic_load(&H.identity_errors), 0);
+    CHECK_EQ_U64(atomic_load(&r.g.stops), 1);
+    switch (want) {
+    case SOURCE_RUNS:
+        CHECK(r.dst_ret < 0);
+        CHECK(r.dst_st.status == LM_STATUS_FAILED ||
+              r.dst_st.status == LM_STATUS_SWITCHOVER_PAUSED);
+        CHECK_EQ_U64(atomic_load(&r.dg.resumes), 0);
+        CHECK_EQ_U64(atomic_load(&H.recover_hellos), 0);
+        break;
+    case DEST_RUNS:
+        check_completed(&r);
+        CHECK_EQ_U64(atomic_load(&H.recover_hellos), 1);
+        CHECK_EQ_U64(r.src_st.reconnects, 1);
+        CHECK_EQ_U64(r.dst_st.reconnects, 1);
+        break;
+    case BOTH_WAIT:
+        CHECK(r.src_ret < 0 && r.dst_ret < 0);
+        CHECK(r.src_st.status == LM_STATUS_POSTCOPY_PAUSED);
+        CHECK(r.dst_st.status == LM_STATUS_SWITCHOVER_PAUSED);
+        CHECK_EQ_U64(atomic_load(&r.g.resumes), 0);
+        CHECK_EQ_U64(atomic_load(&r.dg.resumes), 0);
+        break;
+    }
+    run_teardown(&r);
+}
+
+static void case_drop_complete(void)
+{
+    drop_case(LM_MSG_COMPLETE, false, SOURCE_RUNS);
+}
+static void case_drop_verify(void)
+{
+    drop_case(LM_MSG_VERIFY, false, SOURCE_RUNS);
+}
+static void case_drop_ready(void)
+{
+    drop_case(LM_MSG_SWITCHOVER_READY, false, SOURCE_RUNS);
+}
+static void case_drop_commit(void)
+{
+    drop_case(LM_MSG_COMMIT, false, DEST_RUNS);
+}
+static void case_drop_resumed(void)
+{
+    drop_case(LM_MSG_RESUMED, false, DEST_RUNS);
+}
+static void case_drop_confirmed(void)
+{
+    /* The source heard RESUMED; the destination waits in vain, then ends
+     * completed all the same. */
+    run r;
+    run_setup(&r, MODE_DROP, 0, false);
+    H.drop_type = LM_MSG_CONFIRMED;
+    r.sp.io_timeout_ms = r.dp.io_timeout_ms = 2000;
+    r.sp.recover_timeout_ms = r.dp.recover_timeout_ms = 1000;
+    run_migrate(&r);
+    run_join_dest(&r);
+    CHECK_EQ_U64(atomic_load(&H.dropped), 1);
+    CHECK_EQ_U64(atomic_load(&H.two_copies), 0);
+    check_completed(&r);
+    CHECK_EQ_U64(r.src_st.reconnects, 0);
+    run_teardown(&r);
+}
+static void case_pc_drop_switch(void)
+{
+    drop_case(LM_MSG_POSTCOPY_SWITCH, true, SOURCE_RUNS);
+}
+static void case_pc_drop_device(void)
+{
+    drop_case(LM_MSG_DEVICE_STATE, true, SOURCE_RUNS);
+}
+static void case_pc_drop_ready(void)
+{
+    drop_case(LM_MSG_SWITCHOVER_READY, true, SOURCE_RUNS);
+}
+static void case_pc_drop_run(void)
+{
+    drop_case(LM_MSG_POSTCOPY_RUN, true, BOTH_WAIT);
+}
+
 static const struct {
     const char *name;
     void (*fn)(void);
@@ -907,6 +1053,16 @@ static const struct {
     {"baseline", case_baseline},       {"short-write", case_short_write},
     {"reset-round", case_reset_round}, {"reset-stop", case_reset_stop},
     {"eexist", case_eexist},           {"lose-done", case_lose_done},
+    {"drop-complete", case_drop_complete},
+    {"drop-verify", case_drop_verify},
+    {"drop-ready", case_drop_ready},
+    {"drop-commit", case_drop_commit},
+    {"drop-resumed", case_drop_resumed},
+    {"drop-confirmed", case_drop_confirmed},
+    {"pc-drop-switch", case_pc_drop_switch},
+    {"pc-drop-device", case_pc_drop_device},
+    {"pc-drop-ready", case_pc_drop_ready},
+    {"pc-drop-run", case_pc_drop_run},
 };
 
 int main(int argc, char **argv)

@@ -42,6 +42,15 @@ static void source_paths(void)
                                  LM_STATUS_POSTCOPY_PAUSED};
     const unsigned cancel[] = {LM_STATUS_NONE, LM_STATUS_SETUP, LM_STATUS_ACTIVE,
                                LM_STATUS_CANCELLING, LM_STATUS_CANCELLED};
+    /* The commit's answer lost, asked again over a new link. */
+    const unsigned lost_answer[] = {LM_STATUS_DEVICE, LM_STATUS_SWITCHOVER_PAUSED,
+                                    LM_STATUS_COMPLETED};
+    const unsigned recovered[] = {LM_STATUS_DEVICE,           LM_STATUS_POSTCOPY_PAUSED,
+                                  LM_STATUS_POSTCOPY_RECOVER, LM_STATUS_POSTCOPY_ACTIVE,
+                                  LM_STATUS_POSTCOPY_PAUSED,  LM_STATUS_POSTCOPY_RECOVER,
+                                  LM_STATUS_POSTCOPY_ACTIVE,  LM_STATUS_COMPLETED};
+    walk(&lm_source_fsm, lost_answer, sizeof(lost_answer) / sizeof(lost_answer[0]));
+    walk(&lm_source_fsm, recovered, sizeof(recovered) / sizeof(recovered[0]));
     walk(&lm_source_fsm, precopy, sizeof(precopy) / sizeof(precopy[0]));
     walk(&lm_source_fsm, postcopy, sizeof(postcopy) / sizeof(postcopy[0]));
     walk(&lm_source_fsm, cancel, sizeof(cancel) / sizeof(cancel[0]));
@@ -49,12 +58,16 @@ static void source_paths(void)
 
 static void dest_paths(void)
 {
-    const unsigned precopy[] = {LM_DST_SETUP, LM_DST_ACTIVE, LM_DST_DEVICE, LM_DST_VERIFY,
-                                LM_DST_COMPLETED};
+    const unsigned precopy[] = {LM_DST_SETUP, LM_DST_ACTIVE,
+                                LM_DST_DEVICE, LM_DST_VERIFY,
+                                LM_DST_READY, LM_DST_SWITCHOVER_PAUSED,
+                                LM_DST_READY, LM_DST_COMPLETED};
     const unsigned postcopy[] = {LM_DST_SETUP,           LM_DST_ACTIVE,
                                  LM_DST_POSTCOPY_SWITCH, LM_DST_POSTCOPY_READY,
-                                 LM_DST_POSTCOPY_ACTIVE, LM_DST_POSTCOPY_VERIFY,
-                                 LM_DST_COMPLETED};
+                                 LM_DST_SWITCHOVER_PAUSED, LM_DST_POSTCOPY_READY,
+                                 LM_DST_POSTCOPY_ACTIVE, LM_DST_POSTCOPY_PAUSED,
+                                 LM_DST_POSTCOPY_RECOVER, LM_DST_POSTCOPY_ACTIVE,
+                                 LM_DST_POSTCOPY_VERIFY, LM_DST_COMPLETED};
     walk(&lm_dest_fsm, precopy, sizeof(precopy) / sizeof(precopy[0]));
     walk(&lm_dest_fsm, postcopy, sizeof(postcopy) / sizeof(postcopy[0]));
 }
@@ -70,20 +83,36 @@ static void invariants(void)
     /* 2: the destination's guest, once it runs, is never given up. */
     CHECK(!legal(d, LM_DST_POSTCOPY_ACTIVE, LM_DST_FAILED));
     CHECK(!legal(d, LM_DST_POSTCOPY_ACTIVE, LM_DST_CANCELLED));
-    /* 3: final states are final; every other state can fail safely. */
-    const unsigned src_final[] = {LM_STATUS_COMPLETED, LM_STATUS_FAILED, LM_STATUS_CANCELLED,
-                                  LM_STATUS_POSTCOPY_PAUSED};
-    for (unsigned i = 0; i < 4; i++)
+    /* 3: final states are final; every other state can fail safely, to a
+     * running source (failed) or, past the commit, to a pause. */
+    const unsigned src_final[] = {LM_STATUS_COMPLETED, LM_STATUS_FAILED, LM_STATUS_CANCELLED};
+    for (unsigned i = 0; i < 3; i++)
         CHECK_EQ_U64(s->legal[src_final[i]], 0);
     for (unsigned st = LM_STATUS_SETUP; st < LM_STATUS__COUNT; st++)
-        if (s->legal[st] && st != LM_STATUS_CANCELLING)
+        if (s->legal[st] && st != LM_STATUS_CANCELLING && st != LM_STATUS_POSTCOPY_PAUSED &&
+            st != LM_STATUS_SWITCHOVER_PAUSED)
             CHECK(legal(s, st, LM_STATUS_FAILED) || legal(s, st, LM_STATUS_POSTCOPY_PAUSED));
     for (unsigned st = 0; st < LM_DST__COUNT; st++)
-        if (d->legal[st])
-            CHECK(legal(d, st, LM_DST_FAILED) || legal(d, st, LM_DST_POSTCOPY_PAUSED));
-    CHECK_EQ_U64(d->legal[LM_DST_COMPLETED] | d->legal[LM_DST_FAILED] | d->legal[LM_DST_CANCELLED] |
-                     d->legal[LM_DST_POSTCOPY_PAUSED],
+        if (d->legal[st] && st != LM_DST_POSTCOPY_PAUSED && st != LM_DST_SWITCHOVER_PAUSED)
+            CHECK(legal(d, st, LM_DST_FAILED) || legal(d, st, LM_DST_POSTCOPY_PAUSED) ||
+                  legal(d, st, LM_DST_SWITCHOVER_PAUSED));
+    CHECK_EQ_U64(d->legal[LM_DST_COMPLETED] | d->legal[LM_DST_FAILED] | d->legal[LM_DST_CANCELLED],
                  0);
+    /* 8: the commit. The destination runs the guest only from a state where
+     * it said it was ready (the COMMIT or POSTCOPY_RUN handler), or after a
+     * recovery; a side that cannot know is never cancelled or failed. */
+    for (unsigned st = 0; st < LM_DST__COUNT; st++) {
+        if (legal(d, st, LM_DST_COMPLETED))
+            CHECK(st == LM_DST_READY || st == LM_DST_POSTCOPY_ACTIVE ||
+                  st == LM_DST_POSTCOPY_VERIFY);
+        if (legal(d, st, LM_DST_POSTCOPY_ACTIVE))
+            CHECK(st == LM_DST_POSTCOPY_READY || st == LM_DST_POSTCOPY_RECOVER);
+    }
+    CHECK(!legal(d, LM_DST_SWITCHOVER_PAUSED, LM_DST_FAILED));
+    CHECK(!legal(d, LM_DST_SWITCHOVER_PAUSED, LM_DST_CANCELLED));
+    CHECK(!legal(s, LM_STATUS_SWITCHOVER_PAUSED, LM_STATUS_CANCELLING));
+    CHECK(!legal(s, LM_STATUS_POSTCOPY_PAUSED, LM_STATUS_FAILED));
+    CHECK(!legal(s, LM_STATUS_POSTCOPY_RECOVER, LM_STATUS_FAILED));
     /* Reported statuses carry QEMU's names. */
     CHECK(!strcmp(lm_status_name(d->reported[LM_DST_VERIFY]), "device"));
     CHECK(!strcmp(lm_status_name(d->reported[LM_DST_POSTCOPY_VERIFY]), "postcopy-active"));
@@ -114,6 +143,12 @@ static void message_table(void)
         {LM_DST_POSTCOPY_SWITCH, LM_MSG_POSTCOPY_RUN, false}, /* RUN before the state */
         {LM_DST_POSTCOPY_SWITCH, LM_MSG_DEVICE_STATE, true},
         {LM_DST_POSTCOPY_READY, LM_MSG_POSTCOPY_RUN, true},
+        {LM_DST_READY, LM_MSG_COMMIT, true},
+        {LM_DST_VERIFY, LM_MSG_COMMIT, false}, /* COMMIT before the verdict */
+        {LM_DST_DEVICE, LM_MSG_COMMIT, false},
+        {LM_DST_ACTIVE, LM_MSG_COMMIT, false},
+        {LM_DST_READY, LM_MSG_PAGES, false},
+        {LM_DST_POSTCOPY_READY, LM_MSG_COMMIT, false}, /* postcopy commits with RUN */
         {LM_DST_POSTCOPY_ACTIVE, LM_MSG_POSTCOPY_SWITCH, false},
         {LM_DST_POSTCOPY_ACTIVE, LM_MSG_COMPLETE, false},
         {LM_DST_POSTCOPY_ACTIVE, LM_MSG_PAGES, true},
@@ -132,8 +167,10 @@ static void message_table(void)
     for (uint16_t t = 0; t < LM_MSG__COUNT; t++) {
         CHECK(!lm__dest_accepts(LM_DST_FAILED, t));
         CHECK(!lm__dest_accepts(LM_DST_POSTCOPY_PAUSED, t));
+        CHECK(!lm__dest_accepts(LM_DST_SWITCHOVER_PAUSED, t));
         for (unsigned st = 0; st < LM_DST__COUNT; st++)
-            CHECK(!(t == LM_MSG_PONG || t == LM_MSG_RESUMED) || !lm__dest_accepts(st, t));
+            CHECK(!(t == LM_MSG_PONG || t == LM_MSG_RESUMED || t == LM_MSG_SWITCHOVER_READY) ||
+                  !lm__dest_accepts(st, t));
     }
 }
 

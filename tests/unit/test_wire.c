@@ -57,9 +57,9 @@ static void frames(void)
     CHECK(strcmp(lm_msg_name(LM_MSG__COUNT), "UNKNOWN") == 0);
     CHECK(strcmp(lm_msg_name(0xffff), "UNKNOWN") == 0);
     CHECK(strcmp(lm_msg_name(LM_MSG_PAGES), "PAGES") == 0);
-    /* The exact bytes: "LMIG", version 1, type, length, reserved. */
+    /* The exact bytes: "LMIG", version 2, type, length, reserved. */
     lm_frame_encode(b, LM_MSG_PAGES, 0x11223344);
-    static const uint8_t want[LM_FRAME_HDR_SIZE] = {'L',  'M',  'I',  'G',  0, 1, 0, 3,
+    static const uint8_t want[LM_FRAME_HDR_SIZE] = {'L',  'M',  'I',  'G',  0, 2, 0, 3,
                                                     0x11, 0x22, 0x33, 0x44, 0, 0, 0, 0};
     CHECK(memcmp(b, want, sizeof(want)) == 0);
 
@@ -71,8 +71,9 @@ static void frames(void)
     lm_put_be32(x, 0);
     REJECTS(lm_frame_decode(x, &f, why, sizeof(why)), -EBADMSG);
     memcpy(x, b, sizeof(x));
-    lm_put_be16(x + 4, 2);
+    lm_put_be16(x + 4, 1); /* a peer of the release before the commit handshake */
     REJECTS(lm_frame_decode(x, &f, why, sizeof(why)), -EPROTO); /* version */
+    CHECK(strstr(why, "protocol version 1, this livemig speaks 2") != NULL);
     memcpy(x, b, sizeof(x));
     lm_put_be16(x + 4, 0);
     REJECTS(lm_frame_decode(x, &f, why, sizeof(why)), -EPROTO);
@@ -228,8 +229,11 @@ static void hello_rejects(void)
         lm_put_be32(hx, bad_ps[i]);
         REJECTS(lm_hello_decode(hx, n, &d, why, sizeof(why)), -EBADMSG);
     }
-    /* Flags: every unknown bit. */
-    for (int bit = 2; bit < 32; bit++) {
+    /* Flags: RECOVER is known (version 2), every bit above it is not. */
+    n = hello_base();
+    lm_put_be32(hx + 4, LM_HELLO_VERIFY | LM_HELLO_RECOVER);
+    CHECK(lm_hello_decode(hx, n, &d, why, sizeof(why)) == 0 && d.flags & LM_HELLO_RECOVER);
+    for (int bit = 4; bit < 32; bit++) {
         n = hello_base();
         lm_put_be32(hx + 4, LM_HELLO_VERIFY | 1u << bit);
         REJECTS(lm_hello_decode(hx, n, &d, why, sizeof(why)), -EBADMSG);
