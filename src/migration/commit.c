@@ -24,8 +24,7 @@ int lm__src_await_ready(lm_source *s, lm_resumed *r, unsigned extra_ms)
     uint8_t body[LM_RESUMED_SIZE];
     uint32_t len;
     char why[128];
-    int ret = lm_conn_expect(&s->conn, LM_MSG_SWITCHOVER_READY, body, sizeof(body), &len,
-                             extra_ms);
+    int ret = lm_conn_expect(&s->conn, LM_MSG_SWITCHOVER_READY, body, sizeof(body), &len, extra_ms);
     if (ret < 0)
         return ret;
     if ((ret = lm_resumed_decode(body, len, r, why, sizeof(why))) < 0)

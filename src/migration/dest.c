@@ -330,7 +330,16 @@ static bool commit_unknown(const lm_dest *d, int ret)
 {
     unsigned st = d->fsm.state;
     return (st == LM_DST_READY || st == LM_DST_POSTCOPY_READY) && !d->source_said_error &&
-           lm__dest_link_lost(ret);
+           lm__link_lost(ret);
+}
+
+/* The guest runs here on partial memory and the link went: pause, and
+ * take the source back when it reconnects. */
+static bool postcopy_recoverable(const lm_dest *d, int ret)
+{
+    unsigned st = d->fsm.state;
+    return (st == LM_DST_POSTCOPY_ACTIVE || st == LM_DST_POSTCOPY_VERIFY) &&
+           !d->source_said_error && lm__link_lost(ret);
 }
 
 /* The state a failure leaves: the guest runs here only in postcopy. */
@@ -352,6 +361,10 @@ static void gather_counters(lm_dest *d)
         lm_multifd_recv_counters(&d->pool, &d->st.normal, &d->st.duplicate, &d->st.normal_bytes,
                                  &d->st.multifd_bytes);
     }
+    d->st.normal += d->pool_acc.normal;
+    d->st.duplicate += d->pool_acc.zero;
+    d->st.normal_bytes += d->pool_acc.normal_bytes;
+    d->st.multifd_bytes += d->pool_acc.bytes;
     d->st.transferred = d->conn.bytes_in + d->st.multifd_bytes;
     if (d->start_ns) {
         d->st.total_time_ms = lm_ns_to_ms(lm_now_ns() - d->start_ns);
@@ -394,12 +407,23 @@ int lm_incoming(lm_ctx *ctx, lm_listener *l, const lm_params *params)
         ret = receive_stream(d);
         /* Ready and waiting for the commit, the link went: only the source
          * knows whether it committed, so wait for it to say so. */
-        while (ret < 0 && commit_unknown(d, ret) && (ret = lm__dest_await_commit(d)) == 0)
+        for (;;) {
+            if (ret < 0 && commit_unknown(d, ret))
+                ret = lm__dest_await_commit(d);
+            else if (ret < 0 && postcopy_recoverable(d, ret))
+                ret = lm__dest_postcopy_recover(d);
+            else
+                break;
+            if (ret < 0)
+                break;
             ret = receive_stream(d);
+        }
         lm__dest_count_faults(d, false); /* unless every page arrived before */
     }
-    if (ret == 0 && d->fsm.state == LM_DST_COMPLETED && !d->st.postcopy)
-        lm__dest_linger_for_source(d);
+    if (d->fsm.state == LM_DST_COMPLETED) {
+        int told = lm__dest_linger_for_source(d);
+        ret = ret < 0 ? ret : told;
+    }
     if (ret < 0 && !is_final(d->fsm.state)) {
         lm_dst_state to = failed_state(d, ret);
         if (to == LM_DST_POSTCOPY_PAUSED)

@@ -34,6 +34,9 @@ typedef struct lm_dest {
     lm_recv_chan main_chan;  /* packets on the main connection */
     lm_multifd_recv pool;    /* multifd channels, when the source asked for them */
     bool use_pool;
+    struct { /* channels retired by a recovery: their counts, kept */
+        uint64_t normal, zero, normal_bytes, bytes;
+    } pool_acc;
     /* Postcopy. */
     lm_recv_chan preempt; /* urgent pages, its own receiver thread */
     bool have_preempt;
@@ -47,7 +50,11 @@ typedef struct lm_dest {
     uint64_t digest_pages, verify_t0;
     char source_digest[40]; /* hex, when it differs from ours */
     bool source_said_error; /* an ERROR came: the source will not commit */
-    bool confirm_sent; /* RESUMED after COMMIT went out (it may still be lost) */
+    bool confirm_sent;
+    lm_resumed done; /* postcopy: the POSTCOPY_DONE sent, to send again after a reconnect */
+    bool source_committed;
+        /* the last reconnecting HELLO said COMMITTED */ /* RESUMED after COMMIT went out (it may
+                                                            still be lost) */
     uint64_t faults0_minor, faults0_major;
     bool faults_counted;
 } lm_dest;
@@ -71,30 +78,41 @@ int lm__dest_take_verify(lm_dest *d, const lm_frame *f, const uint8_t digest[16]
 
 /* dest_setup.c: HELLO, layout, HELLO_ACK, the channels. */
 int lm__dest_handshake(lm_dest *d);
+/* The channels the HELLO announced (multifd, preempt), pages in place. */
+int lm__dest_accept_channels(lm_dest *d);
 
 /* RESUMED after the commit: the guest runs here. */
 void lm__dest_confirm_commit(lm_dest *d);
 
 /* dest_recover.c: after a broken link. */
-/* A failure that is the link's, not the peer's word or a bad stream. */
-bool lm__dest_link_lost(int ret);
 /* Accepts connections until the source of this migration reconnects (0,
  * d->conn replaced) or deadline_ns passes (-ETIMEDOUT). */
 int lm__dest_take_back_source(lm_dest *d, uint64_t deadline_ns);
 /* 'ready' or 'postcopy-ready' lost its link: switchover-paused until the
  * source is back (0, the state restored) or the recover timeout. */
 int lm__dest_await_commit(lm_dest *d);
-/* Completed: wait for the source's clean close, confirming the commit again
- * if it reconnects to ask. */
-void lm__dest_linger_for_source(lm_dest *d);
+/* postcopy-active lost its link: postcopy-paused, everything kept, until
+ * the source is back; then the channels, the map of missing pages and the
+ * outstanding requests again (0, postcopy-active), or -errno (still
+ * postcopy-paused, final). */
+int lm__dest_postcopy_recover(lm_dest *d);
+/* Completed: wait for the source's CONFIRMED, answering again (RESUMED, or
+ * POSTCOPY_DONE) if it reconnects to ask. */
+int lm__dest_linger_for_source(lm_dest *d);
 
 /* dest_postcopy.c */
 int lm__dest_on_postcopy_switch(lm_dest *d, const lm_frame *f);
 /* The device state is here: arm userfaultfd, load it, SWITCHOVER_READY. */
 int lm__dest_postcopy_ready(lm_dest *d);
 int lm__dest_on_postcopy_run(lm_dest *d, const lm_frame *f);
+/* Runs the guest (the commit was heard); confirm: answer RESUMED. */
+int lm__dest_postcopy_run(lm_dest *d, bool confirm);
+/* Every receiver delivers to userfaultfd; the preempt thread starts. */
+int lm__dest_postcopy_sinks(lm_dest *d);
 int lm__dest_on_postcopy_end(lm_dest *d, const lm_frame *f);
 int lm__dest_on_postcopy_verify(lm_dest *d, const lm_frame *f);
+/* POSTCOPY_DONE (d->done) to the source. */
+void lm__dest_confirm_done(lm_dest *d);
 /* After a failure while the guest runs here: keep everything for later. */
 void lm__dest_postcopy_pause(lm_dest *d);
 

@@ -26,16 +26,22 @@ int lm__dest_on_postcopy_switch(lm_dest *d, const lm_frame *f)
 /* Everything but running: userfaultfd guards the missing pages, received
  * pages go through it, the device state is loaded. The guest stays stopped
  * until POSTCOPY_RUN, the commit. */
+int lm__dest_postcopy_sinks(lm_dest *d)
+{
+    int ret = lm_recv_chan_set_sink(&d->main_chan, &d->pc.sink);
+    if (ret == 0 && d->use_pool)
+        ret = lm_multifd_recv_set_sink(&d->pool, &d->pc.sink);
+    if (ret == 0 && d->have_preempt && (ret = lm_recv_chan_set_sink(&d->preempt, &d->pc.sink)) == 0)
+        ret = lm_recv_chan_start_thread(&d->preempt);
+    return ret;
+}
+
 int lm__dest_postcopy_ready(lm_dest *d)
 {
     lm_ctx *ctx = d->ctx;
     int ret = lm_postcopy_dst_start(&d->pc);
     if (ret == 0)
-        ret = lm_recv_chan_set_sink(&d->main_chan, &d->pc.sink);
-    if (ret == 0 && d->use_pool)
-        ret = lm_multifd_recv_set_sink(&d->pool, &d->pc.sink);
-    if (ret == 0 && d->have_preempt && (ret = lm_recv_chan_set_sink(&d->preempt, &d->pc.sink)) == 0)
-        ret = lm_recv_chan_start_thread(&d->preempt);
+        ret = lm__dest_postcopy_sinks(d);
     if (ret == 0 && ctx->gops.load_state &&
         (ret = ctx->gops.load_state(ctx->gopaque, d->device_state, d->device_state_len)) < 0)
         lm_err_set(&ctx->err, ret, "loading the guest's device state failed");
@@ -53,9 +59,14 @@ int lm__dest_postcopy_ready(lm_dest *d)
 /* POSTCOPY_RUN, the commit: the guest runs here, its missing pages fault. */
 int lm__dest_on_postcopy_run(lm_dest *d, const lm_frame *f)
 {
-    lm_ctx *ctx = d->ctx;
     if (f->length)
         return lm__dest_protocol_error(d, -EBADMSG, "POSTCOPY_RUN carries a body");
+    return lm__dest_postcopy_run(d, true);
+}
+
+int lm__dest_postcopy_run(lm_dest *d, bool confirm)
+{
+    lm_ctx *ctx = d->ctx;
     lm_resumed r = {0};
     if (ctx->gops.resume && (r.status = ctx->gops.resume(ctx->gopaque)) < 0) {
         uint8_t buf[LM_RESUMED_SIZE];
@@ -65,7 +76,7 @@ int lm__dest_on_postcopy_run(lm_dest *d, const lm_frame *f)
     }
     d->st.postcopy = true;
     int ret = lm__dest_enter(d, LM_DST_POSTCOPY_ACTIVE);
-    if (ret == 0)
+    if (ret == 0 && confirm)
         lm__dest_confirm_commit(d);
     return ret;
 }
@@ -103,7 +114,8 @@ void lm__dest_postcopy_pause(lm_dest *d)
 
 /* Every page is here: give the memory back to the guest for good and tell
  * the source it may let go. The guest has all of its memory here from the
- * release on, so that is 'completed' even if the source cannot be told. */
+ * release on, so that is 'completed' even if the source cannot be told now
+ * (lm__dest_linger_for_source tells it when it reconnects). */
 static int postcopy_complete(lm_dest *d, lm_resumed *r)
 {
     postcopy_stats(d);
@@ -111,23 +123,21 @@ static int postcopy_complete(lm_dest *d, lm_resumed *r)
         lm_recv_chan_join(&d->preempt);
     lm_postcopy_dst_stop(&d->pc, true);
     d->pc_init = false;
-    uint8_t buf[LM_RESUMED_SIZE];
-    lm_resumed_encode(r, buf);
-    int sent = lm__dest_send_locked(d, LM_MSG_POSTCOPY_DONE, buf, sizeof(buf));
+    d->done = *r;
+    lm__dest_confirm_done(d);
     if (r->verified == 2) /* postcopy-verify -> failed: there is no copy to go back to */
         return lm_err_set(&d->ctx->err, -EIO,
                           "verification failed after postcopy: RAM digest %s "
                           "here differs from the source's %s; the guest runs here",
                           d->st.digest, d->source_digest);
-    int ret = lm__dest_enter(d, LM_DST_COMPLETED);
-    if (ret == 0 && sent < 0) {
-        lm_err_reset(&d->ctx->err); /* the send's own words say less than this */
-        ret = lm_err_set(&d->ctx->err, sent,
-                         "every page is here and the guest runs here, but the source was "
-                         "not told (POSTCOPY_DONE failed): it keeps its stopped copy until "
-                         "you stop it");
-    }
-    return ret;
+    return lm__dest_enter(d, LM_DST_COMPLETED);
+}
+
+void lm__dest_confirm_done(lm_dest *d)
+{
+    uint8_t buf[LM_RESUMED_SIZE];
+    lm_resumed_encode(&d->done, buf);
+    d->confirm_sent = lm__dest_send_locked(d, LM_MSG_POSTCOPY_DONE, buf, sizeof(buf)) == 0;
 }
 
 /* POSTCOPY_END: the source sent every needed page; wait until all are

@@ -7,24 +7,20 @@
  */
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "migration/dest.h"
 #include "util/clock.h"
-
-bool lm__dest_link_lost(int ret)
-{
-    return ret == -ECONNRESET || ret == -EPIPE || ret == -ETIMEDOUT || ret == -ENOTCONN ||
-           ret == -ECONNABORTED || ret == -ENETDOWN || ret == -ENETUNREACH ||
-           ret == -EHOSTUNREACH || ret == -ENETRESET;
-}
 
 /* The reconnecting HELLO must describe the migration we hold: same uuid,
  * same layout, same options (but RECOVER). */
 static bool same_migration(const lm_hello *was, const lm_hello *now)
 {
+    uint32_t how = LM_HELLO_RECOVER | LM_HELLO_COMMITTED;
     if (!(now->flags & LM_HELLO_RECOVER) || memcmp(was->uuid, now->uuid, 16) ||
-        (was->flags | LM_HELLO_RECOVER) != now->flags || was->nblocks != now->nblocks ||
+        (was->flags & ~how) != (now->flags & ~how) || was->nblocks != now->nblocks ||
         was->page_size != now->page_size || was->nchannels != now->nchannels ||
         was->compress != now->compress)
         return false;
@@ -59,6 +55,8 @@ static int take_back(lm_dest *d, int fd)
         d->conn.bytes_out = out + c.bytes_out;
         pthread_mutex_unlock(&d->conn_lock);
         d->st.reconnects++;
+        d->source_committed = h.flags & LM_HELLO_COMMITTED;
+        d->source_said_error = false;
         return 0;
     }
     lm_conn_send_error(&c, -EBUSY,
@@ -88,17 +86,130 @@ int lm__dest_take_back_source(lm_dest *d, uint64_t deadline_ns)
     }
 }
 
+/* Stops what read the broken link: the multifd channels (their counts
+ * kept) and the preempt receiver. The fault thread keeps running: vCPUs'
+ * faults are noted and asked for again once the source is back. */
+static void retire_receivers(lm_dest *d)
+{
+    lm_postcopy_dst_link_down(&d->pc);
+    if (d->use_pool) {
+        lm_multifd_recv_stop(&d->pool);
+        lm_multifd_recv_counters(&d->pool, &d->pool_acc.normal, &d->pool_acc.zero,
+                                 &d->pool_acc.normal_bytes, &d->pool_acc.bytes);
+        d->use_pool = false;
+    }
+    if (d->have_preempt) {
+        shutdown(d->preempt.own_conn.fd, SHUT_RDWR);
+        lm_recv_chan_join(&d->preempt);
+        lm_recv_chan_cleanup(&d->preempt);
+        lm_conn_close(&d->preempt.own_conn);
+        d->have_preempt = false;
+    }
+}
+
+/* RECOVER_MAP: what this side still lacks, in POSTCOPY_SWITCH's layout. */
+static int send_map(lm_dest *d)
+{
+    lm_ctx *ctx = d->ctx;
+    lm_word *missing[LM_MAX_BLOCKS] = {0};
+    size_t n = lm_postcopy_switch_size(&ctx->ram);
+    uint8_t *body = malloc(n ? n : 1);
+    int ret = body ? 0 : -ENOMEM;
+    for (unsigned r = 0; r < ctx->ram.nblocks && ret == 0; r++)
+        if (!(missing[r] = lm_bitmap_new(ctx->ram.blocks[r].npages)))
+            ret = -ENOMEM;
+    if (ret == 0) {
+        lm_postcopy_dst_missing(&d->pc, missing);
+        lm_postcopy_switch_encode(&ctx->ram, missing, body);
+        ret = n > LM_FRAME_MAX_LEN ? lm_err_set(&ctx->err, -E2BIG, "RAM too large for one map")
+                                   : lm__dest_send_locked(d, LM_MSG_RECOVER_MAP, body, (uint32_t)n);
+    } else {
+        lm_err_set(&ctx->err, ret, "out of memory for the recovery map");
+    }
+    for (unsigned r = 0; r < ctx->ram.nblocks; r++)
+        lm_bitmap_free(missing[r]);
+    free(body);
+    return ret;
+}
+
+/* The source is back on the main connection: its channels, the map, and
+ * every request still unanswered. */
+static int reattach(lm_dest *d)
+{
+    int ret = lm__dest_accept_channels(d);
+    if (ret == 0)
+        ret = lm__dest_postcopy_sinks(d);
+    if (ret == 0)
+        ret = send_map(d);
+    if (ret == 0)
+        ret = lm_postcopy_dst_link_up(&d->pc);
+    return ret;
+}
+
+int lm__dest_postcopy_recover(lm_dest *d)
+{
+    unsigned wait_ms = lm__recover_timeout_ms(d->p, true);
+    int ret = 0;
+    for (;;) {
+        if (d->fsm.state != LM_DST_POSTCOPY_PAUSED &&
+            (ret = lm__dest_enter(d, LM_DST_POSTCOPY_PAUSED)) < 0)
+            break;
+        retire_receivers(d);
+        ret = lm__dest_take_back_source(d, lm_now_ns() + (uint64_t)wait_ms * 1000000);
+        if (ret == -ETIMEDOUT) {
+            lm_err_reset(&d->ctx->err);
+            lm_err_set(&d->ctx->err, ret,
+                       "postcopy-paused: the link to the source broke and it did not come back "
+                       "within %u ms; the guest stays here, its vCPUs waiting on the pages still "
+                       "on the source",
+                       wait_ms);
+            break;
+        }
+        if (ret == 0 && !d->source_committed)
+            ret = lm__dest_protocol_error(d, -EPROTO,
+                                          "the source reconnected to a running postcopy "
+                                          "without having committed");
+        if (ret == 0 && (ret = lm__dest_enter(d, LM_DST_POSTCOPY_RECOVER)) == 0 &&
+            (ret = reattach(d)) == 0) {
+            lm_err_reset(&d->ctx->err);
+            return lm__dest_enter(d, LM_DST_POSTCOPY_ACTIVE);
+        }
+        if (!lm__link_lost(ret))
+            break;
+        /* cut again while recovering: pause again */
+    }
+    if (d->fsm.state != LM_DST_POSTCOPY_PAUSED)
+        lm__dest_enter(d, LM_DST_POSTCOPY_PAUSED);
+    retire_receivers(d);
+    lm__dest_postcopy_pause(d);
+    return ret;
+}
+
 int lm__dest_await_commit(lm_dest *d)
 {
     unsigned back = d->fsm.state;
-    unsigned wait_ms = lm__recover_timeout_ms(d->p, back == LM_DST_POSTCOPY_READY);
+    bool postcopy = back == LM_DST_POSTCOPY_READY;
+    unsigned wait_ms = lm__recover_timeout_ms(d->p, postcopy);
     int ret = lm__dest_enter(d, LM_DST_SWITCHOVER_PAUSED);
     if (ret < 0)
         return ret;
+    if (postcopy)
+        retire_receivers(d);
     ret = lm__dest_take_back_source(d, lm_now_ns() + (uint64_t)wait_ms * 1000000);
     if (ret == 0) {
         lm_err_reset(&d->ctx->err);
-        return lm__dest_enter(d, back);
+        if ((ret = lm__dest_enter(d, back)) < 0 || !postcopy)
+            return ret;
+        /* Postcopy's source reconnects only once it has sent POSTCOPY_RUN
+         * (its HELLO says COMMITTED): that is the commit heard. */
+        if (!d->source_committed)
+            return lm__dest_protocol_error(d, -EPROTO,
+                                           "the source reconnected at the postcopy switch "
+                                           "without having committed");
+        if ((ret = lm__dest_postcopy_run(d, false)) < 0)
+            return ret;
+        ret = reattach(d);
+        return ret < 0 && lm__link_lost(ret) ? lm__dest_postcopy_recover(d) : ret;
     }
     if (ret != -ETIMEDOUT)
         return ret;
@@ -112,30 +223,43 @@ int lm__dest_await_commit(lm_dest *d)
                       wait_ms);
 }
 
-/* The guest runs here. Until the source says it heard RESUMED (CONFIRMED)
- * it may not have: if anything else comes (a close, a reset, a timeout),
- * take it back when it reconnects and confirm again. A close alone proves
+/* The guest runs here. Until the source says it heard us (CONFIRMED) it
+ * may not have: if anything else comes (a close, a reset, a timeout), take
+ * it back when it reconnects and answer again. A close alone proves
  * nothing: a middlebox that drops a link closes both ends cleanly. */
-void lm__dest_linger_for_source(lm_dest *d)
+int lm__dest_linger_for_source(lm_dest *d)
 {
-    unsigned wait_ms = lm__recover_timeout_ms(d->p, false);
+    unsigned wait_ms = lm__recover_timeout_ms(d->p, d->st.postcopy);
+    lm_err scratch;
     for (;;) {
-        lm_err scratch;
         lm_err_init(&scratch);
         lm_frame f;
         d->conn.err = &scratch;
         int ret = d->conn.fd >= 0 ? lm_conn_recv_frame(&d->conn, &f) : -ENOTCONN;
-        if (ret == 0 && f.type == LM_MSG_CONFIRMED && !f.length) {
-            d->conn.err = &d->ctx->err;
-            return;
-        }
-        if (ret == 0 && f.type == LM_MSG_COMMIT && !f.length) { /* asked again, same link */
-            d->conn.err = &d->ctx->err;
-            lm__dest_confirm_commit(d);
+        d->conn.err = &d->ctx->err;
+        if (ret == 0 && f.type == LM_MSG_CONFIRMED && !f.length)
+            return 0;
+        if (ret == 0 && f.type == LM_MSG_COMMIT && !f.length && !d->st.postcopy) {
+            lm__dest_confirm_commit(d); /* asked again */
             continue;
         }
-        d->conn.err = &d->ctx->err;
         if (lm__dest_take_back_source(d, lm_now_ns() + (uint64_t)wait_ms * 1000000) < 0)
-            return; /* it never asked again: nothing more to tell */
+            break; /* it never asked again */
+        if (d->st.postcopy) {
+            /* It comes back to recover postcopy: its channels connect as
+             * usual; the answer is that postcopy is over. */
+            retire_receivers(d);
+            if (lm__dest_accept_channels(d) == 0)
+                lm__dest_confirm_done(d);
+            retire_receivers(d);
+        }
     }
+    if (d->confirm_sent)
+        return 0; /* sent; only its receipt is unconfirmed */
+    lm_err_reset(&d->ctx->err);
+    return lm_err_set(&d->ctx->err, -ECONNRESET,
+                      "the guest runs here with all of its memory, but the source was not told "
+                      "(the link broke and it did not come back within %u ms): it keeps its "
+                      "stopped copy until you stop it",
+                      wait_ms);
 }

@@ -108,7 +108,7 @@ static int wait_for_channel(lm_dest *d)
 /* The source's channels connect to our listener after HELLO_ACK and name
  * this migration's uuid and their id. A stray connection is dropped and
  * waited past; too many of them fail the migration. */
-static int accept_channels(lm_dest *d)
+int lm__dest_accept_channels(lm_dest *d)
 {
     lm_ctx *ctx = d->ctx;
     bool postcopy = (d->hello.flags & LM_HELLO_POSTCOPY) && !(d->hello.flags & LM_HELLO_NO_PREEMPT);
@@ -207,5 +207,5 @@ int lm__dest_handshake(lm_dest *d)
     if ((ret = lm_conn_send_frame(&d->conn, LM_MSG_HELLO_ACK, NULL, 0)) < 0)
         return ret;
     bool preempt = (d->hello.flags & LM_HELLO_POSTCOPY) && !(d->hello.flags & LM_HELLO_NO_PREEMPT);
-    return d->hello.nchannels || preempt ? accept_channels(d) : 0;
+    return d->hello.nchannels || preempt ? lm__dest_accept_channels(d) : 0;
 }

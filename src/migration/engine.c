@@ -98,6 +98,13 @@ unsigned lm__recover_timeout_ms(const lm_params *p, bool postcopy)
     return postcopy ? 600000u : p->io_timeout_ms;
 }
 
+bool lm__link_lost(int ret)
+{
+    return ret == -ECONNRESET || ret == -EPIPE || ret == -ETIMEDOUT || ret == -ENOTCONN ||
+           ret == -ECONNABORTED || ret == -ENETDOWN || ret == -ENETUNREACH ||
+           ret == -EHOSTUNREACH || ret == -ENETRESET || ret == -ECONNREFUSED;
+}
+
 void lm_start_postcopy(lm_ctx *ctx)
 {
     atomic_store(&ctx->postcopy_requested, 1);

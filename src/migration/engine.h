@@ -48,6 +48,10 @@ void lm__kvm_detach(lm_ctx *ctx);
 /* How long a paused side waits for the other (lm_params.recover_timeout_ms). */
 unsigned lm__recover_timeout_ms(const lm_params *p, bool postcopy);
 
+/* A failure that is the link's (reset, closed, timed out), not the peer's
+ * word or a bad stream: what a paused side may recover from. */
+bool lm__link_lost(int ret);
+
 /* Called with stats_lock held by the helpers below. */
 void lm__stats_reset(lm_ctx *ctx, lm_status status);
 /* Publish a copy of the migration thread's working stats. */

@@ -51,6 +51,9 @@ typedef struct lm_postcopy_dst {
      * connection with the main thread's replies. */
     lm_conn *conn;
     pthread_mutex_t *conn_lock;
+    /* Under conn_lock: the return path is broken. Faults are still noted
+     * ('requested') but not sent; lm_postcopy_dst_link_up sends them all. */
+    bool link_down;
     /* Request latency and vCPU blocktime, under 'lock'. */
     pthread_mutex_t lock;
     pthread_cond_t cond; /* signalled when 'remaining' reaches 0 */
@@ -68,6 +71,15 @@ int lm_postcopy_dst_start(lm_postcopy_dst *pc);
 /* Places one page (data, or NULL for a zero page) unless it is placed
  * already. Safe from any thread. */
 int lm_postcopy_dst_place(lm_postcopy_dst *pc, lm_block *b, uint64_t page, const uint8_t *data);
+/* The return path broke: stop sending requests (the fault thread keeps
+ * noting them, vCPUs keep waiting). */
+void lm_postcopy_dst_link_down(lm_postcopy_dst *pc);
+/* A new return path (pc->conn, already replaced): clears the failure and
+ * sends again every request whose page has not arrived. */
+int lm_postcopy_dst_link_up(lm_postcopy_dst *pc);
+/* The pages still to come, per block (needed and not placed): fills
+ * missing[r] (npages bits each). */
+void lm_postcopy_dst_missing(lm_postcopy_dst *pc, lm_word *const missing[]);
 /* Waits (bounded) until every needed page is placed. */
 int lm_postcopy_dst_wait(lm_postcopy_dst *pc, unsigned timeout_ms);
 /* Stops the fault thread. With release, unregisters guest RAM (every page

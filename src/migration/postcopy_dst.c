@@ -198,16 +198,70 @@ static void postcopy_sink_init(lm_postcopy_dst *pc)
         (lm_page_sink){.ops = &postcopy_sink_ops, .ram = &pc->ctx->ram, .err = &pc->ctx->err};
 }
 
-static int send_request(lm_postcopy_dst *pc, const lm_block *b, uint64_t page)
+/* Called with conn_lock held. */
+static int send_request_locked(lm_postcopy_dst *pc, const lm_block *b, uint64_t page)
 {
     uint8_t body[LM_PAGE_REQUEST_SIZE];
     lm_page_request req = {.block_id = b->id, .offset = page * pc->ctx->ram.page_size};
     lm_page_request_encode(&req, body);
-    pthread_mutex_lock(pc->conn_lock);
-    int ret = lm_conn_send_frame(pc->conn, LM_MSG_PAGE_REQUEST, body, sizeof(body));
-    pthread_mutex_unlock(pc->conn_lock);
+    return lm_conn_send_frame(pc->conn, LM_MSG_PAGE_REQUEST, body, sizeof(body));
+}
+
+/* A lost return path does not end the fault thread: the request is noted
+ * and sent again after a recovery; the main thread is woken to pause. */
+static int send_request(lm_postcopy_dst *pc, const lm_block *b, uint64_t page)
+{
     atomic_fetch_add_explicit(&pc->requests, 1, memory_order_relaxed);
+    pthread_mutex_lock(pc->conn_lock);
+    bool down = pc->link_down;
+    if (!down && send_request_locked(pc, b, page) < 0)
+        down = pc->link_down = true;
+    pthread_mutex_unlock(pc->conn_lock);
+    if (down)
+        postcopy_failed(pc);
+    return 0;
+}
+
+void lm_postcopy_dst_link_down(lm_postcopy_dst *pc)
+{
+    pthread_mutex_lock(pc->conn_lock);
+    pc->link_down = true;
+    pthread_mutex_unlock(pc->conn_lock);
+}
+
+int lm_postcopy_dst_link_up(lm_postcopy_dst *pc)
+{
+    lm_ctx *ctx = pc->ctx;
+    int ret = 0;
+    pthread_mutex_lock(&pc->lock);
+    pc->failed = false;
+    pthread_mutex_unlock(&pc->lock);
+    pthread_mutex_lock(pc->conn_lock);
+    pc->link_down = false;
+    for (unsigned r = 0; r < ctx->ram.nblocks && ret == 0; r++) {
+        lm_block *b = &ctx->ram.blocks[r];
+        for (uint64_t p = lm_bitmap_next_set(pc->requested[r], b->npages, 0);
+             ret == 0 && p < b->npages; p = lm_bitmap_next_set(pc->requested[r], b->npages, p + 1))
+            if (!lm_bit_test_atomic(pc->placed[r], p))
+                ret = send_request_locked(pc, b, p);
+    }
+    if (ret < 0)
+        pc->link_down = true;
+    pthread_mutex_unlock(pc->conn_lock);
     return ret;
+}
+
+void lm_postcopy_dst_missing(lm_postcopy_dst *pc, lm_word *const missing[])
+{
+    lm_ctx *ctx = pc->ctx;
+    for (unsigned r = 0; r < ctx->ram.nblocks; r++) {
+        uint64_t npages = ctx->ram.blocks[r].npages;
+        lm_bitmap_clear_all(missing[r], npages);
+        for (uint64_t p = lm_bitmap_next_set(pc->needed[r], npages, 0); p < npages;
+             p = lm_bitmap_next_set(pc->needed[r], npages, p + 1))
+            if (!lm_bit_test_atomic(pc->placed[r], p))
+                lm_bit_set(missing[r], p);
+    }
 }
 
 static int handle_fault(lm_postcopy_dst *pc, uint64_t addr)

@@ -26,7 +26,6 @@ typedef struct postcopy_src {
     _Atomic uint64_t jump_page;
     _Atomic uint64_t requests;
     pthread_t thread;
-    bool thread_started;
     /* Once POSTCOPY_END is out every needed page has been sent: later
      * requests are for pages in flight and get no second copy, so nothing
      * follows END on the main connection but VERIFY. */
@@ -182,7 +181,7 @@ static int background(postcopy_src *pc, uint64_t needed)
     lm__src_begin_round(s, needed);
     unsigned r = 0;
     uint64_t page = 0, left = needed, cut_at = 0;
-    if (s->p->x_postcopy_cut_ms)
+    if (s->p->x_postcopy_cut_ms && !s->st.reconnects) /* once: the first background */
         cut_at = lm_now_ns() + (uint64_t)s->p->x_postcopy_cut_ms * 1000000;
     while (left) {
         if (cut_at && lm_now_ns() >= cut_at) {
@@ -223,6 +222,131 @@ static int background(postcopy_src *pc, uint64_t needed)
     return ret;
 }
 
+/* RECOVER_MAP: the pages the destination still lacks become the set to
+ * send (in the POSTCOPY_SWITCH layout, checked against ours). Or
+ * POSTCOPY_DONE: it had them all already (its answer was what got lost):
+ * returns 1. */
+static int read_map(postcopy_src *pc, uint64_t *needed)
+{
+    lm_source *s = pc->s;
+    lm_ctx *ctx = s->ctx;
+    size_t n = lm_postcopy_switch_size(&ctx->ram);
+    lm_frame f;
+    int ret = lm_conn_recv_frame(&s->conn, &f);
+    if (ret < 0)
+        return ret;
+    if (f.type == LM_MSG_POSTCOPY_DONE || f.type == LM_MSG_ERROR) {
+        uint8_t body[4 + LM_ERROR_MAX_TEXT];
+        char why[128];
+        if ((ret = lm_conn_recv_body(&s->conn, &f, body, sizeof(body))) < 0)
+            return ret;
+        if (f.type == LM_MSG_ERROR)
+            return lm_conn_peer_error(&s->conn, body, f.length);
+        if ((ret = lm_resumed_decode(body, f.length, &pc->done, why, sizeof(why))) < 0)
+            return lm_err_set(&ctx->err, ret, "invalid POSTCOPY_DONE: %s", why);
+        pc->got_done = true;
+        return 1;
+    }
+    if (f.type != LM_MSG_RECOVER_MAP || f.length != n)
+        return lm_err_set(&ctx->err, -EPROTO,
+                          "expected RECOVER_MAP of %zu bytes after reconnecting, got %s (%u bytes)",
+                          n, lm_msg_name(f.type), f.length);
+    uint8_t *body = malloc(n ? n : 1);
+    if (!body)
+        return lm_err_set(&ctx->err, -ENOMEM, "out of memory");
+    ret = lm_conn_read(&s->conn, body, n);
+    const uint8_t *in = body;
+    *needed = 0;
+    for (unsigned i = 0; ret == 0 && i < ctx->ram.nblocks; i++) {
+        lm_block *b = &ctx->ram.blocks[i];
+        char why[128];
+        long used = lm_switch_block_decode(in, (size_t)(body + n - in), b->id, b->npages,
+                                           s->dirty[i], why, sizeof(why));
+        if (used < 0)
+            ret = lm_err_set(&ctx->err, -EBADMSG, "invalid RECOVER_MAP: %s", why);
+        else
+            in += used;
+        *needed += ret == 0 ? lm_bitmap_count(s->dirty[i], b->npages) : 0;
+    }
+    free(body);
+    return ret;
+}
+
+/* Past the commit a broken link pauses; the destination keeps running the
+ * guest on what it has. Reconnect (retrying until the recover timeout, a
+ * fresh one after every new cut), reopen the channels, take the map of
+ * what is still missing, and go on from there. */
+static int recover(postcopy_src *pc, uint64_t *needed)
+{
+    lm_source *s = pc->s;
+    lm_ctx *ctx = s->ctx;
+    unsigned wait_ms = lm__recover_timeout_ms(s->p, true);
+    int ret = 0;
+    for (;;) {
+        if (s->fsm.state != LM_STATUS_POSTCOPY_PAUSED &&
+            (ret = lm__src_enter(s, LM_STATUS_POSTCOPY_PAUSED)) < 0)
+            return ret;
+        lm__src_retire_channels(s);
+        if ((ret = lm__src_reconnect(s, lm_now_ns() + (uint64_t)wait_ms * 1000000)) < 0) {
+            lm_err_reset(&ctx->err);
+            return lm_err_set(&ctx->err, ret,
+                              "postcopy-paused: the link to the destination broke and it did not "
+                              "come back within %u ms; the guest runs there on the pages it has, "
+                              "the rest stay here: keep this process until it can reconnect",
+                              wait_ms);
+        }
+        if ((ret = lm__src_enter(s, LM_STATUS_POSTCOPY_RECOVER)) < 0)
+            return ret;
+        ret = lm__src_connect_channels(s);
+        if (ret == 0)
+            ret = read_map(pc, needed);
+        if (ret == 1) { /* it was over: the answer is in pc->done */
+            lm__src_retire_channels(s);
+            return 1;
+        }
+        if (ret == 0)
+            break;
+        if (!lm__link_lost(ret))
+            return ret;
+    }
+    for (unsigned i = 0; i < ctx->ram.nblocks; i++) /* sent before the cut: maybe lost */
+        lm_bitmap_clear_all(pc->urgent[i], ctx->ram.blocks[i].npages);
+    atomic_store(&pc->jump_block, -1);
+    pc->ended = false;
+    pc->result = 0;
+    return lm__src_enter(s, LM_STATUS_POSTCOPY_ACTIVE);
+}
+
+/* The guest runs on the destination: requests and background until it has
+ * every page (and, verifying, compared digests). */
+static int serve(postcopy_src *pc, uint64_t needed)
+{
+    lm_source *s = pc->s;
+    lm_ctx *ctx = s->ctx;
+    int ret = -pthread_create(&pc->thread, NULL, request_main, pc);
+    if (ret < 0)
+        return lm_err_set(&ctx->err, ret, "cannot start the postcopy request thread");
+    ret = background(pc, needed);
+    /* Every page is out: closing the channels tells the destination so. */
+    if (s->use_pool)
+        lm_multifd_send_stop(&s->pool);
+    pthread_mutex_lock(&pc->end_lock);
+    pc->ended = true;
+    if (ret == 0)
+        ret = lm_conn_send_frame(&s->conn, LM_MSG_POSTCOPY_END, NULL, 0);
+    pthread_mutex_unlock(&pc->end_lock);
+    if (ret == 0 && s->p->verify)
+        ret = lm__src_send_verify(s);
+    if (ret < 0)
+        shutdown(s->conn.fd, SHUT_RDWR); /* wake the request thread */
+    pthread_join(pc->thread, NULL);
+    if (ret == 0)
+        ret = pc->result;
+    if (ret == 0 && !pc->got_done)
+        ret = lm_err_set(&ctx->err, -EPROTO, "the destination did not confirm postcopy");
+    return ret;
+}
+
 int lm__src_postcopy(lm_source *s)
 {
     lm_ctx *ctx = s->ctx;
@@ -234,35 +358,36 @@ int lm__src_postcopy(lm_source *s)
     uint64_t needed = 0;
     if (ret == 0)
         ret = switch_over(s, &needed);
+    uint64_t switch_needed = needed;
     /* Without a preempt connection two threads write the main one. */
     pthread_mutex_t write_lock = PTHREAD_MUTEX_INITIALIZER;
     if (s->p->postcopy_no_preempt)
         s->conn.write_lock = &write_lock;
-    if (ret == 0 && (ret = -pthread_create(&pc.thread, NULL, request_main, &pc)) < 0)
-        lm_err_set(&ctx->err, ret, "cannot start the postcopy request thread");
-    pc.thread_started = ret == 0;
     uint64_t post0 = lm__src_wire_bytes(s);
-    if (ret == 0)
-        ret = background(&pc, needed);
-    /* Every page is out: closing the channels tells the destination so. */
-    if (s->use_pool)
-        lm_multifd_send_stop(&s->pool);
-    pthread_mutex_lock(&pc.end_lock);
-    pc.ended = true;
-    if (ret == 0)
-        ret = lm_conn_send_frame(&s->conn, LM_MSG_POSTCOPY_END, NULL, 0);
-    pthread_mutex_unlock(&pc.end_lock);
-    if (ret == 0 && s->p->verify)
-        ret = lm__src_send_verify(s);
-    if (pc.thread_started) {
+    for (;;) {
+        /* Only past the commit, and only for the link's failures. */
+        if (ret < 0 && s->committed && lm__link_lost(ret)) {
+            ret = recover(&pc, &needed);
+            if (s->p->postcopy_no_preempt)
+                s->conn.write_lock = &write_lock;
+            if (ret == 0 && !s->st.postcopy) { /* the switch's RESUMED was what got lost */
+                s->st.postcopy = true;
+                s->st.postcopy_needed = switch_needed;
+                s->st.downtime_ms = lm_ns_to_ms(lm_now_ns() - s->stop_ns);
+                s->st.downtime_bytes = lm__src_wire_bytes(s) - s->st.precopy_bytes;
+            }
+        }
         if (ret < 0)
-            shutdown(s->conn.fd, SHUT_RDWR);
-        pthread_join(pc.thread, NULL);
-        if (ret == 0)
-            ret = pc.result;
+            break;
+        if (ret == 1) { /* over before the link broke */
+            ret = 0;
+            break;
+        }
+        if ((ret = serve(&pc, needed)) == 0)
+            break;
     }
-    if (ret == 0 && !pc.got_done)
-        ret = lm_err_set(&ctx->err, -EPROTO, "the destination did not confirm postcopy");
+    if (ret == 0) /* it may let go of the question now */
+        lm_conn_send_frame(&s->conn, LM_MSG_CONFIRMED, NULL, 0);
     if (ret == 0 && pc.done.status < 0)
         ret = lm_err_set(&ctx->err, pc.done.status, "the destination failed to finish postcopy");
     if (ret == 0 && s->p->verify) {
@@ -277,7 +402,8 @@ int lm__src_postcopy(lm_source *s)
     }
     s->conn.write_lock = NULL;
     s->st.postcopy_requests = atomic_load(&pc.requests);
-    s->st.postcopy_bytes = lm__src_wire_bytes(s) - post0 + s->preempt_conn.bytes_out;
+    s->st.postcopy_bytes =
+        lm__src_wire_bytes(s) - post0 + s->preempt_conn.bytes_out + s->pool_acc.preempt_bytes;
     lm_send_chan_cleanup(&s->preempt_chan);
     for (unsigned i = 0; i < ctx->ram.nblocks; i++)
         lm_bitmap_free(pc.urgent[i]);

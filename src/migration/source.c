@@ -25,7 +25,8 @@ int lm__src_handshake(lm_source *s, bool recover)
                   .flags = (s->p->verify ? LM_HELLO_VERIFY : 0) |
                            (s->p->postcopy ? LM_HELLO_POSTCOPY : 0) |
                            (s->p->postcopy && s->p->postcopy_no_preempt ? LM_HELLO_NO_PREEMPT : 0) |
-                           (recover ? LM_HELLO_RECOVER : 0),
+                           (recover ? LM_HELLO_RECOVER : 0) |
+                           (recover && s->committed ? LM_HELLO_COMMITTED : 0),
                   .nblocks = ctx->ram.nblocks,
                   .nchannels = s->p->multifd_channels,
                   .compress = (uint32_t)s->p->compress};
@@ -145,16 +146,41 @@ static int setup(lm_source *s, const char *uri)
         return ret;
     if ((ret = lm__src_handshake(s, false)) < 0)
         return ret;
+    return lm__src_connect_channels(s);
+}
+
+int lm__src_connect_channels(lm_source *s)
+{
+    lm_ctx *ctx = s->ctx;
     if (!s->p->multifd_channels)
         return s->p->postcopy ? lm__src_postcopy_connect(s) : 0;
-    ret = lm_multifd_send_start(&s->pool, s->p->multifd_channels, connect_channel, s, s->uuid,
-                                s->p->io_timeout_ms, &ctx->cancel,
-                                s->p->zero_detection == LM_ZERO_DETECT_MULTIFD, s->p->compress,
-                                ctx->ram.page_size, s->conn.fd, &ctx->io_progress_ns, &ctx->err);
+    int ret = lm_multifd_send_start(
+        &s->pool, s->p->multifd_channels, connect_channel, s, s->uuid, s->p->io_timeout_ms,
+        &ctx->cancel, s->p->zero_detection == LM_ZERO_DETECT_MULTIFD, s->p->compress,
+        ctx->ram.page_size, s->conn.fd, &ctx->io_progress_ns, &ctx->err);
     s->use_pool = ret == 0;
     if (ret == 0 && s->p->postcopy)
         ret = lm__src_postcopy_connect(s);
     return ret;
+}
+
+void lm__src_retire_channels(lm_source *s)
+{
+    if (s->use_pool) {
+        lm_multifd_send_stop(&s->pool);
+        lm_multifd_send_counters(&s->pool, &s->pool_acc.normal, &s->pool_acc.zero,
+                                 &s->pool_acc.normal_bytes);
+        s->pool_acc.bytes += lm_multifd_send_bytes(&s->pool);
+        s->use_pool = false;
+    }
+    if (s->preempt_conn.fd >= 0) {
+        s->pool_acc.preempt_bytes += s->preempt_conn.bytes_out;
+        lm_conn_close(&s->preempt_conn);
+        s->preempt_conn.fd = -1;
+        s->preempt_conn.bytes_out = 0;
+    }
+    lm_send_chan_cleanup(&s->preempt_chan);
+    memset(&s->preempt_chan, 0, sizeof(s->preempt_chan));
 }
 
 /* What a failure leaves: before the commit the guest runs here again; in

@@ -36,6 +36,10 @@ typedef struct lm_source {
     lm_conn preempt_conn;   /* postcopy: urgent pages, written by the request thread */
     lm_send_chan preempt_chan;
     bool use_pool;
+    /* Channels retired by a recovery: their counts, kept. */
+    struct {
+        uint64_t normal, zero, normal_bytes, bytes, preempt_bytes;
+    } pool_acc;
     uint8_t uuid[16]; /* names this migration to the destination's channels */
     const char *addr; /* the destination, for the channels' connections */
     const lm_transport_ops *transport;
@@ -53,7 +57,7 @@ typedef struct lm_source {
     /* The commit (COMMIT or POSTCOPY_RUN) may have reached the destination:
      * from then on this side never resumes its copy (commit.c). */
     bool committed;
-    bool postcopy_switch; /* the switchover is postcopy's (its commit is POSTCOPY_RUN) */
+    bool postcopy_switch;        /* the switchover is postcopy's (its commit is POSTCOPY_RUN) */
     lm_round_stats last_round;   /* every round, also past LM_MAX_ROUND_STATS */
     unsigned no_progress_rounds; /* syncs in a row where the dirty set did not shrink */
     unsigned high_dirty_rounds;  /* rounds in a row that dirtied over half what they sent */
@@ -83,6 +87,10 @@ int lm__src_send_verify(lm_source *s);
 
 /* source.c: HELLO/HELLO_ACK on s->conn; recover names the paused migration. */
 int lm__src_handshake(lm_source *s, bool recover);
+/* The multifd channels and the postcopy preempt connection, after HELLO. */
+int lm__src_connect_channels(lm_source *s);
+/* Closes them after a broken link, keeping their counts. */
+void lm__src_retire_channels(lm_source *s);
 
 /* commit.c: the commit point. */
 /* Reads SWITCHOVER_READY: the destination's verdict, its guest stopped. */

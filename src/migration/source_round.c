@@ -31,7 +31,8 @@ int lm__src_enter(lm_source *s, lm_status to)
 
 uint64_t lm__src_wire_bytes(lm_source *s)
 {
-    return s->conn.bytes_out + (s->use_pool ? lm_multifd_send_bytes(&s->pool) : 0);
+    return s->conn.bytes_out + s->pool_acc.bytes +
+           (s->use_pool ? lm_multifd_send_bytes(&s->pool) : 0);
 }
 
 /* Page counters live with the channels that send; gather them. */
@@ -43,7 +44,10 @@ void lm__src_gather_counters(lm_source *s)
     s->st.normal_bytes = atomic_load_explicit(&m->normal_bytes, memory_order_relaxed);
     if (s->use_pool)
         lm_multifd_send_counters(&s->pool, &s->st.normal, &s->st.duplicate, &s->st.normal_bytes);
-    s->st.multifd_bytes = s->use_pool ? lm_multifd_send_bytes(&s->pool) : 0;
+    s->st.normal += s->pool_acc.normal;
+    s->st.duplicate += s->pool_acc.zero;
+    s->st.normal_bytes += s->pool_acc.normal_bytes;
+    s->st.multifd_bytes = s->pool_acc.bytes + (s->use_pool ? lm_multifd_send_bytes(&s->pool) : 0);
     s->st.transferred = lm__src_wire_bytes(s);
 }
 

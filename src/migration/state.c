@@ -55,7 +55,9 @@ static const uint32_t source_legal[LM_STATUS__COUNT] = {
     [LM_STATUS_SWITCHOVER_PAUSED] = BIT(LM_STATUS_COMPLETED) | BIT(LM_STATUS_FAILED),
     [LM_STATUS_POSTCOPY_ACTIVE] = BIT(LM_STATUS_COMPLETED) | BIT(LM_STATUS_POSTCOPY_PAUSED),
     [LM_STATUS_POSTCOPY_PAUSED] = BIT(LM_STATUS_POSTCOPY_RECOVER),
-    [LM_STATUS_POSTCOPY_RECOVER] = BIT(LM_STATUS_POSTCOPY_ACTIVE) | BIT(LM_STATUS_POSTCOPY_PAUSED),
+    /* completed: the destination had every page; its answer was lost */
+    [LM_STATUS_POSTCOPY_RECOVER] =
+        BIT(LM_STATUS_POSTCOPY_ACTIVE) | BIT(LM_STATUS_POSTCOPY_PAUSED) | BIT(LM_STATUS_COMPLETED),
     [LM_STATUS_CANCELLING] = BIT(LM_STATUS_CANCELLED),
     /* completed, failed, cancelled: final; the paused states are final
      * when the other side does not come back in time */
@@ -115,7 +117,8 @@ static const uint32_t dest_legal[LM_DST__COUNT] = {
     /* SWITCHOVER_READY sent: a broken link leaves the commit unknown. */
     [LM_DST_READY] = BIT(LM_DST_COMPLETED) | BIT(LM_DST_SWITCHOVER_PAUSED) | DST_ABORT,
     [LM_DST_POSTCOPY_SWITCH] = BIT(LM_DST_POSTCOPY_READY) | DST_ABORT,
-    [LM_DST_POSTCOPY_READY] = BIT(LM_DST_POSTCOPY_ACTIVE) | BIT(LM_DST_SWITCHOVER_PAUSED) | DST_ABORT,
+    [LM_DST_POSTCOPY_READY] =
+        BIT(LM_DST_POSTCOPY_ACTIVE) | BIT(LM_DST_SWITCHOVER_PAUSED) | DST_ABORT,
     /* The source came back: the state it left, the commit still to come. */
     [LM_DST_SWITCHOVER_PAUSED] = BIT(LM_DST_READY) | BIT(LM_DST_POSTCOPY_READY),
     [LM_DST_POSTCOPY_ACTIVE] =

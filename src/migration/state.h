@@ -47,19 +47,19 @@ extern const lm_fsm_def lm_source_fsm;
 /* The destination's: finer than the public ones, because which message may
  * arrive next depends on them (dest.c's [state][message] table). */
 typedef enum lm_dst_state {
-    LM_DST_SETUP,           /* setup: HELLO, layout, channels */
-    LM_DST_ACTIVE,          /* active: precopy pages and rounds */
-    LM_DST_DEVICE,          /* device: the device state is here; COMPLETE next */
-    LM_DST_VERIFY,          /* device: every page is here; the source's digest next */
-    LM_DST_POSTCOPY_SWITCH, /* device: the needed-pages map is here; device state next */
-    LM_DST_POSTCOPY_READY,  /* device: set up, SWITCHOVER_READY sent; POSTCOPY_RUN next */
-    LM_DST_POSTCOPY_ACTIVE, /* postcopy-active: the guest runs here */
-    LM_DST_POSTCOPY_VERIFY, /* postcopy-active: every page placed; the digest next */
-    LM_DST_COMPLETED,       /* completed: the guest runs here */
-    LM_DST_FAILED,          /* failed: the guest never ran here */
-    LM_DST_POSTCOPY_PAUSED, /* postcopy-paused: the guest runs here on partial memory */
-    LM_DST_CANCELLED,       /* cancelled: the guest never ran here */
-    LM_DST_READY,           /* device: SWITCHOVER_READY sent; the commit (COMMIT) next */
+    LM_DST_SETUP,             /* setup: HELLO, layout, channels */
+    LM_DST_ACTIVE,            /* active: precopy pages and rounds */
+    LM_DST_DEVICE,            /* device: the device state is here; COMPLETE next */
+    LM_DST_VERIFY,            /* device: every page is here; the source's digest next */
+    LM_DST_POSTCOPY_SWITCH,   /* device: the needed-pages map is here; device state next */
+    LM_DST_POSTCOPY_READY,    /* device: set up, SWITCHOVER_READY sent; POSTCOPY_RUN next */
+    LM_DST_POSTCOPY_ACTIVE,   /* postcopy-active: the guest runs here */
+    LM_DST_POSTCOPY_VERIFY,   /* postcopy-active: every page placed; the digest next */
+    LM_DST_COMPLETED,         /* completed: the guest runs here */
+    LM_DST_FAILED,            /* failed: the guest never ran here */
+    LM_DST_POSTCOPY_PAUSED,   /* postcopy-paused: the guest runs here on partial memory */
+    LM_DST_CANCELLED,         /* cancelled: the guest never ran here */
+    LM_DST_READY,             /* device: SWITCHOVER_READY sent; the commit (COMMIT) next */
     LM_DST_SWITCHOVER_PAUSED, /* switchover-paused: the link broke in 'ready' or
                                  'postcopy-ready'; the guest stays stopped until the
                                  source reconnects and commits */

@@ -42,6 +42,7 @@ const char *lm_msg_name(uint16_t type)
         [LM_MSG_SWITCHOVER_READY] = "SWITCHOVER_READY",
         [LM_MSG_COMMIT] = "COMMIT",
         [LM_MSG_CONFIRMED] = "CONFIRMED",
+        [LM_MSG_RECOVER_MAP] = "RECOVER_MAP",
     };
     return type < LM_MSG__COUNT && names[type] ? names[type] : "UNKNOWN";
 }
@@ -132,6 +133,8 @@ int lm_hello_decode(const uint8_t *in, size_t len, lm_hello *h, char *why, size_
         return reject(why, whylen, -EBADMSG, "HELLO has unknown flags 0x%x", h->flags);
     if ((h->flags & LM_HELLO_NO_PREEMPT) && !(h->flags & LM_HELLO_POSTCOPY))
         return reject(why, whylen, -EBADMSG, "HELLO flag NO_PREEMPT without POSTCOPY");
+    if ((h->flags & LM_HELLO_COMMITTED) && !(h->flags & LM_HELLO_RECOVER))
+        return reject(why, whylen, -EBADMSG, "HELLO flag COMMITTED without RECOVER");
     if (lm_get_be32(in + 28))
         return reject(why, whylen, -EBADMSG, "HELLO reserved field is not zero");
     if (h->nchannels > LM_MAX_CHANNELS)

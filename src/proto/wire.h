@@ -35,27 +35,29 @@
 #define LM_SWITCH_BLOCK_HDR   16
 
 typedef enum lm_msg_type {
-    LM_MSG_HELLO = 1,       /* source -> destination: version, page size, RAM layout */
-    LM_MSG_HELLO_ACK,       /* destination -> source: layout accepted */
-    LM_MSG_PAGES,           /* a page packet */
-    LM_MSG_ROUND_END,       /* the end of a precopy round */
-    LM_MSG_DEVICE_STATE,    /* opaque guest device state */
-    LM_MSG_COMPLETE,        /* every page and the device state are sent */
-    LM_MSG_RESUMED,         /* destination -> source: outcome of the switchover */
-    LM_MSG_ERROR,           /* either way: errno and a sentence, then close */
-    LM_MSG_VERIFY,          /* after COMPLETE when verifying: the source's digest */
-    LM_MSG_PING,            /* asks the destination to confirm it caught up */
-    LM_MSG_PONG,            /* destination -> source: everything before PING is processed */
-    LM_MSG_CHANNEL_HELLO,   /* first frame on a multifd channel: migration uuid, channel id */
-    LM_MSG_POSTCOPY_SWITCH, /* the pages the destination must still receive */
-    LM_MSG_POSTCOPY_RUN,    /* resume the guest now */
-    LM_MSG_PAGE_REQUEST,    /* destination -> source: a vCPU waits on this page */
-    LM_MSG_POSTCOPY_END,    /* every needed page has been sent */
-    LM_MSG_POSTCOPY_DONE,   /* destination -> source: every page placed (RESUMED body) */
+    LM_MSG_HELLO = 1,        /* source -> destination: version, page size, RAM layout */
+    LM_MSG_HELLO_ACK,        /* destination -> source: layout accepted */
+    LM_MSG_PAGES,            /* a page packet */
+    LM_MSG_ROUND_END,        /* the end of a precopy round */
+    LM_MSG_DEVICE_STATE,     /* opaque guest device state */
+    LM_MSG_COMPLETE,         /* every page and the device state are sent */
+    LM_MSG_RESUMED,          /* destination -> source: outcome of the switchover */
+    LM_MSG_ERROR,            /* either way: errno and a sentence, then close */
+    LM_MSG_VERIFY,           /* after COMPLETE when verifying: the source's digest */
+    LM_MSG_PING,             /* asks the destination to confirm it caught up */
+    LM_MSG_PONG,             /* destination -> source: everything before PING is processed */
+    LM_MSG_CHANNEL_HELLO,    /* first frame on a multifd channel: migration uuid, channel id */
+    LM_MSG_POSTCOPY_SWITCH,  /* the pages the destination must still receive */
+    LM_MSG_POSTCOPY_RUN,     /* resume the guest now */
+    LM_MSG_PAGE_REQUEST,     /* destination -> source: a vCPU waits on this page */
+    LM_MSG_POSTCOPY_END,     /* every needed page has been sent */
+    LM_MSG_POSTCOPY_DONE,    /* destination -> source: every page placed (RESUMED body) */
     LM_MSG_SWITCHOVER_READY, /* destination -> source: it can run the guest and waits for the
                                 commit (RESUMED body: the verdict; its guest is still stopped) */
     LM_MSG_COMMIT,           /* source -> destination: the commit point; run the guest */
     LM_MSG_CONFIRMED,        /* source -> destination: RESUMED heard; nothing more follows */
+    LM_MSG_RECOVER_MAP,      /* destination -> source, postcopy recovery: the pages it still
+                                lacks (POSTCOPY_SWITCH's layout) */
     LM_MSG__COUNT
 } lm_msg_type;
 
@@ -70,9 +72,12 @@ enum {
     LM_HELLO_POSTCOPY = 1u << 1,   /* a preempt connection follows the channels */
     LM_HELLO_NO_PREEMPT = 1u << 2, /* with POSTCOPY: urgent pages on the main connection */
     LM_HELLO_RECOVER = 1u << 3,    /* reconnects the paused migration named by the uuid */
+    LM_HELLO_COMMITTED = 1u << 4,  /* with RECOVER: the source sent its commit (COMMIT or
+                                      POSTCOPY_RUN) and will never run its copy again */
 };
-#define LM_HELLO_KNOWN_FLAGS \
-    (LM_HELLO_VERIFY | LM_HELLO_POSTCOPY | LM_HELLO_NO_PREEMPT | LM_HELLO_RECOVER)
+#define LM_HELLO_KNOWN_FLAGS                                                                       \
+    (LM_HELLO_VERIFY | LM_HELLO_POSTCOPY | LM_HELLO_NO_PREEMPT | LM_HELLO_RECOVER |                \
+     LM_HELLO_COMMITTED)
 
 typedef struct lm_wire_block {
     uint32_t id;

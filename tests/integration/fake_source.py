@@ -7,10 +7,11 @@ import socket
 import struct
 import sys
 
-MAGIC, VERSION = 0x4C4D4947, 1
+MAGIC, VERSION = 0x4C4D4947, 2
 PMAGIC, PVERSION = 0x4C4D504B, 1
 (HELLO, HELLO_ACK, PAGES, ROUND_END, DEVICE_STATE, COMPLETE, RESUMED, ERROR, VERIFY, PING,
  PONG, CHANNEL_HELLO) = range(1, 13)
+SWITCHOVER_READY = 18
 PAGE = os.sysconf("SC_PAGE_SIZE")
 BLOCK_LEN = 1 << 20
 
@@ -156,7 +157,7 @@ def main():
     mtype, body = recv_frame(s)
     if mtype == ERROR:
         print("ERROR:", body[4:].decode(errors="replace"))
-    elif mtype == RESUMED:
+    elif mtype in (RESUMED, SWITCHOVER_READY):
         status, verified, _ = struct.unpack(">iIQ", body)
         print(f"RESUMED: status={status} verified={verified}")
     else:

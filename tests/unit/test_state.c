@@ -58,16 +58,21 @@ static void source_paths(void)
 
 static void dest_paths(void)
 {
-    const unsigned precopy[] = {LM_DST_SETUP, LM_DST_ACTIVE,
-                                LM_DST_DEVICE, LM_DST_VERIFY,
-                                LM_DST_READY, LM_DST_SWITCHOVER_PAUSED,
-                                LM_DST_READY, LM_DST_COMPLETED};
-    const unsigned postcopy[] = {LM_DST_SETUP,           LM_DST_ACTIVE,
-                                 LM_DST_POSTCOPY_SWITCH, LM_DST_POSTCOPY_READY,
-                                 LM_DST_SWITCHOVER_PAUSED, LM_DST_POSTCOPY_READY,
-                                 LM_DST_POSTCOPY_ACTIVE, LM_DST_POSTCOPY_PAUSED,
-                                 LM_DST_POSTCOPY_RECOVER, LM_DST_POSTCOPY_ACTIVE,
-                                 LM_DST_POSTCOPY_VERIFY, LM_DST_COMPLETED};
+    const unsigned precopy[] = {LM_DST_SETUP,  LM_DST_ACTIVE,   LM_DST_DEVICE,
+                                LM_DST_VERIFY, LM_DST_READY,    LM_DST_SWITCHOVER_PAUSED,
+                                LM_DST_READY,  LM_DST_COMPLETED};
+    const unsigned postcopy[] = {LM_DST_SETUP,
+                                 LM_DST_ACTIVE,
+                                 LM_DST_POSTCOPY_SWITCH,
+                                 LM_DST_POSTCOPY_READY,
+                                 LM_DST_SWITCHOVER_PAUSED,
+                                 LM_DST_POSTCOPY_READY,
+                                 LM_DST_POSTCOPY_ACTIVE,
+                                 LM_DST_POSTCOPY_PAUSED,
+                                 LM_DST_POSTCOPY_RECOVER,
+                                 LM_DST_POSTCOPY_ACTIVE,
+                                 LM_DST_POSTCOPY_VERIFY,
+                                 LM_DST_COMPLETED};
     walk(&lm_dest_fsm, precopy, sizeof(precopy) / sizeof(precopy[0]));
     walk(&lm_dest_fsm, postcopy, sizeof(postcopy) / sizeof(postcopy[0]));
 }

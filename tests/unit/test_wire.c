@@ -233,7 +233,13 @@ static void hello_rejects(void)
     n = hello_base();
     lm_put_be32(hx + 4, LM_HELLO_VERIFY | LM_HELLO_RECOVER);
     CHECK(lm_hello_decode(hx, n, &d, why, sizeof(why)) == 0 && d.flags & LM_HELLO_RECOVER);
-    for (int bit = 4; bit < 32; bit++) {
+    n = hello_base();
+    lm_put_be32(hx + 4, LM_HELLO_COMMITTED);
+    REJECTS(lm_hello_decode(hx, n, &d, why, sizeof(why)), -EBADMSG);
+    n = hello_base();
+    lm_put_be32(hx + 4, LM_HELLO_RECOVER | LM_HELLO_COMMITTED);
+    CHECK(lm_hello_decode(hx, n, &d, why, sizeof(why)) == 0);
+    for (int bit = 5; bit < 32; bit++) {
         n = hello_base();
         lm_put_be32(hx + 4, LM_HELLO_VERIFY | 1u << bit);
         REJECTS(lm_hello_decode(hx, n, &d, why, sizeof(why)), -EBADMSG);
