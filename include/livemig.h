@@ -345,9 +345,23 @@ int lm_incoming(lm_ctx *ctx, lm_listener *l, const lm_params *params);
  * migrate-start-postcopy); needs params.postcopy. Safe from a signal handler. */
 void lm_start_postcopy(lm_ctx *ctx);
 
-/* Ask a running lm_migrate()/lm_incoming() to stop; safe from any thread and
- * from a signal handler. */
-void lm_cancel(lm_ctx *ctx);
+/* Ask a running lm_migrate()/lm_incoming() to stop: 0 when the request is
+ * taken (the guest then stays on, or goes back to, the source), or -EBUSY,
+ * changing nothing, while the migration's status is one where the guest's
+ * memory is split between the two sides or where it runs is not known
+ * (lm_status_guest_split: postcopy-active, postcopy-paused, postcopy-recover,
+ * switchover-paused): cancelling there would lose the guest, so, as QEMU
+ * refuses migrate_cancel in postcopy, the migration goes on (or stays paused
+ * until it can recover). A request taken just before the commit point that
+ * the migration had not acted on yet is dropped once it passes it. Only
+ * atomic loads and stores: safe from any thread and from a signal handler. */
+int lm_cancel(lm_ctx *ctx);
+/* True for the statuses where lm_cancel() is refused. Safe anywhere. */
+bool lm_status_guest_split(lm_status s);
+/* The migration's current status (lm_stats.status) without taking the stats
+ * lock: safe from any thread and from a signal handler (as is
+ * lm_status_name(), a table lookup). */
+lm_status lm_status_current(const lm_ctx *ctx);
 
 /* A consistent copy of the current statistics; safe from any thread. */
 void lm_stats_get(lm_ctx *ctx, lm_stats *out);

@@ -121,16 +121,16 @@ int cli_run_migrate_kvm(cli_opts *o, const lm_workload *wl)
     if (o->window_ms)
         kvm_baseline(o, g, &steal);
     uint64_t start = lm_kvm_guest_progress(g);
-    cli_set_cancel_target(ctx);
+    cli_set_cancel_target(ctx, "livemig migrate");
     int ret = lm_migrate(ctx, o->to, &o->params);
-    cli_set_cancel_target(NULL);
+    cli_set_cancel_target(NULL, NULL);
     lm_cli_progress_done(&prog);
     lm_stats st;
     lm_stats_get(ctx, &st);
     if (ret < 0 && st.status == LM_STATUS_POSTCOPY_PAUSED) {
         fprintf(stderr, "livemig migrate: %s\n", lm_last_error(ctx));
         report(o->stats_json, &st, "source", NULL, 0, NULL, &ret);
-        cli_hold_paused_state("migrate");
+        cli_hold_paused_state("livemig migrate", ctx);
     }
     if (ret < 0) {
         uint64_t before = lm_kvm_guest_progress(g);
@@ -164,10 +164,10 @@ int cli_run_incoming_kvm(cli_opts *o, lm_listener *l)
         fprintf(stderr, "livemig: out of memory\n");
         return 1;
     }
-    cli_set_cancel_target(ctx);
+    cli_set_cancel_target(ctx, "livemig incoming");
     uint8_t *ram = NULL;
     if ((o->dest_prealloc && cli_prealloc_ram(o, ctx, &ram) < 0) || !cli_tell_ready(o)) {
-        cli_set_cancel_target(NULL);
+        cli_set_cancel_target(NULL, NULL);
         lm_kvm_guest_destroy(g);
         lm_ctx_free(ctx);
         lm_ram_free(ram, o->ram);
@@ -198,8 +198,8 @@ int cli_run_incoming_kvm(cli_opts *o, lm_listener *l)
         printf("verify: digests match\n");
     fflush(stdout);
     if (ret < 0 && st.status == LM_STATUS_POSTCOPY_PAUSED)
-        cli_hold_paused_state("incoming");
-    cli_set_cancel_target(NULL);
+        cli_hold_paused_state("livemig incoming", ctx);
+    cli_set_cancel_target(NULL, NULL);
     lm_kvm_guest_destroy(g);
     lm_ctx_free(ctx);
     lm_ram_free(ram, o->ram);

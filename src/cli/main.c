@@ -26,45 +26,6 @@
 #include "guest/report.h"
 #include "livemig.h"
 
-volatile sig_atomic_t cli_interrupted;
-/* The one thing a signal handler must reach: the migration to cancel. */
-static lm_ctx *volatile cancel_target;
-
-void cli_set_cancel_target(lm_ctx *ctx)
-{
-    cancel_target = ctx;
-}
-
-static void on_start_postcopy(int sig)
-{
-    (void)sig;
-    if (cancel_target)
-        lm_start_postcopy(cancel_target);
-}
-
-static void on_signal(int sig)
-{
-    (void)sig;
-    cli_interrupted = 1;
-    if (cancel_target)
-        lm_cancel(cancel_target);
-}
-
-/* Postcopy failed half way: this process holds part of the guest's memory.
- * Keep it (and the guest's vCPUs, waiting on missing pages) until the user
- * decides, then leave without tearing anything down. */
-void cli_hold_paused_state(const char *who)
-{
-    fprintf(stderr,
-            "livemig %s: postcopy is paused; this process keeps its part of the guest's "
-            "memory. Stop it with Ctrl-C (SIGINT) or SIGTERM when you have decided.\n",
-            who);
-    fflush(NULL);
-    while (!cli_interrupted)
-        pause();
-    _exit(1);
-}
-
 /* Sleeps for secs (INFINITY: until interrupted), or less when interrupted. */
 void cli_sleep_seconds(double secs)
 {
@@ -157,10 +118,10 @@ int cli_run_incoming(cli_opts *o, lm_listener *l)
         fprintf(stderr, "livemig: out of memory\n");
         return 1;
     }
-    cancel_target = ctx; /* a Ctrl-C from here on cancels */
+    cli_set_cancel_target(ctx, "livemig incoming"); /* a Ctrl-C from here on cancels */
     uint8_t *ram = NULL;
     if ((o->dest_prealloc && cli_prealloc_ram(o, ctx, &ram) < 0) || !cli_tell_ready(o)) {
-        cancel_target = NULL;
+        cli_set_cancel_target(NULL, NULL);
         lm_ctx_free(ctx);
         lm_ram_free(ram, o->ram);
         free(dg);
@@ -194,8 +155,8 @@ int cli_run_incoming(cli_opts *o, lm_listener *l)
         cli_report_json(o->stats_json, &st, "destination", have_guest ? &gr : NULL) < 0)
         ret = -EIO;
     if (ret < 0 && st.status == LM_STATUS_POSTCOPY_PAUSED)
-        cli_hold_paused_state("incoming");
-    cancel_target = NULL;
+        cli_hold_paused_state("livemig incoming", ctx);
+    cli_set_cancel_target(NULL, NULL);
     if (have_guest || dg->g.nvcpus)
         lm_guest_destroy(&dg->g);
     lm_ctx_free(ctx);
@@ -270,10 +231,10 @@ static int migrate_guest(cli_opts *o, lm_ctx *ctx, lm_guest *g)
     lm_steal_sampler steal = {0};
     if (o->window_ms)
         load = run_baseline(o, g, &steal, load);
-    cancel_target = ctx;
+    cli_set_cancel_target(ctx, "livemig migrate");
     uint64_t start = lm_guest_counter_sum(g);
     int ret = lm_migrate(ctx, o->to, &o->params);
-    cancel_target = NULL;
+    cli_set_cancel_target(NULL, NULL);
     lm_cli_progress_done(&prog);
 
     lm_stats st;
@@ -283,7 +244,7 @@ static int migrate_guest(cli_opts *o, lm_ctx *ctx, lm_guest *g)
         cli_report_print(&st, "source", NULL, NULL);
         if (o->stats_json)
             cli_report_json(o->stats_json, &st, "source", NULL);
-        cli_hold_paused_state("migrate");
+        cli_hold_paused_state("livemig migrate", ctx);
     }
     if (ret < 0)
         report_survival(ctx, g);
@@ -370,12 +331,7 @@ int main(int argc, char **argv)
     int rc = cli_parse(argc, argv, &o);
     if (rc >= 0)
         return rc;
-    struct sigaction sa = {.sa_handler = on_signal};
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    struct sigaction sp = {.sa_handler = on_start_postcopy};
-    sigaction(SIGUSR1, &sp, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    cli_signals_install();
     setvbuf(stdout, NULL, _IOLBF, 0);
 
     switch (o.cmd) {

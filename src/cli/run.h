@@ -10,8 +10,14 @@
 #include "guest/guest.h"
 #include "livemig.h"
 
-/* Set once SIGINT or SIGTERM arrived. */
+/* Set once a SIGINT or SIGTERM was taken (not one refused because the
+ * guest's memory is split: signals.c). */
 extern volatile sig_atomic_t cli_interrupted;
+
+/* The exit status of a force-quit: SIGQUIT, or a second SIGINT/SIGTERM
+ * within CLI_FORCE_QUIT_WINDOW_S seconds of one refused (signals.c). */
+#define CLI_EXIT_FORCE_QUIT     3
+#define CLI_FORCE_QUIT_WINDOW_S 5
 
 /* The destination on an open listener: accepts one migration, runs the
  * guest for o->run_for, reports. Returns the exit status. */
@@ -25,9 +31,17 @@ int cli_check_workload(const cli_opts *o, lm_workload *wl);
 /* `livemig demo`: both ends on loopback (demo.c). Returns the exit status. */
 int cli_demo(cli_opts *o);
 
+/* Signals (signals.c). */
+void cli_signals_install(void);
+/* What SIGINT/SIGTERM cancel (NULL: nothing) and the side's name in
+ * messages ("livemig incoming"; NULL: unchanged); while set, a thread says
+ * when the migration enters a state where they no longer cancel. */
+void cli_set_cancel_target(lm_ctx *ctx, const char *who);
+/* Postcopy is paused: keeps this process and its part of the guest until a
+ * force-quit; never returns. */
+_Noreturn void cli_hold_paused_state(const char *who, lm_ctx *ctx);
+
 /* Shared by the runners (main.c). */
-void cli_set_cancel_target(lm_ctx *ctx); /* what SIGINT/SIGTERM cancel (NULL: nothing) */
-void cli_hold_paused_state(const char *who);
 void cli_sleep_seconds(double secs); /* INFINITY: until interrupted */
 int cli_prealloc_ram(cli_opts *o, lm_ctx *ctx, uint8_t **out);
 bool cli_tell_ready(cli_opts *o);

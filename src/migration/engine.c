@@ -1,5 +1,6 @@
 #include "migration/engine.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +17,7 @@ lm_ctx *lm_ctx_new(void)
     pthread_mutex_init(&ctx->stats_lock, NULL);
     lm_err_init(&ctx->err);
     atomic_init(&ctx->cancel, 0);
+    atomic_init(&ctx->status_now, LM_STATUS_NONE);
     ctx->kvm_fd = -1;
     return ctx;
 }
@@ -110,9 +112,55 @@ void lm_start_postcopy(lm_ctx *ctx)
     atomic_store(&ctx->postcopy_requested, 1);
 }
 
-void lm_cancel(lm_ctx *ctx)
+/* lm_cancel() and lm_status_current() are called from signal handlers:
+ * plain loads and stores of a lock-free atomic are async-signal-safe. */
+static_assert(ATOMIC_INT_LOCK_FREE == 2, "lm_cancel() needs a lock-free atomic int");
+
+bool lm_status_guest_split(lm_status s)
 {
+    switch (s) {
+    case LM_STATUS_POSTCOPY_ACTIVE:
+    case LM_STATUS_POSTCOPY_PAUSED:
+    case LM_STATUS_POSTCOPY_RECOVER:
+    case LM_STATUS_SWITCHOVER_PAUSED:
+        return true;
+    default:
+        return false;
+    }
+}
+
+lm_status lm_status_current(const lm_ctx *ctx)
+{
+    return (lm_status)atomic_load(&ctx->status_now);
+}
+
+/*
+ * Refused where the guest's memory is split (or where it runs is not
+ * known): a cancel there would lose the guest, as QEMU refuses
+ * migrate_cancel in postcopy. The status may move past the commit point
+ * between the check and the store; then either the publish that moved it
+ * (lm__stats_publish, after its store of status_now) clears the flag, or the
+ * second check here sees the new status and clears it itself. Either way no
+ * cancel request outlives the commit point unless the engine acted on it
+ * before, as it would have without this check.
+ */
+int lm_cancel(lm_ctx *ctx)
+{
+    if (lm_status_guest_split(lm_status_current(ctx)))
+        return -EBUSY;
     atomic_store(&ctx->cancel, 1);
+    if (lm_status_guest_split(lm_status_current(ctx))) {
+        atomic_store(&ctx->cancel, 0);
+        return -EBUSY;
+    }
+    return 0;
+}
+
+static void status_publish(lm_ctx *ctx, lm_status status)
+{
+    atomic_store(&ctx->status_now, (int)status);
+    if (lm_status_guest_split(status))
+        atomic_store(&ctx->cancel, 0); /* see lm_cancel() */
 }
 
 void lm__stats_reset(lm_ctx *ctx, lm_status status)
@@ -120,6 +168,7 @@ void lm__stats_reset(lm_ctx *ctx, lm_status status)
     pthread_mutex_lock(&ctx->stats_lock);
     memset(&ctx->stats, 0, sizeof(ctx->stats));
     ctx->stats.status = status;
+    status_publish(ctx, status);
     pthread_mutex_unlock(&ctx->stats_lock);
 }
 
@@ -127,6 +176,7 @@ void lm__stats_publish(lm_ctx *ctx, const lm_stats *working)
 {
     pthread_mutex_lock(&ctx->stats_lock);
     ctx->stats = *working;
+    status_publish(ctx, working->status);
     pthread_mutex_unlock(&ctx->stats_lock);
 }
 

@@ -3,7 +3,8 @@
  * grouped by who owns them:
  *   - set up before a migration by the embedding thread (blocks, guest ops),
  *   - owned by the migration thread while it runs (everything else),
- *   - shared with other threads: 'cancel' (atomic) and 'stats' (stats_lock).
+ *   - shared with other threads: 'cancel' and 'status_now' (atomic) and
+ *     'stats' (stats_lock).
  */
 #ifndef LM_MIGRATION_ENGINE_H
 #define LM_MIGRATION_ENGINE_H
@@ -32,6 +33,10 @@ struct lm_ctx {
 
     /* Shared. */
     _Atomic int cancel;
+    /* The last published stats.status (an lm_status), written by
+     * lm__stats_reset()/lm__stats_publish(): lm_cancel() and
+     * lm_status_current() read it without a lock, from signal handlers too. */
+    _Atomic int status_now;
     _Atomic int postcopy_requested;
     _Atomic uint64_t io_progress_ns; /* shared by the migration's connections */
     pthread_mutex_t stats_lock;
@@ -54,7 +59,10 @@ bool lm__link_lost(int ret);
 
 /* Called with stats_lock held by the helpers below. */
 void lm__stats_reset(lm_ctx *ctx, lm_status status);
-/* Publish a copy of the migration thread's working stats. */
+/* Publish a copy of the migration thread's working stats. Every state
+ * change goes through one of these two; publishing a state where the
+ * guest's memory is split (lm_status_guest_split) drops a cancel request
+ * heard before the commit point but not acted on (lm_cancel()). */
 void lm__stats_publish(lm_ctx *ctx, const lm_stats *working);
 
 #endif
