@@ -72,6 +72,7 @@ FRAME_LEN = {"RESUMED": 32, "POSTCOPY_DONE": 32, "PONG": 16, "PING": 16, "COMPLE
 SRC_AWAY = {"completed", "postcopy-active", "postcopy-paused", "postcopy-recover",
             "switchover-paused"}  # the source's guest does not run there
 DST_RAN = {"completed", "postcopy-active", "postcopy-paused", "postcopy-recover"}
+REPLAY_OPTS = ("timeout", "recover_timeout", "ram", "workload", "max_bandwidth", "max_rounds", "run_for")  # options a replay takes from the run
 PAUSED = {"postcopy-paused", "postcopy-recover", "switchover-paused"}
 
 
@@ -448,6 +449,7 @@ class Run:
         proxy.start_clock()
         exit_t, rc, hung, paused_alive = {}, {}, {}, {}
         hard = t0 + a.max_run
+        paused_since = None
         while True:
             now = time.monotonic()
             for k, p in procs.items():
@@ -458,6 +460,17 @@ class Run:
             deadline = (proxy.fired_at + a.timeout + 5) if proxy.fired_at else hard
             if now >= deadline:
                 break
+            if a.paused_grace is not None and proxy.fired_at:
+                # Every live side has reported a pause: stop waiting after
+                # the grace (they wait for a recovery that never comes).
+                live = [k for k in procs if k not in exit_t]
+                if all((read_json(os.path.join(self.tmp, k + ".json")) or {}).get("status")
+                       in PAUSED for k in live):
+                    paused_since = paused_since or now
+                    if now - paused_since >= a.paused_grace:
+                        break
+                else:
+                    paused_since = None
             time.sleep(0.01)
         # Anything alive now: paused (its report says it waits) or a hang.
         for k, p in procs.items():
@@ -657,8 +670,12 @@ def main():
     ap.add_argument("--run-for", type=float, default=0.3, help="incoming --run-for")
     ap.add_argument("--max-run", type=float, default=40,
                     help="a run whose fault never fired is a HANG past this (s)")
+    ap.add_argument("--paused-grace", type=float, default=None,
+                    help="stop waiting this many seconds after every live side reported "
+                    "a pause (default: wait until fault + --timeout + 5 s)")
     ap.add_argument("--check", action="store_true",
-                    help="exit 1 on any TWO-COPIES, HANG, LOST or DIGEST-MISMATCH")
+                    help="exit 1 when an outcome of --fail-on occurred")
+    ap.add_argument("--fail-on", default="TWO-COPIES,HANG,LOST,DIGEST-MISMATCH,SETUP-ERROR")
     ap.add_argument("--keep", action="store_true", help="keep each run's directory")
     ap.add_argument("--replay", default=None, help="a JSON line of an earlier run: run it again")
     ap.add_argument("-q", "--quiet", action="store_true")
@@ -672,6 +689,8 @@ def main():
 
     if a.replay:
         old = json.loads(a.replay)
+        for k, v in old.get("opts", {}).items():
+            setattr(a, k, v)
         specs = [{k: old[k] for k in ("mode", "fault", "seed", "half", "scope")}]
         specs[0]["trigger"] = tuple(old["trigger"]) if old["trigger"] else None
         modes = [old["mode"]]
@@ -716,6 +735,7 @@ def main():
             except Exception as e:  # a bug here must not hide the others
                 rec = dict(outcome="SETUP-ERROR", error=repr(e))
             row = dict(run=i, **spec, point=describe(spec["trigger"]), **rec)
+            row["opts"] = {k: getattr(a, k) for k in REPLAY_OPTS}
             if hasattr(r, "cmdlines"):
                 row["cmd_dst"] = shell_line(r.cmdlines[0])
                 row["cmd_src"] = shell_line(r.cmdlines[1])
@@ -755,10 +775,13 @@ def main():
               % (r["outcome"], r["run"], r["mode"], r["fault"], r["point"], r["scope"],
                  r.get("status_src"), r.get("status_dst"), r.get("rc_src"), r.get("rc_dst")))
         print("  replay: %s --replay '%s'" % (os.path.relpath(__file__), json.dumps(
-            {k: r[k] for k in ("mode", "fault", "seed", "half", "scope", "trigger")})))
+            {k: r[k] for k in ("mode", "fault", "seed", "half", "scope", "trigger", "opts")})))
         if "cmd_dst" in r:
             print("  dst: %s\n  src: %s" % (r["cmd_dst"], r["cmd_src"]))
-    if a.check and bad:
+    fail_on = set(a.fail_on.split(","))
+    if a.check and any(r["outcome"] in fail_on for r in rows):
+        print("\nFAIL: %s\n" % ", ".join("%s %d" % (o, n) for o, n in collections.Counter(
+            r["outcome"] for r in rows if r["outcome"] in fail_on).items()))
         sys.exit(1)
 
 
