@@ -21,6 +21,13 @@ position inside a named frame on the main connection (the proxy follows its
 point (docs/STATE-MACHINE.md). A proxy fault hits every connection, or only
 the one whose bytes fired it (scope "conn").
 
+Each JSON line has the run's mode, fault, trigger and scope, whether and
+when (s after the source started) the fault fired, how many connections it
+touched, both exit codes and statuses, each process's exit time after the
+fault (after the start when it never fired; null when it was still alive at
+the deadline), the last main-connection frames before the fault, the
+outcome, and a replay line's worth of options.
+
 Outcomes, from both processes' exit codes and JSON reports:
   completed-verified  both completed, digests equal on both sides
   recovered           both completed after the proxy restarted
@@ -329,6 +336,7 @@ class Proxy:
                 scope = [c for c in self.conns if not c.closed]
             if self.scope == "conn" and conn is not None:
                 scope = [conn]
+            self.hit = len(self.conns) if a in ("proxy-kill", "proxy-restart") else len(scope)
             if a == "proxy-kill":
                 self.state = "down"
                 try:
@@ -501,6 +509,7 @@ class Run:
             fault_at_s=round(fired - t0, 3) if fired else None,
             fault_where=getattr(proxy, "fire_where", None),
             fault_conn=proxy.fire_conn,
+            fault_hit_conns=getattr(proxy, "hit", None),  # connections the fault touched
             rc_src=rc["src"], rc_dst=rc["dst"],
             status_src=(reps["src"] or {}).get("status"),
             status_dst=(reps["dst"] or {}).get("status"),
@@ -647,6 +656,26 @@ def table(rows, key):
     return "\n".join(lines)
 
 
+def exit_table(rows):
+    """Seconds from the fault to each side's exit, over the runs whose
+    fault fired and whose processes exited on their own."""
+    lines = ["| mode | fired | src exit s (median / max) | dst exit s (median / max) |"
+             " alive at the deadline (paused) |", "|---|---:|---|---|---:|"]
+    by = collections.OrderedDict()
+    for r in rows:
+        if r.get("fired"):
+            by.setdefault(r["mode"], []).append(r)
+    for m, rs in by.items():
+        cell = []
+        for k in ("src", "dst"):
+            v = sorted(r["exit_%s_s" % k] for r in rs if r.get("exit_%s_s" % k) is not None
+                       and r.get("rc_%s" % k) != -9)
+            cell.append("%.2f / %.2f" % (v[len(v) // 2], v[-1]) if v else "-")
+        alive = sum(1 for r in rs if r.get("paused_alive"))
+        lines.append("| %s | %d | %s | %s | %d |" % (m, len(rs), cell[0], cell[1], alive))
+    return "\n".join(lines)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -768,6 +797,8 @@ def main():
     print(table(rows, lambda r: "%s x %s" % (r["mode"], r["fault"])))
     print()
     print(table(rows, lambda r: r["mode"]))
+    print()
+    print(exit_table(rows))
     bad = [r for r in rows if r["outcome"] in ("TWO-COPIES", "HANG", "LOST", "DIGEST-MISMATCH",
                                                "SETUP-ERROR")]
     for r in bad:
