@@ -234,6 +234,8 @@ typedef struct lm_stats {
     /* Recovery: how often this side reconnected (source) or took a
      * reconnection (destination) after a broken link. */
     uint64_t reconnects;
+    double paused_ms; /* total time paused (a link down past the commit point) */
+    double resume_ms; /* the last recovery: from the link back to running again */
     unsigned nrounds;
     lm_round_stats rounds[LM_MAX_ROUND_STATS];
 } lm_stats;

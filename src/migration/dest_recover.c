@@ -155,7 +155,10 @@ int lm__dest_postcopy_recover(lm_dest *d)
             (ret = lm__dest_enter(d, LM_DST_POSTCOPY_PAUSED)) < 0)
             break;
         retire_receivers(d);
-        ret = lm__dest_take_back_source(d, lm_now_ns() + (uint64_t)wait_ms * 1000000);
+        uint64_t paused_at = lm_now_ns();
+        ret = lm__dest_take_back_source(d, paused_at + (uint64_t)wait_ms * 1000000);
+        uint64_t back_at = lm_now_ns();
+        d->st.paused_ms += lm_ns_to_ms(back_at - paused_at);
         if (ret == -ETIMEDOUT) {
             lm_err_reset(&d->ctx->err);
             lm_err_set(&d->ctx->err, ret,
@@ -172,6 +175,7 @@ int lm__dest_postcopy_recover(lm_dest *d)
         if (ret == 0 && (ret = lm__dest_enter(d, LM_DST_POSTCOPY_RECOVER)) == 0 &&
             (ret = reattach(d)) == 0) {
             lm_err_reset(&d->ctx->err);
+            d->st.resume_ms = lm_ns_to_ms(lm_now_ns() - back_at);
             return lm__dest_enter(d, LM_DST_POSTCOPY_ACTIVE);
         }
         if (!lm__link_lost(ret))

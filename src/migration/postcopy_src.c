@@ -281,18 +281,23 @@ static int recover(postcopy_src *pc, uint64_t *needed)
     lm_source *s = pc->s;
     lm_ctx *ctx = s->ctx;
     unsigned wait_ms = lm__recover_timeout_ms(s->p, true);
+    uint64_t paused_at = lm_now_ns(), back_at = 0;
     int ret = 0;
     for (;;) {
         if (s->fsm.state != LM_STATUS_POSTCOPY_PAUSED &&
             (ret = lm__src_enter(s, LM_STATUS_POSTCOPY_PAUSED)) < 0)
             return ret;
         lm__src_retire_channels(s);
-        if ((ret = lm__src_reconnect(s, lm_now_ns() + (uint64_t)wait_ms * 1000000)) < 0) {
+        ret = lm__src_reconnect(s, lm_now_ns() + (uint64_t)wait_ms * 1000000);
+        back_at = lm_now_ns();
+        s->st.paused_ms += lm_ns_to_ms(back_at - paused_at);
+        paused_at = back_at;
+        if (ret < 0) {
             lm_err_reset(&ctx->err);
             return lm_err_set(&ctx->err, ret,
                               "postcopy-paused: the link to the destination broke and it did not "
                               "come back within %u ms; the guest runs there on the pages it has, "
-                              "the rest stay here: keep this process until it can reconnect",
+                              "and the pages it still lacks exist only here",
                               wait_ms);
         }
         if ((ret = lm__src_enter(s, LM_STATUS_POSTCOPY_RECOVER)) < 0)
@@ -314,6 +319,7 @@ static int recover(postcopy_src *pc, uint64_t *needed)
     atomic_store(&pc->jump_block, -1);
     pc->ended = false;
     pc->result = 0;
+    s->st.resume_ms = lm_ns_to_ms(lm_now_ns() - back_at);
     return lm__src_enter(s, LM_STATUS_POSTCOPY_ACTIVE);
 }
 

@@ -81,6 +81,13 @@ static void stats_json_fields(lm_json *j, const lm_stats *s, const char *role)
         }
         lm_json_object_end(j);
     }
+    if (s->reconnects) {
+        lm_json_object_begin(j, "recovery");
+        lm_json_u64(j, "reconnects", s->reconnects);
+        lm_json_double(j, "paused-time", s->paused_ms);
+        lm_json_double(j, "resume-time", s->resume_ms);
+        lm_json_object_end(j);
+    }
     if (s->verify_done) {
         lm_json_object_begin(j, "verify");
         lm_json_bool(j, "match", s->verify_match);
@@ -123,6 +130,9 @@ void lm_stats_print(const lm_stats *s, const char *role, FILE *out)
     if (s->postcopy)
         fprintf(out, "postcopy: %llu page requests%s\n", (unsigned long long)s->postcopy_requests,
                 dest ? "" : "");
+    if (s->reconnects)
+        fprintf(out, "recovery: %llu reconnects, paused %.0f ms, last resume %.0f ms\n",
+                (unsigned long long)s->reconnects, s->paused_ms, s->resume_ms);
     if (s->postcopy && dest)
         fprintf(out,
                 "postcopy: %llu pages placed, %llu zero pages placed, request latency "
