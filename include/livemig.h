@@ -102,6 +102,9 @@ typedef enum lm_status {
                                   keeps its part of the guest and waits for a reconnection */
     LM_STATUS_POSTCOPY_RECOVER, /* "postcopy-recover": reconnected after a pause; the sides
                                    agree on what is still missing */
+    LM_STATUS_PRECOPY_PAUSED, /* "precopy-paused": the link broke during precopy (with a
+                                 recover timeout): the guest runs on the source, tracked,
+                                 while it reconnects; the destination keeps what it has */
     LM_STATUS_SWITCHOVER_PAUSED, /* "switchover-paused": the link broke at the commit point,
                                     so this side cannot know which side runs the guest; it
                                     keeps its copy stopped until the other side answers */
@@ -236,6 +239,10 @@ typedef struct lm_stats {
     uint64_t reconnects;
     double paused_ms; /* total time paused (a link down past the commit point) */
     double resume_ms; /* the last recovery: from the link back to running again */
+    /* Source, precopy resume: what the destination lacked at the last
+     * reconnection (a page per populated page, 8 bytes an offset otherwise)
+     * and the bytes sent from then on. */
+    uint64_t resume_lacked_bytes, resume_sent_bytes;
     unsigned nrounds;
     lm_round_stats rounds[LM_MAX_ROUND_STATS];
 } lm_stats;

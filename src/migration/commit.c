@@ -51,6 +51,12 @@ int lm__src_reconnect(lm_source *s, uint64_t deadline_ns)
         uint64_t now = lm_now_ns();
         if (now >= deadline_ns)
             break;
+        /* Before the commit the guest runs here and a cancel still ends it. */
+        if (!s->committed && atomic_load(&ctx->cancel)) {
+            s->conn.bytes_out = out;
+            s->conn.bytes_in = in;
+            return lm_err_set(&ctx->err, -ECANCELED, "migration cancelled");
+        }
         unsigned left_ms = (unsigned)((deadline_ns - now) / 1000000) + 1;
         unsigned wait_ms = left_ms < s->p->io_timeout_ms ? left_ms : s->p->io_timeout_ms;
         lm_err scratch;

@@ -342,6 +342,14 @@ static bool postcopy_recoverable(const lm_dest *d, int ret)
            !d->source_said_error && lm__link_lost(ret);
 }
 
+/* Precopy, with --recover-timeout: nothing ran here yet; keep what came
+ * and wait for the source to resume. */
+static bool precopy_recoverable(const lm_dest *d, int ret)
+{
+    return d->fsm.state == LM_DST_ACTIVE && d->p->recover_timeout_ms && !d->source_said_error &&
+           lm__link_lost(ret);
+}
+
 /* The state a failure leaves: the guest runs here only in postcopy. */
 static lm_dst_state failed_state(const lm_dest *d, int ret)
 {
@@ -412,6 +420,8 @@ int lm_incoming(lm_ctx *ctx, lm_listener *l, const lm_params *params)
                 ret = lm__dest_await_commit(d);
             else if (ret < 0 && postcopy_recoverable(d, ret))
                 ret = lm__dest_postcopy_recover(d);
+            else if (ret < 0 && precopy_recoverable(d, ret))
+                ret = lm__dest_precopy_recover(d);
             else
                 break;
             if (ret < 0)

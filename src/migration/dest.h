@@ -96,6 +96,10 @@ int lm__dest_await_commit(lm_dest *d);
  * outstanding requests again (0, postcopy-active), or -errno (still
  * postcopy-paused, final). */
 int lm__dest_postcopy_recover(lm_dest *d);
+/* precopy (active) lost its link, with --recover-timeout: keep what
+ * arrived, take the source back, tell it what is missing (0: active
+ * again), or -errno (failed: the guest never ran here). */
+int lm__dest_precopy_recover(lm_dest *d);
 /* Completed: wait for the source's CONFIRMED, answering again (RESUMED, or
  * POSTCOPY_DONE) if it reconnects to ask. */
 int lm__dest_linger_for_source(lm_dest *d);

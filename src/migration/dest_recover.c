@@ -91,7 +91,8 @@ int lm__dest_take_back_source(lm_dest *d, uint64_t deadline_ns)
  * faults are noted and asked for again once the source is back. */
 static void retire_receivers(lm_dest *d)
 {
-    lm_postcopy_dst_link_down(&d->pc);
+    if (d->pc_init)
+        lm_postcopy_dst_link_down(&d->pc);
     if (d->use_pool) {
         lm_multifd_recv_stop(&d->pool);
         lm_multifd_recv_counters(&d->pool, &d->pool_acc.normal, &d->pool_acc.zero,
@@ -107,7 +108,9 @@ static void retire_receivers(lm_dest *d)
     }
 }
 
-/* RECOVER_MAP: what this side still lacks, in POSTCOPY_SWITCH's layout. */
+/* RECOVER_MAP: what this side still lacks, in POSTCOPY_SWITCH's layout:
+ * in postcopy the needed pages not placed yet, in precopy the pages never
+ * received. */
 static int send_map(lm_dest *d)
 {
     lm_ctx *ctx = d->ctx;
@@ -119,7 +122,17 @@ static int send_map(lm_dest *d)
         if (!(missing[r] = lm_bitmap_new(ctx->ram.blocks[r].npages)))
             ret = -ENOMEM;
     if (ret == 0) {
-        lm_postcopy_dst_missing(&d->pc, missing);
+        if (d->pc_init) {
+            lm_postcopy_dst_missing(&d->pc, missing);
+        } else {
+            for (unsigned r = 0; r < ctx->ram.nblocks; r++) {
+                lm_block *b = &ctx->ram.blocks[r];
+                lm_bitmap_set_range(missing[r], 0, b->npages);
+                for (uint64_t p = lm_bitmap_next_set(b->received, b->npages, 0); p < b->npages;
+                     p = lm_bitmap_next_set(b->received, b->npages, p + 1))
+                    lm_bit_clear(missing[r], p);
+            }
+        }
         lm_postcopy_switch_encode(&ctx->ram, missing, body);
         ret = n > LM_FRAME_MAX_LEN ? lm_err_set(&ctx->err, -E2BIG, "RAM too large for one map")
                                    : lm__dest_send_locked(d, LM_MSG_RECOVER_MAP, body, (uint32_t)n);
@@ -187,6 +200,40 @@ int lm__dest_postcopy_recover(lm_dest *d)
     retire_receivers(d);
     lm__dest_postcopy_pause(d);
     return ret;
+}
+
+int lm__dest_precopy_recover(lm_dest *d)
+{
+    unsigned wait_ms = d->p->recover_timeout_ms;
+    int ret = 0;
+    for (;;) {
+        if (d->fsm.state != LM_DST_PRECOPY_PAUSED &&
+            (ret = lm__dest_enter(d, LM_DST_PRECOPY_PAUSED)) < 0)
+            return ret;
+        retire_receivers(d);
+        uint64_t paused_at = lm_now_ns();
+        ret = lm__dest_take_back_source(d, paused_at + (uint64_t)wait_ms * 1000000);
+        uint64_t back_at = lm_now_ns();
+        d->st.paused_ms += lm_ns_to_ms(back_at - paused_at);
+        if (ret == -ETIMEDOUT) {
+            lm_err_reset(&d->ctx->err);
+            return lm_err_set(&d->ctx->err, ret,
+                              "the link to the source broke during precopy and it did not come "
+                              "back within %u ms; the guest never ran here",
+                              wait_ms);
+        }
+        if (ret == 0 && d->source_committed)
+            return lm__dest_protocol_error(d, -EPROTO,
+                                           "the source reconnected to a precopy as if it had "
+                                           "committed");
+        if (ret == 0 && (ret = lm__dest_accept_channels(d)) == 0 && (ret = send_map(d)) == 0) {
+            lm_err_reset(&d->ctx->err);
+            d->st.resume_ms = lm_ns_to_ms(lm_now_ns() - back_at);
+            return lm__dest_enter(d, LM_DST_ACTIVE);
+        }
+        if (!lm__link_lost(ret))
+            return ret;
+    }
 }
 
 int lm__dest_await_commit(lm_dest *d)

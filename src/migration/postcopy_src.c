@@ -254,20 +254,8 @@ static int read_map(postcopy_src *pc, uint64_t *needed)
     uint8_t *body = malloc(n ? n : 1);
     if (!body)
         return lm_err_set(&ctx->err, -ENOMEM, "out of memory");
-    ret = lm_conn_read(&s->conn, body, n);
-    const uint8_t *in = body;
-    *needed = 0;
-    for (unsigned i = 0; ret == 0 && i < ctx->ram.nblocks; i++) {
-        lm_block *b = &ctx->ram.blocks[i];
-        char why[128];
-        long used = lm_switch_block_decode(in, (size_t)(body + n - in), b->id, b->npages,
-                                           s->dirty[i], why, sizeof(why));
-        if (used < 0)
-            ret = lm_err_set(&ctx->err, -EBADMSG, "invalid RECOVER_MAP: %s", why);
-        else
-            in += used;
-        *needed += ret == 0 ? lm_bitmap_count(s->dirty[i], b->npages) : 0;
-    }
+    if ((ret = lm_conn_read(&s->conn, body, n)) == 0)
+        ret = lm__src_decode_map(s, body, n, s->dirty, needed);
     free(body);
     return ret;
 }

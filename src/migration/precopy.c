@@ -19,16 +19,21 @@
 #include "migration/source.h"
 #include "util/clock.h"
 
+/* Resumable: s->fp_block/fp_end say how far it armed; after a resume it
+ * goes on from there (resume.c). */
 static int first_pass(lm_source *s)
 {
     lm_ctx *ctx = s->ctx;
     uint64_t chunk_pages = lm__src_chunk_pages(s), total = 0;
     for (unsigned i = 0; i < ctx->ram.nblocks; i++)
         total += ctx->ram.blocks[i].npages;
-    lm__src_begin_round(s, total);
-    for (unsigned i = 0; i < ctx->ram.nblocks; i++) {
+    if (!s->fp_started)
+        lm__src_begin_round(s, total);
+    s->fp_started = true;
+    for (unsigned i = s->fp_block; i < ctx->ram.nblocks; i++) {
         lm_block *b = &ctx->ram.blocks[i];
-        for (uint64_t first = 0; first < b->npages; first += chunk_pages) {
+        for (uint64_t first = i == s->fp_block ? s->fp_end : 0; first < b->npages;
+             first += chunk_pages) {
             uint64_t n = b->npages - first < chunk_pages ? b->npages - first : chunk_pages;
             /* Arm just before sending; the tracker says which pages hold
              * data (the rest are zero pages, sent without being read). */
@@ -36,12 +41,16 @@ static int first_pass(lm_source *s)
             int ret = lm_tracker_arm(s->tracker, i, first, n, s->populated, &ctx->err);
             if (ret < 0)
                 return ret;
+            s->fp_block = i;
+            s->fp_end = first + n;
             for (uint64_t p = 0; p < n; p++)
                 if ((ret = lm__src_queue_page(s, b, first + p, !lm_bit_test(s->populated, p))) < 0)
                     return ret;
         }
     }
-    return lm__src_end_of_round_barrier(s);
+    int ret = lm__src_end_of_round_barrier(s);
+    s->fp_done = ret == 0;
+    return ret;
 }
 
 /* Re-arming by chunk (--track-chunk smaller than a block): a round's sync
@@ -60,6 +69,9 @@ static int send_dirty(lm_source *s, uint64_t count, bool rearm)
     lm_ctx *ctx = s->ctx;
     uint64_t chunk_pages = lm__src_chunk_pages(s);
     lm__src_begin_round(s, count);
+    for (unsigned i = 0; i < ctx->ram.nblocks; i++)
+        if (s->inflight[i])
+            lm_bitmap_clear_all(s->inflight[i], ctx->ram.blocks[i].npages);
     for (unsigned i = 0; i < ctx->ram.nblocks; i++) {
         lm_block *b = &ctx->ram.blocks[i];
         for (uint64_t first = 0; first < b->npages; first += chunk_pages) {
@@ -79,6 +91,8 @@ static int send_dirty(lm_source *s, uint64_t count, bool rearm)
                 if ((ret = lm__src_queue_page(s, b, p, false)) < 0)
                     return ret;
         }
+        if (s->inflight[i]) /* sent, but maybe torn by a cut (resume.c) */
+            lm_bitmap_or(s->inflight[i], s->dirty[i], b->npages);
         lm_bitmap_clear_all(s->dirty[i], b->npages);
     }
     return lm__src_end_of_round_barrier(s);
@@ -161,9 +175,12 @@ int lm__src_switchover(lm_source *s)
  * by the last sync stay in s->dirty for whichever comes next. */
 int lm__src_precopy(lm_source *s, bool *to_postcopy)
 {
-    int ret = first_pass(s);
-    if (ret < 0)
-        return ret;
+    int ret;
+    /* A broken link with --recover-timeout pauses and resumes from what
+     * the destination has (resume.c); otherwise it fails the migration. */
+    while ((ret = first_pass(s)) < 0)
+        if (!lm__src_can_resume(s, ret) || (ret = lm__src_precopy_resume(s)) < 0)
+            return ret;
     for (;;) {
         uint64_t count;
         if ((ret = lm__src_sync_dirty(s, !rearm_by_chunk(s), &count)) < 0)
@@ -185,9 +202,12 @@ int lm__src_precopy(lm_source *s, bool *to_postcopy)
                      : *to_postcopy ? "postcopy"
                                     : "round-limit");
             s->st.expected_downtime_ms = expect_ms;
-            return wait_caught_up(s);
+            if ((ret = wait_caught_up(s)) == 0)
+                return 0;
+        } else {
+            ret = send_dirty(s, count, rearm_by_chunk(s));
         }
-        if ((ret = send_dirty(s, count, rearm_by_chunk(s))) < 0)
+        if (ret < 0 && (!lm__src_can_resume(s, ret) || (ret = lm__src_precopy_resume(s)) < 0))
             return ret;
     }
 }

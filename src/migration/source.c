@@ -108,6 +108,8 @@ static int setup(lm_source *s, const char *uri)
         ranges[i] = (lm_track_range){b->host, b->len, b->npages};
         if (!(s->dirty[i] = lm_bitmap_new(b->npages)))
             return lm_err_set(&ctx->err, -ENOMEM, "out of memory for dirty bitmaps");
+        if (s->p->recover_timeout_ms && !(s->inflight[i] = lm_bitmap_new(b->npages)))
+            return lm_err_set(&ctx->err, -ENOMEM, "out of memory for dirty bitmaps");
     }
     uint64_t chunk = lm__src_chunk_pages(s);
     if (!(s->populated = lm_bitmap_new(chunk)))
@@ -254,6 +256,8 @@ int lm_migrate(lm_ctx *ctx, const char *uri, const lm_params *params)
         lm__src_enter(s, LM_STATUS_CANCELLED);
 
     lm__src_gather_counters(s);
+    if (s->resume_wire0)
+        s->st.resume_sent_bytes = lm__src_wire_bytes(s) - s->resume_wire0;
     s->st.total_time_ms = lm_ns_to_ms(lm_now_ns() - s->start_ns);
     double secs = s->st.total_time_ms / 1000.0;
     s->st.mbps = secs > 0 ? (double)s->st.transferred * 8 / 1e6 / secs : 0;
@@ -267,8 +271,10 @@ int lm_migrate(lm_ctx *ctx, const char *uri, const lm_params *params)
     if (s->preempt_conn.fd >= 0)
         lm_conn_close(&s->preempt_conn);
     lm_pagemap_close(&s->pm);
-    for (unsigned i = 0; i < ctx->ram.nblocks; i++)
+    for (unsigned i = 0; i < ctx->ram.nblocks; i++) {
         lm_bitmap_free(s->dirty[i]);
+        lm_bitmap_free(s->inflight[i]);
+    }
     lm_bitmap_free(s->populated);
     free(s);
     return ret;

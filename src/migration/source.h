@@ -58,6 +58,15 @@ typedef struct lm_source {
      * from then on this side never resumes its copy (commit.c). */
     bool committed;
     bool postcopy_switch;        /* the switchover is postcopy's (its commit is POSTCOPY_RUN) */
+    /* Precopy resume (resume.c): how far the first pass armed (every block
+     * before fp_block whole, fp_block up to page fp_end), whether it is
+     * over, and the pages of the round being sent (a resend may have been
+     * torn by the cut: the destination's map cannot tell). */
+    unsigned fp_block;
+    uint64_t fp_end;
+    bool fp_started, fp_done;
+    lm_word *inflight[LM_MAX_BLOCKS];
+    uint64_t resume_wire0; /* wire bytes when the last resume reconnected */
     lm_round_stats last_round;   /* every round, also past LM_MAX_ROUND_STATS */
     unsigned no_progress_rounds; /* syncs in a row where the dirty set did not shrink */
     unsigned high_dirty_rounds;  /* rounds in a row that dirtied over half what they sent */
@@ -103,6 +112,19 @@ int lm__src_await_ready(lm_source *s, lm_resumed *r, unsigned extra_ms);
 int lm__src_commit(lm_source *s, uint16_t commit_msg, lm_resumed *ack);
 /* A new main connection for this migration, retried until deadline_ns. */
 int lm__src_reconnect(lm_source *s, uint64_t deadline_ns);
+
+/* source_round.c: a RECOVER_MAP body (POSTCOPY_SWITCH's layout) into
+ * out[] (one bitmap a block); *count: the pages set. */
+int lm__src_decode_map(lm_source *s, const uint8_t *body, size_t len, lm_word *const out[],
+                       uint64_t *count);
+
+/* resume.c: precopy resume. */
+/* Whether a failure in precopy may be resumed (--recover-timeout, the
+ * link's failure, before the guest stopped). */
+bool lm__src_can_resume(const lm_source *s, int ret);
+/* precopy-paused: the guest runs on, tracked; reconnect, take the
+ * destination's map of what it lacks into s->dirty, back to 'active'. */
+int lm__src_precopy_resume(lm_source *s);
 
 /* precopy.c: rounds until the rest fits in the downtime limit (or out of
  * rounds, or postcopy is chosen: *to_postcopy), ending in pre-switchover.

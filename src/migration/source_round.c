@@ -273,3 +273,22 @@ int lm__src_send_verify(lm_source *s)
     lm_verify_encode(&v, buf);
     return lm_conn_send_frame(&s->conn, LM_MSG_VERIFY, buf, sizeof(buf));
 }
+
+int lm__src_decode_map(lm_source *s, const uint8_t *body, size_t len, lm_word *const out[],
+                       uint64_t *count)
+{
+    lm_ctx *ctx = s->ctx;
+    const uint8_t *in = body;
+    *count = 0;
+    for (unsigned i = 0; i < ctx->ram.nblocks; i++) {
+        lm_block *b = &ctx->ram.blocks[i];
+        char why[128];
+        long used = lm_switch_block_decode(in, (size_t)(body + len - in), b->id, b->npages, out[i],
+                                           why, sizeof(why));
+        if (used < 0)
+            return lm_err_set(&ctx->err, -EBADMSG, "invalid RECOVER_MAP: %s", why);
+        in += used;
+        *count += lm_bitmap_count(out[i], b->npages);
+    }
+    return 0;
+}

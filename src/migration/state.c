@@ -43,8 +43,10 @@ const char *lm_status_name(lm_status s)
 static const uint32_t source_legal[LM_STATUS__COUNT] = {
     [LM_STATUS_NONE] = BIT(LM_STATUS_SETUP),
     [LM_STATUS_SETUP] = BIT(LM_STATUS_ACTIVE) | SRC_ABORT,
-    [LM_STATUS_ACTIVE] = BIT(LM_STATUS_PRE_SWITCHOVER) | SRC_ABORT,
-    [LM_STATUS_PRE_SWITCHOVER] = BIT(LM_STATUS_DEVICE) | SRC_ABORT,
+    [LM_STATUS_ACTIVE] = BIT(LM_STATUS_PRE_SWITCHOVER) | BIT(LM_STATUS_PRECOPY_PAUSED) | SRC_ABORT,
+    [LM_STATUS_PRE_SWITCHOVER] = BIT(LM_STATUS_DEVICE) | BIT(LM_STATUS_PRECOPY_PAUSED) | SRC_ABORT,
+    /* Before the commit: the guest runs here all along. */
+    [LM_STATUS_PRECOPY_PAUSED] = BIT(LM_STATUS_ACTIVE) | SRC_ABORT,
     /* After the commit was sent, a broken link pauses: switchover-paused
      * (precopy), postcopy-paused (postcopy). */
     [LM_STATUS_DEVICE] = BIT(LM_STATUS_COMPLETED) | BIT(LM_STATUS_POSTCOPY_ACTIVE) |
@@ -73,6 +75,7 @@ static const lm_status source_reported[LM_STATUS__COUNT] = {
     [LM_STATUS_POSTCOPY_PAUSED] = LM_STATUS_POSTCOPY_PAUSED,
     [LM_STATUS_POSTCOPY_RECOVER] = LM_STATUS_POSTCOPY_RECOVER,
     [LM_STATUS_SWITCHOVER_PAUSED] = LM_STATUS_SWITCHOVER_PAUSED,
+    [LM_STATUS_PRECOPY_PAUSED] = LM_STATUS_PRECOPY_PAUSED,
     [LM_STATUS_COMPLETED] = LM_STATUS_COMPLETED,
     [LM_STATUS_FAILED] = LM_STATUS_FAILED,
     [LM_STATUS_CANCELLING] = LM_STATUS_CANCELLING,
@@ -103,6 +106,7 @@ static const char *const dest_names[LM_DST__COUNT] = {
     [LM_DST_READY] = "ready",
     [LM_DST_SWITCHOVER_PAUSED] = "switchover-paused",
     [LM_DST_POSTCOPY_RECOVER] = "postcopy-recover",
+    [LM_DST_PRECOPY_PAUSED] = "precopy-paused",
 };
 
 /* Until the guest runs here, any state may fail or be cancelled; once it
@@ -111,7 +115,9 @@ static const char *const dest_names[LM_DST__COUNT] = {
 
 static const uint32_t dest_legal[LM_DST__COUNT] = {
     [LM_DST_SETUP] = BIT(LM_DST_ACTIVE) | DST_ABORT,
-    [LM_DST_ACTIVE] = BIT(LM_DST_DEVICE) | BIT(LM_DST_POSTCOPY_SWITCH) | DST_ABORT,
+    [LM_DST_ACTIVE] =
+        BIT(LM_DST_DEVICE) | BIT(LM_DST_POSTCOPY_SWITCH) | BIT(LM_DST_PRECOPY_PAUSED) | DST_ABORT,
+    [LM_DST_PRECOPY_PAUSED] = BIT(LM_DST_ACTIVE) | DST_ABORT,
     [LM_DST_DEVICE] = BIT(LM_DST_VERIFY) | BIT(LM_DST_READY) | DST_ABORT,
     [LM_DST_VERIFY] = BIT(LM_DST_READY) | DST_ABORT,
     /* SWITCHOVER_READY sent: a broken link leaves the commit unknown. */
@@ -147,6 +153,7 @@ static const lm_status dest_reported[LM_DST__COUNT] = {
     [LM_DST_READY] = LM_STATUS_DEVICE,
     [LM_DST_SWITCHOVER_PAUSED] = LM_STATUS_SWITCHOVER_PAUSED,
     [LM_DST_POSTCOPY_RECOVER] = LM_STATUS_POSTCOPY_RECOVER,
+    [LM_DST_PRECOPY_PAUSED] = LM_STATUS_PRECOPY_PAUSED,
 };
 
 const lm_fsm_def lm_dest_fsm = {

@@ -64,6 +64,8 @@ typedef enum lm_dst_state {
                                  'postcopy-ready'; the guest stays stopped until the
                                  source reconnects and commits */
     LM_DST_POSTCOPY_RECOVER,  /* postcopy-recover: reconnected after a pause */
+    LM_DST_PRECOPY_PAUSED,    /* precopy-paused: the link broke during precopy; keep what
+                                 arrived and wait for the source (--recover-timeout) */
     LM_DST__COUNT
 } lm_dst_state;
 

@@ -86,6 +86,10 @@ static void stats_json_fields(lm_json *j, const lm_stats *s, const char *role)
         lm_json_u64(j, "reconnects", s->reconnects);
         lm_json_double(j, "paused-time", s->paused_ms);
         lm_json_double(j, "resume-time", s->resume_ms);
+        if (!dest && s->resume_lacked_bytes) {
+            lm_json_u64(j, "lacked-bytes", s->resume_lacked_bytes);
+            lm_json_u64(j, "bytes-after", s->resume_sent_bytes);
+        }
         lm_json_object_end(j);
     }
     if (s->verify_done) {

@@ -55,8 +55,8 @@ done
 expect_json "$TMP/one.src.json" 'j["postcopy"]["needed"] > 0'
 
 # 2. Two SIGINTs: the destination force-quits with its own status and says
-#    so; the source, its link gone, pauses, refuses one SIGTERM and
-#    force-quits on a second.
+#    so; the source, its link gone, pauses (waiting to reconnect for the
+#    recover timeout), refuses one SIGTERM and force-quits on a second.
 start_postcopy two
 kill -INT "$DEST_PID"
 sleep 0.2
@@ -65,11 +65,11 @@ wait_pid "$DEST_PID" 10
 [ "$WAIT_RC" = $FORCE_QUIT ] || { cat "$TMP/two.dst.err" >&2; fail "destination exited $WAIT_RC after two SIGINTs, expected $FORCE_QUIT"; }
 said two.dst 'SIGINT again within 5 s: force-quit in state postcopy-active'
 for _ in $(seq 1 200); do
-    grep -q 'postcopy is paused' "$TMP/two.src.err" && break
+    grep -q 'postcopy-paused: the guest.s memory is split' "$TMP/two.src.err" && break
     kill -0 "$SRC" 2>/dev/null || break
     sleep 0.05
 done
-said two.src 'postcopy is paused'
+said two.src 'postcopy-paused: the guest.s memory is split'
 kill -TERM "$SRC"
 sleep 0.5
 kill -0 "$SRC" 2>/dev/null || { cat "$TMP/two.src.err" >&2; fail "one SIGTERM ended the paused source"; }

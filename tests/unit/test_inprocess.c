@@ -317,6 +317,8 @@ typedef enum hook_mode {
                          flight: its sender sees a complete write, then the link is cut */
     MODE_CUT,         /* postcopy: every source connection is cut when the destination
                          has sent H.cut_at[i] page requests (the network going away) */
+    MODE_CUT_BYTES,   /* precopy: the same when the source has written H.cut_at[i] bytes
+                         on all of its connections */
 } hook_mode;
 
 /* The hooks have no opaque pointer: their state is this one test's. */
@@ -343,7 +345,7 @@ static struct hook_state {
     _Atomic unsigned recover_hellos; /* HELLOs with RECOVER on a later connection */
     _Atomic unsigned main_idx;       /* the latest main connection's index */
     uint64_t cut_at[2];              /* MODE_CUT: after this many requests (0: none) */
-    _Atomic uint64_t requests_sent;
+    _Atomic uint64_t requests_sent, source_bytes;
     _Atomic unsigned cuts;
     /* Two running copies: a guest resumed while the other side's runs. */
     struct dst_guest *dg;
@@ -380,6 +382,7 @@ static void hook_arm(hook_mode mode, unsigned nchannels, src_guest *g, bool gate
     atomic_store(&H.main_idx, 0);
     H.cut_at[0] = H.cut_at[1] = 0;
     atomic_store(&H.requests_sent, 0);
+    atomic_store(&H.source_bytes, 0);
     atomic_store(&H.cuts, 0);
     atomic_store(&H.two_copies, 0);
 }
@@ -516,6 +519,17 @@ static ssize_t hook_sendmsg(int fd, const struct msghdr *msg, int flags)
              * are closed and may name something else by now. */
             for (unsigned i = atomic_load(&H.main_idx); i < atomic_load(&H.nfds); i++)
                 shutdown(atomic_load(&H.fds[i]), SHUT_RDWR);
+        }
+    }
+    if (idx >= 0 && H.mode == MODE_CUT_BYTES) {
+        uint64_t n = atomic_fetch_add(&H.source_bytes, msg_bytes(msg)) + msg_bytes(msg);
+        unsigned c = atomic_load(&H.cuts);
+        if (c < 2 && H.cut_at[c] && n >= H.cut_at[c] &&
+            atomic_compare_exchange_strong(&H.cuts, &c, c + 1)) {
+            for (unsigned i = atomic_load(&H.main_idx); i < atomic_load(&H.nfds); i++)
+                shutdown(atomic_load(&H.fds[i]), SHUT_RDWR);
+            errno = EPIPE;
+            return -1;
         }
     }
     if (H.mode == MODE_DROP && is_frame(msg, H.drop_type) && !atomic_exchange(&H.dropped, 1)) {
@@ -1108,6 +1122,58 @@ static void pc_cut(unsigned ncuts)
     run_teardown(&r);
 }
 
+/* Precopy resume: every connection cut during the first pass (and, for
+ * twice, again after the first resume): the guest runs on at the source,
+ * both sides pause, the source reconnects and sends what the destination
+ * lacks plus what was written since, and the migration completes verified
+ * without starting over. */
+static void pre_cut(unsigned nchannels, unsigned ncuts)
+{
+    run r;
+    run_setup(&r, MODE_CUT_BYTES, nchannels, false);
+    H.cut_at[0] = 2u << 20;
+    H.cut_at[1] = ncuts > 1 ? 4u << 20 : 0;
+    r.sp.io_timeout_ms = r.dp.io_timeout_ms = 3000;
+    r.sp.recover_timeout_ms = r.dp.recover_timeout_ms = 10000;
+    r.sp.max_bandwidth = 16u << 20; /* the cuts land in the first pass */
+    r.sp.max_rounds = 3;            /* the writer never lets it converge */
+    run_migrate(&r);
+    run_join_dest(&r);
+    fprintf(stderr,
+            "[%s] cuts %u, reconnects %llu/%llu, lacked %llu bytes, sent after %llu, total "
+            "%llu\n",
+            current_case, atomic_load(&H.cuts), (unsigned long long)r.src_st.reconnects,
+            (unsigned long long)r.dst_st.reconnects,
+            (unsigned long long)r.src_st.resume_lacked_bytes,
+            (unsigned long long)r.src_st.resume_sent_bytes,
+            (unsigned long long)r.src_st.transferred);
+    check_completed(&r);
+    CHECK_EQ_U64(atomic_load(&H.two_copies), 0);
+    CHECK_EQ_U64(atomic_load(&H.cuts), ncuts);
+    CHECK_EQ_U64(r.src_st.reconnects, ncuts);
+    CHECK_EQ_U64(r.dst_st.reconnects, ncuts);
+    CHECK_EQ_U64(atomic_load(&H.recover_hellos), ncuts);
+    CHECK_EQ_U64(atomic_load(&H.nfds), (ncuts + 1) * (1 + nchannels));
+    /* Not started over: what the destination lacked, plus what the guest
+     * wrote since, is less than the whole. */
+    CHECK(r.src_st.resume_lacked_bytes > 0);
+    CHECK(r.src_st.resume_sent_bytes < r.src_st.transferred);
+    run_teardown(&r);
+}
+
+static void case_pre_cut(void)
+{
+    pre_cut(0, 1);
+}
+static void case_pre_cut_multifd(void)
+{
+    pre_cut(2, 1);
+}
+static void case_pre_cut_twice(void)
+{
+    pre_cut(2, 2);
+}
+
 static void case_pc_cut(void)
 {
     pc_cut(1);
@@ -1140,6 +1206,9 @@ static const struct {
     {"pc-drop-resumed", case_pc_drop_resumed},
     {"pc-cut", case_pc_cut},
     {"pc-cut-twice", case_pc_cut_twice},
+    {"pre-cut", case_pre_cut},
+    {"pre-cut-multifd", case_pre_cut_multifd},
+    {"pre-cut-twice", case_pre_cut_twice},
 };
 
 int main(int argc, char **argv)

@@ -49,6 +49,10 @@ static void source_paths(void)
                                   LM_STATUS_POSTCOPY_RECOVER, LM_STATUS_POSTCOPY_ACTIVE,
                                   LM_STATUS_POSTCOPY_PAUSED,  LM_STATUS_POSTCOPY_RECOVER,
                                   LM_STATUS_POSTCOPY_ACTIVE,  LM_STATUS_COMPLETED};
+    const unsigned resumed[] = {LM_STATUS_ACTIVE, LM_STATUS_PRECOPY_PAUSED, LM_STATUS_ACTIVE,
+                                LM_STATUS_PRE_SWITCHOVER, LM_STATUS_PRECOPY_PAUSED,
+                                LM_STATUS_ACTIVE, LM_STATUS_PRECOPY_PAUSED, LM_STATUS_CANCELLING};
+    walk(&lm_source_fsm, resumed, sizeof(resumed) / sizeof(resumed[0]));
     walk(&lm_source_fsm, lost_answer, sizeof(lost_answer) / sizeof(lost_answer[0]));
     walk(&lm_source_fsm, recovered, sizeof(recovered) / sizeof(recovered[0]));
     walk(&lm_source_fsm, precopy, sizeof(precopy) / sizeof(precopy[0]));
@@ -73,6 +77,9 @@ static void dest_paths(void)
                                  LM_DST_POSTCOPY_ACTIVE,
                                  LM_DST_POSTCOPY_VERIFY,
                                  LM_DST_COMPLETED};
+    const unsigned resumed[] = {LM_DST_ACTIVE, LM_DST_PRECOPY_PAUSED, LM_DST_ACTIVE,
+                                LM_DST_PRECOPY_PAUSED, LM_DST_FAILED};
+    walk(&lm_dest_fsm, resumed, sizeof(resumed) / sizeof(resumed[0]));
     walk(&lm_dest_fsm, precopy, sizeof(precopy) / sizeof(precopy[0]));
     walk(&lm_dest_fsm, postcopy, sizeof(postcopy) / sizeof(postcopy[0]));
 }
