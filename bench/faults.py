@@ -30,7 +30,8 @@ outcome, and a replay line's worth of options.
 
 Outcomes, from both processes' exit codes and JSON reports:
   completed-verified  both completed, digests equal on both sides
-  recovered           both completed after the proxy restarted
+  recovered           both completed, verified, after reconnecting (the
+                      proxy restarted, or a connection came back)
   failed-one-side     exactly one side runs the guest (e.g. source failed,
                       destination never ran it)
   paused              no side runs it, but a side holding (part of) it is
@@ -51,7 +52,8 @@ MAGIC = 0x4C4D4947
 MSG = {1: "HELLO", 2: "HELLO_ACK", 3: "PAGES", 4: "ROUND_END", 5: "DEVICE_STATE",
        6: "COMPLETE", 7: "RESUMED", 8: "ERROR", 9: "VERIFY", 10: "PING", 11: "PONG",
        12: "CHANNEL_HELLO", 13: "POSTCOPY_SWITCH", 14: "POSTCOPY_RUN", 15: "PAGE_REQUEST",
-       16: "POSTCOPY_END", 17: "POSTCOPY_DONE"}
+       16: "POSTCOPY_END", 17: "POSTCOPY_DONE", 18: "SWITCHOVER_READY", 19: "COMMIT",
+       20: "CONFIRMED", 21: "RECOVER_MAP"}
 MSG_ID = {v: k for k, v in MSG.items()}
 
 FAULTS = ["kill-src", "kill-dst", "proxy-kill", "proxy-restart", "rst", "fin", "half-close",
@@ -67,20 +69,22 @@ MODES = {
 # Frames on the main connection that bracket the commit point, per mode kind.
 COMMIT_MSGS = {
     False: [("c2s", "PING"), ("s2c", "PONG"), ("c2s", "DEVICE_STATE"), ("c2s", "COMPLETE"),
-            ("c2s", "VERIFY"), ("s2c", "RESUMED"), ("s2c", "RESUMED"), ("s2c", "RESUMED")],
-    True: [("c2s", "POSTCOPY_SWITCH"), ("c2s", "DEVICE_STATE"), ("c2s", "POSTCOPY_RUN"),
-           ("s2c", "RESUMED"), ("s2c", "RESUMED"), ("s2c", "RESUMED"), ("s2c", "PAGE_REQUEST"),
-           ("c2s", "POSTCOPY_END"), ("c2s", "VERIFY"), ("s2c", "POSTCOPY_DONE"),
-           ("s2c", "POSTCOPY_DONE")],
+            ("c2s", "VERIFY"), ("s2c", "SWITCHOVER_READY"), ("c2s", "COMMIT"),
+            ("s2c", "RESUMED"), ("s2c", "RESUMED"), ("c2s", "CONFIRMED")],
+    True: [("c2s", "POSTCOPY_SWITCH"), ("c2s", "DEVICE_STATE"), ("s2c", "SWITCHOVER_READY"),
+           ("c2s", "POSTCOPY_RUN"), ("s2c", "RESUMED"), ("s2c", "RESUMED"),
+           ("s2c", "PAGE_REQUEST"), ("c2s", "POSTCOPY_END"), ("c2s", "VERIFY"),
+           ("s2c", "POSTCOPY_DONE"), ("s2c", "POSTCOPY_DONE"), ("c2s", "CONFIRMED")],
 }
-FRAME_LEN = {"RESUMED": 32, "POSTCOPY_DONE": 32, "PONG": 16, "PING": 16, "COMPLETE": 16,
+FRAME_LEN = {"RESUMED": 32, "POSTCOPY_DONE": 32, "SWITCHOVER_READY": 32, "COMMIT": 16,
+             "CONFIRMED": 16, "PONG": 16, "PING": 16, "COMPLETE": 16,
              "VERIFY": 48, "POSTCOPY_RUN": 16, "POSTCOPY_END": 16, "PAGE_REQUEST": 32,
              "HELLO_ACK": 16, "ROUND_END": 16}
 SRC_AWAY = {"completed", "postcopy-active", "postcopy-paused", "postcopy-recover",
             "switchover-paused"}  # the source's guest does not run there
 DST_RAN = {"completed", "postcopy-active", "postcopy-paused", "postcopy-recover"}
 REPLAY_OPTS = ("timeout", "recover_timeout", "ram", "workload", "max_bandwidth", "max_rounds", "run_for")  # options a replay takes from the run
-PAUSED = {"postcopy-paused", "postcopy-recover", "switchover-paused"}
+PAUSED = {"postcopy-paused", "postcopy-recover", "switchover-paused", "precopy-paused"}
 
 
 # ---------------------------------------------------------------- the proxy
@@ -563,7 +567,9 @@ def classify(spec, rec, reps):
             return "DIGEST-MISMATCH", "dst"
         if killed == "dst":
             return "killed-holder", "none"
-        if rec["fired"] and spec["fault"] == "proxy-restart" and rec["accepts_after_fault"]:
+        reconnects = max(((reps[k] or {}).get("recovery") or {}).get("reconnects", 0)
+                         for k in ("src", "dst"))
+        if rec["fired"] and reconnects:
             return "recovered", "dst"
         return "completed-verified", "dst"
     if dst_runs and st["dst"] in PAUSED:
