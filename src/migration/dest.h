@@ -53,8 +53,8 @@ typedef struct lm_dest {
     bool confirm_sent;
     lm_resumed done; /* postcopy: the POSTCOPY_DONE sent, to send again after a reconnect */
     bool source_committed;
-        /* the last reconnecting HELLO said COMMITTED */ /* RESUMED after COMMIT went out (it may
-                                                            still be lost) */
+    /* the last reconnecting HELLO said COMMITTED */ /* RESUMED after COMMIT went out (it may
+                                                        still be lost) */
     uint64_t faults0_minor, faults0_major;
     bool faults_counted;
 } lm_dest;

@@ -280,7 +280,11 @@ int lm__dest_await_commit(lm_dest *d)
  * nothing: a middlebox that drops a link closes both ends cleanly. */
 int lm__dest_linger_for_source(lm_dest *d)
 {
+    /* The guest is safe here whatever happens: only the source's knowing
+     * is at stake, so this waits no longer than an I/O timeout. */
     unsigned wait_ms = lm__recover_timeout_ms(d->p, d->st.postcopy);
+    if (wait_ms > d->p->io_timeout_ms)
+        wait_ms = d->p->io_timeout_ms;
     lm_err scratch;
     for (;;) {
         lm_err_init(&scratch);

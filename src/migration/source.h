@@ -57,7 +57,7 @@ typedef struct lm_source {
     /* The commit (COMMIT or POSTCOPY_RUN) may have reached the destination:
      * from then on this side never resumes its copy (commit.c). */
     bool committed;
-    bool postcopy_switch;        /* the switchover is postcopy's (its commit is POSTCOPY_RUN) */
+    bool postcopy_switch; /* the switchover is postcopy's (its commit is POSTCOPY_RUN) */
     /* Precopy resume (resume.c): how far the first pass armed (every block
      * before fp_block whole, fp_block up to page fp_end), whether it is
      * over, and the pages of the round being sent (a resend may have been
@@ -66,7 +66,7 @@ typedef struct lm_source {
     uint64_t fp_end;
     bool fp_started, fp_done;
     lm_word *inflight[LM_MAX_BLOCKS];
-    uint64_t resume_wire0; /* wire bytes when the last resume reconnected */
+    uint64_t resume_wire0;       /* wire bytes when the last resume reconnected */
     lm_round_stats last_round;   /* every round, also past LM_MAX_ROUND_STATS */
     unsigned no_progress_rounds; /* syncs in a row where the dirty set did not shrink */
     unsigned high_dirty_rounds;  /* rounds in a row that dirtied over half what they sent */

@@ -378,6 +378,7 @@ static void hook_arm(hook_mode mode, unsigned nchannels, src_guest *g, bool gate
     atomic_store(&H.natural_eexist, 0);
     atomic_store(&H.lost_done, 0);
     atomic_store(&H.dropped, 0);
+    H.drop_type = 0;
     atomic_store(&H.recover_hellos, 0);
     atomic_store(&H.main_idx, 0);
     H.cut_at[0] = H.cut_at[1] = 0;
@@ -532,7 +533,7 @@ static ssize_t hook_sendmsg(int fd, const struct msghdr *msg, int flags)
             return -1;
         }
     }
-    if (H.mode == MODE_DROP && is_frame(msg, H.drop_type) && !atomic_exchange(&H.dropped, 1)) {
+    if (H.drop_type && is_frame(msg, H.drop_type) && !atomic_exchange(&H.dropped, 1)) {
         shutdown(fd, SHUT_RDWR); /* both ends see the link go, the frame never arrives */
         return (ssize_t)msg_bytes(msg);
     }
@@ -1085,12 +1086,16 @@ static void case_pc_drop_resumed(void)
  * flight), once or twice; both sides pause, the source reconnects, the
  * destination sends what it still lacks and its requests again, and the
  * migration completes verified with every page read. */
-static void pc_cut(unsigned ncuts)
+static void pc_cut(unsigned ncuts, uint16_t drop_in_recovery)
 {
     run r;
     run_setup(&r, MODE_CUT, 2, true);
     H.cut_at[0] = 100;
     H.cut_at[1] = ncuts > 1 ? 400 : 0;
+    /* A frame of the recovery itself lost: the link breaks again while
+     * recovering, and the next reconnection must still make it. */
+    H.drop_type = drop_in_recovery;
+    ncuts += drop_in_recovery != 0;
     r.sp.postcopy = true;
     r.sp.postcopy_after_rounds = 1;
     r.sp.downtime_limit_ms = 0;
@@ -1112,7 +1117,7 @@ static void pc_cut(unsigned ncuts)
             atomic_load(&H.nfds));
     check_completed(&r);
     CHECK_EQ_U64(atomic_load(&H.two_copies), 0);
-    CHECK_EQ_U64(atomic_load(&H.cuts), ncuts);
+    CHECK_EQ_U64(atomic_load(&H.cuts) + atomic_load(&H.dropped), ncuts);
     CHECK_EQ_U64(r.src_st.reconnects, ncuts);
     CHECK_EQ_U64(r.dst_st.reconnects, ncuts);
     CHECK_EQ_U64(atomic_load(&H.recover_hellos), ncuts);
@@ -1139,14 +1144,13 @@ static void pre_cut(unsigned nchannels, unsigned ncuts)
     r.sp.max_rounds = 3;            /* the writer never lets it converge */
     run_migrate(&r);
     run_join_dest(&r);
-    fprintf(stderr,
-            "[%s] cuts %u, reconnects %llu/%llu, lacked %llu bytes, sent after %llu, total "
-            "%llu\n",
-            current_case, atomic_load(&H.cuts), (unsigned long long)r.src_st.reconnects,
-            (unsigned long long)r.dst_st.reconnects,
-            (unsigned long long)r.src_st.resume_lacked_bytes,
-            (unsigned long long)r.src_st.resume_sent_bytes,
-            (unsigned long long)r.src_st.transferred);
+    fprintf(
+        stderr,
+        "[%s] cuts %u, reconnects %llu/%llu, lacked %llu bytes, sent after %llu, total "
+        "%llu\n",
+        current_case, atomic_load(&H.cuts), (unsigned long long)r.src_st.reconnects,
+        (unsigned long long)r.dst_st.reconnects, (unsigned long long)r.src_st.resume_lacked_bytes,
+        (unsigned long long)r.src_st.resume_sent_bytes, (unsigned long long)r.src_st.transferred);
     check_completed(&r);
     CHECK_EQ_U64(atomic_load(&H.two_copies), 0);
     CHECK_EQ_U64(atomic_load(&H.cuts), ncuts);
@@ -1176,11 +1180,15 @@ static void case_pre_cut_twice(void)
 
 static void case_pc_cut(void)
 {
-    pc_cut(1);
+    pc_cut(1, 0);
 }
 static void case_pc_cut_twice(void)
 {
-    pc_cut(2);
+    pc_cut(2, 0);
+}
+static void case_pc_cut_in_recovery(void)
+{
+    pc_cut(1, LM_MSG_RECOVER_MAP);
 }
 
 static const struct {
@@ -1206,6 +1214,7 @@ static const struct {
     {"pc-drop-resumed", case_pc_drop_resumed},
     {"pc-cut", case_pc_cut},
     {"pc-cut-twice", case_pc_cut_twice},
+    {"pc-cut-in-recovery", case_pc_cut_in_recovery},
     {"pre-cut", case_pre_cut},
     {"pre-cut-multifd", case_pre_cut_multifd},
     {"pre-cut-twice", case_pre_cut_twice},
