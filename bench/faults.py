@@ -40,7 +40,8 @@ Outcomes, from both processes' exit codes and JSON reports:
   TWO-COPIES          both sides ran it (source failed/cancelled while the
                       destination completed or is in postcopy)
   LOST                no side runs it and nobody waits holding it
-  HANG                a process alive past fault + --timeout + 5 s that is
+  HANG                a process alive past fault + --timeout +
+                      --recover-timeout + 5 s that is
                       not paused (killed by this script)
   DIGEST-MISMATCH     both completed but a digest differs or did not match
 """
@@ -469,7 +470,10 @@ class Run:
                     exit_t[k], rc[k] = now, p.returncode
             if len(exit_t) == 2:
                 break
-            deadline = (proxy.fired_at + a.timeout + 5) if proxy.fired_at else hard
+            # A side may legitimately wait --timeout to notice the break and
+            # then --recover-timeout for the other side to come back.
+            deadline = (proxy.fired_at + a.timeout + (a.recover_timeout or 0) + 5) \
+                if proxy.fired_at else hard
             if now >= deadline:
                 break
             if a.paused_grace is not None and proxy.fired_at:
@@ -707,7 +711,7 @@ def main():
                     help="a run whose fault never fired is a HANG past this (s)")
     ap.add_argument("--paused-grace", type=float, default=None,
                     help="stop waiting this many seconds after every live side reported "
-                    "a pause (default: wait until fault + --timeout + 5 s)")
+                    "a pause (default: wait until fault + --timeout + --recover-timeout + 5 s)")
     ap.add_argument("--check", action="store_true",
                     help="exit 1 when an outcome of --fail-on occurred")
     ap.add_argument("--fail-on", default="TWO-COPIES,HANG,LOST,DIGEST-MISMATCH,SETUP-ERROR")

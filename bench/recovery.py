@@ -48,6 +48,7 @@ class CutProxy:
         self.port = self.ls.getsockname()[1]
         self.cut_at_c2s = None
         self.cuts = 0
+        self.accepted = 0
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self):
@@ -64,6 +65,7 @@ class CutProxy:
                 continue
             with self.lock:
                 self.pairs.append((cs, up))
+                self.accepted += 1
             threading.Thread(target=self._pump, args=(cs, up, True), daemon=True).start()
             threading.Thread(target=self._pump, args=(up, cs, False), daemon=True).start()
 
@@ -157,10 +159,17 @@ def postcopy_run(a, rng, ncuts):
     deadline = time.monotonic() + 60
     done_cuts = 0
     for i in range(ncuts):
-        # The watcher line says when the source is (again) in postcopy-active.
-        if not wait_line(src_err, "postcopy-active: the guest", i + 1, deadline):
-            break
-        time.sleep(rng.uniform(0.05, 0.4))
+        if i == 0:
+            # The watcher's line: the source entered postcopy-active.
+            if not wait_line(src_err, "postcopy-active: the guest", 1, deadline):
+                break
+        else:
+            # Recovered: the source's main connection, 2 channels and the
+            # preempt connection came back through the proxy.
+            while proxy.accepted < accepted + 4 and time.monotonic() < deadline:
+                time.sleep(0.002)
+        time.sleep(rng.uniform(0.05, 0.4) if i == 0 else rng.uniform(0.01, 0.1))
+        accepted = proxy.accepted
         if src.poll() is not None:
             break
         proxy.cut()

@@ -30,14 +30,19 @@ static bool same_migration(const lm_hello *was, const lm_hello *now)
     return true;
 }
 
+static uint64_t min_u64(uint64_t a, uint64_t b)
+{
+    return a < b ? a : b;
+}
+
 /* One candidate connection: 0 when it is our source coming back (the
  * HELLO_ACK is sent), -EAGAIN when it is something else (told and closed). */
-static int take_back(lm_dest *d, int fd)
+static int take_back(lm_dest *d, int fd, unsigned wait_ms)
 {
     lm_err scratch;
     lm_err_init(&scratch);
     lm_conn c;
-    lm_conn_init(&c, fd, d->p->io_timeout_ms, NULL, "source", &scratch);
+    lm_conn_init(&c, fd, wait_ms, NULL, "source", &scratch);
     lm_frame f;
     uint8_t buf[LM_HELLO_FIXED_SIZE + LM_MAX_BLOCKS * LM_HELLO_BLOCK_SIZE];
     lm_hello h;
@@ -81,7 +86,9 @@ int lm__dest_take_back_source(lm_dest *d, uint64_t deadline_ns)
         if (ret < 0)
             return lm_err_set(&d->ctx->err, ret, "waiting for the source to reconnect: %s",
                               scratch.msg);
-        if (take_back(d, fd) == 0)
+        /* A connection that says nothing waits no longer than the deadline. */
+        uint64_t left_ms = (deadline_ns - min_u64(deadline_ns, lm_now_ns())) / 1000000 + 1;
+        if (take_back(d, fd, (unsigned)min_u64(left_ms, d->p->io_timeout_ms)) == 0)
             return 0;
     }
 }
