@@ -166,19 +166,30 @@ static int reattach(lm_dest *d)
     return ret;
 }
 
+/* Enters 'paused' (once), stops the broken link's receivers and waits for
+ * the source until wait_ms from now; the wait counts as paused time.
+ * Returns lm__dest_take_back_source()'s result, or -EINVAL when the state
+ * machine refuses (a bug). */
+static int pause_and_take_back(lm_dest *d, unsigned paused, unsigned wait_ms, uint64_t *back_at)
+{
+    int ret = d->fsm.state == paused ? 0 : lm__dest_enter(d, paused);
+    if (ret < 0)
+        return ret;
+    retire_receivers(d);
+    uint64_t paused_at = lm_now_ns();
+    ret = lm__dest_take_back_source(d, paused_at + (uint64_t)wait_ms * 1000000);
+    *back_at = lm_now_ns();
+    d->st.paused_ms += lm_ns_to_ms(*back_at - paused_at);
+    return ret;
+}
+
 int lm__dest_postcopy_recover(lm_dest *d)
 {
     unsigned wait_ms = lm__recover_timeout_ms(d->p, true);
     int ret = 0;
     for (;;) {
-        if (d->fsm.state != LM_DST_POSTCOPY_PAUSED &&
-            (ret = lm__dest_enter(d, LM_DST_POSTCOPY_PAUSED)) < 0)
-            break;
-        retire_receivers(d);
-        uint64_t paused_at = lm_now_ns();
-        ret = lm__dest_take_back_source(d, paused_at + (uint64_t)wait_ms * 1000000);
-        uint64_t back_at = lm_now_ns();
-        d->st.paused_ms += lm_ns_to_ms(back_at - paused_at);
+        uint64_t back_at;
+        ret = pause_and_take_back(d, LM_DST_POSTCOPY_PAUSED, wait_ms, &back_at);
         if (ret == -ETIMEDOUT) {
             lm_err_reset(&d->ctx->err);
             lm_err_set(&d->ctx->err, ret,
@@ -214,14 +225,10 @@ int lm__dest_precopy_recover(lm_dest *d)
     unsigned wait_ms = d->p->recover_timeout_ms;
     int ret = 0;
     for (;;) {
-        if (d->fsm.state != LM_DST_PRECOPY_PAUSED &&
-            (ret = lm__dest_enter(d, LM_DST_PRECOPY_PAUSED)) < 0)
+        uint64_t back_at;
+        ret = pause_and_take_back(d, LM_DST_PRECOPY_PAUSED, wait_ms, &back_at);
+        if (ret == -EINVAL)
             return ret;
-        retire_receivers(d);
-        uint64_t paused_at = lm_now_ns();
-        ret = lm__dest_take_back_source(d, paused_at + (uint64_t)wait_ms * 1000000);
-        uint64_t back_at = lm_now_ns();
-        d->st.paused_ms += lm_ns_to_ms(back_at - paused_at);
         if (ret == -ETIMEDOUT) {
             lm_err_reset(&d->ctx->err);
             return lm_err_set(&d->ctx->err, ret,

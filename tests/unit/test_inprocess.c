@@ -38,6 +38,11 @@
  *   eexist      postcopy; every second UFFDIO_COPY of the destination is
  *               done and then reported as EEXIST: completes, verified, and
  *               postcopy_eexist counts exactly the injected ones.
+ *   lose-done, drop-*, pc-drop-*, pc-cut*, pre-cut*: the commit point and
+ *               recovery (docs/RELIABILITY.md has the table): a frame lost
+ *               in flight, or every connection cut; no guest ever resumes
+ *               while the other side's runs (note_resume), and the case
+ *               ends with the expected side running the right memory.
  * After each case nothing is left: as many threads and descriptors as
  * before it, and no page of either side's RAM left registered (the reads
  * of the destination's RAM would block on one).
@@ -1022,26 +1027,6 @@ static void drop_case(uint16_t type, bool postcopy, drop_outcome want)
     run_teardown(&r);
 }
 
-static void case_drop_complete(void)
-{
-    drop_case(LM_MSG_COMPLETE, false, SOURCE_RUNS);
-}
-static void case_drop_verify(void)
-{
-    drop_case(LM_MSG_VERIFY, false, SOURCE_RUNS);
-}
-static void case_drop_ready(void)
-{
-    drop_case(LM_MSG_SWITCHOVER_READY, false, SOURCE_RUNS);
-}
-static void case_drop_commit(void)
-{
-    drop_case(LM_MSG_COMMIT, false, DEST_RUNS);
-}
-static void case_drop_resumed(void)
-{
-    drop_case(LM_MSG_RESUMED, false, DEST_RUNS);
-}
 static void case_drop_confirmed(void)
 {
     /* The source heard RESUMED; the destination waits in vain, then ends
@@ -1059,27 +1044,25 @@ static void case_drop_confirmed(void)
     CHECK_EQ_U64(r.src_st.reconnects, 0);
     run_teardown(&r);
 }
-static void case_pc_drop_switch(void)
-{
-    drop_case(LM_MSG_POSTCOPY_SWITCH, true, SOURCE_RUNS);
-}
-static void case_pc_drop_device(void)
-{
-    drop_case(LM_MSG_DEVICE_STATE, true, SOURCE_RUNS);
-}
-static void case_pc_drop_ready(void)
-{
-    drop_case(LM_MSG_SWITCHOVER_READY, true, SOURCE_RUNS);
-}
-static void case_pc_drop_run(void)
-{
+/* Each frame of both switchovers, lost in turn, and what must follow. */
+static const struct drop_spec {
+    const char *name;
+    uint16_t type;
+    bool postcopy;
+    drop_outcome want;
+} drops[] = {
+    {"drop-complete", LM_MSG_COMPLETE, false, SOURCE_RUNS},
+    {"drop-verify", LM_MSG_VERIFY, false, SOURCE_RUNS},
+    {"drop-ready", LM_MSG_SWITCHOVER_READY, false, SOURCE_RUNS},
+    {"drop-commit", LM_MSG_COMMIT, false, DEST_RUNS},
+    {"drop-resumed", LM_MSG_RESUMED, false, DEST_RUNS},
+    {"pc-drop-switch", LM_MSG_POSTCOPY_SWITCH, true, SOURCE_RUNS},
+    {"pc-drop-device", LM_MSG_DEVICE_STATE, true, SOURCE_RUNS},
+    {"pc-drop-ready", LM_MSG_SWITCHOVER_READY, true, SOURCE_RUNS},
     /* The source committed and reconnects saying so: that is the commit. */
-    drop_case(LM_MSG_POSTCOPY_RUN, true, DEST_RUNS);
-}
-static void case_pc_drop_resumed(void)
-{
-    drop_case(LM_MSG_RESUMED, true, DEST_RUNS);
-}
+    {"pc-drop-run", LM_MSG_POSTCOPY_RUN, true, DEST_RUNS},
+    {"pc-drop-resumed", LM_MSG_RESUMED, true, DEST_RUNS},
+};
 
 /* Postcopy recovery: every connection cut while the guest runs on the
  * destination and reads its pages (requests outstanding, packets in
@@ -1201,17 +1184,7 @@ static const struct {
     {"reset-stop", case_reset_stop},
     {"eexist", case_eexist},
     {"lose-done", case_lose_done},
-    {"drop-complete", case_drop_complete},
-    {"drop-verify", case_drop_verify},
-    {"drop-ready", case_drop_ready},
-    {"drop-commit", case_drop_commit},
-    {"drop-resumed", case_drop_resumed},
     {"drop-confirmed", case_drop_confirmed},
-    {"pc-drop-switch", case_pc_drop_switch},
-    {"pc-drop-device", case_pc_drop_device},
-    {"pc-drop-ready", case_pc_drop_ready},
-    {"pc-drop-run", case_pc_drop_run},
-    {"pc-drop-resumed", case_pc_drop_resumed},
     {"pc-cut", case_pc_cut},
     {"pc-cut-twice", case_pc_cut_twice},
     {"pc-cut-in-recovery", case_pc_cut_in_recovery},
@@ -1219,6 +1192,19 @@ static const struct {
     {"pre-cut-multifd", case_pre_cut_multifd},
     {"pre-cut-twice", case_pre_cut_twice},
 };
+
+/* Named on the command line (or nothing named); makes it the current case. */
+static bool selected(int argc, char **argv, const char *name)
+{
+    bool yes = argc < 2;
+    for (int a = 1; a < argc; a++)
+        yes |= !strcmp(argv[a], name);
+    if (yes) {
+        current_case = name;
+        fprintf(stderr, "--- %s\n", name);
+    }
+    return yes;
+}
 
 int main(int argc, char **argv)
 {
@@ -1237,17 +1223,19 @@ int main(int argc, char **argv)
     signal(SIGALRM, on_alarm);
     signal(SIGPIPE, SIG_IGN);
 
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        bool selected = argc < 2;
-        for (int a = 1; a < argc; a++)
-            selected |= !strcmp(argv[a], cases[i].name);
-        if (!selected)
-            continue;
-        current_case = cases[i].name;
-        fprintf(stderr, "--- %s\n", current_case);
-        int before = lm_test_failures;
-        cases[i].fn();
-        fprintf(stderr, "--- %s: %s\n", current_case, lm_test_failures == before ? "ok" : "FAILED");
-    }
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        if (selected(argc, argv, cases[i].name)) {
+            int before = lm_test_failures;
+            cases[i].fn();
+            fprintf(stderr, "--- %s: %s\n", current_case,
+                    lm_test_failures == before ? "ok" : "FAILED");
+        }
+    for (size_t i = 0; i < sizeof(drops) / sizeof(drops[0]); i++)
+        if (selected(argc, argv, drops[i].name)) {
+            int before = lm_test_failures;
+            drop_case(drops[i].type, drops[i].postcopy, drops[i].want);
+            fprintf(stderr, "--- %s: %s\n", current_case,
+                    lm_test_failures == before ? "ok" : "FAILED");
+        }
     TEST_DONE();
 }
