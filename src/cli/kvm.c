@@ -191,7 +191,9 @@ int cli_run_incoming_kvm(cli_opts *o, lm_listener *l)
         if (!stop_and_check(g, "incoming"))
             ret = -EILSEQ;
     }
-    bool have_guest = lm_kvm_guest_vcpus(g) > 0;
+    /* Paused in postcopy, the guest's missing pages are still on the source:
+     * reading its RAM for the report would wait on them for good. */
+    bool have_guest = lm_kvm_guest_vcpus(g) > 0 && st.status != LM_STATUS_POSTCOPY_PAUSED;
     report(o->stats_json, &st, "destination", have_guest ? g : NULL,
            lm_kvm_guest_resumed_progress(g), "resumed -> end of run", &ret);
     if (ret == 0 && st.verify_done)
