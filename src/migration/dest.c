@@ -152,6 +152,8 @@ static int on_ping(lm_dest *d, const lm_frame *f)
  * postcopy the switch map came first and POSTCOPY_RUN follows. */
 static int on_device_state(lm_dest *d, const lm_frame *f)
 {
+    free(d->device_state); /* one from a switchover that was resumed from */
+    d->device_state = NULL;
     int ret = lm__dest_read_body(d, f, &d->device_state);
     if (ret < 0)
         return ret;
@@ -346,8 +348,10 @@ static bool postcopy_recoverable(const lm_dest *d, int ret)
  * and wait for the source to resume. */
 static bool precopy_recoverable(const lm_dest *d, int ret)
 {
-    return d->fsm.state == LM_DST_ACTIVE && d->p->recover_timeout_ms && !d->source_said_error &&
-           lm__link_lost(ret);
+    unsigned st = d->fsm.state;
+    return (st == LM_DST_ACTIVE || st == LM_DST_DEVICE || st == LM_DST_VERIFY ||
+            st == LM_DST_PRECOPY_PAUSED) &&
+           d->p->recover_timeout_ms && !d->source_said_error && lm__link_lost(ret);
 }
 
 /* The state a failure leaves: the guest runs here only in postcopy. */

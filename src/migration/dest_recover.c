@@ -166,6 +166,16 @@ static int reattach(lm_dest *d)
     return ret;
 }
 
+/* How long to wait for the source: its recover timeout starts only when it
+ * notices the break, which may take it an I/O timeout (a link that goes
+ * silent rather than reset), so the destination's window is that much
+ * longer and the two always overlap. */
+static unsigned source_window_ms(const lm_dest *d, unsigned recover_ms)
+{
+    uint64_t ms = (uint64_t)recover_ms + d->p->io_timeout_ms;
+    return ms > UINT32_MAX ? UINT32_MAX : (unsigned)ms;
+}
+
 /* Enters 'paused' (once), stops the broken link's receivers and waits for
  * the source until wait_ms from now; the wait counts as paused time.
  * Returns lm__dest_take_back_source()'s result, or -EINVAL when the state
@@ -185,7 +195,7 @@ static int pause_and_take_back(lm_dest *d, unsigned paused, unsigned wait_ms, ui
 
 int lm__dest_postcopy_recover(lm_dest *d)
 {
-    unsigned wait_ms = lm__recover_timeout_ms(d->p, true);
+    unsigned wait_ms = source_window_ms(d, lm__recover_timeout_ms(d->p, true));
     int ret = 0;
     for (;;) {
         uint64_t back_at;
@@ -220,9 +230,24 @@ int lm__dest_postcopy_recover(lm_dest *d)
     return ret;
 }
 
+/* The source is back, precopy goes on: its channels, and the map of what
+ * never arrived here. */
+static int resume_precopy(lm_dest *d, uint64_t back_at)
+{
+    retire_receivers(d);
+    int ret = lm__dest_accept_channels(d);
+    if (ret == 0)
+        ret = send_map(d);
+    if (ret < 0)
+        return ret;
+    lm_err_reset(&d->ctx->err);
+    d->st.resume_ms = lm_ns_to_ms(lm_now_ns() - back_at);
+    return lm__dest_enter(d, LM_DST_ACTIVE);
+}
+
 int lm__dest_precopy_recover(lm_dest *d)
 {
-    unsigned wait_ms = d->p->recover_timeout_ms;
+    unsigned wait_ms = source_window_ms(d, d->p->recover_timeout_ms);
     int ret = 0;
     for (;;) {
         uint64_t back_at;
@@ -240,11 +265,8 @@ int lm__dest_precopy_recover(lm_dest *d)
             return lm__dest_protocol_error(d, -EPROTO,
                                            "the source reconnected to a precopy as if it had "
                                            "committed");
-        if (ret == 0 && (ret = lm__dest_accept_channels(d)) == 0 && (ret = send_map(d)) == 0) {
-            lm_err_reset(&d->ctx->err);
-            d->st.resume_ms = lm_ns_to_ms(lm_now_ns() - back_at);
-            return lm__dest_enter(d, LM_DST_ACTIVE);
-        }
+        if (ret == 0 && (ret = resume_precopy(d, back_at)) == 0)
+            return 0;
         if (!lm__link_lost(ret))
             return ret;
     }
@@ -254,7 +276,7 @@ int lm__dest_await_commit(lm_dest *d)
 {
     unsigned back = d->fsm.state;
     bool postcopy = back == LM_DST_POSTCOPY_READY;
-    unsigned wait_ms = lm__recover_timeout_ms(d->p, postcopy);
+    unsigned wait_ms = source_window_ms(d, lm__recover_timeout_ms(d->p, postcopy));
     int ret = lm__dest_enter(d, LM_DST_SWITCHOVER_PAUSED);
     if (ret < 0)
         return ret;
@@ -263,6 +285,13 @@ int lm__dest_await_commit(lm_dest *d)
     ret = lm__dest_take_back_source(d, lm_now_ns() + (uint64_t)wait_ms * 1000000);
     if (ret == 0) {
         lm_err_reset(&d->ctx->err);
+        if (!postcopy && !d->source_committed) {
+            /* It did not commit: its guest runs again and precopy goes on
+             * from what arrived here (resume.c). */
+            if ((ret = lm__dest_enter(d, LM_DST_PRECOPY_PAUSED)) < 0)
+                return ret;
+            return resume_precopy(d, lm_now_ns());
+        }
         if ((ret = lm__dest_enter(d, back)) < 0 || !postcopy)
             return ret;
         /* Postcopy's source reconnects only once it has sent POSTCOPY_RUN
@@ -295,10 +324,11 @@ int lm__dest_await_commit(lm_dest *d)
 int lm__dest_linger_for_source(lm_dest *d)
 {
     /* The guest is safe here whatever happens: only the source's knowing
-     * is at stake, so this waits no longer than an I/O timeout. */
+     * is at stake, so this waits no longer than two I/O timeouts. */
     unsigned wait_ms = lm__recover_timeout_ms(d->p, d->st.postcopy);
     if (wait_ms > d->p->io_timeout_ms)
         wait_ms = d->p->io_timeout_ms;
+    wait_ms = source_window_ms(d, wait_ms);
     lm_err scratch;
     for (;;) {
         lm_err_init(&scratch);

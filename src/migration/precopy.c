@@ -178,7 +178,7 @@ int lm__src_precopy(lm_source *s, bool *to_postcopy)
     int ret;
     /* A broken link with --recover-timeout pauses and resumes from what
      * the destination has (resume.c); otherwise it fails the migration. */
-    while ((ret = first_pass(s)) < 0)
+    while (!s->fp_done && (ret = first_pass(s)) < 0)
         if (!lm__src_can_resume(s, ret) || (ret = lm__src_precopy_resume(s)) < 0)
             return ret;
     for (;;) {

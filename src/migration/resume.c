@@ -25,10 +25,40 @@
 bool lm__src_can_resume(const lm_source *s, int ret)
 {
     unsigned st = s->fsm.state;
+    bool switchover = st == LM_STATUS_DEVICE && !s->postcopy_switch;
     return s->p->recover_timeout_ms && !s->committed && lm__link_lost(ret) &&
            (st == LM_STATUS_ACTIVE || st == LM_STATUS_PRE_SWITCHOVER ||
-            st == LM_STATUS_PRECOPY_PAUSED) &&
+            st == LM_STATUS_PRECOPY_PAUSED || switchover) &&
            !atomic_load(&s->ctx->cancel);
+}
+
+/* The link broke in the precopy switchover, before the commit: the guest
+ * is stopped and tracking may be over (it ends before the digest). Arm
+ * every page again while the guest is still stopped, so that nothing it
+ * writes from now on is missed, then let it run. The destination holds
+ * what was sent up to the stop, except what its map will say it lacks and
+ * the final round's pages (maybe torn): both go again. */
+static int rearm_and_run(lm_source *s)
+{
+    lm_ctx *ctx = s->ctx;
+    int ret = 0;
+    if (!s->tracker && (ret = lm__src_create_tracker(s)) < 0)
+        return ret;
+    uint64_t chunk = lm__src_chunk_pages(s);
+    for (unsigned i = 0; i < ctx->ram.nblocks && ret == 0; i++) {
+        lm_block *b = &ctx->ram.blocks[i];
+        for (uint64_t first = 0; first < b->npages && ret == 0; first += chunk) {
+            uint64_t n = b->npages - first < chunk ? b->npages - first : chunk;
+            ret = lm_tracker_arm(s->tracker, i, first, n, s->populated, &ctx->err);
+        }
+    }
+    if (ret < 0)
+        return ret;
+    s->stopped = false;
+    if (ctx->gops.resume && (ret = ctx->gops.resume(ctx->gopaque)) < 0)
+        return lm_err_set(&ctx->err, ret, "the guest could not be resumed");
+    s->stop_ns = 0;
+    return 0;
 }
 
 /* The map of what the destination lacks: the first-pass part goes to the
@@ -85,6 +115,8 @@ int lm__src_precopy_resume(lm_source *s)
     for (unsigned i = 0; i < ctx->ram.nblocks && ret == 0; i++)
         if (!(lacks[i] = lm_bitmap_new(ctx->ram.blocks[i].npages)))
             ret = lm_err_set(&ctx->err, -ENOMEM, "out of memory");
+    if (ret == 0 && s->fsm.state == LM_STATUS_DEVICE)
+        ret = rearm_and_run(s);
     uint64_t paused_at = lm_now_ns();
     while (ret == 0) {
         if (s->fsm.state != LM_STATUS_PRECOPY_PAUSED &&

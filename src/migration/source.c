@@ -70,6 +70,24 @@ static int connect_channel(void *opaque, int *fd, lm_err *err)
     return s->transport->connect(s->addr, s->p->io_timeout_ms, fd, err);
 }
 
+int lm__src_create_tracker(lm_source *s)
+{
+    lm_ctx *ctx = s->ctx;
+    lm_track_range ranges[LM_MAX_BLOCKS];
+    for (unsigned i = 0; i < ctx->ram.nblocks; i++) {
+        lm_block *b = &ctx->ram.blocks[i];
+        ranges[i] = (lm_track_range){b->host, b->len, b->npages};
+    }
+    lm_track_kvm kvm;
+    lm_track_kvm_slot *kslots;
+    int ret = lm__kvm_track_slots(ctx, &kvm, &kslots);
+    if (ret < 0)
+        return ret;
+    ret = lm_tracker_create(s->p->tracker, ranges, ctx->ram.nblocks, &kvm, &s->tracker, &ctx->err);
+    free(kslots);
+    return ret;
+}
+
 static int check_params(lm_ctx *ctx, const lm_params *p)
 {
     if (p->multifd_channels > LM_MAX_CHANNELS)
@@ -101,11 +119,9 @@ static int setup(lm_source *s, const char *uri)
     if (!t)
         return -EINVAL;
 
-    lm_track_range ranges[LM_MAX_BLOCKS];
     s->st.total = lm__ram_total(&ctx->ram);
     for (unsigned i = 0; i < ctx->ram.nblocks; i++) {
         lm_block *b = &ctx->ram.blocks[i];
-        ranges[i] = (lm_track_range){b->host, b->len, b->npages};
         if (!(s->dirty[i] = lm_bitmap_new(b->npages)))
             return lm_err_set(&ctx->err, -ENOMEM, "out of memory for dirty bitmaps");
         if (s->p->recover_timeout_ms && !(s->inflight[i] = lm_bitmap_new(b->npages)))
@@ -119,13 +135,7 @@ static int setup(lm_source *s, const char *uri)
         return lm_err_set(&ctx->err, ret, "cannot open /proc/self/pagemap: %s", strerror(-ret));
     /* Probe tracking before touching the network: a missing kernel feature
      * is the user's first error, not a half-made connection. */
-    lm_track_kvm kvm;
-    lm_track_kvm_slot *kslots;
-    if ((ret = lm__kvm_track_slots(ctx, &kvm, &kslots)) < 0)
-        return ret;
-    ret = lm_tracker_create(s->p->tracker, ranges, ctx->ram.nblocks, &kvm, &s->tracker, &ctx->err);
-    free(kslots);
-    if (ret < 0)
+    if ((ret = lm__src_create_tracker(s)) < 0)
         return ret;
     snprintf(s->st.tracker, sizeof(s->st.tracker), "%s", lm_tracker_name(s->tracker));
 
@@ -224,10 +234,19 @@ int lm_migrate(lm_ctx *ctx, const char *uri, const lm_params *params)
         ret = setup(s, uri);
     s->st.setup_time_ms = lm_ns_to_ms(lm_now_ns() - s->start_ns);
     bool to_postcopy = false;
-    if (ret == 0 && (ret = lm__src_enter(s, LM_STATUS_ACTIVE)) == 0)
-        ret = lm__src_precopy(s, &to_postcopy);
-    if (ret == 0)
-        ret = to_postcopy ? lm__src_postcopy(s) : lm__src_switchover(s);
+    if (ret == 0 && (ret = lm__src_enter(s, LM_STATUS_ACTIVE)) == 0) {
+        for (;;) {
+            ret = lm__src_precopy(s, &to_postcopy);
+            if (ret == 0)
+                ret = to_postcopy ? lm__src_postcopy(s) : lm__src_switchover(s);
+            /* The link broke with the guest stopped but before the commit:
+             * run it again here and resume precopy (resume.c). */
+            if (ret < 0 && lm__src_can_resume(s, ret) && s->fsm.state == LM_STATUS_DEVICE &&
+                (ret = lm__src_precopy_resume(s)) == 0)
+                continue;
+            break;
+        }
+    }
     if (ret < 0)
         enter_failed(s, ret);
 

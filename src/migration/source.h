@@ -94,7 +94,9 @@ int lm__src_send_device_state(lm_source *s);
 /* Digest of all guest RAM (tracking must have ended), sent as VERIFY. */
 int lm__src_send_verify(lm_source *s);
 
-/* source.c: HELLO/HELLO_ACK on s->conn; recover names the paused migration. */
+/* source.c: the tracker the parameters ask for, over every block. */
+int lm__src_create_tracker(lm_source *s);
+/* HELLO/HELLO_ACK on s->conn; recover names the paused migration. */
 int lm__src_handshake(lm_source *s, bool recover);
 /* The multifd channels and the postcopy preempt connection, after HELLO. */
 int lm__src_connect_channels(lm_source *s);

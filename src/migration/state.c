@@ -51,7 +51,7 @@ static const uint32_t source_legal[LM_STATUS__COUNT] = {
      * (precopy), postcopy-paused (postcopy). */
     [LM_STATUS_DEVICE] = BIT(LM_STATUS_COMPLETED) | BIT(LM_STATUS_POSTCOPY_ACTIVE) |
                          BIT(LM_STATUS_SWITCHOVER_PAUSED) | BIT(LM_STATUS_POSTCOPY_PAUSED) |
-                         SRC_ABORT,
+                         BIT(LM_STATUS_PRECOPY_PAUSED) | SRC_ABORT,
     /* Reconnected: the destination confirms (completed) or, alive, says it
      * never ran the guest (failed: it runs here again). */
     [LM_STATUS_SWITCHOVER_PAUSED] = BIT(LM_STATUS_COMPLETED) | BIT(LM_STATUS_FAILED),
@@ -118,15 +118,18 @@ static const uint32_t dest_legal[LM_DST__COUNT] = {
     [LM_DST_ACTIVE] =
         BIT(LM_DST_DEVICE) | BIT(LM_DST_POSTCOPY_SWITCH) | BIT(LM_DST_PRECOPY_PAUSED) | DST_ABORT,
     [LM_DST_PRECOPY_PAUSED] = BIT(LM_DST_ACTIVE) | DST_ABORT,
-    [LM_DST_DEVICE] = BIT(LM_DST_VERIFY) | BIT(LM_DST_READY) | DST_ABORT,
-    [LM_DST_VERIFY] = BIT(LM_DST_READY) | DST_ABORT,
+    [LM_DST_DEVICE] =
+        BIT(LM_DST_VERIFY) | BIT(LM_DST_READY) | BIT(LM_DST_PRECOPY_PAUSED) | DST_ABORT,
+    [LM_DST_VERIFY] = BIT(LM_DST_READY) | BIT(LM_DST_PRECOPY_PAUSED) | DST_ABORT,
     /* SWITCHOVER_READY sent: a broken link leaves the commit unknown. */
     [LM_DST_READY] = BIT(LM_DST_COMPLETED) | BIT(LM_DST_SWITCHOVER_PAUSED) | DST_ABORT,
     [LM_DST_POSTCOPY_SWITCH] = BIT(LM_DST_POSTCOPY_READY) | DST_ABORT,
     [LM_DST_POSTCOPY_READY] =
         BIT(LM_DST_POSTCOPY_ACTIVE) | BIT(LM_DST_SWITCHOVER_PAUSED) | DST_ABORT,
     /* The source came back: the state it left, the commit still to come. */
-    [LM_DST_SWITCHOVER_PAUSED] = BIT(LM_DST_READY) | BIT(LM_DST_POSTCOPY_READY),
+    /* ...or, in precopy, the source did not commit and resumes precopy. */
+    [LM_DST_SWITCHOVER_PAUSED] =
+        BIT(LM_DST_READY) | BIT(LM_DST_POSTCOPY_READY) | BIT(LM_DST_PRECOPY_PAUSED),
     [LM_DST_POSTCOPY_ACTIVE] =
         BIT(LM_DST_POSTCOPY_VERIFY) | BIT(LM_DST_COMPLETED) | BIT(LM_DST_POSTCOPY_PAUSED),
     [LM_DST_POSTCOPY_PAUSED] = BIT(LM_DST_POSTCOPY_RECOVER),

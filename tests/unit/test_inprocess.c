@@ -983,16 +983,19 @@ static void case_lose_done(void)
 typedef enum drop_outcome {
     SOURCE_RUNS, /* lost before the commit: the source's guest runs again */
     DEST_RUNS,   /* lost at or after it: asked again over a new link, completed */
+    RESUMED,     /* lost before the precopy commit, with --recover-timeout: the
+                    source runs its guest again, resumes precopy, and completes */
 } drop_outcome;
 
-static void drop_case(uint16_t type, bool postcopy, drop_outcome want)
+static void drop_case(uint16_t type, bool postcopy, bool src_recover, drop_outcome want)
 {
     run r;
     run_setup(&r, MODE_DROP, 0, postcopy);
     H.drop_type = type;
     r.sp.io_timeout_ms = r.dp.io_timeout_ms = 2000;
     /* The side that cannot know waits this long for the other. */
-    r.sp.recover_timeout_ms = r.dp.recover_timeout_ms = 1500;
+    r.sp.recover_timeout_ms = src_recover ? 1500 : 0;
+    r.dp.recover_timeout_ms = 1500;
     if (postcopy) {
         r.sp.postcopy = true;
         r.sp.postcopy_after_rounds = 1;
@@ -1008,7 +1011,7 @@ static void drop_case(uint16_t type, bool postcopy, drop_outcome want)
     CHECK_EQ_U64(atomic_load(&H.dropped), 1);
     CHECK_EQ_U64(atomic_load(&H.two_copies), 0);
     CHECK_EQ_U64(atomic_load(&H.identity_errors), 0);
-    CHECK_EQ_U64(atomic_load(&r.g.stops), 1);
+    CHECK_EQ_U64(atomic_load(&r.g.stops), want == RESUMED ? 2 : 1);
     switch (want) {
     case SOURCE_RUNS:
         CHECK(r.dst_ret < 0);
@@ -1022,6 +1025,20 @@ static void drop_case(uint16_t type, bool postcopy, drop_outcome want)
         CHECK_EQ_U64(atomic_load(&H.recover_hellos), 1);
         CHECK_EQ_U64(r.src_st.reconnects, 1);
         CHECK_EQ_U64(r.dst_st.reconnects, 1);
+        break;
+    case RESUMED:
+        /* Stopped, run again for the resume, stopped again, moved. */
+        CHECK(r.src_ret == 0 && r.dst_ret == 0);
+        CHECK(r.src_st.status == LM_STATUS_COMPLETED && r.dst_st.status == LM_STATUS_COMPLETED);
+        CHECK(r.src_st.verify_match && r.dst_st.verify_match);
+        CHECK(!strcmp(r.src_st.digest, r.dst_st.digest));
+        CHECK_EQ_U64(atomic_load(&r.g.resumes), 1);
+        CHECK_EQ_U64(atomic_load(&r.dg.resumes), 1);
+        CHECK_EQ_U64(atomic_load(&H.recover_hellos), 1);
+        CHECK_EQ_U64(r.src_st.reconnects, 1);
+        CHECK_EQ_U64(r.dst_st.reconnects, 1);
+        CHECK_EQ_U64(inconsistent_pages(r.g.host), 0);
+        check_same_ram(&r);
         break;
     }
     run_teardown(&r);
@@ -1045,23 +1062,28 @@ static void case_drop_confirmed(void)
     run_teardown(&r);
 }
 /* Each frame of both switchovers, lost in turn, and what must follow. */
+/* Each frame of both switchovers, lost in turn, and what must follow
+ * (src_recover: the source has --recover-timeout; the destination always). */
 static const struct drop_spec {
     const char *name;
     uint16_t type;
-    bool postcopy;
+    bool postcopy, src_recover;
     drop_outcome want;
 } drops[] = {
-    {"drop-complete", LM_MSG_COMPLETE, false, SOURCE_RUNS},
-    {"drop-verify", LM_MSG_VERIFY, false, SOURCE_RUNS},
-    {"drop-ready", LM_MSG_SWITCHOVER_READY, false, SOURCE_RUNS},
-    {"drop-commit", LM_MSG_COMMIT, false, DEST_RUNS},
-    {"drop-resumed", LM_MSG_RESUMED, false, DEST_RUNS},
-    {"pc-drop-switch", LM_MSG_POSTCOPY_SWITCH, true, SOURCE_RUNS},
-    {"pc-drop-device", LM_MSG_DEVICE_STATE, true, SOURCE_RUNS},
-    {"pc-drop-ready", LM_MSG_SWITCHOVER_READY, true, SOURCE_RUNS},
+    {"drop-complete", LM_MSG_COMPLETE, false, false, SOURCE_RUNS},
+    {"drop-verify", LM_MSG_VERIFY, false, false, SOURCE_RUNS},
+    {"drop-ready", LM_MSG_SWITCHOVER_READY, false, false, SOURCE_RUNS},
+    {"resume-complete", LM_MSG_COMPLETE, false, true, RESUMED},
+    {"resume-verify", LM_MSG_VERIFY, false, true, RESUMED},
+    {"resume-ready", LM_MSG_SWITCHOVER_READY, false, true, RESUMED},
+    {"drop-commit", LM_MSG_COMMIT, false, true, DEST_RUNS},
+    {"drop-resumed", LM_MSG_RESUMED, false, true, DEST_RUNS},
+    {"pc-drop-switch", LM_MSG_POSTCOPY_SWITCH, true, true, SOURCE_RUNS},
+    {"pc-drop-device", LM_MSG_DEVICE_STATE, true, true, SOURCE_RUNS},
+    {"pc-drop-ready", LM_MSG_SWITCHOVER_READY, true, true, SOURCE_RUNS},
     /* The source committed and reconnects saying so: that is the commit. */
-    {"pc-drop-run", LM_MSG_POSTCOPY_RUN, true, DEST_RUNS},
-    {"pc-drop-resumed", LM_MSG_RESUMED, true, DEST_RUNS},
+    {"pc-drop-run", LM_MSG_POSTCOPY_RUN, true, true, DEST_RUNS},
+    {"pc-drop-resumed", LM_MSG_RESUMED, true, true, DEST_RUNS},
 };
 
 /* Postcopy recovery: every connection cut while the guest runs on the
@@ -1233,7 +1255,7 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < sizeof(drops) / sizeof(drops[0]); i++)
         if (selected(argc, argv, drops[i].name)) {
             int before = lm_test_failures;
-            drop_case(drops[i].type, drops[i].postcopy, drops[i].want);
+            drop_case(drops[i].type, drops[i].postcopy, drops[i].src_recover, drops[i].want);
             fprintf(stderr, "--- %s: %s\n", current_case,
                     lm_test_failures == before ? "ok" : "FAILED");
         }
