@@ -308,13 +308,19 @@ static int kvm_load(void *opaque, const void *buf, size_t len)
         lm_get_be32(b + 20) != sizeof(struct kvm_regs) ||
         lm_get_be32(b + 56) != sizeof(struct kvm_sregs) || memchr(b + 64, 0, 48) == NULL)
         return load_fail(g, -EBADMSG, "the KVM guest's device state is malformed");
+    /* A second device state (the source resumed precopy after a broken
+     * switchover, then stopped again): the VM and its vCPUs exist, only
+     * their registers are new. */
+    bool again = g->kvm_fd >= 0 && g->nvcpus > 0;
+    if (again && (g->nvcpus != nvcpus || wkind != (uint32_t)g->wl.kind))
+        return load_fail(g, -EBADMSG, "the KVM guest's second device state does not match its first");
     g->wl.kind = (lm_workload_kind)wkind;
     g->wl.threads = lm_get_be32(b + 16);
     g->wl.bytes = lm_get_be64(b + 24);
     g->wl.pages_per_sec = lm_get_be64(b + 32);
     g->seed = lm_get_be64(b + 48);
     memcpy(g->wl.spec, b + 64, 48);
-    int ret = create_vm_here(g);
+    int ret = again ? 0 : create_vm_here(g);
     if (ret < 0)
         return ret;
     char why[256];
@@ -328,7 +334,7 @@ static int kvm_load(void *opaque, const void *buf, size_t len)
     for (unsigned i = 0; i < nvcpus; i++) {
         const uint8_t *p = b + KVM_STATE_HEAD + (size_t)i * KVM_STATE_VCPU;
         lm_kvm_vcpu *v = &g->vcpus[i];
-        if (lm__kvm_vcpu_create(g, i, why, sizeof(why)) < 0)
+        if (!again && lm__kvm_vcpu_create(g, i, why, sizeof(why)) < 0)
             return load_fail(g, -ENOTSUP, why);
         atomic_store(&v->exits, 0); /* this side's exits */
         memcpy(&v->regs, p + 8, sizeof(struct kvm_regs));

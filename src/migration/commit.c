@@ -39,12 +39,17 @@ static void sleep_ms(unsigned ms)
 }
 
 /* A new main connection that names this migration (HELLO with RECOVER and
- * its uuid), tried with backoff until deadline_ns. */
+ * its uuid), tried with backoff until deadline_ns plus an I/O timeout: the
+ * destination may need that long to notice the break and listen again.
+ * Each try waits a fraction of the I/O timeout for HELLO_ACK, so that a try
+ * that reached a destination not yet listening is followed by others. */
 int lm__src_reconnect(lm_source *s, uint64_t deadline_ns)
 {
     lm_ctx *ctx = s->ctx;
     uint64_t out = s->conn.bytes_out, in = s->conn.bytes_in;
     unsigned backoff_ms = 20, tries = 0;
+    unsigned try_ms = s->p->io_timeout_ms / 3 > 500 ? s->p->io_timeout_ms / 3 : 500;
+    deadline_ns += (uint64_t)s->p->io_timeout_ms * 1000000;
     lm_conn_close(&s->conn);
     s->conn.fd = -1;
     for (;;) {
@@ -58,7 +63,7 @@ int lm__src_reconnect(lm_source *s, uint64_t deadline_ns)
             return lm_err_set(&ctx->err, -ECANCELED, "migration cancelled");
         }
         unsigned left_ms = (unsigned)((deadline_ns - now) / 1000000) + 1;
-        unsigned wait_ms = left_ms < s->p->io_timeout_ms ? left_ms : s->p->io_timeout_ms;
+        unsigned wait_ms = left_ms < try_ms ? left_ms : try_ms;
         lm_err scratch;
         lm_err_init(&scratch);
         int fd, ret = s->transport->connect(s->addr, wait_ms, &fd, &scratch);
@@ -85,7 +90,7 @@ int lm__src_reconnect(lm_source *s, uint64_t deadline_ns)
     lm_err_reset(&ctx->err);
     return lm_err_set(&ctx->err, -ETIMEDOUT,
                       "the destination did not come back within %u ms (%u attempts)",
-                      lm__recover_timeout_ms(s->p, s->p->postcopy), tries);
+                      lm__recover_timeout_ms(s->p, s->p->postcopy) + s->p->io_timeout_ms, tries);
 }
 
 /* Did the peer say, over a live link, that it will not run the guest? */
@@ -140,7 +145,7 @@ int lm__src_commit(lm_source *s, uint16_t commit_msg, lm_resumed *ack)
                               "the destination did not come back within %u ms; the guest stays "
                               "stopped here because it may be running on the destination: "
                               "check the destination's report before starting it anywhere",
-                              lm__recover_timeout_ms(s->p, false));
+                              lm__recover_timeout_ms(s->p, false) + s->p->io_timeout_ms);
         }
     }
 }

@@ -286,7 +286,7 @@ static int recover(postcopy_src *pc, uint64_t *needed)
                               "postcopy-paused: the link to the destination broke and it did not "
                               "come back within %u ms; the guest runs there on the pages it has, "
                               "and the pages it still lacks exist only here",
-                              wait_ms);
+                              wait_ms + s->p->io_timeout_ms);
         }
         if ((ret = lm__src_enter(s, LM_STATUS_POSTCOPY_RECOVER)) < 0)
             return ret;

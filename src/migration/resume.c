@@ -132,7 +132,7 @@ int lm__src_precopy_resume(lm_source *s)
             ret = lm_err_set(&ctx->err, ret,
                              "the link to the destination broke during precopy and it did not "
                              "come back within %u ms; the guest keeps running here",
-                             wait_ms);
+                             wait_ms + s->p->io_timeout_ms);
             break;
         }
         s->conn.cancel = &ctx->cancel;

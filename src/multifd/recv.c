@@ -295,7 +295,8 @@ int lm_multifd_recv_barrier(lm_multifd_recv *m, unsigned timeout_ms)
             break;
         }
         if (m->ended) {
-            ret = lm_err_set(m->err, -EPROTO,
+            /* A link cut mid-round looks like this too: a lost link. */
+            ret = lm_err_set(m->err, -ECONNRESET,
                              "a multifd channel was closed by the source "
                              "before the end of the round");
             break;
