@@ -903,6 +903,20 @@ static void case_reset_stop(void)
     run_teardown(&r);
 }
 
+/* A destination that failed in postcopy keeps its guest's missing pages
+ * registered (by design: the vCPUs wait rather than read zeros), so the
+ * toucher and any read of that RAM would block for good. Nothing more can
+ * be checked or cleaned up in this process. */
+static void postcopy_must_complete(run *r)
+{
+    if (!r->src_ret && !r->dst_ret)
+        return;
+    CHECK(r->src_ret == 0);
+    CHECK(r->dst_ret == 0);
+    fprintf(stderr, "[%s] postcopy did not complete: stopping here\n", current_case);
+    exit(1);
+}
+
 static void case_eexist(void)
 {
     run r;
@@ -917,16 +931,7 @@ static void case_eexist(void)
     r.dg.touch = true;
     run_migrate(&r);
     run_join_dest(&r);
-    if (r.src_ret || r.dst_ret) {
-        /* A destination that failed in postcopy keeps its guest's missing
-         * pages registered (by design: the vCPUs wait rather than read
-         * zeros), so the toucher and any read of that RAM would block for
-         * good. Nothing more can be checked or cleaned up in this process. */
-        CHECK(r.src_ret == 0);
-        CHECK(r.dst_ret == 0);
-        fprintf(stderr, "[%s] postcopy failed: stopping here\n", current_case);
-        exit(1);
-    }
+    postcopy_must_complete(&r);
     check_completed(&r);
     CHECK_EQ_U64(atomic_load(&H.gate_timeouts), 0);
     CHECK_EQ_U64(atomic_load(&H.nfds), 2); /* main and preempt */
@@ -1110,12 +1115,7 @@ static void pc_cut(unsigned ncuts, uint16_t drop_in_recovery)
     r.dg.touch = true;
     run_migrate(&r);
     run_join_dest(&r);
-    if (r.src_ret || r.dst_ret) {
-        CHECK(r.src_ret == 0);
-        CHECK(r.dst_ret == 0);
-        fprintf(stderr, "[%s] postcopy did not recover: stopping here\n", current_case);
-        exit(1);
-    }
+    postcopy_must_complete(&r);
     fprintf(stderr, "[%s] cuts %u, reconnects %llu/%llu, requests %llu, connections %u\n",
             current_case, atomic_load(&H.cuts), (unsigned long long)r.src_st.reconnects,
             (unsigned long long)r.dst_st.reconnects, (unsigned long long)r.dst_st.postcopy_requests,
