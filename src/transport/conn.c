@@ -271,6 +271,24 @@ int lm_conn_peer_error(lm_conn *c, const uint8_t *body, size_t len)
     int code = (int)lm_get_be32(body);
     if (code <= 0 || code > 4095)
         code = EPROTO;
-    return lm_err_set(c->err, -code, "the %s failed: %.*s", c->peer, (int)(len - 4),
-                      (const char *)body + 4);
+    /* The peer's words go to a terminal and logs: control characters (an
+     * escape sequence, a CR/LF that forges a line) are shown as \xNN. */
+    char text[4 * LM_ERROR_MAX_TEXT + 1];
+    lm_escape_text(body + 4, len - 4, text, sizeof(text));
+    return lm_err_set(c->err, -code, "the %s failed: %s", c->peer, text);
+}
+
+size_t lm_escape_text(const uint8_t *in, size_t len, char *out, size_t cap)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < len && o + 5 <= cap; i++) {
+        uint8_t b = in[i];
+        if (b < 0x20 || b == 0x7f)
+            o += (size_t)snprintf(out + o, cap - o, "\\x%02x", b);
+        else
+            out[o++] = (char)b;
+    }
+    if (cap)
+        out[o < cap ? o : cap - 1] = '\0';
+    return o;
 }

@@ -60,6 +60,9 @@ int lm_conn_expect(lm_conn *c, uint16_t type, void *body, size_t cap, uint32_t *
                    unsigned extra_ms);
 /* Best effort: tells the peer why we stop (ERROR frame), never blocks long. */
 void lm_conn_send_error(lm_conn *c, int code, const char *msg);
+/* Copies len bytes of peer text to out (cap bytes, NUL-terminated) with
+ * every control character written as \xNN; returns the length written. */
+size_t lm_escape_text(const uint8_t *in, size_t len, char *out, size_t cap);
 /* Turns a received ERROR body into a message in c->err. */
 int lm_conn_peer_error(lm_conn *c, const uint8_t *body, size_t len);
 

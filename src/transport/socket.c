@@ -8,6 +8,7 @@
 #include <poll.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -44,11 +45,27 @@ bad:
     return lm_err_set(err, -EINVAL, "bad TCP address '%s': expected HOST:PORT", addr);
 }
 
+/* A decimal port: 1..65535, or 0 when listening (the kernel picks one).
+ * getaddrinfo would take "99999" modulo 65536 and service names too. */
+static int check_port(const char *addr, const char *port, bool passive, lm_err *err)
+{
+    unsigned long v = 0;
+    size_t n = strspn(port, "0123456789");
+    if (n && n == strlen(port) && n <= 5)
+        v = strtoul(port, NULL, 10);
+    if (!n || n != strlen(port) || n > 5 || v > 65535 || (v == 0 && !passive))
+        return lm_err_set(err, -EINVAL, "bad port '%s' in '%s': expected a number from %s to 65535",
+                          port, addr, passive ? "0 (any free port)" : "1");
+    return 0;
+}
+
 static int resolve(const char *addr, bool passive, struct addrinfo **res, lm_err *err)
 {
     char host[256];
     const char *port = NULL;
     int ret = split_host_port(addr, host, sizeof(host), &port, err);
+    if (ret == 0)
+        ret = check_port(addr, port, passive, err);
     if (ret < 0)
         return ret;
     struct addrinfo hints = {

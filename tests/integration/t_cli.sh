@@ -74,6 +74,21 @@ for o in --to --accept-timeout; do omits "$o" demo; done
 "$LIVEMIG" migrate -h >"$TMP/help" 2>&1 || fail "migrate -h failed"
 grep -q '^usage: livemig migrate ' "$TMP/help" || fail "migrate -h: not migrate's help"
 
+# Ports: a number within 1-65535 (0 to listen on any free one); getaddrinfo
+# alone would take 99999 modulo 65536 or a service name.
+bad_port() {
+    local want=$1; shift
+    rc=0
+    "$LIVEMIG" "$@" >"$TMP/port.out" 2>"$TMP/port.err" || rc=$?
+    [ "$rc" = 1 ] || { cat "$TMP/port.err" >&2; fail "$*: exit $rc, expected 1"; }
+    grep -q -- "$want" "$TMP/port.err" || { cat "$TMP/port.err" >&2; fail "$*: no '$want'"; }
+}
+bad_port "bad port '99999'" incoming --listen tcp:127.0.0.1:99999 --accept-timeout 1
+bad_port "bad port '65536'" incoming --listen tcp:127.0.0.1:65536 --accept-timeout 1
+bad_port "bad port 'http'" incoming --listen tcp:127.0.0.1:http --accept-timeout 1
+bad_port "bad port '0' in '127.0.0.1:0': expected a number from 1" \
+    migrate --ram 16M --workload idle --to tcp:127.0.0.1:0 --no-progress
+
 # The contract's common options are accepted by the destination too (which
 # follows the source): here it only times out waiting for one.
 rc=0

@@ -9,6 +9,7 @@
 
 #include "check.h"
 #include "proto/wire.h"
+#include "transport/conn.h"
 
 #define PS 4096u
 
@@ -881,8 +882,31 @@ static void byte_flips(void)
     fprintf(stderr, "byte flips: %u accepted, %u rejected\n", accepted, rejected);
 }
 
+/* An ERROR from the peer is shown with its control characters escaped: a
+ * forged "migration completed" line or a terminal escape cannot pass. */
+static void peer_error_text(void)
+{
+    static const char forged[] = "bad\r\nlivemig: migration completed\x1b[2J\x7f end";
+    uint8_t body[4 + sizeof(forged)];
+    lm_put_be32(body, 5);
+    memcpy(body + 4, forged, sizeof(forged) - 1);
+    lm_err err;
+    lm_err_init(&err);
+    lm_conn c;
+    lm_conn_init(&c, -1, 1000, NULL, "source", &err);
+    CHECK(lm_conn_peer_error(&c, body, 4 + sizeof(forged) - 1) == -5);
+    CHECK(!strcmp(err.msg, "the source failed: bad\\x0d\\x0alivemig: migration "
+                           "completed\\x1b[2J\\x7f end"));
+    CHECK(strchr(err.msg, '\n') == NULL && strchr(err.msg, '\r') == NULL &&
+          strchr(err.msg, 0x1b) == NULL);
+    char small[9];
+    CHECK_EQ_U64(lm_escape_text((const uint8_t *)"a\nbcdef", 7, small, sizeof(small)), 5);
+    CHECK(!strcmp(small, "a\\x0a"));
+}
+
 int main(void)
 {
+    peer_error_text();
     frames();
     hello_roundtrip();
     hello_rejects();
