@@ -44,7 +44,7 @@ typedef struct lm_source {
     const char *addr; /* the destination, for the channels' connections */
     const lm_transport_ops *transport;
     uint64_t start_ns, stop_ns;
-    uint64_t rate_window_ns, rate_window_bytes;
+    uint64_t pace_next_ns; /* --max-bandwidth: when the next batch may go */
     uint64_t round_pages, round_done, round_start_ns, round_bytes0;
     uint64_t last_progress_ns, last_sync_ns;
     /* Chunked re-arming: pages a round's chunk re-arms found beyond what its

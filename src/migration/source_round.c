@@ -15,7 +15,6 @@
 #include "util/zero.h"
 
 #define PROGRESS_INTERVAL_NS    250000000ull
-#define RATE_WINDOW_NS          100000000ull
 #define MIN_BYTES_FOR_BANDWIDTH (4ull << 20)
 
 int lm__src_enter(lm_source *s, lm_status to)
@@ -79,25 +78,25 @@ void lm__src_report_progress(lm_source *s, bool force)
     }
 }
 
-/* --max-bandwidth: at most max/10 bytes per 100 ms window. */
+/* --max-bandwidth: every batch costs bytes / rate seconds of wire time;
+ * the next one may start only when that time has passed. The debt carries
+ * over, so the average holds at any rate (a window that lets one batch
+ * through whatever its size does not hold for small rates), and idle time
+ * is not saved up for a burst of more than one batch. */
 static void pace(lm_source *s, uint64_t bytes)
 {
     if (!s->p->max_bandwidth || s->fsm.state == LM_STATUS_DEVICE)
         return;
     uint64_t now = lm_now_ns();
-    if (now - s->rate_window_ns >= RATE_WINDOW_NS) {
-        s->rate_window_ns = now;
-        s->rate_window_bytes = 0;
-    }
-    s->rate_window_bytes += bytes;
-    if (s->rate_window_bytes >= s->p->max_bandwidth / 10) {
-        uint64_t until = s->rate_window_ns + RATE_WINDOW_NS;
-        if (until > now) {
-            struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)(until - now)};
-            nanosleep(&ts, NULL);
-        }
-        s->rate_window_ns = lm_now_ns();
-        s->rate_window_bytes = 0;
+    if (s->pace_next_ns < now)
+        s->pace_next_ns = now;
+    s->pace_next_ns += (uint64_t)((double)bytes * 1e9 / (double)s->p->max_bandwidth);
+    /* In slices, so that a cancel is heard within 100 ms at any rate. */
+    while (now < s->pace_next_ns && !atomic_load(&s->ctx->cancel)) {
+        uint64_t ns = s->pace_next_ns - now < 100000000 ? s->pace_next_ns - now : 100000000;
+        struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)ns};
+        nanosleep(&ts, NULL);
+        now = lm_now_ns();
     }
 }
 

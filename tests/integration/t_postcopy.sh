@@ -42,7 +42,7 @@ expect_json "$TMP/hot.dst.json" 'j["guest"]["vcpus"] == 8'
 #    destination pages, since a huge page holding one data page would
 #    populate its never-touched neighbours too).
 DEST_ARGS="--dest-thp off" migrate_ok zero 256M random:3000 --postcopy --postcopy-after-rounds 1 --downtime-limit 1 \
-    --max-bandwidth 2M
+    --max-bandwidth 6M
 D=$TMP/zero.dst.json
 expect_json "$D" 'j["postcopy"]["zero-pages-placed"] > 100'
 expect_json "$D" 'j["postcopy"]["requests"] <= '"$(json "$TMP/zero.src.json" 'j["postcopy"]["needed"]')"

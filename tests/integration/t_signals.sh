@@ -18,7 +18,7 @@ start_postcopy() {
     local name=$1; shift
     start_incoming "$name.dst" --verify --stats-json "$TMP/$name.dst.json" "$@"
     "$LIVEMIG" migrate --ram 128M --workload random:5000 --to "$DEST_URI" --verify --postcopy \
-        --postcopy-after-rounds 1 --downtime-limit 1 --max-bandwidth 2M --no-progress \
+        --postcopy-after-rounds 1 --downtime-limit 1 --max-bandwidth 6M --no-progress \
         --stats-json "$TMP/$name.src.json" >"$TMP/$name.src.out" 2>"$TMP/$name.src.err" &
     SRC=$!
     PIDS+=("$SRC")
