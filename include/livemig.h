@@ -92,26 +92,26 @@ int lm_compression_parse(const char *name, lm_compression *m);
 /* Where a migration stands, with QEMU's query-migrate names (lm_status_name).
  * docs/STATE-MACHINE.md has each side's diagram and invariants. */
 typedef enum lm_status {
-    LM_STATUS_NONE = 0,        /* "none": nothing started yet */
-    LM_STATUS_SETUP,           /* "setup": connecting, handshake, channels */
-    LM_STATUS_ACTIVE,          /* "active": precopy rounds; the guest runs on the source */
-    LM_STATUS_PRE_SWITCHOVER,  /* "pre-switchover": converged; the destination catches up */
-    LM_STATUS_DEVICE,          /* "device": the guest is stopped; last pages, device state */
-    LM_STATUS_POSTCOPY_ACTIVE, /* "postcopy-active": the guest runs on the destination */
-    LM_STATUS_POSTCOPY_PAUSED, /* "postcopy-paused": the link broke in postcopy; each side
-                                  keeps its part of the guest and waits for a reconnection */
-    LM_STATUS_POSTCOPY_RECOVER, /* "postcopy-recover": reconnected after a pause; the sides
-                                   agree on what is still missing */
-    LM_STATUS_PRECOPY_PAUSED, /* "precopy-paused": the link broke during precopy (with a
-                                 recover timeout): the guest runs on the source, tracked,
-                                 while it reconnects; the destination keeps what it has */
+    LM_STATUS_NONE = 0,          /* "none": nothing started yet */
+    LM_STATUS_SETUP,             /* "setup": connecting, handshake, channels */
+    LM_STATUS_ACTIVE,            /* "active": precopy rounds; the guest runs on the source */
+    LM_STATUS_PRE_SWITCHOVER,    /* "pre-switchover": converged; the destination catches up */
+    LM_STATUS_DEVICE,            /* "device": the guest is stopped; last pages, device state */
+    LM_STATUS_POSTCOPY_ACTIVE,   /* "postcopy-active": the guest runs on the destination */
+    LM_STATUS_POSTCOPY_PAUSED,   /* "postcopy-paused": the link broke in postcopy; each side
+                                    keeps its part of the guest and waits for a reconnection */
+    LM_STATUS_POSTCOPY_RECOVER,  /* "postcopy-recover": reconnected after a pause; the sides
+                                    agree on what is still missing */
+    LM_STATUS_PRECOPY_PAUSED,    /* "precopy-paused": the link broke during precopy (with a
+                                    recover timeout): the guest runs on the source, tracked,
+                                    while it reconnects; the destination keeps what it has */
     LM_STATUS_SWITCHOVER_PAUSED, /* "switchover-paused": the link broke at the commit point,
                                     so this side cannot know which side runs the guest; it
                                     keeps its copy stopped until the other side answers */
-    LM_STATUS_COMPLETED,       /* "completed" */
-    LM_STATUS_FAILED,          /* "failed": the guest runs on the source, intact */
-    LM_STATUS_CANCELLING,      /* "cancelling": lm_cancel() was heard */
-    LM_STATUS_CANCELLED,       /* "cancelled": the guest runs on the source, intact */
+    LM_STATUS_COMPLETED,         /* "completed" */
+    LM_STATUS_FAILED,            /* "failed": the guest runs on the source, intact */
+    LM_STATUS_CANCELLING,        /* "cancelling": lm_cancel() was heard */
+    LM_STATUS_CANCELLED,         /* "cancelled": the guest runs on the source, intact */
     LM_STATUS__COUNT
 } lm_status;
 
@@ -164,11 +164,24 @@ typedef struct lm_params {
     int dest_thp;                     /* destination, RAM it allocates: 1 backs it with
                                          transparent huge pages (MADV_HUGEPAGE), 0 with 4 KiB
                                          pages; lm_params_init() sets the measured faster one */
-    unsigned x_postcopy_cut_ms;       /* testing aid, source: cut every connection this long
-                                         after the guest started on the destination */
-    unsigned x_slow_channel_us;       /* testing aid, destination: multifd channel 0 waits this
-                                         long before placing each packet, so packets of a
-                                         round arrive late against the next round's */
+    /* TLS 1.3 on every connection (docs/SECURITY.md); NULL for plaintext. Both
+     * sides must use it, with one of two kinds of credentials:
+     *   tls_creds: X.509, a directory with QEMU's file names: ca-cert.pem, plus
+     *              server-cert.pem and server-key.pem (destination) or
+     *              client-cert.pem and client-key.pem (source); each side
+     *              verifies the other's certificate against ca-cert.pem.
+     *   tls_psk:   a pre-shared key file in QEMU's keys.psk format,
+     *              "identity:hexkey" lines. */
+    const char *tls_creds;
+    const char *tls_psk;
+    const char *tls_psk_identity; /* source: which identity of tls_psk ("qemu") */
+    const char *tls_hostname;     /* source: the name the destination's certificate must
+                                     carry (default: the URI's host; needed for unix:) */
+    unsigned x_postcopy_cut_ms;   /* testing aid, source: cut every connection this long
+                                     after the guest started on the destination */
+    unsigned x_slow_channel_us;   /* testing aid, destination: multifd channel 0 waits this
+                                     long before placing each packet, so packets of a
+                                     round arrive late against the next round's */
     void (*progress)(void *opaque, const lm_progress *p);
     void *progress_opaque;
 } lm_params;
@@ -243,6 +256,11 @@ typedef struct lm_stats {
      * reconnection (a page per populated page, 8 bytes an offset otherwise)
      * and the bytes sent from then on. */
     uint64_t resume_lacked_bytes, resume_sent_bytes;
+    /* TLS: tls_mode is "" when the migration ran in plaintext. */
+    char tls_mode[8];       /* "x509" or "psk" */
+    char tls_cipher[48];    /* of the main connection: "TLS1.3/AES-256-GCM" */
+    bool tls_ktls;          /* records sealed by the kernel (kTLS) */
+    char tls_ktls_why[200]; /* why they are, or are not */
     unsigned nrounds;
     lm_round_stats rounds[LM_MAX_ROUND_STATS];
 } lm_stats;

@@ -3,7 +3,7 @@
 # so that `make demo` and `make check` work on a fresh machine.
 set -euo pipefail
 need=()
-for pkg in gcc make cmake pkg-config libxxhash-dev zlib1g-dev libzstd-dev liblz4-dev iproute2 python3; do
+for pkg in gcc make cmake pkg-config libxxhash-dev zlib1g-dev libzstd-dev liblz4-dev libgnutls28-dev openssl iproute2 python3; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || need+=("$pkg")
 done
 [ ${#need[@]} -eq 0 ] && exit 0

@@ -161,6 +161,20 @@ static const cli_option options[] = {
      .help = "busy threads beside the guest in the baseline window (auto: as many as the "
              "migration keeps busy on this host, 1 + channels per side)",
      .cmds = CLI_SOURCE},
+    {"tls-creds", "DIR", CLI_STRING, PARAM(tls_creds),
+     .help = "TLS 1.3 with X.509, both sides verified: DIR holds ca-cert.pem and "
+             "server-cert.pem, server-key.pem (incoming) or client-cert.pem, client-key.pem "
+             "(migrate), as QEMU's tls-creds-x509",
+     .cmds = CLI_ALL},
+    {"tls-psk", "FILE", CLI_STRING, PARAM(tls_psk),
+     .help = "TLS 1.3 with a pre-shared key: FILE in QEMU's keys.psk format "
+             "(identity:hexkey lines)",
+     .cmds = CLI_ALL},
+    {"tls-psk-identity", "NAME", CLI_STRING, PARAM(tls_psk_identity),
+     .help = "which identity of --tls-psk to use (qemu)", .cmds = CLI_SOURCE},
+    {"tls-hostname", "NAME", CLI_STRING, PARAM(tls_hostname),
+     .help = "the name the destination's certificate must carry (default: the host in --to)",
+     .cmds = CLI_SOURCE},
     {"stats-json", "FILE", CLI_STRING, FIELD(stats_json),
      .help = "write the report as JSON (demo: the source's)", .cmds = CLI_ALL},
     {"dest-stats-json", "FILE", CLI_STRING, FIELD(dest_stats_json),

@@ -48,6 +48,7 @@ int lm__src_reconnect(lm_source *s, uint64_t deadline_ns)
     lm_ctx *ctx = s->ctx;
     uint64_t out = s->conn.bytes_out, in = s->conn.bytes_in;
     unsigned backoff_ms = 20, tries = 0;
+    char last[sizeof(ctx->err.msg)] = ""; /* why the last try failed */
     unsigned try_ms = s->p->io_timeout_ms / 3 > 500 ? s->p->io_timeout_ms / 3 : 500;
     deadline_ns += (uint64_t)s->p->io_timeout_ms * 1000000;
     lm_conn_close(&s->conn);
@@ -66,11 +67,10 @@ int lm__src_reconnect(lm_source *s, uint64_t deadline_ns)
         unsigned wait_ms = left_ms < try_ms ? left_ms : try_ms;
         lm_err scratch;
         lm_err_init(&scratch);
-        int fd, ret = s->transport->connect(s->addr, wait_ms, &fd, &scratch);
+        int ret = lm__src_open_conn(s, &s->conn, wait_ms, NULL, "destination", &scratch);
         tries++;
         if (ret == 0) {
-            lm_conn_init(&s->conn, fd, wait_ms, NULL, "destination", &ctx->err);
-            lm_conn_share_progress(&s->conn, &ctx->io_progress_ns);
+            s->conn.err = &ctx->err;
             if ((ret = lm__src_handshake(s, true)) == 0) {
                 s->conn.timeout_ms = s->p->io_timeout_ms;
                 s->conn.bytes_out += out;
@@ -79,8 +79,11 @@ int lm__src_reconnect(lm_source *s, uint64_t deadline_ns)
                 lm_err_reset(&ctx->err);
                 return 0;
             }
+            snprintf(last, sizeof(last), "%s", ctx->err.msg);
             lm_conn_close(&s->conn);
             s->conn.fd = -1;
+        } else {
+            snprintf(last, sizeof(last), "%s", scratch.msg);
         }
         sleep_ms(backoff_ms);
         backoff_ms = backoff_ms < 500 ? backoff_ms * 2 : 1000;
@@ -89,8 +92,10 @@ int lm__src_reconnect(lm_source *s, uint64_t deadline_ns)
     s->conn.bytes_in = in;
     lm_err_reset(&ctx->err);
     return lm_err_set(&ctx->err, -ETIMEDOUT,
-                      "the destination did not come back within %u ms (%u attempts)",
-                      lm__recover_timeout_ms(s->p, s->p->postcopy) + s->p->io_timeout_ms, tries);
+                      "the destination did not come back within %u ms (%u attempts; the "
+                      "last: %s)",
+                      lm__recover_timeout_ms(s->p, s->p->postcopy) + s->p->io_timeout_ms, tries,
+                      last[0] ? last : "no answer");
 }
 
 /* Did the peer say, over a live link, that it will not run the guest? */

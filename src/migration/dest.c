@@ -386,6 +386,30 @@ static void gather_counters(lm_dest *d)
     }
 }
 
+/* Loads the credentials before accepting anyone. */
+static int setup_tls(lm_dest *d)
+{
+    lm_tls_config cfg = {.creds_dir = d->p->tls_creds, .psk_file = d->p->tls_psk};
+    if (!lm_tls_wanted(&cfg))
+        return 0;
+    int ret = lm_tls_new(&d->tls, &cfg, true, &d->ctx->err);
+    if (ret < 0)
+        return ret;
+    snprintf(d->st.tls_mode, sizeof(d->st.tls_mode), "%s", lm_tls_mode(d->tls));
+    d->st.tls_ktls = lm_tls_ktls_available(d->st.tls_ktls_why, sizeof(d->st.tls_ktls_why));
+    return 0;
+}
+
+int lm__dest_secure(lm_dest *d, lm_conn *c)
+{
+    if (!d->tls)
+        return 0;
+    int ret = lm_conn_start_tls(c, d->tls, NULL);
+    if (ret == 0 && !d->st.tls_cipher[0])
+        lm_conn_cipher(c, d->st.tls_cipher, sizeof(d->st.tls_cipher));
+    return ret;
+}
+
 int lm_incoming(lm_ctx *ctx, lm_listener *l, const lm_params *params)
 {
     lm_params defaults;
@@ -406,12 +430,15 @@ int lm_incoming(lm_ctx *ctx, lm_listener *l, const lm_params *params)
     lm__stats_reset(ctx, LM_STATUS_SETUP);
     d->st.status = LM_STATUS_SETUP;
 
-    int fd, ret = lm_listener_accept(l, params->accept_timeout_ms, &ctx->cancel, &fd, &ctx->err);
+    int fd, ret = setup_tls(d);
+    if (ret == 0)
+        ret = lm_listener_accept(l, params->accept_timeout_ms, &ctx->cancel, &fd, &ctx->err);
     if (ret == 0) {
         d->start_ns = lm_now_ns();
         lm_conn_init(&d->conn, fd, params->io_timeout_ms, &ctx->cancel, "source", &ctx->err);
         lm_conn_share_progress(&d->conn, &ctx->io_progress_ns);
-        ret = lm__dest_handshake(d);
+        if ((ret = lm__dest_secure(d, &d->conn)) == 0)
+            ret = lm__dest_handshake(d);
         d->st.setup_time_ms = lm_ns_to_ms(lm_now_ns() - d->start_ns);
     }
     if (ret == 0 && (ret = lm__dest_enter(d, LM_DST_ACTIVE)) == 0) {
@@ -457,6 +484,7 @@ int lm_incoming(lm_ctx *ctx, lm_listener *l, const lm_params *params)
         lm_conn_send_error(&d->conn, ret, ctx->err.msg);
     lm__stats_publish(ctx, &d->st);
     lm_conn_close(&d->conn);
+    lm_tls_free(d->tls);
     free(d->device_state);
     free(d);
     return ret;

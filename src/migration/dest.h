@@ -24,7 +24,8 @@ typedef struct lm_dest {
     lm_ctx *ctx;
     const lm_params *p;
     lm_listener *listener;
-    lm_fsm fsm; /* lm_dest_fsm: LM_DST_* */
+    lm_tls *tls; /* credentials when the migration uses TLS, else NULL */
+    lm_fsm fsm;  /* lm_dest_fsm: LM_DST_* */
     lm_conn conn;
     lm_hello hello;
     lm_stats st; /* working copy, published to ctx->stats */
@@ -77,6 +78,9 @@ int lm__dest_take_verify(lm_dest *d, const lm_frame *f, const uint8_t digest[16]
                          lm_resumed *r);
 
 /* dest_setup.c: HELLO, layout, HELLO_ACK, the channels. */
+/* Starts TLS on a connection the listener gave us, when this destination
+ * uses it: before any of the peer's bytes are read as frames. */
+int lm__dest_secure(lm_dest *d, lm_conn *c);
 int lm__dest_handshake(lm_dest *d);
 /* The channels the HELLO announced (multifd, preempt), pages in place. */
 int lm__dest_accept_channels(lm_dest *d);

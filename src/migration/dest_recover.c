@@ -47,7 +47,7 @@ static int take_back(lm_dest *d, int fd, unsigned wait_ms)
     uint8_t buf[LM_HELLO_FIXED_SIZE + LM_MAX_BLOCKS * LM_HELLO_BLOCK_SIZE];
     lm_hello h;
     char why[256];
-    if (lm_conn_recv_frame(&c, &f) == 0 && f.type == LM_MSG_HELLO &&
+    if (lm__dest_secure(d, &c) == 0 && lm_conn_recv_frame(&c, &f) == 0 && f.type == LM_MSG_HELLO &&
         lm_conn_recv_body(&c, &f, buf, sizeof(buf)) == 0 &&
         lm_hello_decode(buf, f.length, &h, why, sizeof(why)) == 0 &&
         same_migration(&d->hello, &h) && lm_conn_send_frame(&c, LM_MSG_HELLO_ACK, NULL, 0) == 0) {
@@ -55,6 +55,7 @@ static int take_back(lm_dest *d, int fd, unsigned wait_ms)
         pthread_mutex_lock(&d->conn_lock);
         lm_conn_close(&d->conn);
         lm_conn_init(&d->conn, fd, d->p->io_timeout_ms, &d->ctx->cancel, "source", &d->ctx->err);
+        d->conn.tls = c.tls;
         lm_conn_share_progress(&d->conn, &d->ctx->io_progress_ns);
         d->conn.bytes_in = in + c.bytes_in;
         d->conn.bytes_out = out + c.bytes_out;

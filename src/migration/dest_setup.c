@@ -74,12 +74,16 @@ static int wait_for_channel(lm_dest *d)
             return lm_err_set(&ctx->err, -errno, "poll: %s", strerror(errno));
         if (n > 0 && pfd[0].revents)
             return 0;
-        if (n > 0 && watch_main && pfd[1].revents) {
+        /* TLS may hold decrypted bytes the socket no longer shows: look
+         * on every slice, not only when poll says so. */
+        if (watch_main && (d->conn.tls || (n > 0 && pfd[1].revents))) {
             /* Page data may already follow (the source connected all its
              * channels before sending it): only an ERROR or a close is
              * news here. Look without consuming. */
             uint8_t hdr[LM_FRAME_HDR_SIZE];
-            ssize_t got = lm_sys_recv(d->conn.fd, hdr, sizeof(hdr), MSG_PEEK);
+            ssize_t got = lm_conn_peek(&d->conn, hdr, sizeof(hdr));
+            if (got < 0 && got != -EAGAIN)
+                return (int)got;
             if (got == 0)
                 return lm_err_set(&ctx->err, -ECONNRESET,
                                   "the source closed the connection "
@@ -114,8 +118,11 @@ int lm__dest_accept_channels(lm_dest *d)
     bool postcopy = (d->hello.flags & LM_HELLO_POSTCOPY) && !(d->hello.flags & LM_HELLO_NO_PREEMPT);
     unsigned nch = d->hello.nchannels, n = nch + postcopy, got = 0, attempts = 0;
     int fds[LM_MAX_CHANNELS + 1];
-    for (unsigned i = 0; i < n; i++)
+    lm_tls_session *tls[LM_MAX_CHANNELS + 1];
+    for (unsigned i = 0; i < n; i++) {
         fds[i] = -1;
+        tls[i] = NULL;
+    }
     int ret = 0;
     while (got < n) {
         if (++attempts > 2 * n + 8) {
@@ -138,20 +145,23 @@ int lm__dest_accept_channels(lm_dest *d)
         uint8_t body[LM_CHANNEL_HELLO_SIZE];
         lm_channel_hello ch;
         char why[128];
-        if (lm_conn_recv_frame(&c, &f) == 0 && f.type == LM_MSG_CHANNEL_HELLO &&
-            lm_conn_recv_body(&c, &f, body, sizeof(body)) == 0 &&
+        if (lm__dest_secure(d, &c) == 0 && lm_conn_recv_frame(&c, &f) == 0 &&
+            f.type == LM_MSG_CHANNEL_HELLO && lm_conn_recv_body(&c, &f, body, sizeof(body)) == 0 &&
             lm_channel_hello_decode(body, f.length, &ch, why, sizeof(why)) == 0 &&
             !memcmp(ch.uuid, d->hello.uuid, 16) && ch.channel < n && fds[ch.channel] < 0) {
             fds[ch.channel] = fd;
+            tls[ch.channel] = c.tls; /* the session goes with the descriptor */
             got++;
         } else {
             lm_conn_close(&c);
         }
     }
     if (ret < 0) {
-        for (unsigned i = 0; i < n; i++)
+        for (unsigned i = 0; i < n; i++) {
+            lm_tls_session_free(tls[i]);
             if (fds[i] >= 0)
                 close(fds[i]);
+        }
         return ret;
     }
     if (postcopy) { /* the last one is the preempt connection */
@@ -160,11 +170,14 @@ int lm__dest_accept_channels(lm_dest *d)
                                 (lm_compression)d->hello.compress, ctx->ram.page_size, &ctx->err);
         lm_conn_init(&c->own_conn, fds[nch], d->conn.timeout_ms, &ctx->cancel,
                      "source (preempt connection)", &ctx->err);
+        c->own_conn.tls = tls[nch];
         lm_conn_share_progress(&c->own_conn, &ctx->io_progress_ns);
         d->have_preempt = true;
         if (ret < 0) {
-            for (unsigned i = 0; i < nch; i++)
+            for (unsigned i = 0; i < nch; i++) {
+                lm_tls_session_free(tls[i]);
                 close(fds[i]);
+            }
             return ret;
         }
     }
@@ -177,6 +190,7 @@ int lm__dest_accept_channels(lm_dest *d)
                                .cancel = &ctx->cancel,
                                .slow_channel_us = d->p->x_slow_channel_us,
                                .main_fd = d->conn.fd,
+                               .tls = tls,
                                .progress_ns = &ctx->io_progress_ns};
     ret = lm_multifd_recv_start(&d->pool, nch, fds, &cfg, &ctx->err);
     d->use_pool = ret == 0;

@@ -42,12 +42,10 @@ int lm__src_postcopy_connect(lm_source *s)
     if (s->p->postcopy_no_preempt) /* urgent pages share the main connection */
         return lm_send_chan_init(&s->preempt_chan, 0, &s->conn, true, true, LM_COMPRESSION_NONE,
                                  s->ctx->ram.page_size, &s->ctx->err);
-    int fd, ret = s->transport->connect(s->addr, s->p->io_timeout_ms, &fd, &s->ctx->err);
+    int ret = lm__src_open_conn(s, &s->preempt_conn, s->p->io_timeout_ms, &s->ctx->cancel,
+                                "destination (preempt connection)", &s->ctx->err);
     if (ret < 0)
         return ret;
-    lm_conn_init(&s->preempt_conn, fd, s->p->io_timeout_ms, &s->ctx->cancel,
-                 "destination (preempt connection)", &s->ctx->err);
-    lm_conn_share_progress(&s->preempt_conn, &s->ctx->io_progress_ns);
     /* The preempt connection is the channel after the multifd channels. */
     lm_channel_hello ch = {.channel = s->p->multifd_channels};
     uint8_t buf[LM_CHANNEL_HELLO_SIZE];

@@ -64,10 +64,57 @@ static void read_peer_reason(lm_source *s)
     }
 }
 
-static int connect_channel(void *opaque, int *fd, lm_err *err)
+int lm__src_open_conn(lm_source *s, lm_conn *c, unsigned timeout_ms, const _Atomic int *cancel,
+                      const char *peer, lm_err *err)
+{
+    int fd, ret = s->transport->connect(s->addr, timeout_ms, &fd, err);
+    if (ret < 0)
+        return ret;
+    lm_conn_init(c, fd, timeout_ms, cancel, peer, err);
+    lm_conn_share_progress(c, &s->ctx->io_progress_ns);
+    if (s->tls && (ret = lm_conn_start_tls(c, s->tls, s->tls_host)) < 0) {
+        lm_conn_close(c);
+        return ret;
+    }
+    return 0;
+}
+
+static int connect_channel(void *opaque, lm_conn *conn, const char *peer, lm_err *err)
 {
     lm_source *s = opaque;
-    return s->transport->connect(s->addr, s->p->io_timeout_ms, fd, err);
+    return lm__src_open_conn(s, conn, s->p->io_timeout_ms, &s->ctx->cancel, peer, err);
+}
+
+/* The host part of a tcp: address, which the destination's certificate
+ * must name unless --tls-hostname says otherwise. */
+static void uri_host(const lm_transport_ops *t, const char *addr, char *out, size_t len)
+{
+    out[0] = '\0';
+    if (strcmp(t->scheme, "tcp") != 0)
+        return;
+    const char *end = addr[0] == '[' ? strchr(addr, ']') : strrchr(addr, ':');
+    const char *start = addr[0] == '[' ? addr + 1 : addr;
+    if (end && end > start)
+        snprintf(out, len, "%.*s", (int)(end - start), start);
+}
+
+/* Loads the credentials once, before anything connects: a missing file
+ * is the user's first error. */
+static int setup_tls(lm_source *s, const lm_transport_ops *t, const char *addr)
+{
+    lm_tls_config cfg = {.creds_dir = s->p->tls_creds,
+                         .psk_file = s->p->tls_psk,
+                         .psk_identity = s->p->tls_psk_identity,
+                         .hostname = s->p->tls_hostname};
+    if (!lm_tls_wanted(&cfg))
+        return 0;
+    uri_host(t, addr, s->tls_host, sizeof(s->tls_host));
+    int ret = lm_tls_new(&s->tls, &cfg, false, &s->ctx->err);
+    if (ret < 0)
+        return ret;
+    snprintf(s->st.tls_mode, sizeof(s->st.tls_mode), "%s", lm_tls_mode(s->tls));
+    s->st.tls_ktls = lm_tls_ktls_available(s->st.tls_ktls_why, sizeof(s->st.tls_ktls_why));
+    return 0;
 }
 
 int lm__src_create_tracker(lm_source *s)
@@ -144,13 +191,13 @@ static int setup(lm_source *s, const char *uri)
     if (getrandom(s->uuid, sizeof(s->uuid), 0) != sizeof(s->uuid))
         return lm_err_set(&ctx->err, -EIO, "getrandom failed: %s", strerror(errno));
 
-    int fd;
     s->transport = t;
     s->addr = addr;
-    if ((ret = t->connect(addr, s->p->io_timeout_ms, &fd, &ctx->err)) < 0)
+    if ((ret = setup_tls(s, t, addr)) < 0 ||
+        (ret = lm__src_open_conn(s, &s->conn, s->p->io_timeout_ms, &ctx->cancel, "destination",
+                                 &ctx->err)) < 0)
         return ret;
-    lm_conn_init(&s->conn, fd, s->p->io_timeout_ms, &ctx->cancel, "destination", &ctx->err);
-    lm_conn_share_progress(&s->conn, &ctx->io_progress_ns);
+    lm_conn_cipher(&s->conn, s->st.tls_cipher, sizeof(s->st.tls_cipher));
     /* Single stream: zero detection (multifd mode) happens inline. */
     bool inline_detect = s->p->zero_detection == LM_ZERO_DETECT_MULTIFD;
     if ((ret = lm_send_chan_init(&s->main_chan, 0, &s->conn, true, inline_detect, s->p->compress,
@@ -166,10 +213,9 @@ int lm__src_connect_channels(lm_source *s)
     lm_ctx *ctx = s->ctx;
     if (!s->p->multifd_channels)
         return s->p->postcopy ? lm__src_postcopy_connect(s) : 0;
-    int ret = lm_multifd_send_start(
-        &s->pool, s->p->multifd_channels, connect_channel, s, s->uuid, s->p->io_timeout_ms,
-        &ctx->cancel, s->p->zero_detection == LM_ZERO_DETECT_MULTIFD, s->p->compress,
-        ctx->ram.page_size, s->conn.fd, &ctx->io_progress_ns, &ctx->err);
+    int ret = lm_multifd_send_start(&s->pool, s->p->multifd_channels, connect_channel, s, s->uuid,
+                                    &ctx->cancel, s->p->zero_detection == LM_ZERO_DETECT_MULTIFD,
+                                    s->p->compress, ctx->ram.page_size, s->conn.fd, &ctx->err);
     s->use_pool = ret == 0;
     if (ret == 0 && s->p->postcopy)
         ret = lm__src_postcopy_connect(s);
@@ -295,6 +341,7 @@ int lm_migrate(lm_ctx *ctx, const char *uri, const lm_params *params)
         lm_bitmap_free(s->inflight[i]);
     }
     lm_bitmap_free(s->populated);
+    lm_tls_free(s->tls);
     free(s);
     return ret;
 }

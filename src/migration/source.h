@@ -43,6 +43,8 @@ typedef struct lm_source {
     uint8_t uuid[16]; /* names this migration to the destination's channels */
     const char *addr; /* the destination, for the channels' connections */
     const lm_transport_ops *transport;
+    lm_tls *tls;        /* credentials when the migration uses TLS, else NULL */
+    char tls_host[256]; /* the name the destination's certificate must carry */
     uint64_t start_ns, stop_ns;
     uint64_t pace_next_ns; /* --max-bandwidth: when the next batch may go */
     uint64_t round_pages, round_done, round_start_ns, round_bytes0;
@@ -99,6 +101,11 @@ int lm__src_create_tracker(lm_source *s);
 /* HELLO/HELLO_ACK on s->conn; recover names the paused migration. */
 int lm__src_handshake(lm_source *s, bool recover);
 /* The multifd channels and the postcopy preempt connection, after HELLO. */
+/* Opens a connection to the destination into *c: connect within
+ * timeout_ms, bounded waits, the shared progress clock, and TLS where the
+ * migration uses it. On failure *c is closed. */
+int lm__src_open_conn(lm_source *s, lm_conn *c, unsigned timeout_ms, const _Atomic int *cancel,
+                      const char *peer, lm_err *err);
 int lm__src_connect_channels(lm_source *s);
 /* Closes them after a broken link, keeping their counts. */
 void lm__src_retire_channels(lm_source *s);

@@ -92,6 +92,15 @@ static void stats_json_fields(lm_json *j, const lm_stats *s, const char *role)
         }
         lm_json_object_end(j);
     }
+    lm_json_object_begin(j, "tls");
+    lm_json_bool(j, "enabled", s->tls_mode[0] != '\0');
+    if (s->tls_mode[0]) {
+        lm_json_str(j, "mode", s->tls_mode);
+        lm_json_str(j, "cipher", s->tls_cipher);
+        lm_json_bool(j, "ktls", s->tls_ktls);
+        lm_json_str(j, "ktls-reason", s->tls_ktls_why);
+    }
+    lm_json_object_end(j);
     if (s->verify_done) {
         lm_json_object_begin(j, "verify");
         lm_json_bool(j, "match", s->verify_match);
@@ -120,6 +129,9 @@ void lm_stats_print(const lm_stats *s, const char *role, FILE *out)
     if (!dest)
         fprintf(out, "downtime: %.1f ms\n", s->downtime_ms);
     fprintf(out, "setup: %.1f ms\n", s->setup_time_ms);
+    if (s->tls_mode[0])
+        fprintf(out, "tls: %s, %s, kernel TLS %s\n", s->tls_mode, s->tls_cipher,
+                s->tls_ktls ? "on" : "off");
     if (s->verify_done)
         fprintf(out, "verify: %s (digest %s, %.0f ms, not counted in downtime)\n",
                 s->verify_match ? "match" : "MISMATCH", s->digest, s->verify_time_ms);

@@ -247,8 +247,10 @@ int lm_multifd_recv_start(lm_multifd_recv *m, unsigned n, const int *fds,
     m->n = n;
     m->chans = calloc(n, sizeof(*m->chans));
     if (!m->chans) {
-        for (unsigned i = 0; i < n; i++)
+        for (unsigned i = 0; i < n; i++) {
+            lm_tls_session_free(cfg->tls ? cfg->tls[i] : NULL);
             close(fds[i]);
+        }
         m->n = 0;
         return lm_err_set(err, -ENOMEM, "out of memory for %u channels", n);
     }
@@ -258,6 +260,7 @@ int lm_multifd_recv_start(lm_multifd_recv *m, unsigned n, const int *fds,
         int r = lm_recv_chan_init(c, i, &c->own_conn, cfg->sink, cfg->method, cfg->page_size, err);
         snprintf(c->peer, sizeof(c->peer), "source (channel %u)", i);
         lm_conn_init(&c->own_conn, fds[i], cfg->timeout_ms, cfg->cancel, c->peer, err);
+        c->own_conn.tls = cfg->tls ? cfg->tls[i] : NULL;
         lm_conn_share_progress(&c->own_conn, cfg->progress_ns);
         c->pool = m;
         c->slow_us = i == 0 ? cfg->slow_channel_us : 0;

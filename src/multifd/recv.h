@@ -94,13 +94,15 @@ typedef struct lm_multifd_recv_cfg {
     uint64_t page_size;
     unsigned timeout_ms;
     const _Atomic int *cancel;
-    unsigned slow_channel_us; /* testing aid for channel 0 */
-    int main_fd;              /* shut down for reading when a channel fails */
+    unsigned slow_channel_us;   /* testing aid for channel 0 */
+    int main_fd;                /* shut down for reading when a channel fails */
+    lm_tls_session *const *tls; /* each fd's TLS session, or NULL: plaintext */
     _Atomic uint64_t *progress_ns;
 } lm_multifd_recv_cfg;
 
 /* Starts a receiver thread on each of the n connected fds (fds[i] is
- * channel i). On failure nothing is left running and the fds are closed. */
+ * channel i), taking over cfg->tls's sessions. On failure nothing is left
+ * running and the fds are closed. */
 int lm_multifd_recv_start(lm_multifd_recv *m, unsigned n, const int *fds,
                           const lm_multifd_recv_cfg *cfg, lm_err *err);
 /* Main thread at ROUND_END: waits (bounded by timeout_ms without a channel

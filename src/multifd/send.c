@@ -167,9 +167,8 @@ static int send_channel_hello(lm_send_chan *c, const uint8_t uuid[16])
 }
 
 int lm_multifd_send_start(lm_multifd_send *m, unsigned n, lm_connect_fn connect, void *opaque,
-                          const uint8_t uuid[16], unsigned timeout_ms, const _Atomic int *cancel,
-                          bool detect_zero, lm_compression method, uint64_t page_size, int main_fd,
-                          _Atomic uint64_t *progress_ns, lm_err *err)
+                          const uint8_t uuid[16], const _Atomic int *cancel, bool detect_zero,
+                          lm_compression method, uint64_t page_size, int main_fd, lm_err *err)
 {
     memset(m, 0, sizeof(*m));
     pthread_mutex_init(&m->lock, NULL);
@@ -183,14 +182,12 @@ int lm_multifd_send_start(lm_multifd_send *m, unsigned n, lm_connect_fn connect,
     int ret = 0;
     for (unsigned i = 0; i < n && ret == 0; i++) {
         lm_send_chan *c = &m->chans[i];
-        int fd = -1;
-        if ((ret = connect(opaque, &fd, err)) < 0)
-            break;
-        m->n = i + 1; /* from here on, stop() cleans this channel up */
         ret = lm_send_chan_init(c, i, &c->own_conn, false, detect_zero, method, page_size, err);
+        c->own_conn.fd = -1;
+        m->n = i + 1; /* from here on, stop() cleans this channel up */
         snprintf(c->peer, sizeof(c->peer), "destination (channel %u)", i);
-        lm_conn_init(&c->own_conn, fd, timeout_ms, cancel, c->peer, err);
-        lm_conn_share_progress(&c->own_conn, progress_ns);
+        if (ret == 0)
+            ret = connect(opaque, &c->own_conn, c->peer, err);
         c->conn = &c->own_conn;
         c->pool = m;
         if (ret == 0 && !(c->job = calloc(1, sizeof(*c->job))))

@@ -69,13 +69,14 @@ typedef struct lm_multifd_send {
     uint64_t final_normal, final_zero, final_normal_bytes, final_bytes;
 } lm_multifd_send;
 
+/* Opens a channel's connection into *conn (connected, initialized, TLS
+ * started where the migration uses it); peer names it in messages. */
+typedef int (*lm_connect_fn)(void *opaque, lm_conn *conn, const char *peer, lm_err *err);
 /* Connects n channels with connect(), sends each its CHANNEL_HELLO, starts
  * their threads. On failure everything started is stopped. */
-typedef int (*lm_connect_fn)(void *opaque, int *fd, lm_err *err);
 int lm_multifd_send_start(lm_multifd_send *m, unsigned n, lm_connect_fn connect, void *opaque,
-                          const uint8_t uuid[16], unsigned timeout_ms, const _Atomic int *cancel,
-                          bool detect_zero, lm_compression method, uint64_t page_size, int main_fd,
-                          _Atomic uint64_t *progress_ns, lm_err *err);
+                          const uint8_t uuid[16], const _Atomic int *cancel, bool detect_zero,
+                          lm_compression method, uint64_t page_size, int main_fd, lm_err *err);
 /* Hands *batch to an idle channel (waiting for one) and gives back an
  * empty batch in its place. */
 int lm_multifd_send_queue(lm_multifd_send *m, lm_page_batch **batch);

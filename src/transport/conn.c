@@ -38,6 +38,8 @@ static void made_progress(lm_conn *c)
 
 void lm_conn_close(lm_conn *c)
 {
+    lm_tls_session_free(c->tls);
+    c->tls = NULL;
     if (c->fd >= 0)
         close(c->fd);
     c->fd = -1;
@@ -52,6 +54,11 @@ static int io_failed(lm_conn *c, int code, const char *what)
                           "no progress %s the %s for %u ms (on any connection): "
                           "it is stuck or unreachable",
                           what, c->peer, c->timeout_ms);
+    if (code == -ETIME)
+        return lm_err_set(c->err, -ETIMEDOUT,
+                          "%s the %s took longer than %u ms for one message: the peer "
+                          "or the link is too slow, or the peer is stalling on purpose",
+                          what, c->peer, c->timeout_ms);
     if (code == -ECONNRESET || code == -EPIPE || code == -ENOTCONN)
         return lm_err_set(c->err, code,
                           "connection to the %s lost while %s it (%s): "
@@ -60,10 +67,22 @@ static int io_failed(lm_conn *c, int code, const char *what)
     return lm_err_set(c->err, code, "error while %s the %s: %s", what, c->peer, strerror(-code));
 }
 
-/* Waits until fd is ready for 'events', in 100 ms slices so cancel is seen. */
-static int wait_ready(lm_conn *c, short events)
+/* One read or write operation's clock (see conn.h). */
+typedef struct op_clock {
+    uint64_t start_ns;
+    bool moved; /* a byte of this operation has moved */
+} op_clock;
+
+static op_clock op_begin(void)
 {
-    uint64_t start = lm_now_ns();
+    return (op_clock){lm_now_ns(), false};
+}
+
+/* Waits until fd is ready for 'events', in 100 ms slices so cancel is
+ * seen. -ETIMEDOUT when idle too long, -ETIME past an operation's end. */
+static int wait_ready(lm_conn *c, short events, const op_clock *op)
+{
+    uint64_t limit = (uint64_t)c->timeout_ms * 1000000;
     for (;;) {
         if (c->cancel && atomic_load(c->cancel))
             return -ECANCELED;
@@ -73,12 +92,18 @@ static int wait_ready(lm_conn *c, short events)
             return 0; /* ready, or an error the next call will report */
         if (n < 0 && errno != EINTR)
             return -errno;
-        uint64_t last = start;
+        uint64_t now = lm_now_ns();
+        if (op->moved) {
+            if (now - op->start_ns >= limit)
+                return -ETIME;
+            continue;
+        }
+        uint64_t last = op->start_ns;
         if (c->progress_ns) {
             uint64_t shared = atomic_load_explicit(c->progress_ns, memory_order_relaxed);
             last = shared > last ? shared : last;
         }
-        if (lm_now_ns() - last >= (uint64_t)c->timeout_ms * 1000000)
+        if (now - last >= limit)
             return -ETIMEDOUT;
     }
 }
@@ -96,16 +121,20 @@ static void advance(struct iovec **iov, int *iovcnt, size_t done)
     }
 }
 
-/* After a socket call failed: 0 to try again (interrupted, or the socket
- * became ready within the bounded wait), or the error, named. */
-static int retry_after(lm_conn *c, short events, const char *what)
+/* After a step returned code < 0: 0 to try again (interrupted, or the
+ * socket became ready within the bounded wait), or the error, named (why:
+ * a sentence from the TLS layer, when it has one). */
+static int retry_after(lm_conn *c, int code, short events, const char *what, const op_clock *op,
+                       const char *why)
 {
-    int err = errno;
-    if (err == EINTR)
+    if (code == -EINTR)
         return 0;
-    if (err != EAGAIN)
-        return io_failed(c, -err, what);
-    int ret = wait_ready(c, events);
+    if (code != -EAGAIN) {
+        if (why && why[0])
+            return lm_err_set(c->err, code, "%s", why);
+        return io_failed(c, code, what);
+    }
+    int ret = wait_ready(c, events, op);
     return ret < 0 ? io_failed(c, ret, what) : 0;
 }
 
@@ -121,20 +150,49 @@ int lm_conn_writev(lm_conn *c, struct iovec *iov, int iovcnt)
     return ret;
 }
 
+/* TLS: the iovec goes into records of the largest size (one copy), then
+ * out as the socket takes it. */
+static int tls_writev(lm_conn *c, struct iovec *iov, int iovcnt)
+{
+    char why[256] = "";
+    op_clock op = op_begin();
+    uint64_t total = 0;
+    for (int i = 0; i < iovcnt; i++)
+        total += iov[i].iov_len;
+    if (lm_tls_queue(c->tls, iov, iovcnt, why, sizeof(why)) < 0)
+        return lm_err_set(c->err, -ENOMEM, "%s", why);
+    for (;;) {
+        ssize_t n = lm_tls_flush(c->tls, why, sizeof(why));
+        if (n >= 0)
+            break;
+        int ret = retry_after(c, (int)n, POLLOUT, "sending to", &op, why);
+        if (ret < 0)
+            return ret;
+        op.moved = true; /* records are queued: the message has started */
+    }
+    c->bytes_out += total;
+    made_progress(c);
+    return 0;
+}
+
 static int writev_unlocked(lm_conn *c, struct iovec *iov, int iovcnt)
 {
     while (iovcnt && iov->iov_len == 0)
         iov++, iovcnt--;
+    if (c->tls)
+        return iovcnt ? tls_writev(c, iov, iovcnt) : 0;
+    op_clock op = op_begin();
     while (iovcnt > 0) {
         struct msghdr mh = {.msg_iov = iov,
                             .msg_iovlen = (size_t)(iovcnt > IOV_MAX ? IOV_MAX : iovcnt)};
         ssize_t n = lm_sys_sendmsg(c->fd, &mh, MSG_NOSIGNAL);
         if (n < 0) {
-            int ret = retry_after(c, POLLOUT, "sending to");
+            int ret = retry_after(c, -errno, POLLOUT, "sending to", &op, NULL);
             if (ret < 0)
                 return ret;
             continue;
         }
+        op.moved = true;
         c->bytes_out += (uint64_t)n;
         made_progress(c);
         advance(&iov, &iovcnt, (size_t)n);
@@ -144,23 +202,35 @@ static int writev_unlocked(lm_conn *c, struct iovec *iov, int iovcnt)
     return 0;
 }
 
+/* One read step: bytes read (0 at the end of the stream) or -errno. */
+static ssize_t read_step(lm_conn *c, struct iovec *iov, int iovcnt, char *why, size_t len)
+{
+    if (c->tls)
+        return lm_tls_recv(c->tls, iov->iov_base, iov->iov_len, why, len);
+    ssize_t n = lm_sys_readv(c->fd, iov, iovcnt > IOV_MAX ? IOV_MAX : iovcnt);
+    return n < 0 ? -errno : n;
+}
+
 int lm_conn_readv(lm_conn *c, struct iovec *iov, int iovcnt)
 {
+    op_clock op = op_begin();
     while (iovcnt && iov->iov_len == 0)
         iov++, iovcnt--;
     while (iovcnt > 0) {
-        ssize_t n = lm_sys_readv(c->fd, iov, iovcnt > IOV_MAX ? IOV_MAX : iovcnt);
+        char why[256] = "";
+        ssize_t n = read_step(c, iov, iovcnt, why, sizeof(why));
         if (n == 0)
             return lm_err_set(c->err, -ECONNRESET,
                               "the %s closed the connection in the "
                               "middle of the stream (truncated or aborted migration)",
                               c->peer);
         if (n < 0) {
-            int ret = retry_after(c, POLLIN, "receiving from");
+            int ret = retry_after(c, (int)n, POLLIN, "receiving from", &op, why);
             if (ret < 0)
                 return ret;
             continue;
         }
+        op.moved = true;
         c->bytes_in += (uint64_t)n;
         made_progress(c);
         advance(&iov, &iovcnt, (size_t)n);
@@ -176,18 +246,91 @@ int lm_conn_read(lm_conn *c, void *buf, size_t len)
     return lm_conn_readv(c, &iov, 1);
 }
 
+ssize_t lm_conn_peek(lm_conn *c, void *buf, size_t len)
+{
+    char why[256] = "";
+    ssize_t n = c->tls ? lm_tls_peek(c->tls, buf, len, why, sizeof(why))
+                       : lm_sys_recv(c->fd, buf, len, MSG_PEEK | MSG_DONTWAIT);
+    if (!c->tls && n < 0)
+        n = -errno;
+    if (n == -EINTR)
+        n = -EAGAIN;
+    if (n < 0 && n != -EAGAIN)
+        return why[0] ? lm_err_set(c->err, (int)n, "%s", why)
+                      : io_failed(c, (int)n, "receiving from");
+    return n;
+}
+
 int lm_conn_read_or_eof(lm_conn *c, void *buf, size_t len)
 {
+    op_clock op = op_begin();
     for (;;) {
-        ssize_t n = lm_sys_recv(c->fd, buf, 1, MSG_PEEK);
+        ssize_t n = lm_conn_peek(c, buf, 1);
         if (n == 0)
             return 1;
         if (n > 0)
             return lm_conn_read(c, buf, len);
-        int ret = retry_after(c, POLLIN, "receiving from");
+        if (n != -EAGAIN)
+            return (int)n;
+        int ret = wait_ready(c, POLLIN, &op);
         if (ret < 0)
-            return ret;
+            return io_failed(c, ret, "receiving from");
     }
+}
+
+int lm_conn_start_tls(lm_conn *c, lm_tls *t, const char *host)
+{
+    lm_tls_session *s;
+    int ret = lm_tls_session_new(&s, t, c->fd, host, c->err);
+    if (ret < 0)
+        return ret;
+    /* The handshake is one operation: a peer that dawdles through it is
+     * cut off when the connection's timeout has passed since it began. */
+    op_clock op = op_begin();
+    op.moved = true;
+    for (;;) {
+        char why[512] = "";
+        bool want_write = false;
+        ret = lm_tls_handshake_step(s, &want_write, why, sizeof(why));
+        if (ret == 0)
+            break;
+        if (ret == -EAGAIN || ret == -EINTR) {
+            if (ret == -EINTR)
+                continue;
+            ret = wait_ready(c, want_write ? POLLOUT : POLLIN, &op);
+            if (ret == 0)
+                continue;
+            ret = io_failed(c, ret, "in the TLS handshake with");
+        } else {
+            lm_err_set(c->err, ret, "%s", why);
+        }
+        bool plaintext_peer = strstr(why, "speaks plaintext") != NULL;
+        lm_tls_session_free(s);
+        c->tls_refused = true;
+        if (plaintext_peer && lm_tls_is_server(t)) {
+            /* It reads frames, so tell it in one. */
+            char msg[LM_ERROR_MAX_TEXT];
+            snprintf(msg, sizeof(msg),
+                     "this destination requires TLS (%s): start the source with --tls-%s",
+                     lm_tls_mode(t), strcmp(lm_tls_mode(t), "psk") ? "creds DIR" : "psk FILE");
+            c->tls_refused = false;
+            lm_conn_send_error(c, EACCES, msg);
+            c->tls_refused = true;
+        }
+        return ret;
+    }
+    c->tls = s;
+    return 0;
+}
+
+const char *lm_conn_cipher(const lm_conn *c, char *buf, size_t len)
+{
+    if (!c->tls) {
+        if (len)
+            buf[0] = '\0';
+        return buf;
+    }
+    return lm_tls_session_cipher(c->tls, buf, len);
 }
 
 int lm_conn_send_frame(lm_conn *c, uint16_t type, const void *body, uint32_t len)
@@ -206,6 +349,11 @@ int lm_conn_recv_frame(lm_conn *c, lm_frame *f)
         return ret;
     char why[256];
     ret = lm_frame_decode(hdr, f, why, sizeof(why));
+    if (ret < 0 && !c->tls && lm_tls_looks_like_record(hdr, sizeof(hdr)))
+        return lm_err_set(c->err, -EACCES,
+                          "the %s speaks TLS and this side was started without it: give both "
+                          "sides --tls-creds DIR (or --tls-psk FILE), or neither",
+                          c->peer);
     if (ret < 0)
         return lm_err_set(c->err, ret, "invalid stream from the %s: %s", c->peer, why);
     return 0;
@@ -249,6 +397,8 @@ int lm_conn_expect(lm_conn *c, uint16_t type, void *body, size_t cap, uint32_t *
 
 void lm_conn_send_error(lm_conn *c, int code, const char *msg)
 {
+    if (c->tls_refused)
+        return;
     uint8_t body[4 + LM_ERROR_MAX_TEXT];
     size_t n = strnlen(msg, LM_ERROR_MAX_TEXT);
     lm_put_be32(body, (uint32_t)(code < 0 ? -code : code));

@@ -1,7 +1,11 @@
 /*
- * A connected stream with bounded waits: every read and write gives up after
- * timeout_ms without progress, or at once when *cancel is set, and turns
- * errno into a sentence naming the peer. Descriptors are non-blocking.
+ * A connected stream with bounded waits, plaintext or TLS (tls.h). Every
+ * read and write is one operation with its own clock: the wait for its
+ * first byte gives up after timeout_ms without progress on any of the
+ * migration's connections; once a byte has moved, the whole operation must
+ * end within timeout_ms of its start, so a peer that trickles bytes cannot
+ * stretch it. *cancel ends any wait at once. Errors become sentences
+ * naming the peer. Descriptors are non-blocking.
  */
 #ifndef LM_TRANSPORT_CONN_H
 #define LM_TRANSPORT_CONN_H
@@ -12,6 +16,7 @@
 #include <sys/uio.h>
 
 #include "proto/wire.h"
+#include "transport/tls.h"
 #include "util/error.h"
 #include "util/sys.h" /* the system calls a connection makes */
 
@@ -30,11 +35,26 @@ typedef struct lm_conn {
     /* When two threads write (postcopy without a preempt connection):
      * held across each lm_conn_writev, so frames never interleave. */
     pthread_mutex_t *write_lock;
+    /* TLS once lm_conn_start_tls succeeded; NULL for plaintext. A struct
+     * copy shares it: only lm_conn_close of the owner frees it. */
+    lm_tls_session *tls;
+    /* The TLS handshake failed: the peer reads no plaintext frames. */
+    bool tls_refused;
 } lm_conn;
 
 void lm_conn_init(lm_conn *c, int fd, unsigned timeout_ms, const _Atomic int *cancel,
                   const char *peer, lm_err *err);
 void lm_conn_close(lm_conn *c);
+/* Runs the TLS handshake (t's role) within timeout_ms; host names the
+ * server the client expects. On failure the connection stays plaintext and
+ * open, and c->err says which side lacked what; a destination also tells a
+ * plaintext source, in a frame it can read, that TLS is required. */
+int lm_conn_start_tls(lm_conn *c, lm_tls *t, const char *host);
+/* "TLS1.3/AES-256-GCM", or "" for plaintext. */
+const char *lm_conn_cipher(const lm_conn *c, char *buf, size_t len);
+/* Non-blocking look at up to len bytes without consuming them: the count
+ * available, 0 when the peer closed, -EAGAIN when none yet, or an error. */
+ssize_t lm_conn_peek(lm_conn *c, void *buf, size_t len);
 /* Joins the connection to a migration's shared progress clock. */
 void lm_conn_share_progress(lm_conn *c, _Atomic uint64_t *progress_ns);
 
