@@ -64,11 +64,14 @@ static const cli_option options[] = {
      .cmds = CLI_ALL},
     {"workload", "SPEC", CLI_STRING, FIELD(workload),
      .help = "what the guest's vCPUs do (see workloads; demo: stress:2x64M)", .cmds = CLI_SOURCE},
-    {"to", "URI", CLI_STRING, FIELD(to), .help = "the destination: tcp:HOST:PORT or unix:PATH",
+    {"to", "URI", CLI_STRING, FIELD(to),
+     .help = "the destination: tcp:HOST:PORT, unix:PATH, or fd:N (a connected socket "
+             "this process inherited; one connection: no channels)",
      .cmds = CLI_MIGRATE},
     {"listen", "URI", CLI_STRING, FIELD(listen),
      .help = "where to wait for the source: tcp:HOST:PORT (port 0 picks a free one) or "
-             "unix:PATH (demo: tcp:127.0.0.1:0)",
+             "unix:PATH (demo: tcp:127.0.0.1:0), or fd:N (an inherited socket, listening or "
+             "connected)",
      .cmds = CLI_DEST},
     {"run-for", "SECONDS|inf", CLI_SECONDS, FIELD(run_for), .expect = "seconds or inf",
      .help = "let the guest run on the destination this long before the report (1)",

@@ -211,6 +211,13 @@ int lm__dest_handshake(lm_dest *d)
     char why[256];
     if ((ret = lm_hello_decode(buf, f.length, &d->hello, why, sizeof(why))) < 0)
         return lm__dest_protocol_error(d, ret, why);
+    bool wants_more = d->hello.nchannels || ((d->hello.flags & LM_HELLO_POSTCOPY) &&
+                                             !(d->hello.flags & LM_HELLO_NO_PREEMPT));
+    if (d->listener->single && wants_more)
+        return lm__dest_protocol_error(d, -EINVAL,
+                                       "this destination was given one connection (fd:N): "
+                                       "migrate with --multifd-channels 0 and "
+                                       "--no-postcopy-preempt, or give it a listening socket");
     if ((ret = accept_layout(d)) < 0)
         return ret;
     lm_compression method = (lm_compression)d->hello.compress;

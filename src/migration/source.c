@@ -67,9 +67,15 @@ static void read_peer_reason(lm_source *s)
 int lm__src_open_conn(lm_source *s, lm_conn *c, unsigned timeout_ms, const _Atomic int *cancel,
                       const char *peer, lm_err *err)
 {
+    if (s->transport->single_connection && s->single_used)
+        return lm_err_set(err, -ENOTCONN,
+                          "fd:%s was this migration's one connection and is gone: a new "
+                          "connection needs tcp: or unix:",
+                          s->addr);
     int fd, ret = s->transport->connect(s->addr, timeout_ms, &fd, err);
     if (ret < 0)
         return ret;
+    s->single_used = s->transport->single_connection;
     lm_conn_init(c, fd, timeout_ms, cancel, peer, err);
     lm_conn_share_progress(c, &s->ctx->io_progress_ns);
     if (s->tls && (ret = lm_conn_start_tls(c, s->tls, s->tls_host)) < 0) {
@@ -165,6 +171,17 @@ static int setup(lm_source *s, const char *uri)
     const lm_transport_ops *t = lm_transport_for(uri, &addr, &ctx->err);
     if (!t)
         return -EINVAL;
+
+    if (t->single_connection && s->p->multifd_channels)
+        return lm_err_set(&ctx->err, -EINVAL,
+                          "%s is one connection: multifd channels need their own (use "
+                          "--multifd-channels 0, or tcp:/unix:)",
+                          uri);
+    if (t->single_connection && s->p->postcopy && !s->p->postcopy_no_preempt)
+        return lm_err_set(&ctx->err, -EINVAL,
+                          "%s is one connection: postcopy's preempt connection needs its own "
+                          "(add --no-postcopy-preempt, or use tcp:/unix:)",
+                          uri);
 
     s->st.total = lm__ram_total(&ctx->ram);
     for (unsigned i = 0; i < ctx->ram.nblocks; i++) {

@@ -43,6 +43,7 @@ typedef struct lm_source {
     uint8_t uuid[16]; /* names this migration to the destination's channels */
     const char *addr; /* the destination, for the channels' connections */
     const lm_transport_ops *transport;
+    bool single_used;   /* fd:N: its one connection was opened */
     lm_tls *tls;        /* credentials when the migration uses TLS, else NULL */
     char tls_host[256]; /* the name the destination's certificate must carry */
     uint64_t start_ns, stop_ns;

@@ -15,6 +15,7 @@
 static const lm_transport_ops *const transports[] = {
     &lm_transport_tcp_ops,
     &lm_transport_unix_ops,
+    &lm_transport_fd_ops,
 };
 
 const lm_transport_ops *lm_transport_for(const char *uri, const char **addr, lm_err *err)
@@ -29,7 +30,7 @@ const lm_transport_ops *lm_transport_for(const char *uri, const char **addr, lm_
             }
         }
     }
-    lm_err_set(err, -EINVAL, "unsupported address '%s': use tcp:HOST:PORT or unix:PATH",
+    lm_err_set(err, -EINVAL, "unsupported address '%s': use tcp:HOST:PORT, unix:PATH or fd:N",
                uri ? uri : "");
     return NULL;
 }
@@ -47,7 +48,13 @@ int lm_listen(const char *uri, lm_listener **out, char *errbuf, size_t errlen)
             ret = lm_err_set(&err, -ENOMEM, "out of memory");
         } else {
             l->ops = ops;
+            l->conn_fd = -1;
             ret = ops->listen(addr, &l->fd, l->uri, sizeof(l->uri), &err);
+            if (ret == 0 && ops->single_connection && !lm_fd_is_listening(l->fd)) {
+                l->conn_fd = l->fd; /* already connected: the source's one connection */
+                l->fd = -1;
+                l->single = true;
+            }
             if (ret == 0)
                 *out = l;
             else
@@ -70,6 +77,8 @@ void lm_listener_close(lm_listener *l)
         return;
     if (l->fd >= 0)
         close(l->fd);
+    if (l->conn_fd >= 0)
+        close(l->conn_fd);
     if (!strncmp(l->uri, "unix:", 5))
         unlink(l->uri + 5);
     free(l);
@@ -79,6 +88,17 @@ int lm_listener_accept(struct lm_listener *l, unsigned timeout_ms, const _Atomic
                        int *fd, lm_err *err)
 {
     unsigned waited = 0;
+    if (l->single) {
+        if (l->conn_fd < 0)
+            return lm_err_set(err, -ENOTCONN,
+                              "%s was one connection, already taken: channels, a preempt "
+                              "connection or a reconnection need a listening socket "
+                              "(tcp:, unix:, or a listening fd:N)",
+                              l->uri);
+        *fd = l->conn_fd;
+        l->conn_fd = -1;
+        return 0;
+    }
     for (;;) {
         if (cancel && atomic_load(cancel))
             return lm_err_set(err, -ECANCELED, "cancelled while waiting for the source");

@@ -6,6 +6,7 @@
 #ifndef LM_TRANSPORT_TRANSPORT_H
 #define LM_TRANSPORT_TRANSPORT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "util/error.h"
@@ -14,6 +15,9 @@
 
 typedef struct lm_transport_ops {
     const char *scheme; /* the URI prefix before ':' */
+    /* The address names one connection, which connect() hands out (fd:N):
+     * no other connection can be opened to the same peer. */
+    bool single_connection;
     /* Bind and listen on addr (the URI without the scheme). Writes the URI a
      * source should use (the port resolved when 0 was asked) into bound. */
     int (*listen)(const char *addr, int *fd, char *bound, size_t boundlen, lm_err *err);
@@ -23,13 +27,20 @@ typedef struct lm_transport_ops {
 
 extern const lm_transport_ops lm_transport_tcp_ops;
 extern const lm_transport_ops lm_transport_unix_ops;
+extern const lm_transport_ops lm_transport_fd_ops;
+
+/* Whether fd is a listening socket (fd:N may be either kind). */
+bool lm_fd_is_listening(int fd);
 
 /* Finds the table for uri's scheme; *addr points past "scheme:". */
 const lm_transport_ops *lm_transport_for(const char *uri, const char **addr, lm_err *err);
 
 struct lm_listener {
     const lm_transport_ops *ops;
-    int fd;
+    int fd;      /* listening socket, or -1 */
+    int conn_fd; /* fd:N of a connected socket: the one connection, handed
+                    out by the first accept (then -1) */
+    bool single; /* the listener was one connection: nothing else arrives */
     char uri[LM_URI_MAX];
 };
 
