@@ -2,10 +2,12 @@
 # `make demo` and `make check`. Each installs missing Debian packages first.
 BUILD   ?= build
 ASAN_BUILD ?= build-asan
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 60
 JOBS    ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps configure demo check check-asan bench format clean
+.PHONY: all deps configure demo check check-asan fuzz bench format clean
 
 all: deps configure
 	cmake --build $(BUILD) -j $(JOBS)
@@ -28,6 +30,14 @@ check-asan: deps
 	cmake --build $(ASAN_BUILD) -j $(JOBS)
 	cd $(ASAN_BUILD) && ctest --output-on-failure --timeout 600 -j 1
 
+# The libFuzzer targets (clang, ASan, UBSan; docs/FUZZING.md), each for
+# FUZZ_SECONDS. The long run is bench/fuzz.sh.
+fuzz:
+	@./scripts/install-deps.sh fuzz
+	@test -f $(FUZZ_BUILD)/CMakeCache.txt || CC=clang cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLM_FUZZ=ON
+	cmake --build $(FUZZ_BUILD) -j $(JOBS)
+	NO_BUILD=1 FUZZ_BUILD=$(FUZZ_BUILD) FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_RUNS=0 FUZZ_MIN_TOTAL=0 ./bench/fuzz.sh
+
 bench: all
 	./bench/precopy.sh
 
@@ -35,4 +45,4 @@ format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

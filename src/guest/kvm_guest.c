@@ -291,41 +291,66 @@ static int create_vm_here(lm_kvm_guest *g)
     return 0;
 }
 
-static int kvm_load(void *opaque, const void *buf, size_t len)
+int lm__kvm_state_parse(const void *buf, size_t len, lm_kvm_state_hdr *h, const char **why)
 {
-    lm_kvm_guest *g = opaque;
     const uint8_t *b = buf;
     const char *kind = lm_guest_state_kind(buf, len);
-    if (kind && !strcmp(kind, "thread"))
-        return load_fail(g, -EPROTOTYPE,
-                         "the source runs the thread guest and this side the KVM guest: start "
-                         "incoming with --guest thread");
-    if (!kind || len < KVM_STATE_HEAD || lm_get_be32(b + 4) != KVM_STATE_VERSION)
-        return load_fail(g, -EBADMSG, "the KVM guest's device state is not one this side reads");
+    if (kind && !strcmp(kind, "thread")) {
+        *why = "the source runs the thread guest and this side the KVM guest: start "
+               "incoming with --guest thread";
+        return -EPROTOTYPE;
+    }
+    if (!kind || len < KVM_STATE_HEAD || lm_get_be32(b + 4) != KVM_STATE_VERSION) {
+        *why = "the KVM guest's device state is not one this side reads";
+        return -EBADMSG;
+    }
     uint32_t nvcpus = lm_get_be32(b + 8), wkind = lm_get_be32(b + 12);
     if (nvcpus == 0 || nvcpus > LM_KVM_MAX_VCPUS || wkind > LM_WL_HOT ||
         len != KVM_STATE_HEAD + (size_t)nvcpus * KVM_STATE_VCPU ||
         lm_get_be32(b + 20) != sizeof(struct kvm_regs) ||
-        lm_get_be32(b + 56) != sizeof(struct kvm_sregs) || memchr(b + 64, 0, 48) == NULL)
-        return load_fail(g, -EBADMSG, "the KVM guest's device state is malformed");
+        lm_get_be32(b + 56) != sizeof(struct kvm_sregs) || memchr(b + 64, 0, 48) == NULL) {
+        *why = "the KVM guest's device state is malformed";
+        return -EBADMSG;
+    }
+    memset(h, 0, sizeof(*h));
+    h->nvcpus = nvcpus;
+    h->wl.kind = (lm_workload_kind)wkind;
+    h->wl.threads = lm_get_be32(b + 16);
+    h->wl.bytes = lm_get_be64(b + 24);
+    h->wl.pages_per_sec = lm_get_be64(b + 32);
+    h->ram_len = lm_get_be64(b + 40);
+    h->seed = lm_get_be64(b + 48);
+    memcpy(h->wl.spec, b + 64, 48);
+    return 0;
+}
+
+static int kvm_load(void *opaque, const void *buf, size_t len)
+{
+    lm_kvm_guest *g = opaque;
+    const uint8_t *b = buf;
+    lm_kvm_state_hdr h;
+    const char *what;
+    int ret = lm__kvm_state_parse(buf, len, &h, &what);
+    if (ret < 0)
+        return load_fail(g, ret, what);
+    uint32_t nvcpus = h.nvcpus;
     /* A second device state (the source resumed precopy after a broken
      * switchover, then stopped again): the VM and its vCPUs exist, only
      * their registers are new. */
     bool again = g->kvm_fd >= 0 && g->nvcpus > 0;
-    if (again && (g->nvcpus != nvcpus || wkind != (uint32_t)g->wl.kind))
-        return load_fail(g, -EBADMSG, "the KVM guest's second device state does not match its first");
-    g->wl.kind = (lm_workload_kind)wkind;
-    g->wl.threads = lm_get_be32(b + 16);
-    g->wl.bytes = lm_get_be64(b + 24);
-    g->wl.pages_per_sec = lm_get_be64(b + 32);
-    g->seed = lm_get_be64(b + 48);
-    memcpy(g->wl.spec, b + 64, 48);
-    int ret = again ? 0 : create_vm_here(g);
-    if (ret < 0)
+    if (again && (g->nvcpus != nvcpus || h.wl.kind != g->wl.kind))
+        return load_fail(g, -EBADMSG,
+                         "the KVM guest's second device state does not match its first");
+    g->wl.kind = h.wl.kind;
+    g->wl.threads = h.wl.threads;
+    g->wl.bytes = h.wl.bytes;
+    g->wl.pages_per_sec = h.wl.pages_per_sec;
+    g->seed = h.seed;
+    memcpy(g->wl.spec, h.wl.spec, 48);
+    if (!again && (ret = create_vm_here(g)) < 0)
         return ret;
     char why[256];
-    if (g->ram_len != lm_get_be64(b + 40) ||
-        lm_kvm_workload_check(&g->wl, g->ram_len, why, sizeof(why)) < 0)
+    if (g->ram_len != h.ram_len || lm_kvm_workload_check(&g->wl, g->ram_len, why, sizeof(why)) < 0)
         return load_fail(g, -EBADMSG,
                          "the KVM guest's RAM or workload does not match the source's");
     layout(g);

@@ -128,6 +128,16 @@ struct lm_kvm_guest {
     uint64_t x_damage_page; /* testing aid: 1 + the page to set back at load, 0: none */
 };
 
+/* kvm_guest.c: a device state's header, checked before anything acts on
+ * it (the vCPU records that follow are only copied). 0, or -EPROTOTYPE (a
+ * thread guest's state) / -EBADMSG, with *why a sentence. */
+typedef struct lm_kvm_state_hdr {
+    uint32_t nvcpus;
+    lm_workload wl;
+    uint64_t ram_len, seed;
+} lm_kvm_state_hdr;
+int lm__kvm_state_parse(const void *buf, size_t len, lm_kvm_state_hdr *h, const char **why);
+
 /* kvm_vm.c */
 void *lm__kvm_gpa(lm_kvm_guest *g, uint64_t gpa, uint64_t len);
 int lm__kvm_vm_create(lm_kvm_guest *g, char *why, size_t whylen);

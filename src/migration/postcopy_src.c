@@ -57,20 +57,31 @@ int lm__src_postcopy_connect(lm_source *s)
                              true, LM_COMPRESSION_NONE, s->ctx->ram.page_size, &s->ctx->err);
 }
 
-static int serve_request(postcopy_src *pc, const uint8_t *body, uint32_t len)
+int lm__src_check_request(lm_ram *ram, const uint8_t *body, uint32_t len, lm_block **block,
+                          uint64_t *offset, lm_err *err)
 {
-    lm_source *s = pc->s;
     lm_page_request req;
     char why[128];
     if (lm_page_request_decode(body, len, &req, why, sizeof(why)) < 0)
-        return lm_err_set(&s->ctx->err, -EBADMSG, "invalid PAGE_REQUEST: %s", why);
-    uint64_t off = req.offset;
-    lm_block *b = lm__ram_find(&s->ctx->ram, req.block_id);
+        return lm_err_set(err, -EBADMSG, "invalid PAGE_REQUEST: %s", why);
+    lm_block *b = lm__ram_find(ram, req.block_id);
     if (!b)
-        return lm_err_set(&s->ctx->err, -EBADMSG, "PAGE_REQUEST for unknown block %u",
-                          req.block_id);
-    if (lm_packet_check_offset(off, b->len, (uint32_t)s->ctx->ram.page_size, why, sizeof(why)) < 0)
-        return lm_err_set(&s->ctx->err, -EBADMSG, "invalid PAGE_REQUEST: %s", why);
+        return lm_err_set(err, -EBADMSG, "PAGE_REQUEST for unknown block %u", req.block_id);
+    if (lm_packet_check_offset(req.offset, b->len, (uint32_t)ram->page_size, why, sizeof(why)) < 0)
+        return lm_err_set(err, -EBADMSG, "invalid PAGE_REQUEST: %s", why);
+    *block = b;
+    *offset = req.offset;
+    return 0;
+}
+
+static int serve_request(postcopy_src *pc, const uint8_t *body, uint32_t len)
+{
+    lm_source *s = pc->s;
+    lm_block *b;
+    uint64_t off;
+    int ret = lm__src_check_request(&s->ctx->ram, body, len, &b, &off, &s->ctx->err);
+    if (ret < 0)
+        return ret;
     unsigned r = lm__ram_index(&s->ctx->ram, b);
     uint64_t page = off / s->ctx->ram.page_size;
     atomic_fetch_add(&pc->requests, 1);
@@ -81,7 +92,7 @@ static int serve_request(postcopy_src *pc, const uint8_t *body, uint32_t len)
         return 0; /* already sent urgently */
     lm_page_batch one = {.block = b, .nnormal = 1, .normal = {off}};
     pthread_mutex_lock(&pc->end_lock);
-    int ret = pc->ended ? 0 : lm_send_chan_packet(&s->preempt_chan, &one, &s->ctx->err);
+    ret = pc->ended ? 0 : lm_send_chan_packet(&s->preempt_chan, &one, &s->ctx->err);
     pthread_mutex_unlock(&pc->end_lock);
     return ret;
 }

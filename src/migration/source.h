@@ -128,6 +128,12 @@ int lm__src_reconnect(lm_source *s, uint64_t deadline_ns);
 int lm__src_decode_map(lm_source *s, const uint8_t *body, size_t len, lm_word *const out[],
                        uint64_t *count);
 
+/* postcopy_src.c: a PAGE_REQUEST body from the return path, checked
+ * against our RAM: the block and the page offset a vCPU waits on. 0, or
+ * -EBADMSG with a message in err. */
+int lm__src_check_request(lm_ram *ram, const uint8_t *body, uint32_t len, lm_block **block,
+                          uint64_t *offset, lm_err *err);
+
 /* resume.c: precopy resume. */
 /* Whether a failure in precopy may be resumed (--recover-timeout, the
  * link's failure, before the guest stopped). */
