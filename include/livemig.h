@@ -22,6 +22,10 @@ extern "C" {
 #define LM_VERSION_STRING "0.1.0"
 #define LM_MAX_BLOCKS     64
 #define LM_BLOCK_NAME_MAX 32
+/* lm_params.max_ram's default: 16 TiB, far above any host, so that a sparse
+ * guest larger than the host still migrates (memory is committed as data
+ * arrives, and checked against what the host can give). */
+#define LM_DEFAULT_MAX_RAM (16ull << 40)
 
 typedef struct lm_ctx lm_ctx;
 typedef struct lm_listener lm_listener;
@@ -92,26 +96,26 @@ int lm_compression_parse(const char *name, lm_compression *m);
 /* Where a migration stands, with QEMU's query-migrate names (lm_status_name).
  * docs/STATE-MACHINE.md has each side's diagram and invariants. */
 typedef enum lm_status {
-    LM_STATUS_NONE = 0,        /* "none": nothing started yet */
-    LM_STATUS_SETUP,           /* "setup": connecting, handshake, channels */
-    LM_STATUS_ACTIVE,          /* "active": precopy rounds; the guest runs on the source */
-    LM_STATUS_PRE_SWITCHOVER,  /* "pre-switchover": converged; the destination catches up */
-    LM_STATUS_DEVICE,          /* "device": the guest is stopped; last pages, device state */
-    LM_STATUS_POSTCOPY_ACTIVE, /* "postcopy-active": the guest runs on the destination */
-    LM_STATUS_POSTCOPY_PAUSED, /* "postcopy-paused": the link broke in postcopy; each side
-                                  keeps its part of the guest and waits for a reconnection */
-    LM_STATUS_POSTCOPY_RECOVER, /* "postcopy-recover": reconnected after a pause; the sides
-                                   agree on what is still missing */
-    LM_STATUS_PRECOPY_PAUSED, /* "precopy-paused": the link broke during precopy (with a
-                                 recover timeout): the guest runs on the source, tracked,
-                                 while it reconnects; the destination keeps what it has */
+    LM_STATUS_NONE = 0,          /* "none": nothing started yet */
+    LM_STATUS_SETUP,             /* "setup": connecting, handshake, channels */
+    LM_STATUS_ACTIVE,            /* "active": precopy rounds; the guest runs on the source */
+    LM_STATUS_PRE_SWITCHOVER,    /* "pre-switchover": converged; the destination catches up */
+    LM_STATUS_DEVICE,            /* "device": the guest is stopped; last pages, device state */
+    LM_STATUS_POSTCOPY_ACTIVE,   /* "postcopy-active": the guest runs on the destination */
+    LM_STATUS_POSTCOPY_PAUSED,   /* "postcopy-paused": the link broke in postcopy; each side
+                                    keeps its part of the guest and waits for a reconnection */
+    LM_STATUS_POSTCOPY_RECOVER,  /* "postcopy-recover": reconnected after a pause; the sides
+                                    agree on what is still missing */
+    LM_STATUS_PRECOPY_PAUSED,    /* "precopy-paused": the link broke during precopy (with a
+                                    recover timeout): the guest runs on the source, tracked,
+                                    while it reconnects; the destination keeps what it has */
     LM_STATUS_SWITCHOVER_PAUSED, /* "switchover-paused": the link broke at the commit point,
                                     so this side cannot know which side runs the guest; it
                                     keeps its copy stopped until the other side answers */
-    LM_STATUS_COMPLETED,       /* "completed" */
-    LM_STATUS_FAILED,          /* "failed": the guest runs on the source, intact */
-    LM_STATUS_CANCELLING,      /* "cancelling": lm_cancel() was heard */
-    LM_STATUS_CANCELLED,       /* "cancelled": the guest runs on the source, intact */
+    LM_STATUS_COMPLETED,         /* "completed" */
+    LM_STATUS_FAILED,            /* "failed": the guest runs on the source, intact */
+    LM_STATUS_CANCELLING,        /* "cancelling": lm_cancel() was heard */
+    LM_STATUS_CANCELLED,         /* "cancelled": the guest runs on the source, intact */
     LM_STATUS__COUNT
 } lm_status;
 
@@ -163,12 +167,29 @@ typedef struct lm_params {
                                          UFFDIO_COPY */
     int dest_thp;                     /* destination, RAM it allocates: 1 backs it with
                                          transparent huge pages (MADV_HUGEPAGE), 0 with 4 KiB
-                                         pages; lm_params_init() sets the measured faster one */
-    unsigned x_postcopy_cut_ms;       /* testing aid, source: cut every connection this long
-                                         after the guest started on the destination */
-    unsigned x_slow_channel_us;       /* testing aid, destination: multifd channel 0 waits this
-                                         long before placing each packet, so packets of a
-                                         round arrive late against the next round's */
+                                         pages; lm_params_init() sets the measured faster one.
+                                         Either way a 2 MiB huge page is committed only where
+                                         the source filled it densely (docs/SECURITY-LIMITS.md) */
+    /* The destination owns its limits (docs/SECURITY-LIMITS.md). */
+    uint64_t ram_size;          /* destination: the guest's RAM is one block of this size
+                                   (id 0, "ram"); a source that declares any other layout
+                                   is refused before anything is allocated. 0: take the
+                                   source's layout, within max_ram. With RAM registered,
+                                   that is the layout, and ram_size, if set, must equal
+                                   its total */
+    uint64_t max_ram;           /* destination, with neither ram_size nor RAM registered:
+                                   the largest guest (all blocks) a source may declare;
+                                   0 = LM_DEFAULT_MAX_RAM. Sparse guests larger than the
+                                   host are fine: memory is committed as data arrives, and
+                                   checked against what the host can give */
+    unsigned x_postcopy_cut_ms; /* testing aid, source: cut every connection this long
+                                   after the guest started on the destination */
+    unsigned x_slow_channel_us; /* testing aid, destination: multifd channel 0 waits this
+                                   long before placing each packet, so packets of a
+                                   round arrive late against the next round's */
+    uint64_t x_host_available;  /* testing aid, destination: pretend the host can give
+                                   guest RAM this many bytes (less what this migration
+                                   committed); 0: read MemAvailable and the cgroup */
     void (*progress)(void *opaque, const lm_progress *p);
     void *progress_opaque;
 } lm_params;

@@ -406,12 +406,11 @@ int lm_incoming(lm_ctx *ctx, lm_listener *l, const lm_params *params)
     lm__stats_reset(ctx, LM_STATUS_SETUP);
     d->st.status = LM_STATUS_SETUP;
 
-    int fd, ret = lm_listener_accept(l, params->accept_timeout_ms, &ctx->cancel, &fd, &ctx->err);
+    lm_frame first;
+    int ret = lm__dest_accept_source(d, &first);
     if (ret == 0) {
         d->start_ns = lm_now_ns();
-        lm_conn_init(&d->conn, fd, params->io_timeout_ms, &ctx->cancel, "source", &ctx->err);
-        lm_conn_share_progress(&d->conn, &ctx->io_progress_ns);
-        ret = lm__dest_handshake(d);
+        ret = lm__dest_handshake(d, &first);
         d->st.setup_time_ms = lm_ns_to_ms(lm_now_ns() - d->start_ns);
     }
     if (ret == 0 && (ret = lm__dest_enter(d, LM_DST_ACTIVE)) == 0) {

@@ -235,7 +235,7 @@ static void *receiver_main(void *arg)
     return NULL;
 }
 
-int lm_multifd_recv_start(lm_multifd_recv *m, unsigned n, const int *fds,
+int lm_multifd_recv_start(lm_multifd_recv *m, unsigned n, const lm_conn *conns,
                           const lm_multifd_recv_cfg *cfg, lm_err *err)
 {
     memset(m, 0, sizeof(*m));
@@ -248,7 +248,7 @@ int lm_multifd_recv_start(lm_multifd_recv *m, unsigned n, const int *fds,
     m->chans = calloc(n, sizeof(*m->chans));
     if (!m->chans) {
         for (unsigned i = 0; i < n; i++)
-            close(fds[i]);
+            close(conns[i].fd);
         m->n = 0;
         return lm_err_set(err, -ENOMEM, "out of memory for %u channels", n);
     }
@@ -257,7 +257,11 @@ int lm_multifd_recv_start(lm_multifd_recv *m, unsigned n, const int *fds,
         lm_recv_chan *c = &m->chans[i];
         int r = lm_recv_chan_init(c, i, &c->own_conn, cfg->sink, cfg->method, cfg->page_size, err);
         snprintf(c->peer, sizeof(c->peer), "source (channel %u)", i);
-        lm_conn_init(&c->own_conn, fds[i], cfg->timeout_ms, cfg->cancel, c->peer, err);
+        c->own_conn = conns[i];
+        c->own_conn.timeout_ms = cfg->timeout_ms;
+        c->own_conn.cancel = cfg->cancel;
+        c->own_conn.peer = c->peer;
+        c->own_conn.err = err;
         lm_conn_share_progress(&c->own_conn, cfg->progress_ns);
         c->pool = m;
         c->slow_us = i == 0 ? cfg->slow_channel_us : 0;

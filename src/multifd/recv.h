@@ -99,9 +99,11 @@ typedef struct lm_multifd_recv_cfg {
     _Atomic uint64_t *progress_ns;
 } lm_multifd_recv_cfg;
 
-/* Starts a receiver thread on each of the n connected fds (fds[i] is
- * channel i). On failure nothing is left running and the fds are closed. */
-int lm_multifd_recv_start(lm_multifd_recv *m, unsigned n, const int *fds,
+/* Starts a receiver thread on each of the n connections (conns[i] is
+ * channel i, opened by the caller and handed over: each is copied, and
+ * takes the cfg's timeout, cancel and progress clock). On failure nothing
+ * is left running and the connections are closed. */
+int lm_multifd_recv_start(lm_multifd_recv *m, unsigned n, const lm_conn *conns,
                           const lm_multifd_recv_cfg *cfg, lm_err *err);
 /* Main thread at ROUND_END: waits (bounded by timeout_ms without a channel
  * arriving) until every channel parked at its SYNC, then releases them. */
