@@ -31,6 +31,7 @@ typedef struct lm_dest {
     uint64_t start_ns;
     /* Pages. */
     lm_inplace_sink inplace; /* precopy: pages land where they live */
+    lm_ram_budget budget;    /* what they may commit (ram/budget.h) */
     lm_recv_chan main_chan;  /* packets on the main connection */
     lm_multifd_recv pool;    /* multifd channels, when the source asked for them */
     bool use_pool;
@@ -50,6 +51,7 @@ typedef struct lm_dest {
     uint64_t digest_pages, verify_t0;
     char source_digest[40]; /* hex, when it differs from ours */
     bool source_said_error; /* an ERROR came: the source will not commit */
+    bool caught_up;         /* PING answered, no page or round since: a switch may follow */
     bool confirm_sent;
     lm_resumed done; /* postcopy: the POSTCOPY_DONE sent, to send again after a reconnect */
     bool source_committed;

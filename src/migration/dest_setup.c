@@ -160,7 +160,10 @@ int lm__dest_handshake(lm_dest *d, const lm_frame *first)
     if ((ret = lm__dest_accept_layout(d)) < 0)
         return ret;
     lm_compression method = (lm_compression)d->hello.compress;
-    lm_inplace_sink_init(&d->inplace, &d->ctx->ram, d->p->no_receivedmap, &d->ctx->err);
+    if ((ret = lm_ram_budget_init(&d->budget, &d->ctx->ram, d->p->dest_thp, d->p->x_host_available,
+                                  &d->ctx->err)) < 0)
+        return ret;
+    lm_inplace_sink_init(&d->inplace, &d->ctx->ram, d->p->no_receivedmap, &d->budget, &d->ctx->err);
     if ((ret = lm_recv_chan_init(&d->main_chan, 0, &d->conn, &d->inplace.sink, method,
                                  d->ctx->ram.page_size, &d->ctx->err)) < 0)
         return ret;

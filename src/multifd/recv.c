@@ -118,6 +118,9 @@ int lm_recv_chan_body(lm_recv_chan *c, const lm_packet_hdr *ph)
     /* In place, pages land where they live; otherwise (postcopy: the guest
      * runs, so a page must appear whole and at once) in the bounce buffer,
      * and the sink places them. */
+    if (ph->normal_pages && sink->ops->admit &&
+        (ret = sink->ops->admit(sink, b, c->offsets, ph->normal_pages)) < 0)
+        return ret;
     uint8_t *pages[LM_PACKET_MAX_PAGES];
     for (uint32_t i = 0; i < ph->normal_pages; i++)
         pages[i] = sink->ops->in_place ? b->host + c->offsets[i] : c->bounce + i * ps;

@@ -212,6 +212,55 @@ def declare(s, spec):
     print("accepted" if mtype == PONG else f"reply: {mtype}")
 
 
+def guest_state():
+    """A thread guest's device state (src/guest/guest.c): one idle vCPU
+    that never touches RAM, so it runs even on memory nobody sent."""
+    head = struct.pack(">IIIIIIQQQ", 0x4C4D4753, 1, 0, 1, 1, 0, 0, 0, BLOCK_LEN)
+    head += b"idle".ljust(48, b"\0")
+    return head + struct.pack(">QQQQQ", 1, 1, 0, 0, BLOCK_LEN // PAGE)
+
+
+def forged_postcopy(s, case):
+    """A postcopy start out of order: before any page (postcopy-first), or
+    after the first pass but without the PING that drains the pipe
+    (postcopy-without-ping). A destination that takes it runs the guest and
+    then waits on pages that never come; it must refuse the switch."""
+    s.sendall(hello(flags=POSTCOPY | NO_PREEMPT))
+    mtype, body = recv_frame(s)
+    if mtype != HELLO_ACK:
+        sys.exit(f"fake source: expected HELLO_ACK, got {mtype} {body!r}")
+    npages = BLOCK_LEN // PAGE
+    if case == "postcopy-without-ping":
+        for first in range(0, npages, 128):
+            s.sendall(frame(PAGES, packet([], [p * PAGE for p in range(first, first + 128)])))
+        s.sendall(frame(ROUND_END))
+    words = (npages + 63) // 64
+    s.sendall(frame(POSTCOPY_SWITCH, struct.pack(">IIQ", 0, 0, npages) + b"\xff" * 8 * words))
+    s.sendall(frame(DEVICE_STATE, guest_state()))
+    mtype, body = recv_frame(s)
+    if mtype == SWITCHOVER_READY:
+        s.sendall(frame(POSTCOPY_RUN))
+        mtype, body = recv_frame(s)
+        print(f"reply: {mtype} (the guest runs on memory nobody sent)")
+        return
+    print("ERROR:" if mtype == ERROR else f"reply: {mtype}", body[4:].decode(errors="replace"))
+
+
+def verify_wait(s):
+    """Declares a large guest (with verification), sends nothing, and never
+    its digest: the destination's wait for it must not grow with the size
+    declared. Waits for the destination to give up."""
+    s.sendall(hello(verify=True, blocks=[(0, 512 << 30, b"ram")]))
+    mtype, body = recv_frame(s)
+    if mtype != HELLO_ACK:
+        sys.exit(f"fake source: expected HELLO_ACK, got {mtype} {body!r}")
+    s.sendall(frame(DEVICE_STATE, b"state"))
+    s.sendall(frame(COMPLETE))
+    s.settimeout(None)
+    mtype, body = recv_frame(s)
+    print("ERROR:" if mtype == ERROR else f"reply: {mtype}", body[4:].decode(errors="replace"))
+
+
 def main():
     host, port = sys.argv[1].rsplit(":", 1)
     case = sys.argv[2]
@@ -222,6 +271,12 @@ def main():
     if case.startswith("scatter:"):
         _, n, method = case.split(":")
         scatter(s, int(n), method)
+        return
+    if case == "verify-wait-declared":
+        verify_wait(s)
+        return
+    if case.startswith("postcopy-"):
+        forged_postcopy(s, case)
         return
     if case.startswith("declare:"):
         declare(s, case[len("declare:"):])

@@ -47,6 +47,13 @@ check_case corrupt-zstd             'zstd payload corrupt'
 check_case corrupt-zlib             'zlib payload corrupt'
 check_case corrupt-lz4              'lz4 payload corrupt'
 check_case oversize-compressed      'compressed payload of'
+# The wait for VERIFY grows with what arrived, not with the 512 GiB the
+# source declared (that bought it 549 s on top of --timeout).
+check_case verify-wait-declared     'no progress receiving from the source'
+# A forged postcopy start: refused, never a guest run here on memory nobody
+# sent (which then parked this side until a signal).
+check_case postcopy-first           'POSTCOPY_SWITCH before the first pass was complete \(0 of 256'
+check_case postcopy-without-ping    'POSTCOPY_SWITCH without the PING' --recover-timeout 1
 grep -q 'verified=2' "$TMP/verify-mismatch.reply" || fail "verify-mismatch: source was not told"
 grep -q 'ERROR: .*outside the block' "$TMP/offset-out-of-range.reply" || fail "source was not told why"
 echo ok
