@@ -32,11 +32,12 @@ declare_case ram-id 'ERROR: .*3 "ram" 1 MiB.*takes only 1 block: 0 "ram" 1 MiB' 
 declare_case ram-same 'accepted' '0:1M:ram' --ram 1M
 
 # --max-ram: the declared total is capped (16T by default); the message
-# says which option to raise. A sparse 1 TiB guest is taken by default.
+# says which option to raise. A sparse 1 TiB guest is taken (at a --max-ram
+# of exactly 1T).
 declare_case max-default 'ERROR: .*declares a guest of 20 TiB, more than .*--max-ram of 16 TiB: raise --max-ram' \
     '0:20T:ram'
 declare_case max-option 'ERROR: .*64 GiB, more than .*--max-ram of 32 GiB' '0:32G:a,1:32G:b' --max-ram 32G
-declare_case max-1t 'accepted' '0:1T:ram'
+declare_case max-1t 'accepted' '0:1T:ram' --max-ram 1T
 
 # A real migration refused by layout: the source's guest runs on.
 start_incoming real.dst --ram 512M
