@@ -81,9 +81,10 @@ typedef struct lm_dest_lobby {
         int fd;
         uint64_t since_ns;
     } wait[LM_LOBBY_MAX];
-    unsigned turned_away; /* closed: silent, garbage, or not the peer wanted */
-    char why[200];        /* why the last one was */
-    lm_err scratch;       /* a stranger's failure is not the migration's */
+    uint64_t listener_rest_until; /* out of descriptors: the backlog waits till then */
+    unsigned turned_away;         /* closed: silent, garbage, or not the peer wanted */
+    char why[200];                /* why the last one was */
+    lm_err scratch;               /* a stranger's failure is not the migration's */
 } lm_dest_lobby;
 
 /* Called while the lobby waits, when the main connection is readable: 0

@@ -104,8 +104,12 @@ static int accept_pending(lm_dest_lobby *lb)
         if (fd < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR || errno == ECONNABORTED)
                 return 0;
-            if (errno == EMFILE || errno == ENFILE) /* out of descriptors: wait for ours */
+            if (errno == EMFILE || errno == ENFILE) {
+                /* Out of descriptors: leave the rest in the backlog for a
+                 * while rather than spin on a listener that stays ready. */
+                lb->listener_rest_until = lm_now_ns() + 100000000ull;
                 return 0;
+            }
             return lm_err_set(&lb->d->ctx->err, -errno, "accept: %s", strerror(errno));
         }
         if (lb->n == LM_LOBBY_MAX) {
@@ -182,7 +186,8 @@ int lm__dest_lobby_next(lm_dest_lobby *lb, uint64_t deadline_ns, lm_dest_watch w
             return lm_err_set(&d->ctx->err, -ECANCELED, "cancelled while waiting for the source");
         struct pollfd pfd[LM_LOBBY_MAX + 2];
         unsigned n = 0, first_wait, main_at = 0;
-        pfd[n++] = (struct pollfd){.fd = d->listener->fd, .events = POLLIN};
+        pfd[n++] = (struct pollfd){.fd = now < lb->listener_rest_until ? -1 : d->listener->fd,
+                                   .events = POLLIN};
         first_wait = n;
         for (unsigned i = 0; i < lb->n; i++)
             pfd[n++] = (struct pollfd){.fd = lb->wait[i].fd, .events = POLLIN};
