@@ -22,6 +22,10 @@ extern "C" {
 #define LM_VERSION_STRING "0.1.0"
 #define LM_MAX_BLOCKS     64
 #define LM_BLOCK_NAME_MAX 32
+/* lm_params.max_ram's default: 16 TiB, far above any host, so that a sparse
+ * guest larger than the host still migrates (memory is committed as data
+ * arrives, and checked against what the host can give). */
+#define LM_DEFAULT_MAX_RAM (16ull << 40)
 
 typedef struct lm_ctx lm_ctx;
 typedef struct lm_listener lm_listener;
@@ -163,7 +167,21 @@ typedef struct lm_params {
                                          UFFDIO_COPY */
     int dest_thp;                     /* destination, RAM it allocates: 1 backs it with
                                          transparent huge pages (MADV_HUGEPAGE), 0 with 4 KiB
-                                         pages; lm_params_init() sets the measured faster one */
+                                         pages; lm_params_init() sets the measured faster one.
+                                         Either way a 2 MiB huge page is committed only where
+                                         the source filled it densely (docs/SECURITY.md) */
+    /* The destination owns its limits (docs/SECURITY.md). */
+    uint64_t ram_size; /* destination: the guest's RAM is one block of this size
+                          (id 0, "ram"); a source that declares any other layout
+                          is refused before anything is allocated. 0: take the
+                          source's layout, within max_ram. With RAM registered,
+                          that is the layout, and ram_size, if set, must equal
+                          its total */
+    uint64_t max_ram;  /* destination, with neither ram_size nor RAM registered:
+                          the largest guest (all blocks) a source may declare;
+                          0 = LM_DEFAULT_MAX_RAM. Sparse guests larger than the
+                          host are fine: memory is committed as data arrives, and
+                          checked against what the host can give */
     /* TLS 1.3 on every connection (docs/SECURITY.md); NULL for plaintext. Both
      * sides must use it, with one of two kinds of credentials:
      *   tls_creds: X.509, a directory with QEMU's file names: ca-cert.pem, plus
@@ -182,6 +200,9 @@ typedef struct lm_params {
     unsigned x_slow_channel_us;   /* testing aid, destination: multifd channel 0 waits this
                                      long before placing each packet, so packets of a
                                      round arrive late against the next round's */
+    uint64_t x_host_available;    /* testing aid, destination: pretend the host can give
+                                     guest RAM this many bytes (less what this migration
+                                     committed); 0: read MemAvailable and the cgroup */
     void (*progress)(void *opaque, const lm_progress *p);
     void *progress_opaque;
 } lm_params;

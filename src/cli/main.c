@@ -110,6 +110,7 @@ bool cli_tell_ready(cli_opts *o)
 
 int cli_run_incoming(cli_opts *o, lm_listener *l)
 {
+    o->params.ram_size = o->ram; /* --ram: this side owns the layout */
     if (o->guest == CLI_GUEST_KVM)
         return cli_run_incoming_kvm(o, l);
     lm_ctx *ctx = lm_ctx_new();

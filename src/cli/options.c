@@ -57,7 +57,14 @@ static const char *const guests[] = {"thread", "kvm", NULL};
 
 static const cli_option options[] = {
     {"ram", "SIZE", CLI_SIZE, FIELD(ram), .min = 1, .expect = "use a size such as 512M or 2G",
-     .help = "guest RAM (demo: 1G; incoming: the size --dest-prealloc populates)", .cmds = CLI_ALL},
+     .help = "guest RAM (demo: 1G); incoming: the guest's RAM is one block of SIZE and a source "
+             "that declares any other layout is refused (default: the source's layout, within "
+             "--max-ram); also what --dest-prealloc populates",
+     .cmds = CLI_ALL},
+    {"max-ram", "SIZE", CLI_SIZE, PARAM(max_ram), .min = 1, .expect = "a size such as 64G or 16T",
+     .help = "without --ram: the largest guest a source may declare (16T; memory is committed "
+             "only as data arrives, and checked against what this host can give)",
+     .cmds = CLI_INCOMING},
     {"guest", "thread|kvm", CLI_CHOICE, FIELD(guest), .choices = guests, .expect = "thread or kvm",
      .help = "the guest: vCPU threads writing guest RAM (thread, default) or a KVM VM whose vCPUs "
              "run a small guest program (kvm; both sides must agree)",
@@ -190,6 +197,8 @@ static const cli_option options[] = {
     {"x-slow-channel-us", "US", CLI_COUNT, PARAM(x_slow_channel_us), .max = 1000000,
      .cmds = CLI_DEST},
     {"x-kvm-damage-page", "N", CLI_COUNT, FIELD(x_kvm_damage), .min = 1, .cmds = CLI_DEST},
+    {"x-host-available", "SIZE", CLI_SIZE, PARAM(x_host_available), .min = 1,
+     .expect = "a size such as 256M", .cmds = CLI_DEST},
     /* Benchmark aid (bench/kvm.py): the KVM guest runs this long before the
      * baseline window, so that both windows see it warm. */
     {"x-warmup", "SECONDS", CLI_MILLIS, FIELD(x_warmup_ms), .max = 600000, .expect = "seconds",

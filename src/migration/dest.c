@@ -121,6 +121,7 @@ static int on_pages(lm_dest *d, const lm_frame *f)
         return ret;
     if (ph.flags & LM_PACKET_FLAG_SYNC)
         return lm__dest_protocol_error(d, -EBADMSG, "SYNC packet on the main connection");
+    d->caught_up = false;
     uint64_t expect =
         LM_PACKET_HDR_SIZE + 8ull * (ph.normal_pages + ph.zero_pages) + ph.payload_size;
     if (f->length != expect) {
@@ -135,6 +136,7 @@ static int on_round_end(lm_dest *d, const lm_frame *f)
 {
     if (f->length)
         return lm__dest_protocol_error(d, -EBADMSG, "ROUND_END carries a body");
+    d->caught_up = false;
     /* Every channel finishes this round before any starts the next. */
     int ret = d->use_pool ? lm_multifd_recv_barrier(&d->pool, d->conn.timeout_ms) : 0;
     d->st.dirty_sync_count++;
@@ -145,6 +147,7 @@ static int on_ping(lm_dest *d, const lm_frame *f)
 {
     if (f->length)
         return lm__dest_protocol_error(d, -EBADMSG, "PING carries a body");
+    d->caught_up = true;
     return lm__dest_send_locked(d, LM_MSG_PONG, NULL, 0);
 }
 
@@ -298,15 +301,31 @@ static int refuse(lm_dest *d, uint16_t type)
     return lm__dest_protocol_error(d, -EPROTO, why);
 }
 
+/* The source hashes all of its RAM before its digest comes. The wait for
+ * it is lengthened by what arrived here, page data and offsets at 1 GB/s
+ * (what the source paid to send, and about what hashing it costs it),
+ * never by the size the source declared: a peer that declares 4 TiB and
+ * sends nothing must not buy itself hours. */
+static unsigned verify_allowance_ms(lm_dest *d)
+{
+    uint64_t normal = 0, zero = 0, bytes = 0;
+    uint64_t data = atomic_load(&d->main_chan.normal_bytes) + d->pool_acc.normal_bytes;
+    zero = atomic_load(&d->main_chan.zero) + d->pool_acc.zero;
+    if (d->use_pool)
+        lm_multifd_recv_counters(&d->pool, &normal, &zero, &data, &bytes);
+    uint64_t ms = (data + 8 * zero) / 1000000;
+    return ms > UINT32_MAX / 2 ? UINT32_MAX / 2 : (unsigned)ms;
+}
+
 static int receive_stream(lm_dest *d)
 {
     while (!is_final(d->fsm.state)) {
-        /* The source hashes all of its RAM before its digest comes: allow
-         * 1 GB/s for that on top of the usual bound. */
         bool verifying = d->fsm.state == LM_DST_VERIFY || d->fsm.state == LM_DST_POSTCOPY_VERIFY;
         unsigned io_timeout = d->conn.timeout_ms;
-        if (verifying)
-            d->conn.timeout_ms += (unsigned)(d->st.total / 1000000);
+        if (verifying) {
+            unsigned extra = verify_allowance_ms(d);
+            d->conn.timeout_ms = extra > UINT32_MAX - io_timeout ? UINT32_MAX : io_timeout + extra;
+        }
         lm_frame f;
         int ret = lm_conn_recv_frame(&d->conn, &f);
         d->conn.timeout_ms = io_timeout;
@@ -326,6 +345,15 @@ static int receive_stream(lm_dest *d)
             return ret;
     }
     return 0;
+}
+
+/* A channel that fails shuts the main connection down to wake the main
+ * thread, which then reads a closed stream: the cause is the first error
+ * recorded (a bad packet, a refused page), not the close it caused. */
+static int first_cause(const lm_dest *d, int ret)
+{
+    int first = d->ctx->err.code;
+    return ret < 0 && first < 0 ? first : ret;
 }
 
 static bool commit_unknown(const lm_dest *d, int ret)
@@ -430,20 +458,18 @@ int lm_incoming(lm_ctx *ctx, lm_listener *l, const lm_params *params)
     lm__stats_reset(ctx, LM_STATUS_SETUP);
     d->st.status = LM_STATUS_SETUP;
 
-    int fd, ret = setup_tls(d);
+    lm_frame first;
+    int ret = setup_tls(d);
     if (ret == 0)
-        ret = lm_listener_accept(l, params->accept_timeout_ms, &ctx->cancel, &fd, &ctx->err);
+        ret = lm__dest_accept_source(d, &first);
     if (ret == 0) {
         d->start_ns = lm_now_ns();
-        lm_conn_init(&d->conn, fd, params->io_timeout_ms, &ctx->cancel, "source", &ctx->err);
-        lm_conn_share_progress(&d->conn, &ctx->io_progress_ns);
-        if ((ret = lm__dest_secure(d, &d->conn)) == 0)
-            ret = lm__dest_handshake(d);
+        ret = lm__dest_handshake(d, &first);
         d->st.setup_time_ms = lm_ns_to_ms(lm_now_ns() - d->start_ns);
     }
     if (ret == 0 && (ret = lm__dest_enter(d, LM_DST_ACTIVE)) == 0) {
         lm__dest_count_faults(d, true);
-        ret = receive_stream(d);
+        ret = first_cause(d, receive_stream(d));
         /* Ready and waiting for the commit, the link went: only the source
          * knows whether it committed, so wait for it to say so. */
         for (;;) {
@@ -457,7 +483,7 @@ int lm_incoming(lm_ctx *ctx, lm_listener *l, const lm_params *params)
                 break;
             if (ret < 0)
                 break;
-            ret = receive_stream(d);
+            ret = first_cause(d, receive_stream(d));
         }
         lm__dest_count_faults(d, false); /* unless every page arrived before */
     }
@@ -484,6 +510,7 @@ int lm_incoming(lm_ctx *ctx, lm_listener *l, const lm_params *params)
         lm_conn_send_error(&d->conn, ret, ctx->err.msg);
     lm__stats_publish(ctx, &d->st);
     lm_conn_close(&d->conn);
+    lm_ram_budget_free(&d->budget);
     lm_tls_free(d->tls);
     free(d->device_state);
     free(d);

@@ -32,6 +32,7 @@ typedef struct lm_dest {
     uint64_t start_ns;
     /* Pages. */
     lm_inplace_sink inplace; /* precopy: pages land where they live */
+    lm_ram_budget budget;    /* what they may commit (ram/budget.h) */
     lm_recv_chan main_chan;  /* packets on the main connection */
     lm_multifd_recv pool;    /* multifd channels, when the source asked for them */
     bool use_pool;
@@ -51,6 +52,7 @@ typedef struct lm_dest {
     uint64_t digest_pages, verify_t0;
     char source_digest[40]; /* hex, when it differs from ours */
     bool source_said_error; /* an ERROR came: the source will not commit */
+    bool caught_up;         /* PING answered, no page or round since: a switch may follow */
     bool confirm_sent;
     lm_resumed done; /* postcopy: the POSTCOPY_DONE sent, to send again after a reconnect */
     bool source_committed;
@@ -59,6 +61,36 @@ typedef struct lm_dest {
     uint64_t faults0_minor, faults0_major;
     bool faults_counted;
 } lm_dest;
+
+/* dest_accept.c: the listener's lobby (see there). */
+#define LM_LOBBY_MAX 16 /* connections waiting to speak at once */
+
+/* A connection that presented its first frame header. */
+typedef struct lm_greeting {
+    lm_conn conn; /* opened by lm__dest_open_conn, its greeting-time bound */
+    lm_frame f;   /* the header, when bad_code is 0 */
+    int bad_code; /* a livemig frame header, but invalid (another version) */
+    char bad[256];
+} lm_greeting;
+
+typedef struct lm_dest_lobby {
+    struct lm_dest *d;
+    unsigned greet_ms;         /* how long a new connection has to present its first frame */
+    const _Atomic int *cancel; /* the context's; NULL where only the source decides (paused) */
+    unsigned n;
+    struct {
+        int fd;
+        uint64_t since_ns;
+    } wait[LM_LOBBY_MAX];
+    uint64_t listener_rest_until; /* out of descriptors: the backlog waits till then */
+    unsigned turned_away;         /* closed: silent, garbage, or not the peer wanted */
+    char why[200];                /* why the last one was */
+    lm_err scratch;               /* a stranger's failure is not the migration's */
+} lm_dest_lobby;
+
+/* Called while the lobby waits, when the main connection is readable: 0
+ * to go on (*watching false: stop watching it), or -errno to end the wait. */
+typedef int (*lm_dest_watch)(struct lm_dest *d, bool *watching);
 
 /* A message handler: 0, or -errno with the reason in ctx->err. */
 typedef int (*lm_dest_handler)(lm_dest *d, const lm_frame *f);
@@ -77,11 +109,39 @@ int lm__dest_read_body(lm_dest *d, const lm_frame *f, uint8_t **out);
 int lm__dest_take_verify(lm_dest *d, const lm_frame *f, const uint8_t digest[16], uint64_t pages,
                          lm_resumed *r);
 
-/* dest_setup.c: HELLO, layout, HELLO_ACK, the channels. */
+/* dest_layout.c: the source's declared layout against what this side
+ * owns (registered RAM, ram_size) or allows (max_ram); allocates it when
+ * nothing is registered. Refusals name both layouts. */
+int lm__dest_accept_layout(lm_dest *d);
+
+/* dest_accept.c. The one place an accepted descriptor becomes a connection
+ * (a transport handshake belongs here), bounded by timeout_ms. */
+int lm__dest_open_conn(lm_dest *d, lm_conn *c, int fd, unsigned timeout_ms, const char *peer,
+                       lm_err *err);
+void lm__dest_lobby_init(lm_dest_lobby *lb, lm_dest *d);
+/* Closes every connection still waiting. */
+void lm__dest_lobby_close(lm_dest_lobby *lb);
+/* Waits (until deadline_ns; 0: no deadline, only a cancel) for the next
+ * connection to present a livemig frame header: 0 with *g, -ETIMEDOUT
+ * (no message set: the caller says what it waited for), or -errno. */
+int lm__dest_lobby_next(lm_dest_lobby *lb, uint64_t deadline_ns, lm_dest_watch watch,
+                        lm_greeting *g);
+/* Not the peer wanted: closed, counted, why kept for the timeout message. */
+void lm__dest_lobby_turn_away(lm_dest_lobby *lb, lm_greeting *g, const char *why);
+/* " (N other connections were closed; the last: WHY)", or "" when none. */
+size_t lm__dest_lobby_summary(const lm_dest_lobby *lb, char *out, size_t len);
+/* The greeting's connection becomes the migration's 'to': its I/O timeout,
+ * the context's cancel and error, the shared progress clock. */
+void lm__dest_adopt(lm_dest *d, lm_conn *to, lm_greeting *g, const char *peer);
+/* The main connection (until accept_timeout_ms): *first is its first
+ * frame header, read; d->conn is set. */
+int lm__dest_accept_source(lm_dest *d, lm_frame *first);
+
+/* dest_setup.c: HELLO (its header read), layout, HELLO_ACK, the channels. */
+int lm__dest_handshake(lm_dest *d, const lm_frame *first);
 /* Starts TLS on a connection the listener gave us, when this destination
  * uses it: before any of the peer's bytes are read as frames. */
 int lm__dest_secure(lm_dest *d, lm_conn *c);
-int lm__dest_handshake(lm_dest *d);
 /* The channels the HELLO announced (multifd, preempt), pages in place. */
 int lm__dest_accept_channels(lm_dest *d);
 

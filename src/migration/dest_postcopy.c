@@ -1,25 +1,82 @@
 /* The destination's postcopy messages (the mechanism is postcopy_dst.c). */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "migration/dest.h"
 #include "util/clock.h"
 
-/* POSTCOPY_SWITCH: the pages still to come; the device state follows. */
-int lm__dest_on_postcopy_switch(lm_dest *d, const lm_frame *f)
+/* A source starts postcopy only as its precopy handshake says: postcopy
+ * announced in HELLO, its first pass complete (every page was sent once,
+ * as data or as a zero page) and the pipe drained (PING answered, nothing
+ * since). A switch out of that order is forged or broken: taking it would
+ * run a guest here on memory nobody sent, and park this side waiting for
+ * pages that will never come. */
+static int check_switch_order(lm_dest *d)
 {
+    char why[256];
     if (!(d->hello.flags & LM_HELLO_POSTCOPY))
         return lm__dest_protocol_error(d, -EPROTO,
                                        "POSTCOPY_SWITCH, but the source did not announce postcopy");
-    uint8_t *body;
-    int ret = lm__dest_read_body(d, f, &body);
+    lm_ram *ram = &d->ctx->ram;
+    uint64_t have = 0, all = 0;
+    for (unsigned i = 0; i < ram->nblocks; i++) {
+        have += lm_bitmap_count(ram->blocks[i].received, ram->blocks[i].npages);
+        all += ram->blocks[i].npages;
+    }
+    if (have < all) {
+        snprintf(why, sizeof(why),
+                 "POSTCOPY_SWITCH before the first pass was complete (%llu of %llu pages "
+                 "received): a source switches only after sending every page once",
+                 (unsigned long long)have, (unsigned long long)all);
+        return lm__dest_protocol_error(d, -EPROTO, why);
+    }
+    if (!d->caught_up)
+        return lm__dest_protocol_error(d, -EPROTO,
+                                       "POSTCOPY_SWITCH without the PING that drains the pipe "
+                                       "before it");
+    return 0;
+}
+
+/* Every needed page is placed after the commit, where nothing can be
+ * refused any more (its stale copy is dropped first, but a page that came
+ * as a zero page had none); with verification a hash is kept for every
+ * page. The host must be able to give that now, while the source can still
+ * run its guest. */
+static int reserve_for_postcopy(lm_dest *d)
+{
+    lm_ram *ram = &d->ctx->ram;
+    uint64_t pages = 0, all = 0;
+    for (unsigned i = 0; i < ram->nblocks; i++) {
+        const lm_block *b = &ram->blocks[i];
+        all += b->npages;
+        if (!b->owned)
+            continue;
+        for (uint64_t w = 0; w < LM_BITMAP_WORDS(b->npages); w++)
+            pages += (uint64_t)__builtin_popcountll(d->pc.needed[i][w]);
+    }
+    uint64_t bytes = pages * ram->page_size;
+    if (d->hello.flags & LM_HELLO_VERIFY)
+        bytes += all * sizeof(uint64_t);
+    return lm_ram_budget_reserve(&d->budget, bytes, "postcopy");
+}
+
+/* POSTCOPY_SWITCH: the pages still to come; the device state follows. */
+int lm__dest_on_postcopy_switch(lm_dest *d, const lm_frame *f)
+{
+    int ret = check_switch_order(d);
     if (ret < 0)
+        return ret;
+    uint8_t *body;
+    if ((ret = lm__dest_read_body(d, f, &body)) < 0)
         return ret;
     ret = lm_postcopy_dst_init(&d->pc, d->ctx, body, f->length, d->hello.flags & LM_HELLO_VERIFY,
                                d->p->postcopy_move, &d->conn, &d->conn_lock);
     d->pc_init = true; /* whatever init allocated is freed by stop */
     free(body);
+    if (ret == 0)
+        ret = reserve_for_postcopy(d);
     return ret < 0 ? ret : lm__dest_enter(d, LM_DST_POSTCOPY_SWITCH);
 }
 

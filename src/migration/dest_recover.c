@@ -30,68 +30,54 @@ static bool same_migration(const lm_hello *was, const lm_hello *now)
     return true;
 }
 
-static uint64_t min_u64(uint64_t a, uint64_t b)
+/* One greeting: 0 when it is our source coming back (the HELLO_ACK is
+ * sent, d->conn replaced), -EAGAIN when it is something else (told what
+ * this side waits for, and turned away). */
+static int take_back(lm_dest *d, lm_dest_lobby *lb, lm_greeting *g)
 {
-    return a < b ? a : b;
-}
-
-/* One candidate connection: 0 when it is our source coming back (the
- * HELLO_ACK is sent), -EAGAIN when it is something else (told and closed). */
-static int take_back(lm_dest *d, int fd, unsigned wait_ms)
-{
-    lm_err scratch;
-    lm_err_init(&scratch);
-    lm_conn c;
-    lm_conn_init(&c, fd, wait_ms, NULL, "source", &scratch);
-    lm_frame f;
     uint8_t buf[LM_HELLO_FIXED_SIZE + LM_MAX_BLOCKS * LM_HELLO_BLOCK_SIZE];
     lm_hello h;
-    char why[256];
-    if (lm__dest_secure(d, &c) == 0 && lm_conn_recv_frame(&c, &f) == 0 && f.type == LM_MSG_HELLO &&
-        lm_conn_recv_body(&c, &f, buf, sizeof(buf)) == 0 &&
-        lm_hello_decode(buf, f.length, &h, why, sizeof(why)) == 0 &&
-        same_migration(&d->hello, &h) && lm_conn_send_frame(&c, LM_MSG_HELLO_ACK, NULL, 0) == 0) {
+    char why[256] = "a connection that is not this migration's source";
+    if (!g->bad_code && g->f.type == LM_MSG_HELLO &&
+        lm_conn_recv_body(&g->conn, &g->f, buf, sizeof(buf)) == 0 &&
+        lm_hello_decode(buf, g->f.length, &h, why, sizeof(why)) == 0 &&
+        same_migration(&d->hello, &h) &&
+        lm_conn_send_frame(&g->conn, LM_MSG_HELLO_ACK, NULL, 0) == 0) {
         uint64_t in = d->conn.bytes_in, out = d->conn.bytes_out;
         pthread_mutex_lock(&d->conn_lock);
         lm_conn_close(&d->conn);
-        lm_conn_init(&d->conn, fd, d->p->io_timeout_ms, &d->ctx->cancel, "source", &d->ctx->err);
-        d->conn.tls = c.tls;
-        lm_conn_share_progress(&d->conn, &d->ctx->io_progress_ns);
-        d->conn.bytes_in = in + c.bytes_in;
-        d->conn.bytes_out = out + c.bytes_out;
+        lm__dest_adopt(d, &d->conn, g, "source");
+        d->conn.bytes_in += in;
+        d->conn.bytes_out += out;
         pthread_mutex_unlock(&d->conn_lock);
         d->st.reconnects++;
         d->source_committed = h.flags & LM_HELLO_COMMITTED;
         d->source_said_error = false;
         return 0;
     }
-    lm_conn_send_error(&c, -EBUSY,
+    lm_conn_send_error(&g->conn, -EBUSY,
                        "this destination is paused in another migration and takes back only "
                        "its own source");
-    lm_conn_close(&c);
+    lm__dest_lobby_turn_away(lb, g, why);
     return -EAGAIN;
 }
 
 int lm__dest_take_back_source(lm_dest *d, uint64_t deadline_ns)
 {
+    lm_dest_lobby lb;
+    lm__dest_lobby_init(&lb, d);
+    lb.cancel = NULL; /* paused: only the source's word decides, not a cancel */
+    int ret;
     for (;;) {
-        uint64_t now = lm_now_ns();
-        if (now >= deadline_ns)
-            return -ETIMEDOUT;
-        lm_err scratch;
-        lm_err_init(&scratch);
-        int fd, ret = lm_listener_accept(d->listener, (unsigned)((deadline_ns - now) / 1000000) + 1,
-                                         NULL, &fd, &scratch);
-        if (ret == -ETIMEDOUT)
-            return ret;
-        if (ret < 0)
-            return lm_err_set(&d->ctx->err, ret, "waiting for the source to reconnect: %s",
-                              scratch.msg);
-        /* A connection that says nothing waits no longer than the deadline. */
-        uint64_t left_ms = (deadline_ns - min_u64(deadline_ns, lm_now_ns())) / 1000000 + 1;
-        if (take_back(d, fd, (unsigned)min_u64(left_ms, d->p->io_timeout_ms)) == 0)
-            return 0;
+        lm_greeting g;
+        ret = lm__dest_lobby_next(&lb, deadline_ns, NULL, &g);
+        if (ret < 0 || take_back(d, &lb, &g) == 0)
+            break;
     }
+    if (ret < 0 && ret != -ETIMEDOUT)
+        lm_err_set(&d->ctx->err, ret, "waiting for the source to reconnect failed");
+    lm__dest_lobby_close(&lb);
+    return ret;
 }
 
 /* Stops what read the broken link: the multifd channels (their counts

@@ -118,6 +118,9 @@ int lm_recv_chan_body(lm_recv_chan *c, const lm_packet_hdr *ph)
     /* In place, pages land where they live; otherwise (postcopy: the guest
      * runs, so a page must appear whole and at once) in the bounce buffer,
      * and the sink places them. */
+    if (ph->normal_pages && sink->ops->admit &&
+        (ret = sink->ops->admit(sink, b, c->offsets, ph->normal_pages)) < 0)
+        return ret;
     uint8_t *pages[LM_PACKET_MAX_PAGES];
     for (uint32_t i = 0; i < ph->normal_pages; i++)
         pages[i] = sink->ops->in_place ? b->host + c->offsets[i] : c->bounce + i * ps;
@@ -235,7 +238,7 @@ static void *receiver_main(void *arg)
     return NULL;
 }
 
-int lm_multifd_recv_start(lm_multifd_recv *m, unsigned n, const int *fds,
+int lm_multifd_recv_start(lm_multifd_recv *m, unsigned n, const lm_conn *conns,
                           const lm_multifd_recv_cfg *cfg, lm_err *err)
 {
     memset(m, 0, sizeof(*m));
@@ -248,8 +251,8 @@ int lm_multifd_recv_start(lm_multifd_recv *m, unsigned n, const int *fds,
     m->chans = calloc(n, sizeof(*m->chans));
     if (!m->chans) {
         for (unsigned i = 0; i < n; i++) {
-            lm_tls_session_free(cfg->tls ? cfg->tls[i] : NULL);
-            close(fds[i]);
+            lm_conn c = conns[i]; /* handed over: ours to close, TLS session and all */
+            lm_conn_close(&c);
         }
         m->n = 0;
         return lm_err_set(err, -ENOMEM, "out of memory for %u channels", n);
@@ -259,8 +262,11 @@ int lm_multifd_recv_start(lm_multifd_recv *m, unsigned n, const int *fds,
         lm_recv_chan *c = &m->chans[i];
         int r = lm_recv_chan_init(c, i, &c->own_conn, cfg->sink, cfg->method, cfg->page_size, err);
         snprintf(c->peer, sizeof(c->peer), "source (channel %u)", i);
-        lm_conn_init(&c->own_conn, fds[i], cfg->timeout_ms, cfg->cancel, c->peer, err);
-        c->own_conn.tls = cfg->tls ? cfg->tls[i] : NULL;
+        c->own_conn = conns[i];
+        c->own_conn.timeout_ms = cfg->timeout_ms;
+        c->own_conn.cancel = cfg->cancel;
+        c->own_conn.peer = c->peer;
+        c->own_conn.err = err;
         lm_conn_share_progress(&c->own_conn, cfg->progress_ns);
         c->pool = m;
         c->slow_us = i == 0 ? cfg->slow_channel_us : 0;

@@ -94,16 +94,16 @@ typedef struct lm_multifd_recv_cfg {
     uint64_t page_size;
     unsigned timeout_ms;
     const _Atomic int *cancel;
-    unsigned slow_channel_us;   /* testing aid for channel 0 */
-    int main_fd;                /* shut down for reading when a channel fails */
-    lm_tls_session *const *tls; /* each fd's TLS session, or NULL: plaintext */
+    unsigned slow_channel_us; /* testing aid for channel 0 */
+    int main_fd;              /* shut down for reading when a channel fails */
     _Atomic uint64_t *progress_ns;
 } lm_multifd_recv_cfg;
 
-/* Starts a receiver thread on each of the n connected fds (fds[i] is
- * channel i), taking over cfg->tls's sessions. On failure nothing is left
- * running and the fds are closed. */
-int lm_multifd_recv_start(lm_multifd_recv *m, unsigned n, const int *fds,
+/* Starts a receiver thread on each of the n connections (conns[i] is
+ * channel i, opened by the caller and handed over: each is copied, and
+ * takes the cfg's timeout, cancel and progress clock). On failure nothing
+ * is left running and the connections are closed. */
+int lm_multifd_recv_start(lm_multifd_recv *m, unsigned n, const lm_conn *conns,
                           const lm_multifd_recv_cfg *cfg, lm_err *err);
 /* Main thread at ROUND_END: waits (bounded by timeout_ms without a channel
  * arriving) until every channel parked at its SYNC, then releases them. */

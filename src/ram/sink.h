@@ -21,6 +21,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "ram/budget.h"
 #include "ram/ram.h"
 #include "util/error.h"
 
@@ -37,6 +38,11 @@ typedef struct lm_page_sink_ops {
                  uint32_t n);
     /* n pages of block b are zero. */
     int (*place_zero)(lm_page_sink *sink, lm_block *b, const uint64_t *offsets, uint32_t n);
+    /* Optional: the n normal pages at offsets (validated) are about to be
+     * written, before any of their payload is read: the sink may refuse
+     * them (0, or -errno with a message in sink->err), e.g. when this host
+     * cannot give the memory they would commit. */
+    int (*admit)(lm_page_sink *sink, lm_block *b, const uint64_t *offsets, uint32_t n);
     /* Optional: a channel delivering here gave up; wake anyone waiting. */
     void (*fail)(lm_page_sink *sink);
 } lm_page_sink_ops;
@@ -53,8 +59,10 @@ struct lm_page_sink {
 typedef struct lm_inplace_sink {
     lm_page_sink sink;
     bool no_receivedmap;
+    lm_ram_budget *budget; /* what receiving may commit (budget.h); NULL: no bound */
 } lm_inplace_sink;
 
-void lm_inplace_sink_init(lm_inplace_sink *s, lm_ram *ram, bool no_receivedmap, lm_err *err);
+void lm_inplace_sink_init(lm_inplace_sink *s, lm_ram *ram, bool no_receivedmap,
+                          lm_ram_budget *budget, lm_err *err);
 
 #endif

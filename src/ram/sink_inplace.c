@@ -37,15 +37,25 @@ static int inplace_place_zero(lm_page_sink *sink, lm_block *b, const uint64_t *o
     return 0;
 }
 
+/* Before the payload lands: what it commits is the budget's to allow. */
+static int inplace_admit(lm_page_sink *sink, lm_block *b, const uint64_t *offsets, uint32_t n)
+{
+    lm_inplace_sink *s = (lm_inplace_sink *)sink;
+    return s->budget ? lm_ram_budget_admit(s->budget, b, offsets, n) : 0;
+}
+
 static const lm_page_sink_ops inplace_ops = {
     .name = "in place",
     .in_place = true,
     .place = inplace_place,
     .place_zero = inplace_place_zero,
+    .admit = inplace_admit,
 };
 
-void lm_inplace_sink_init(lm_inplace_sink *s, lm_ram *ram, bool no_receivedmap, lm_err *err)
+void lm_inplace_sink_init(lm_inplace_sink *s, lm_ram *ram, bool no_receivedmap,
+                          lm_ram_budget *budget, lm_err *err)
 {
     s->sink = (lm_page_sink){.ops = &inplace_ops, .ram = ram, .err = err};
     s->no_receivedmap = no_receivedmap;
+    s->budget = budget;
 }

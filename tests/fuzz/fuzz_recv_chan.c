@@ -69,7 +69,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     lm_conn conn;
     lm_conn_init(&conn, fd, 1000, NULL, "source", &err);
     lm_inplace_sink inplace;
-    lm_inplace_sink_init(&inplace, &ram, false, &err);
+    lm_inplace_sink_init(&inplace, &ram, false, NULL, &err);
     lm_page_sink other = {.ops = &bounce_ops, .ram = &ram, .err = &err};
     static lm_recv_chan c;
     FUZZ_CHECK(lm_recv_chan_init(&c, 0, &conn, &inplace.sink, method, FUZZ_PAGE, &err) == 0);

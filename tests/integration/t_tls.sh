@@ -61,7 +61,7 @@ refuse() {
 refuse plain-to-tls "--tls-creds $C/ok" "" \
     "source speaks plaintext" "destination failed: this destination requires TLS"
 refuse tls-to-plain "" "--tls-creds $C/ok" \
-    "source speaks TLS and this side was started without it" "destination speaks plaintext"
+    "speaks TLS and this destination was started without it" "destination speaks plaintext"
 refuse unknown-client-ca "--tls-creds $C/ok" "--tls-creds $C/badclient" \
     "source's certificate is not trusted" "destination refused the TLS handshake"
 refuse unknown-server-ca "--tls-creds $C/rogue" "--tls-creds $C/ok" \
