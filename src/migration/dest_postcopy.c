@@ -135,6 +135,9 @@ int lm__dest_postcopy_run(lm_dest *d, bool confirm)
     int ret = lm__dest_enter(d, LM_DST_POSTCOPY_ACTIVE);
     if (ret == 0 && confirm)
         lm__dest_confirm_commit(d);
+    /* The vCPUs may have faulted already: their requests follow RESUMED,
+     * which the source reads first. */
+    lm_postcopy_dst_release(&d->pc);
     return ret;
 }
 

@@ -54,6 +54,9 @@ typedef struct lm_postcopy_dst {
     /* Under conn_lock: the return path is broken. Faults are still noted
      * ('requested') but not sent; lm_postcopy_dst_link_up sends them all. */
     bool link_down;
+    /* Under conn_lock: requests wait (noted, not sent) until the guest's
+     * RESUMED went out, so the source reads RESUMED before any request. */
+    bool held;
     /* Request latency and vCPU blocktime, under 'lock'. */
     pthread_mutex_t lock;
     pthread_cond_t cond; /* signalled when 'remaining' reaches 0 */
@@ -77,6 +80,9 @@ void lm_postcopy_dst_link_down(lm_postcopy_dst *pc);
 /* A new return path (pc->conn, already replaced): clears the failure and
  * sends again every request whose page has not arrived. */
 int lm_postcopy_dst_link_up(lm_postcopy_dst *pc);
+/* RESUMED is out: sends the requests noted since the guest started and
+ * lets the fault thread send its own from now on. */
+int lm_postcopy_dst_release(lm_postcopy_dst *pc);
 /* The pages still to come, per block (needed and not placed): fills
  * missing[r] (npages bits each). */
 void lm_postcopy_dst_missing(lm_postcopy_dst *pc, lm_word *const missing[]);

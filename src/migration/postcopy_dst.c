@@ -214,6 +214,10 @@ static int send_request(lm_postcopy_dst *pc, const lm_block *b, uint64_t page)
     atomic_fetch_add_explicit(&pc->requests, 1, memory_order_relaxed);
     pthread_mutex_lock(pc->conn_lock);
     bool down = pc->link_down;
+    if (pc->held) { /* noted in 'requested': lm_postcopy_dst_release sends it */
+        pthread_mutex_unlock(pc->conn_lock);
+        return 0;
+    }
     if (!down && send_request_locked(pc, b, page) < 0)
         down = pc->link_down = true;
     pthread_mutex_unlock(pc->conn_lock);
@@ -229,15 +233,11 @@ void lm_postcopy_dst_link_down(lm_postcopy_dst *pc)
     pthread_mutex_unlock(pc->conn_lock);
 }
 
-int lm_postcopy_dst_link_up(lm_postcopy_dst *pc)
+/* Sends every noted request whose page has not arrived; conn_lock held. */
+static int resend_requests_locked(lm_postcopy_dst *pc)
 {
     lm_ctx *ctx = pc->ctx;
     int ret = 0;
-    pthread_mutex_lock(&pc->lock);
-    pc->failed = false;
-    pthread_mutex_unlock(&pc->lock);
-    pthread_mutex_lock(pc->conn_lock);
-    pc->link_down = false;
     for (unsigned r = 0; r < ctx->ram.nblocks && ret == 0; r++) {
         lm_block *b = &ctx->ram.blocks[r];
         for (uint64_t p = lm_bitmap_next_set(pc->requested[r], b->npages, 0);
@@ -247,8 +247,34 @@ int lm_postcopy_dst_link_up(lm_postcopy_dst *pc)
     }
     if (ret < 0)
         pc->link_down = true;
+    return ret;
+}
+
+int lm_postcopy_dst_link_up(lm_postcopy_dst *pc)
+{
+    pthread_mutex_lock(&pc->lock);
+    pc->failed = false;
+    pthread_mutex_unlock(&pc->lock);
+    pthread_mutex_lock(pc->conn_lock);
+    pc->link_down = false;
+    pc->held = false;
+    int ret = resend_requests_locked(pc);
     pthread_mutex_unlock(pc->conn_lock);
     return ret;
+}
+
+int lm_postcopy_dst_release(lm_postcopy_dst *pc)
+{
+    pthread_mutex_lock(pc->conn_lock);
+    int ret = 0;
+    if (pc->held) {
+        pc->held = false;
+        ret = pc->link_down ? 0 : resend_requests_locked(pc);
+    }
+    pthread_mutex_unlock(pc->conn_lock);
+    if (ret < 0)
+        postcopy_failed(pc);
+    return 0;
 }
 
 void lm_postcopy_dst_missing(lm_postcopy_dst *pc, lm_word *const missing[])
@@ -385,6 +411,7 @@ int lm_postcopy_dst_start(lm_postcopy_dst *pc)
             ret = lm_uffd_register(pc->uffd, b->host, b->len, UFFDIO_REGISTER_MODE_MISSING,
                                    &ctx->err);
     }
+    pc->held = true; /* until RESUMED is out: lm_postcopy_dst_release */
     if (ret == 0 && (ret = -pthread_create(&pc->fault_thread, NULL, fault_main, pc)) < 0)
         lm_err_set(&ctx->err, ret, "cannot start the postcopy fault thread");
     pc->fault_thread_started = ret == 0;

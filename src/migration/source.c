@@ -55,6 +55,15 @@ static void read_peer_reason(lm_source *s)
     lm_conn probe = s->conn;
     probe.err = &scratch;
     probe.timeout_ms = 200;
+    /* A failed channel shut the main connection for reading (to wake this
+     * thread): a read then ends at once, even as the destination's ERROR
+     * is on its way. Give it up to the probe's time to arrive. */
+    uint8_t hdr[LM_FRAME_HDR_SIZE];
+    uint64_t until = lm_now_ns() + 200 * 1000000ull;
+    while (lm_conn_peek(&probe, hdr, sizeof(hdr)) < (ssize_t)sizeof(hdr) && lm_now_ns() < until) {
+        struct timespec ts = {0, 10 * 1000000};
+        nanosleep(&ts, NULL);
+    }
     if (lm_conn_recv_frame(&probe, &f) == 0 && f.type == LM_MSG_ERROR &&
         lm_conn_recv_body(&probe, &f, body, sizeof(body)) == 0) {
         lm_err_reset(&s->ctx->err);
