@@ -103,7 +103,8 @@ static int wait_ready(lm_conn *c, short events, const op_clock *op)
             uint64_t shared = atomic_load_explicit(c->progress_ns, memory_order_relaxed);
             last = shared > last ? shared : last;
         }
-        if (now - last >= limit)
+        /* Another connection may have moved a byte after 'now' was read. */
+        if (last < now && now - last >= limit)
             return -ETIMEDOUT;
     }
 }
