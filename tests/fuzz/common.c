@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "fuzz.h"
+#include "transport/conn.h"
 #include "util/sys.h"
 
 /* Block memory is kept for the next run: a fresh allocation each time
@@ -286,4 +287,15 @@ size_t fuzz_split(const uint8_t *data, size_t size, const uint8_t **part, size_t
         data = sep + FUZZ_STREAM_SEP_LEN;
     }
     return n;
+}
+
+void fuzz_conn_open(const uint8_t *data, size_t size, const fuzz_conn_opts *o, lm_conn *c,
+                    const char *peer, lm_err *err)
+{
+    fuzz_conn_reset(o);
+    int fd = fuzz_conn_add(data, size);
+    FUZZ_CHECK(fd >= 0);
+    fuzz_conn_take(fd);
+    lm_err_init(err);
+    lm_conn_init(c, fd, 1000, NULL, peer, err);
 }

@@ -83,6 +83,13 @@ uint64_t fuzz_conn_written(void);
  * otherwise), then forgets them all. */
 void fuzz_conn_finish(void);
 
+/* The common case: forgets every stream (with options o), then opens one
+ * over data[0..size) as connection c (a 1 s bound, no cancel), its errors
+ * in err (initialized here). */
+struct lm_conn;
+void fuzz_conn_open(const uint8_t *data, size_t size, const fuzz_conn_opts *o, struct lm_conn *c,
+                    const char *peer, lm_err *err);
+
 /* Splits data at each FUZZ_STREAM_SEP into at most max parts; returns how
  * many. Used to give one input several connections. */
 #define FUZZ_STREAM_SEP     "LMFZNEXT"

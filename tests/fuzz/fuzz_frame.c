@@ -37,14 +37,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         one_header(data);
 
     fuzz_conn_opts o = {.eof_closes = true};
-    fuzz_conn_reset(&o);
-    int fd = fuzz_conn_add(data, size);
-    FUZZ_CHECK(fd >= 0);
-    fuzz_conn_take(fd);
     lm_err err;
-    lm_err_init(&err);
     lm_conn c;
-    lm_conn_init(&c, fd, 1000, NULL, "peer", &err);
+    fuzz_conn_open(data, size, &o, &c, "peer", &err);
     static uint8_t body[BODY_CAP];
     for (;;) {
         lm_frame f;

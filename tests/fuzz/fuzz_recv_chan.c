@@ -60,14 +60,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     static lm_ram ram;
     fuzz_ram_init(&ram);
-    fuzz_conn_reset(&o);
-    int fd = fuzz_conn_add(data, size);
-    FUZZ_CHECK(fd >= 0);
-    fuzz_conn_take(fd);
     lm_err err;
-    lm_err_init(&err);
     lm_conn conn;
-    lm_conn_init(&conn, fd, 1000, NULL, "source", &err);
+    fuzz_conn_open(data, size, &o, &conn, "source", &err);
     lm_inplace_sink inplace;
     lm_inplace_sink_init(&inplace, &ram, false, NULL, &err);
     lm_page_sink other = {.ops = &bounce_ops, .ram = &ram, .err = &err};

@@ -73,14 +73,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         tls[mode] = make_tls(mode == 0);
 
     fuzz_conn_opts o = {.eof_closes = true, .chunk = chunk};
-    fuzz_conn_reset(&o);
-    int fd = fuzz_conn_add(data, size);
-    FUZZ_CHECK(fd >= 0);
-    fuzz_conn_take(fd);
     lm_err err;
-    lm_err_init(&err);
     lm_conn c;
-    lm_conn_init(&c, fd, 1000, NULL, mode == 0 ? "source" : "destination", &err);
+    fuzz_conn_open(data, size, &o, &c, mode == 0 ? "source" : "destination", &err);
     int ret = lm_conn_start_tls(&c, tls[mode], "127.0.0.1");
     if (ret == 0) {
         /* Records after the handshake, read as frames until the stream ends. */
