@@ -385,6 +385,10 @@ int lm_migrate(lm_ctx *ctx, const char *uri, const lm_params *params);
  * then accept exactly one migration. lm_incoming() returns once the guest
  * has been resumed on this side. */
 int lm_listen(const char *uri, lm_listener **out, char *errbuf, size_t errlen);
+/* Checks an address's syntax (tcp:HOST:PORT, unix:PATH, fd:N; listen: as
+ * lm_listen takes it, where port 0 is allowed) without touching the network:
+ * 0, or -EINVAL with a sentence in errbuf. */
+int lm_uri_check(const char *uri, bool listen, char *errbuf, size_t errlen);
 const char *lm_listener_uri(const lm_listener *l);
 void lm_listener_close(lm_listener *l);
 int lm_incoming(lm_ctx *ctx, lm_listener *l, const lm_params *params);

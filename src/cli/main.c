@@ -304,8 +304,11 @@ int cli_run_migrate(cli_opts *o)
 
 static int cmd_incoming(cli_opts *o)
 {
+    char bad[512];
     if (!o->listen)
         return cli_fail_usage(o, "incoming needs --listen tcp:HOST:PORT");
+    if (lm_uri_check(o->listen, true, bad, sizeof(bad)) < 0)
+        return cli_fail_usage(o, "--listen: %s", bad);
     if (o->dest_prealloc && !o->ram)
         return cli_fail_usage(o, "--dest-prealloc needs --ram SIZE, the guest's RAM size");
     lm_listener *l;
@@ -323,6 +326,10 @@ static int cmd_migrate(cli_opts *o)
 {
     if (!o->to || !o->ram || !o->workload)
         return cli_fail_usage(o, "migrate needs --ram SIZE --workload SPEC --to tcp:HOST:PORT");
+    /* Before the guest starts: a mistyped address is a usage error. */
+    char bad[512];
+    if (lm_uri_check(o->to, false, bad, sizeof(bad)) < 0)
+        return cli_fail_usage(o, "--to: %s", bad);
     return cli_run_migrate(o);
 }
 

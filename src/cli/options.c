@@ -467,6 +467,10 @@ static void init_opts(cli_opts *o)
 int cli_parse(int argc, char **argv, cli_opts *o)
 {
     init_opts(o);
+    if (argc == 2 && (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version"))) {
+        printf("livemig %s\n", LM_VERSION_STRING);
+        return 0;
+    }
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         print_usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;

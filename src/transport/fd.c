@@ -42,6 +42,16 @@ bool lm_fd_is_listening(int fd)
     return getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &on, &len) == 0 && on;
 }
 
+static int fd_check(const char *addr, bool passive, lm_err *err)
+{
+    (void)passive;
+    size_t n = strspn(addr, "0123456789");
+    if (!n || n != strlen(addr) || n > 9)
+        return lm_err_set(err, -EINVAL, "bad address 'fd:%s': expected fd:N, N a descriptor number",
+                          addr);
+    return 0;
+}
+
 static int fd_listen(const char *addr, int *out, char *bound, size_t boundlen, lm_err *err)
 {
     int ret = parse_fd(addr, out, err);
@@ -67,6 +77,7 @@ static int fd_connect(const char *addr, unsigned timeout_ms, int *out, lm_err *e
 const lm_transport_ops lm_transport_fd_ops = {
     .scheme = "fd",
     .single_connection = true,
+    .check = fd_check,
     .listen = fd_listen,
     .connect = fd_connect,
 };

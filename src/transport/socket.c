@@ -21,6 +21,10 @@ static int split_host_port(const char *addr, char *host, size_t hostlen, const c
                            lm_err *err)
 {
     const char *colon;
+    if (!strncmp(addr, "//", 2))
+        return lm_err_set(err, -EINVAL,
+                          "bad address 'tcp:%s': livemig addresses have no '//': write tcp:%s",
+                          addr, addr + 2);
     if (addr[0] == '[') {
         const char *close = strchr(addr, ']');
         if (!close || close[1] != ':')
@@ -74,6 +78,14 @@ static int resolve(const char *addr, bool passive, struct addrinfo **res, lm_err
     if (gai)
         return lm_err_set(err, -EHOSTUNREACH, "cannot resolve '%s': %s", addr, gai_strerror(gai));
     return 0;
+}
+
+static int tcp_check(const char *addr, bool passive, lm_err *err)
+{
+    char host[256];
+    const char *port = NULL;
+    int ret = split_host_port(addr, host, sizeof(host), &port, err);
+    return ret < 0 ? ret : check_port(addr, port, passive, err);
 }
 
 static void tune_stream(int fd)
@@ -190,6 +202,13 @@ static int unix_addr(const char *path, struct sockaddr_un *sun, lm_err *err)
     return 0;
 }
 
+static int unix_check(const char *path, bool passive, lm_err *err)
+{
+    (void)passive;
+    struct sockaddr_un sun;
+    return unix_addr(path, &sun, err);
+}
+
 static int unix_listen(const char *path, int *out, char *bound, size_t boundlen, lm_err *err)
 {
     struct sockaddr_un sun;
@@ -229,12 +248,14 @@ static int unix_connect(const char *path, unsigned timeout_ms, int *out, lm_err 
 
 const lm_transport_ops lm_transport_tcp_ops = {
     .scheme = "tcp",
+    .check = tcp_check,
     .listen = tcp_listen,
     .connect = tcp_connect,
 };
 
 const lm_transport_ops lm_transport_unix_ops = {
     .scheme = "unix",
+    .check = unix_check,
     .listen = unix_listen,
     .connect = unix_connect,
 };

@@ -30,9 +30,26 @@ const lm_transport_ops *lm_transport_for(const char *uri, const char **addr, lm_
             }
         }
     }
-    lm_err_set(err, -EINVAL, "unsupported address '%s': use tcp:HOST:PORT, unix:PATH or fd:N",
-               uri ? uri : "");
+    /* "127.0.0.1:4444" or "host:4444": a TCP address without its scheme. */
+    if (colon && strspn(colon + 1, "0123456789") == strlen(colon + 1) && colon[1])
+        lm_err_set(err, -EINVAL, "address '%s' has no scheme: write tcp:%s (or unix:PATH, fd:N)",
+                   uri, uri);
+    else
+        lm_err_set(err, -EINVAL, "unsupported address '%s': use tcp:HOST:PORT, unix:PATH or fd:N",
+                   uri ? uri : "");
     return NULL;
+}
+
+int lm_uri_check(const char *uri, bool listen, char *errbuf, size_t errlen)
+{
+    lm_err err;
+    lm_err_init(&err);
+    const char *addr;
+    const lm_transport_ops *ops = lm_transport_for(uri, &addr, &err);
+    int ret = ops ? ops->check(addr, listen, &err) : -EINVAL;
+    if (ret < 0)
+        lm_err_copy(&err, errbuf, errlen);
+    return ret;
 }
 
 int lm_listen(const char *uri, lm_listener **out, char *errbuf, size_t errlen)

@@ -18,6 +18,9 @@ typedef struct lm_transport_ops {
     /* The address names one connection, which connect() hands out (fd:N):
      * no other connection can be opened to the same peer. */
     bool single_connection;
+    /* Checks addr's syntax (passive: to listen on) without touching the
+     * network or any descriptor. */
+    int (*check)(const char *addr, bool passive, lm_err *err);
     /* Bind and listen on addr (the URI without the scheme). Writes the URI a
      * source should use (the port resolved when 0 was asked) into bound. */
     int (*listen)(const char *addr, int *fd, char *bound, size_t boundlen, lm_err *err);

@@ -75,19 +75,31 @@ for o in --to --accept-timeout; do omits "$o" demo; done
 grep -q '^usage: livemig migrate ' "$TMP/help" || fail "migrate -h: not migrate's help"
 
 # Ports: a number within 1-65535 (0 to listen on any free one); getaddrinfo
-# alone would take 99999 modulo 65536 or a service name.
-bad_port() {
+# alone would take 99999 modulo 65536 or a service name. A mistyped address
+# is a usage error, found before the guest starts: no report, exit 2 (the
+# source used to start its guest, print an all-zero "failed" report and exit
+# 1, or try to resolve '//127.0.0.1').
+bad_address() {
     local want=$1; shift
-    rc=0
-    "$LIVEMIG" "$@" >"$TMP/port.out" 2>"$TMP/port.err" || rc=$?
-    [ "$rc" = 1 ] || { cat "$TMP/port.err" >&2; fail "$*: exit $rc, expected 1"; }
-    grep -q -- "$want" "$TMP/port.err" || { cat "$TMP/port.err" >&2; fail "$*: no '$want'"; }
+    usage_error "$want" "$@"
+    ! grep -q 'Migration status' "$TMP/out" "$TMP/err" ||
+        fail "$*: a report was printed for an address that was never used"
 }
-bad_port "bad port '99999'" incoming --listen tcp:127.0.0.1:99999 --accept-timeout 1
-bad_port "bad port '65536'" incoming --listen tcp:127.0.0.1:65536 --accept-timeout 1
-bad_port "bad port 'http'" incoming --listen tcp:127.0.0.1:http --accept-timeout 1
-bad_port "bad port '0' in '127.0.0.1:0': expected a number from 1" \
+bad_address "bad port '99999'" incoming --listen tcp:127.0.0.1:99999 --accept-timeout 1
+bad_address "bad port '65536'" incoming --listen tcp:127.0.0.1:65536 --accept-timeout 1
+bad_address "bad port 'http'" incoming --listen tcp:127.0.0.1:http --accept-timeout 1
+bad_address "bad port '0' in '127.0.0.1:0': expected a number from 1" \
     migrate --ram 16M --workload idle --to tcp:127.0.0.1:0 --no-progress
+bad_address "address '127.0.0.1:4445' has no scheme: write tcp:127.0.0.1:4445" \
+    migrate --ram 16M --workload idle --to 127.0.0.1:4445 --no-progress
+bad_address "livemig addresses have no '//': write tcp:127.0.0.1:4445" \
+    migrate --ram 16M --workload idle --to tcp://127.0.0.1:4445 --no-progress
+bad_address "bad address 'fd:x'" migrate --ram 16M --workload idle --to fd:x --no-progress
+bad_address "has no scheme" incoming --listen 127.0.0.1:0
+
+# --version: the release, exit 0.
+"$LIVEMIG" --version >"$TMP/version" || fail "--version exited non-zero"
+grep -Eq '^livemig [0-9]+\.[0-9]+\.[0-9]+$' "$TMP/version" || fail "--version: $(cat "$TMP/version")"
 
 # The contract's common options are accepted by the destination too (which
 # follows the source): here it only times out waiting for one.
