@@ -68,7 +68,7 @@ def main():
                 s = run(builds[b], ram, wl, args, f"{k}-{i}-{b}")
                 if i >= WARMUP:
                     t = s["total-time"]
-                    rows[b].append((t, s["downtime"], s["ram"]["normal-bytes"] / (t / 1000) / 1e9))
+                    rows[b].append((t, s["downtime-ms"], s["ram"]["normal-bytes"] / (t / 1000) / 1e9))
         med = {b: [statistics.median(r[j] for r in rows[b]) for j in range(3)] for b in rows}
         best = {b: min(r[0] for r in rows[b]) for b in rows}
         a, bb = med["A"], med["B"]

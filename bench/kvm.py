@@ -73,7 +73,7 @@ def stall():
                 print(f"| {n} | {tracker} | {arming} | {med(b):.1f} | {med(t):.1f} | "
                       f"{med(added):+.1f} | {med(t) / med(b):.2f} | {med(sb):.0f} / {med(st):.0f} | "
                       f"{', '.join(f'{a:+.1f}' for a in added)} | "
-                      f"{med(s['downtime'] for s, _ in rs):.1f} | yes |", flush=True)
+                      f"{med(s['downtime-ms'] for s, _ in rs):.1f} | yes |", flush=True)
 
 
 def downtime():
@@ -84,7 +84,7 @@ def downtime():
     for tracker in ("kvm-log", "uffd-async"):
         rs = runs(f"down-{tracker}", ["--guest", "kvm", "--ram", "4G", "--workload",
                                       "stress:2x128M", "--dirty-tracker", tracker])
-        down = med(s["downtime"] for s, _ in rs)
+        down = med(s["downtime-ms"] for s, _ in rs)
         print(f"| {tracker} | {med(s['total-time'] for s, _ in rs):.0f} | {down:.1f} | "
               f"{down / 300:.2f} | {med(len(s['rounds']) for s, _ in rs):.0f} | "
               f"{med(s['ram']['transferred'] for s, _ in rs) / 2**20:.1f} | yes |", flush=True)
@@ -107,7 +107,7 @@ def postcopy():
         p50 = med(p["request-latency-p50-us"] for p in pc)
         base = base or p50
         print(f"| {guest} | {med(s['total-time'] for s, _ in rs):.0f} | "
-              f"{med(s['downtime'] for s, _ in rs):.1f} | {med(p['requests'] for p in pc):.0f} | "
+              f"{med(s['downtime-ms'] for s, _ in rs):.1f} | {med(d['ram']['postcopy-requests'] for _, d in rs):.0f} | "
               f"{p50:.0f} | {med(p['request-latency-p99-us'] for p in pc):.0f} | "
               f"{med(p['request-latency-max-us'] for p in pc):.0f} | "
               f"{med(p['vcpu-blocktime-ms'] for p in pc):.0f} | {p50 / base:.2f} | yes |",

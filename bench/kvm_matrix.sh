@@ -34,7 +34,7 @@ if why:
 sys.exit(1 if why else 0)
 PY
             then
-                row+=" $(python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["downtime"], 1))' "$TMP/s.json") |"
+                row+=" $(python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["downtime-ms"], 1))' "$TMP/s.json") |"
             else
                 row+=" FAIL |"
                 fails+=("$tracker $mode $n vCPUs: $(grep -iE 'error|fail|cannot|continuity|^check:' "$TMP/out" | grep -v 'continuity ok' | head -n 3 | tr '\n' ' ' | cut -c1-400)")

@@ -116,7 +116,7 @@ def main():
                     continue
                 t = s["total-time"]
                 data = s["ram"]["normal-bytes"] / (t / 1000) / 1e9 if t else 0
-                rows.append({"total": t, "down": s["downtime"],
+                rows.append({"total": t, "down": s["downtime-ms"],
                              "mib": s["ram"]["transferred"] / 2**20, "gbps": data,
                              "zero": s["ram"]["duplicate"], "normal": s["ram"]["normal"],
                              "syncs": s["ram"]["dirty-sync-count"],

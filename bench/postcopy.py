@@ -132,8 +132,8 @@ def run_all(configs, shaped):
             if i < WARMUP:
                 continue
             pc = d["postcopy"]
-            rows.append({"total": s["total-time"], "down": s["downtime"],
-                         "needed": s["postcopy"]["needed"], "req": pc["requests"],
+            rows.append({"total": s["total-time"], "down": s["downtime-ms"],
+                         "needed": s["postcopy"]["needed"], "req": d["ram"]["postcopy-requests"],
                          "p50": pc["request-latency-p50-us"], "p99": pc["request-latency-p99-us"],
                          "max": pc["request-latency-max-us"], "block": pc["vcpu-blocktime-ms"],
                          "ok": s["verify"]["match"] and d["verify"]["match"]})

@@ -166,13 +166,13 @@ for line in open(os.path.join(out, "scenarios.tsv")):
         gbps = src["ram"]["mbps"] / 8 / 1000
         faults = dst["dest-minor-faults"]
         rows.append({
-            "total": t, "downtime": src["downtime"], "gbps": gbps, "ratio": gbps / tcp,
+            "total": t, "downtime": src["downtime-ms"], "gbps": gbps, "ratio": gbps / tcp,
             "syncs": src["ram"]["dirty-sync-count"], "normal": src["ram"]["normal"],
             "zero": src["ram"]["duplicate"], "faults": faults,
             "share": faults * f_us / 1000 / t if t else 0,
         })
     m = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
-    print(f"| {ram} {wl} | {m['total']:.0f} | {m['downtime']:.1f} | {m['gbps']:.2f} | "
+    print(f"| {ram} {wl} | {m['total']:.0f} | {m["downtime-ms"]:.1f} | {m['gbps']:.2f} | "
           f"{m['ratio']:.0%} | {m['syncs']:g} | {m['normal']:.0f} | {m['zero']:.0f} | "
           f"{m['faults']:.0f} | {m['share']:.0%} |")
 

@@ -26,7 +26,7 @@ wait "$PERF"
 python3 - "$OUT/src.json" "$OUT/dst.json" <<'PY'
 import json, sys
 s, d = (json.load(open(f)) for f in sys.argv[1:3])
-print("total %.0f ms, downtime %.1f ms, dest faults %d" % (s["total-time"], s["downtime"], d["dest-minor-faults"]))
+print("total %.0f ms, downtime %.1f ms, dest faults %d" % (s["total-time"], s["downtime-ms"], d["dest-minor-faults"]))
 PY
 perf report -i "$OUT/perf.data" --no-children --sort sym --stdio 2>/dev/null | grep -E '^ +[0-9.]+%' | head -12
 echo "perf data: $OUT/perf.data"

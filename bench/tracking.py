@@ -61,7 +61,7 @@ def main():
             s, d = json.load(open(src)), json.load(open(dst))
             g = s["guest"]
             b, t = g["baseline"], g["tracking-start"]
-            rows.append({"total": s["total-time"], "down": s["downtime"],
+            rows.append({"total": s["total-time"], "down": s["downtime-ms"],
                          "base": b["max-stall-ms"], "base_own": b["max-stall-excl-runqueue-ms"],
                          "start": t["max-stall-ms"], "start_own": t["max-stall-excl-runqueue-ms"],
                          "added": t["max-stall-ms"] - b["max-stall-ms"],

@@ -26,6 +26,8 @@ extern "C" {
  * guest larger than the host still migrates (memory is committed as data
  * arrives, and checked against what the host can give). */
 #define LM_DEFAULT_MAX_RAM (16ull << 40)
+/* The largest downtime_limit_ms (QEMU's: 2000 s). */
+#define LM_MAX_DOWNTIME_LIMIT_MS 2000000u
 
 typedef struct lm_ctx lm_ctx;
 typedef struct lm_listener lm_listener;
@@ -121,13 +123,17 @@ typedef enum lm_status {
 
 const char *lm_status_name(lm_status s);
 
-/* A snapshot passed to the progress callback about four times a second. */
+/* A snapshot passed to the progress callback ten times a second. */
 typedef struct lm_progress {
-    unsigned round;           /* 1 = first full pass */
-    double pass_percent;      /* of the current round's pages */
-    double throughput_bps;    /* bytes per second, current round */
-    double dirty_pages_rate;  /* pages per second, last sync */
-    uint64_t remaining_bytes; /* dirty data still to send */
+    unsigned round;            /* the round under way; 1 = the first full pass */
+    double pass_percent;       /* of the current round's pages */
+    double throughput_bps;     /* bytes per second, now (the last 100 ms or more) */
+    double dirty_pages_rate;   /* pages per second, last sync */
+    uint64_t remaining_bytes;  /* dirty data still to send */
+    double elapsed_ms;         /* since lm_migrate began */
+    uint64_t transferred;      /* bytes on the wire so far */
+    lm_status status;          /* LM_STATUS_ACTIVE, ... */
+    unsigned throttle_percent; /* auto-converge, now */
 } lm_progress;
 
 typedef struct lm_params {
@@ -144,6 +150,8 @@ typedef struct lm_params {
     unsigned throttle_initial;        /* percent, first step (20); 1..99 with auto_converge, or
                                          lm_migrate fails with -EINVAL */
     unsigned throttle_increment;      /* percent added at each later step (10); 1..99 likewise */
+    unsigned throttle_max;            /* percent auto-converge never goes past (99; QEMU's
+                                         max-cpu-throttle); 1..99 */
     uint64_t dirty_limit;             /* pages per second per vCPU while precopy does not
                                          converge (0: off) */
     unsigned accept_timeout_ms;       /* destination: wait for the source (0 = forever) */
@@ -220,9 +228,15 @@ typedef struct lm_round_stats {
 
 #define LM_MAX_ROUND_STATS 256
 
-/* Names follow QEMU's query-migrate; see the JSON report. */
+/* Names follow QEMU's query-migrate; see the JSON report. While a migration
+ * runs, mbps and pages_per_second are the current rates (the last 100 ms or
+ * more); once it has ended they are averages over the time after setup, as
+ * QEMU reports them. */
 typedef struct lm_stats {
     lm_status status;
+    /* Why a failed or cancelled migration ended (lm_last_error's sentence);
+     * "" otherwise. QEMU's error-desc. */
+    char error_desc[512];
     double total_time_ms;
     double downtime_ms;
     double setup_time_ms;
@@ -234,6 +248,8 @@ typedef struct lm_stats {
     double expected_downtime_ms; /* the estimate the decision was based on */
     uint64_t transferred;        /* bytes on the wire, headers included */
     uint64_t total;              /* bytes of guest RAM */
+    uint64_t remaining;          /* source: bytes of dirty pages still to send */
+    uint64_t page_size;          /* bytes; the unit of duplicate, normal and the rates */
     uint64_t duplicate;          /* zero pages sent without payload */
     uint64_t normal;             /* pages sent with payload */
     uint64_t normal_bytes;
@@ -393,9 +409,44 @@ const char *lm_listener_uri(const lm_listener *l);
 void lm_listener_close(lm_listener *l);
 int lm_incoming(lm_ctx *ctx, lm_listener *l, const lm_params *params);
 
-/* Source: switch to postcopy at the next opportunity (like QEMU's
- * migrate-start-postcopy); needs params.postcopy. Safe from a signal handler. */
+/* Source: switch to postcopy (QEMU's migrate-start-postcopy); needs
+ * params.postcopy. Heard between two batches, within a few milliseconds
+ * (the middle of a pass too: the pages the pass had not reached go in
+ * postcopy), so a migration may start postcopy right away. Safe from a
+ * signal handler. */
 void lm_start_postcopy(lm_ctx *ctx);
+
+/*
+ * Parameters that may change while a migration runs (QEMU's
+ * migrate-set-parameters): max_bandwidth (heard within 20 ms),
+ * downtime_limit_ms and max_rounds (at the next round's end),
+ * throttle_initial, throttle_increment, throttle_max and dirty_limit (at
+ * the next convergence step). Those fields of *p are taken, the others
+ * ignored. Applies to the running migration, or to the next one when none
+ * runs (then over the values lm_migrate is given). 0, or -EINVAL with a
+ * sentence in errbuf for a value out of range. Safe from any thread.
+ */
+int lm_params_update(lm_ctx *ctx, const lm_params *p, char *errbuf, size_t errlen);
+
+/* What lm_set_event_callback reports, as QEMU's MIGRATION and
+ * MIGRATION_PASS events. */
+typedef enum lm_event_kind {
+    LM_EVENT_STATUS = 1, /* the status changed: ev->status */
+    LM_EVENT_PASS,       /* a dirty-page sync began pass ev->pass (QEMU's dirty-sync-count) */
+} lm_event_kind;
+
+typedef struct lm_event {
+    lm_event_kind kind;
+    lm_status status;
+    uint64_t pass;
+} lm_event;
+
+/* fn is called on every status change and every pass, in order, from the
+ * thread that made the change (one of the migration's threads) while the
+ * library holds its event lock: it should only record the event (queue it,
+ * write it to a pipe) and must not call into the library. NULL removes
+ * it. Set it before lm_migrate/lm_incoming. */
+void lm_set_event_callback(lm_ctx *ctx, void (*fn)(void *opaque, const lm_event *ev), void *opaque);
 
 /* Ask a running lm_migrate()/lm_incoming() to stop: 0 when the request is
  * taken (the guest then stays on, or goes back to, the source), or -EBUSY,

@@ -4,7 +4,7 @@
 # argument "fuzz" (make fuzz, bench/fuzz.sh) also clang with libFuzzer's
 # runtime and llvm-symbolizer for readable sanitizer reports.
 set -euo pipefail
-pkgs=(gcc make cmake pkg-config libxxhash-dev zlib1g-dev libzstd-dev liblz4-dev libgnutls28-dev openssl iproute2 python3)
+pkgs=(gcc make cmake pkg-config libxxhash-dev zlib1g-dev libzstd-dev liblz4-dev libgnutls28-dev libjansson-dev gnuplot-nox openssl iproute2 python3)
 [ "${1:-}" = fuzz ] && pkgs+=(clang libclang-rt-dev llvm)
 need=()
 for pkg in "${pkgs[@]}"; do

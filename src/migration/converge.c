@@ -18,6 +18,12 @@ void lm__src_converge_policy(lm_source *s, uint64_t dirty_pages)
     lm_ctx *ctx = s->ctx;
     const lm_round_stats *r = s->st.nrounds ? &s->last_round : NULL;
     uint64_t dirtied = dirty_pages * ctx->ram.page_size;
+    /* A dirty limit changed while applied (lm_params_update) changes now. */
+    if (s->dirty_limited && s->st.dirty_limit != s->p->dirty_limit && ctx->gops.dirty_limit &&
+        ctx->gops.dirty_limit(ctx->gopaque, s->p->dirty_limit) == 0) {
+        s->st.dirty_limit = s->p->dirty_limit;
+        s->dirty_limited = s->p->dirty_limit != 0;
+    }
     if (!r || !(s->p->auto_converge || s->p->dirty_limit))
         return;
     s->high_dirty_rounds = dirtied * 2 > r->bytes ? s->high_dirty_rounds + 1 : 0;
@@ -32,7 +38,7 @@ void lm__src_converge_policy(lm_source *s, uint64_t dirty_pages)
     if (s->p->auto_converge && ctx->gops.throttle) {
         unsigned next =
             s->throttle ? s->throttle + s->p->throttle_increment : s->p->throttle_initial;
-        next = next > 99 ? 99 : next;
+        next = next > s->p->throttle_max ? s->p->throttle_max : next;
         if (next != s->throttle && ctx->gops.throttle(ctx->gopaque, next) == 0)
             s->throttle = next;
     }

@@ -140,6 +140,8 @@ static int on_round_end(lm_dest *d, const lm_frame *f)
     /* Every channel finishes this round before any starts the next. */
     int ret = d->use_pool ? lm_multifd_recv_barrier(&d->pool, d->conn.timeout_ms) : 0;
     d->st.dirty_sync_count++;
+    lm__dest_count_received(d); /* query-migrate here follows the rounds */
+    lm__stats_publish(d->ctx, &d->st);
     return ret;
 }
 
@@ -148,6 +150,12 @@ static int on_ping(lm_dest *d, const lm_frame *f)
     if (f->length)
         return lm__dest_protocol_error(d, -EBADMSG, "PING carries a body");
     d->caught_up = true;
+    /* The source stops its guest once it reads the PONG: the start of the
+     * downtime as this side can see it. */
+    lm__dest_count_received(d);
+    d->switch_ns = lm_now_ns();
+    d->st.precopy_bytes = d->st.transferred;
+    d->st.downtime_bytes = 0;
     return lm__dest_send_locked(d, LM_MSG_PONG, NULL, 0);
 }
 
@@ -209,6 +217,7 @@ static int on_commit(lm_dest *d, const lm_frame *f)
         lm_conn_send_frame(&d->conn, LM_MSG_RESUMED, buf, sizeof(buf));
         return lm_err_set(&ctx->err, r.status, "the guest could not be resumed");
     }
+    lm__dest_mark_resumed(d);
     int ret = lm__dest_enter(d, LM_DST_COMPLETED);
     if (ret == 0)
         lm__dest_confirm_commit(d);
@@ -391,27 +400,47 @@ static lm_dst_state failed_state(const lm_dest *d, int ret)
     return ret == -ECANCELED ? LM_DST_CANCELLED : LM_DST_FAILED;
 }
 
-static void gather_counters(lm_dest *d)
+void lm__dest_count_received(lm_dest *d)
 {
     d->st.normal = atomic_load(&d->main_chan.normal);
     d->st.duplicate = atomic_load(&d->main_chan.zero);
     d->st.normal_bytes = atomic_load(&d->main_chan.normal_bytes);
-    if (d->use_pool) {
-        lm_multifd_recv_stop(&d->pool);
+    d->st.multifd_bytes = 0;
+    if (d->use_pool)
         lm_multifd_recv_counters(&d->pool, &d->st.normal, &d->st.duplicate, &d->st.normal_bytes,
                                  &d->st.multifd_bytes);
-    }
     d->st.normal += d->pool_acc.normal;
     d->st.duplicate += d->pool_acc.zero;
     d->st.normal_bytes += d->pool_acc.normal_bytes;
     d->st.multifd_bytes += d->pool_acc.bytes;
     d->st.transferred = d->conn.bytes_in + d->st.multifd_bytes;
-    if (d->start_ns) {
+    if (d->start_ns)
         d->st.total_time_ms = lm_ns_to_ms(lm_now_ns() - d->start_ns);
-        double secs = d->st.total_time_ms / 1000.0;
-        d->st.mbps = secs > 0 ? (double)d->st.transferred * 8 / 1e6 / secs : 0;
-        d->st.pages_per_second = secs > 0 ? (double)(d->st.normal + d->st.duplicate) / secs : 0;
-    }
+}
+
+void lm__dest_mark_resumed(lm_dest *d)
+{
+    lm__dest_count_received(d);
+    if (!d->switch_ns) /* no PONG: everything came before the guest stopped */
+        return;
+    d->st.downtime_ms = lm_ns_to_ms(lm_now_ns() - d->switch_ns);
+    d->st.downtime_bytes = d->st.transferred - d->st.precopy_bytes;
+}
+
+/* The end: the channels stop, the counters are final, the rates averages
+ * over the time after setup (as QEMU's). */
+static void gather_counters(lm_dest *d)
+{
+    if (d->use_pool)
+        lm_multifd_recv_stop(&d->pool);
+    lm__dest_count_received(d);
+    if (!d->switch_ns)
+        d->st.precopy_bytes = d->st.transferred;
+    else if (d->st.postcopy)
+        d->st.postcopy_bytes = d->st.transferred - d->st.precopy_bytes - d->st.downtime_bytes;
+    double secs = (d->st.total_time_ms - d->st.setup_time_ms) / 1000.0;
+    d->st.mbps = secs > 0 ? (double)d->st.transferred * 8 / 1e6 / secs : 0;
+    d->st.pages_per_second = secs > 0 ? (double)(d->st.normal + d->st.duplicate) / secs : 0;
 }
 
 /* Loads the credentials before accepting anyone. */

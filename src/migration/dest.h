@@ -30,6 +30,7 @@ typedef struct lm_dest {
     lm_hello hello;
     lm_stats st; /* working copy, published to ctx->stats */
     uint64_t start_ns;
+    uint64_t switch_ns; /* PONG sent: the source stops its guest next */
     /* Pages. */
     lm_inplace_sink inplace; /* precopy: pages land where they live */
     lm_ram_budget budget;    /* what they may commit (ram/budget.h) */
@@ -147,6 +148,11 @@ int lm__dest_accept_channels(lm_dest *d);
 
 /* RESUMED after the commit: the guest runs here. */
 void lm__dest_confirm_commit(lm_dest *d);
+/* The byte and page counters, read from the running channels too. */
+void lm__dest_count_received(lm_dest *d);
+/* The guest runs here from now: the downtime as this side saw it (from
+ * the PONG after which the source stopped the guest) and its bytes. */
+void lm__dest_mark_resumed(lm_dest *d);
 
 /* dest_recover.c: after a broken link. */
 /* Accepts connections until the source of this migration reconnects (0,

@@ -181,5 +181,6 @@ int lm__dest_accept_layout(lm_dest *d)
     if (!registered && (ret = allocate(d)) < 0)
         return ret;
     d->st.total = lm__ram_total(&ctx->ram);
+    d->st.page_size = ctx->ram.page_size;
     return lm__ram_receivedmap_reset(&ctx->ram, &ctx->err);
 }

@@ -132,6 +132,7 @@ int lm__dest_postcopy_run(lm_dest *d, bool confirm)
         return lm_err_set(&ctx->err, r.status, "the guest could not be resumed");
     }
     d->st.postcopy = true;
+    lm__dest_mark_resumed(d);
     int ret = lm__dest_enter(d, LM_DST_POSTCOPY_ACTIVE);
     if (ret == 0 && confirm)
         lm__dest_confirm_commit(d);

@@ -15,6 +15,8 @@ lm_ctx *lm_ctx_new(void)
         return NULL;
     lm__ram_init(&ctx->ram, (uint64_t)sysconf(_SC_PAGESIZE));
     pthread_mutex_init(&ctx->stats_lock, NULL);
+    pthread_mutex_init(&ctx->live_lock, NULL);
+    pthread_mutex_init(&ctx->event_lock, NULL);
     lm_err_init(&ctx->err);
     atomic_init(&ctx->cancel, 0);
     atomic_init(&ctx->status_now, LM_STATUS_NONE);
@@ -29,6 +31,8 @@ void lm_ctx_free(lm_ctx *ctx)
     lm__ram_release(&ctx->ram);
     lm__kvm_detach(ctx);
     pthread_mutex_destroy(&ctx->stats_lock);
+    pthread_mutex_destroy(&ctx->live_lock);
+    pthread_mutex_destroy(&ctx->event_lock);
     free(ctx);
 }
 
@@ -90,6 +94,7 @@ void lm_params_init(lm_params *p)
     p->throttle_initial = 20;
     p->track_chunk = 64ull << 20;
     p->throttle_increment = 10;
+    p->throttle_max = 99;
     p->dest_thp = 1; /* measured: docs/BENCHMARKS.md, "Destination huge pages" */
 }
 
@@ -165,19 +170,144 @@ static void status_publish(lm_ctx *ctx, lm_status status)
 
 void lm__stats_reset(lm_ctx *ctx, lm_status status)
 {
-    pthread_mutex_lock(&ctx->stats_lock);
+    lm_stats *fresh = calloc(1, sizeof(*fresh));
+    if (fresh) {
+        fresh->status = status;
+        lm__stats_publish(ctx, fresh);
+        free(fresh);
+        return;
+    }
+    pthread_mutex_lock(&ctx->stats_lock); /* no event then, but a clean slate */
     memset(&ctx->stats, 0, sizeof(ctx->stats));
     ctx->stats.status = status;
     status_publish(ctx, status);
     pthread_mutex_unlock(&ctx->stats_lock);
 }
 
+/* A failed or cancelled migration's report says why. */
+static void stats_error_desc(lm_ctx *ctx, lm_stats *st)
+{
+    switch (st->status) {
+    case LM_STATUS_FAILED:
+    case LM_STATUS_CANCELLING:
+    case LM_STATUS_CANCELLED:
+    case LM_STATUS_PRECOPY_PAUSED:
+    case LM_STATUS_POSTCOPY_PAUSED:
+    case LM_STATUS_SWITCHOVER_PAUSED:
+        if (!st->error_desc[0])
+            lm_err_copy(&ctx->err, st->error_desc, sizeof(st->error_desc));
+        break;
+    default:
+        break;
+    }
+}
+
 void lm__stats_publish(lm_ctx *ctx, const lm_stats *working)
 {
+    lm_event ev[2];
+    unsigned nev = 0;
     pthread_mutex_lock(&ctx->stats_lock);
+    lm_stats old_status = {.status = ctx->stats.status,
+                           .dirty_sync_count = ctx->stats.dirty_sync_count};
     ctx->stats = *working;
+    stats_error_desc(ctx, &ctx->stats);
     status_publish(ctx, working->status);
+    if (ctx->event_fn) {
+        /* QEMU sends MIGRATION_PASS as a sync begins the pass, before the
+         * status it may lead to. */
+        if (working->dirty_sync_count > old_status.dirty_sync_count)
+            ev[nev++] = (lm_event){.kind = LM_EVENT_PASS, .pass = working->dirty_sync_count};
+        if (working->status != old_status.status)
+            ev[nev++] = (lm_event){.kind = LM_EVENT_STATUS, .status = working->status};
+        if (nev) /* taken before stats_lock is let go: events keep the stats' order */
+            pthread_mutex_lock(&ctx->event_lock);
+    }
     pthread_mutex_unlock(&ctx->stats_lock);
+    if (nev) {
+        for (unsigned i = 0; i < nev; i++)
+            ctx->event_fn(ctx->event_opaque, &ev[i]);
+        pthread_mutex_unlock(&ctx->event_lock);
+    }
+}
+
+void lm_set_event_callback(lm_ctx *ctx, void (*fn)(void *opaque, const lm_event *ev), void *opaque)
+{
+    pthread_mutex_lock(&ctx->stats_lock);
+    ctx->event_fn = fn;
+    ctx->event_opaque = opaque;
+    pthread_mutex_unlock(&ctx->stats_lock);
+}
+
+/* The live parameters (lm_params_update). */
+
+void lm__params_copy_live(lm_params *dst, const lm_params *src)
+{
+    dst->max_bandwidth = src->max_bandwidth;
+    dst->downtime_limit_ms = src->downtime_limit_ms;
+    dst->max_rounds = src->max_rounds;
+    dst->throttle_initial = src->throttle_initial;
+    dst->throttle_increment = src->throttle_increment;
+    dst->throttle_max = src->throttle_max;
+    dst->dirty_limit = src->dirty_limit;
+}
+
+int lm_params_update(lm_ctx *ctx, const lm_params *p, char *errbuf, size_t errlen)
+{
+    const char *bad = NULL;
+    unsigned v = 0;
+    if (p->throttle_initial < 1 || p->throttle_initial > 99)
+        bad = "cpu-throttle-initial", v = p->throttle_initial;
+    else if (p->throttle_increment < 1 || p->throttle_increment > 99)
+        bad = "cpu-throttle-increment", v = p->throttle_increment;
+    else if (p->throttle_max < 1 || p->throttle_max > 99)
+        bad = "max-cpu-throttle", v = p->throttle_max;
+    if (bad) {
+        snprintf(errbuf, errlen, "%s must be 1..99 (percent), not %u", bad, v);
+        return -EINVAL;
+    }
+    if (p->downtime_limit_ms > LM_MAX_DOWNTIME_LIMIT_MS) {
+        snprintf(errbuf, errlen, "downtime-limit must be 0..%u ms", LM_MAX_DOWNTIME_LIMIT_MS);
+        return -EINVAL;
+    }
+    if (p->max_rounds < 1) {
+        snprintf(errbuf, errlen, "the round limit must be at least 1");
+        return -EINVAL;
+    }
+    pthread_mutex_lock(&ctx->live_lock);
+    lm__params_copy_live(&ctx->live, p);
+    ctx->live_set = true;
+    atomic_fetch_add(&ctx->live_gen, 1);
+    pthread_mutex_unlock(&ctx->live_lock);
+    return 0;
+}
+
+void lm__params_begin(lm_ctx *ctx, lm_params *p, unsigned *gen)
+{
+    pthread_mutex_lock(&ctx->live_lock);
+    if (ctx->live_set)
+        lm__params_copy_live(p, &ctx->live);
+    else
+        lm__params_copy_live(&ctx->live, p);
+    *gen = atomic_load(&ctx->live_gen);
+    pthread_mutex_unlock(&ctx->live_lock);
+}
+
+bool lm__params_refresh(lm_ctx *ctx, lm_params *p, unsigned *gen)
+{
+    if (atomic_load_explicit(&ctx->live_gen, memory_order_acquire) == *gen)
+        return false;
+    pthread_mutex_lock(&ctx->live_lock);
+    lm__params_copy_live(p, &ctx->live);
+    *gen = atomic_load(&ctx->live_gen);
+    pthread_mutex_unlock(&ctx->live_lock);
+    return true;
+}
+
+void lm__params_end(lm_ctx *ctx)
+{
+    pthread_mutex_lock(&ctx->live_lock);
+    ctx->live_set = false;
+    pthread_mutex_unlock(&ctx->live_lock);
 }
 
 void lm_stats_get(lm_ctx *ctx, lm_stats *out)

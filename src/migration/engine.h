@@ -41,6 +41,17 @@ struct lm_ctx {
     _Atomic uint64_t io_progress_ns; /* shared by the migration's connections */
     pthread_mutex_t stats_lock;
     lm_stats stats;
+    /* lm_params_update: the live fields, and whether they were set since
+     * the last migration began (live_lock); live_gen counts updates so
+     * that the migration thread can notice one with an atomic load. */
+    pthread_mutex_t live_lock;
+    lm_params live;
+    bool live_set;
+    _Atomic unsigned live_gen;
+    /* lm_set_event_callback; event_lock keeps the events in order. */
+    void (*event_fn)(void *opaque, const lm_event *ev);
+    void *event_opaque;
+    pthread_mutex_t event_lock;
 
     lm_err err;
 };
@@ -56,6 +67,16 @@ unsigned lm__recover_timeout_ms(const lm_params *p, bool postcopy);
 /* A failure that is the link's (reset, closed, timed out), not the peer's
  * word or a bad stream: what a paused side may recover from. */
 bool lm__link_lost(int ret);
+
+/* The live fields of lm_params (lm_params_update) from src into dst. */
+void lm__params_copy_live(lm_params *dst, const lm_params *src);
+/* At a migration's start: a pending update goes over *p (and the live
+ * copy starts from *p otherwise); *gen is the generation taken. */
+void lm__params_begin(lm_ctx *ctx, lm_params *p, unsigned *gen);
+/* During it: when an update came since *gen, takes it into *p; true if so. */
+bool lm__params_refresh(lm_ctx *ctx, lm_params *p, unsigned *gen);
+/* At its end: later updates are for the next migration. */
+void lm__params_end(lm_ctx *ctx);
 
 /* Called with stats_lock held by the helpers below. */
 void lm__stats_reset(lm_ctx *ctx, lm_status status);

@@ -366,7 +366,6 @@ int lm__src_postcopy(lm_source *s)
     pthread_mutex_t write_lock = PTHREAD_MUTEX_INITIALIZER;
     if (s->p->postcopy_no_preempt)
         s->conn.write_lock = &write_lock;
-    uint64_t post0 = lm__src_wire_bytes(s);
     for (;;) {
         /* Only past the commit, and only for the link's failures. */
         if (ret < 0 && s->committed && lm__link_lost(ret)) {
@@ -405,8 +404,8 @@ int lm__src_postcopy(lm_source *s)
     }
     s->conn.write_lock = NULL;
     s->st.postcopy_requests = atomic_load(&pc.requests);
-    s->st.postcopy_bytes =
-        lm__src_wire_bytes(s) - post0 + s->preempt_conn.bytes_out + s->pool_acc.preempt_bytes;
+    /* precopy + downtime + postcopy = transferred */
+    s->st.postcopy_bytes = lm__src_wire_bytes(s) - s->st.precopy_bytes - s->st.downtime_bytes;
     lm_send_chan_cleanup(&s->preempt_chan);
     for (unsigned i = 0; i < ctx->ram.nblocks; i++)
         lm_bitmap_free(pc.urgent[i]);

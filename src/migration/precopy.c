@@ -27,8 +27,10 @@ static int first_pass(lm_source *s)
     uint64_t chunk_pages = lm__src_chunk_pages(s), total = 0;
     for (unsigned i = 0; i < ctx->ram.nblocks; i++)
         total += ctx->ram.blocks[i].npages;
-    if (!s->fp_started)
+    if (!s->fp_started) {
         lm__src_begin_round(s, total);
+        s->last_sync_ns = lm_now_ns(); /* the first sync's dirty rate counts from here */
+    }
     s->fp_started = true;
     for (unsigned i = s->fp_block; i < ctx->ram.nblocks; i++) {
         lm_block *b = &ctx->ram.blocks[i];
@@ -43,11 +45,19 @@ static int first_pass(lm_source *s)
                 return ret;
             s->fp_block = i;
             s->fp_end = first + n;
-            for (uint64_t p = 0; p < n; p++)
+            for (uint64_t p = 0; p < n; p++) {
                 if ((ret = lm__src_queue_page(s, b, first + p, !lm_bit_test(s->populated, p))) < 0)
                     return ret;
+                if (s->pass_cut) { /* postcopy sends what the pass had not reached */
+                    lm_bitmap_set_range(s->dirty[i], first + p + 1, b->npages - (first + p + 1));
+                    for (unsigned k = i + 1; k < ctx->ram.nblocks; k++)
+                        lm_bitmap_set_range(s->dirty[k], 0, ctx->ram.blocks[k].npages);
+                    goto out;
+                }
+            }
         }
     }
+out:;
     int ret = lm__src_end_of_round_barrier(s);
     s->fp_done = ret == 0;
     return ret;
@@ -87,9 +97,16 @@ static int send_dirty(lm_source *s, uint64_t count, bool rearm)
                 s->round_pages += found;
             }
             for (uint64_t p = lm_bitmap_next_set(s->dirty[i], end, first); p < end;
-                 p = lm_bitmap_next_set(s->dirty[i], end, p + 1))
+                 p = lm_bitmap_next_set(s->dirty[i], end, p + 1)) {
                 if ((ret = lm__src_queue_page(s, b, p, false)) < 0)
                     return ret;
+                if (s->pass_cut) { /* the pages after p stay dirty, for postcopy */
+                    if (s->inflight[i])
+                        lm_bitmap_or(s->inflight[i], s->dirty[i], b->npages);
+                    lm_bitmap_clear_range(s->dirty[i], 0, p + 1);
+                    return lm__src_end_of_round_barrier(s);
+                }
+            }
         }
         if (s->inflight[i]) /* sent, but maybe torn by a cut (resume.c) */
             lm_bitmap_or(s->inflight[i], s->dirty[i], b->npages);
@@ -188,11 +205,14 @@ int lm__src_precopy(lm_source *s, bool *to_postcopy)
         /* Converged is about what is left to send (count); the policies
          * are about how much the guest dirtied in the round. */
         lm__src_end_round(s, s->round_dirtied);
+        lm__params_refresh(s->ctx, &s->params, &s->params_gen);
         double remaining = (double)(count * (s->ctx->ram.page_size + 8));
         double expect_ms = s->bandwidth > 0 ? remaining * 1000.0 / s->bandwidth : 0;
-        bool converged = expect_ms <= (double)s->p->downtime_limit_ms;
+        /* A pass cut short for postcopy measured no bandwidth to judge by. */
+        bool converged = expect_ms <= (double)s->p->downtime_limit_ms && !s->pass_cut;
         bool postcopy = lm__src_want_postcopy(s, s->round_dirtied);
-        s->st.dirty_pages_rate = s->dirty_rate;
+        s->pass_cut = false;
+        s->st.expected_downtime_ms = expect_ms;
         if (!converged)
             lm__src_converge_policy(s, s->round_dirtied);
         if (converged || s->st.nrounds >= s->p->max_rounds || postcopy) {
@@ -201,7 +221,6 @@ int lm__src_precopy(lm_source *s, bool *to_postcopy)
                      converged      ? "converged"
                      : *to_postcopy ? "postcopy"
                                     : "round-limit");
-            s->st.expected_downtime_ms = expect_ms;
             if ((ret = wait_caught_up(s)) == 0)
                 return 0;
         } else {

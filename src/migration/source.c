@@ -193,6 +193,7 @@ static int setup(lm_source *s, const char *uri)
                           uri);
 
     s->st.total = lm__ram_total(&ctx->ram);
+    s->st.page_size = ctx->ram.page_size;
     for (unsigned i = 0; i < ctx->ram.nblocks; i++) {
         lm_block *b = &ctx->ram.blocks[i];
         if (!(s->dirty[i] = lm_bitmap_new(b->npages)))
@@ -292,7 +293,9 @@ int lm_migrate(lm_ctx *ctx, const char *uri, const lm_params *params)
     if (!s)
         return -ENOMEM;
     s->ctx = ctx;
-    s->p = params;
+    s->params = *params;
+    s->p = &s->params;
+    lm__params_begin(ctx, &s->params, &s->params_gen);
     s->conn.fd = -1;
     s->preempt_conn.fd = -1;
     s->pm.fd = -1;
@@ -350,10 +353,11 @@ int lm_migrate(lm_ctx *ctx, const char *uri, const lm_params *params)
     if (s->resume_wire0)
         s->st.resume_sent_bytes = lm__src_wire_bytes(s) - s->resume_wire0;
     s->st.total_time_ms = lm_ns_to_ms(lm_now_ns() - s->start_ns);
-    double secs = s->st.total_time_ms / 1000.0;
-    s->st.mbps = secs > 0 ? (double)s->st.transferred * 8 / 1e6 / secs : 0;
-    s->st.pages_per_second = secs > 0 ? (double)(s->st.normal + s->st.duplicate) / secs : 0;
+    if (s->fsm.state == LM_STATUS_COMPLETED)
+        s->st.remaining = 0;
+    s->ended = true; /* the rates become averages (lm_stats) */
     lm__src_report_progress(s, true);
+    lm__params_end(ctx);
 
     lm_send_chan_cleanup(&s->main_chan);
     free(s->batch);

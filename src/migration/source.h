@@ -21,7 +21,9 @@
 
 typedef struct lm_source {
     lm_ctx *ctx;
-    const lm_params *p;
+    const lm_params *p; /* &params */
+    lm_params params;   /* the caller's, with lm_params_update's live fields taken in */
+    unsigned params_gen;
     lm_fsm fsm; /* lm_source_fsm: the public LM_STATUS_* */
     lm_conn conn;
     lm_tracker *tracker;
@@ -50,6 +52,13 @@ typedef struct lm_source {
     uint64_t pace_next_ns; /* --max-bandwidth: when the next batch may go */
     uint64_t round_pages, round_done, round_start_ns, round_bytes0;
     uint64_t last_progress_ns, last_sync_ns;
+    /* The current rates (lm_stats.mbps, pages_per_second): counters at
+     * the start of the window, at least RATE_WINDOW_NS long. */
+    uint64_t rate_ns, rate_bytes, rate_pages;
+    bool ended; /* lm_migrate is returning: the rates become averages */
+    /* lm_start_postcopy heard in the middle of a pass: the pass stopped
+     * there, its unsent pages are in s->dirty (precopy.c). */
+    bool pass_cut;
     /* Chunked re-arming: pages a round's chunk re-arms found beyond what its
      * sync had read (written during the round too), and the pages written
      * during the last round: those plus what the sync that ended it found. */
@@ -88,6 +97,8 @@ int lm__src_queue_page(lm_source *s, lm_block *b, uint64_t page, bool known_zero
 int lm__src_end_of_round_barrier(lm_source *s);
 int lm__src_sync_dirty(lm_source *s, bool rearm, uint64_t *count);
 void lm__src_begin_round(lm_source *s, uint64_t pages);
+/* lm_start_postcopy was heard and may be acted on now (precopy.c). */
+bool lm__src_postcopy_now(const lm_source *s);
 void lm__src_end_round(lm_source *s, uint64_t dirty_pages);
 /* Pages armed (and re-armed) at a time: --track-chunk, or a whole block. */
 uint64_t lm__src_chunk_pages(const lm_source *s);

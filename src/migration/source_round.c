@@ -14,7 +14,12 @@
 #include "util/clock.h"
 #include "util/zero.h"
 
-#define PROGRESS_INTERVAL_NS    250000000ull
+#define PROGRESS_INTERVAL_NS 100000000ull
+#define RATE_WINDOW_NS       100000000ull
+/* A dirty rate needs this long a look (the last syncs of a switchover
+ * come milliseconds apart: pages over a tiny interval are no rate). */
+#define PACE_SLICE_NS           20000000ull
+#define MIN_DIRTY_RATE_NS       50000000ull
 #define MIN_BYTES_FOR_BANDWIDTH (4ull << 20)
 
 int lm__src_enter(lm_source *s, lm_status to)
@@ -30,8 +35,10 @@ int lm__src_enter(lm_source *s, lm_status to)
 
 uint64_t lm__src_wire_bytes(lm_source *s)
 {
-    return s->conn.bytes_out + s->pool_acc.bytes +
-           (s->use_pool ? lm_multifd_send_bytes(&s->pool) : 0);
+    /* The preempt connection's too: QEMU counts every byte it sends. */
+    return s->conn.bytes_out + s->pool_acc.bytes + s->pool_acc.preempt_bytes +
+           (s->use_pool ? lm_multifd_send_bytes(&s->pool) : 0) +
+           (s->preempt_conn.fd >= 0 ? s->preempt_conn.bytes_out : 0);
 }
 
 /* Page counters live with the channels that send; gather them. */
@@ -50,6 +57,31 @@ void lm__src_gather_counters(lm_source *s)
     s->st.transferred = lm__src_wire_bytes(s);
 }
 
+/* The current rates (QEMU's mbps and pages-per-second while it runs) over
+ * a window of at least RATE_WINDOW_NS; averages after setup at the end. */
+static void update_rates(lm_source *s, uint64_t now)
+{
+    uint64_t pages = s->st.normal + s->st.duplicate;
+    if (s->ended) {
+        double secs = (s->st.total_time_ms - s->st.setup_time_ms) / 1000.0;
+        s->st.mbps = secs > 0 ? (double)s->st.transferred * 8 / 1e6 / secs : 0;
+        s->st.pages_per_second = secs > 0 ? (double)pages / secs : 0;
+        return;
+    }
+    if (!s->rate_ns) {
+        s->rate_ns = now;
+        return;
+    }
+    if (now - s->rate_ns < RATE_WINDOW_NS)
+        return;
+    double secs = (double)(now - s->rate_ns) / 1e9;
+    s->st.mbps = (double)(s->st.transferred - s->rate_bytes) * 8 / 1e6 / secs;
+    s->st.pages_per_second = (double)(pages - s->rate_pages) / secs;
+    s->rate_ns = now;
+    s->rate_bytes = s->st.transferred;
+    s->rate_pages = pages;
+}
+
 void lm__src_report_progress(lm_source *s, bool force)
 {
     uint64_t now = lm_now_ns();
@@ -60,19 +92,21 @@ void lm__src_report_progress(lm_source *s, bool force)
     if (!s->stop_ns) /* precopy bytes: what went out before the guest stopped */
         s->st.precopy_bytes = s->st.transferred;
     s->st.total_time_ms = lm_ns_to_ms(now - s->start_ns);
+    update_rates(s, now);
     lm__stats_publish(s->ctx, &s->st);
     if (s->p->progress) {
-        double secs = (double)(now - s->round_start_ns) / 1e9;
         lm_progress pr = {
-            .round = s->st.nrounds ? s->st.nrounds : 1,
+            /* the round under way: nrounds counts those that ended */
+            .round = s->st.nrounds + (s->ended ? 0 : 1),
             .pass_percent =
                 s->round_pages ? 100.0 * (double)s->round_done / (double)s->round_pages : 100.0,
-            .throughput_bps =
-                secs > 0 ? (double)(lm__src_wire_bytes(s) - s->round_bytes0) / secs : 0,
+            .throughput_bps = s->st.mbps * 1e6 / 8,
             .dirty_pages_rate = s->dirty_rate,
-            .remaining_bytes = s->round_done < s->round_pages
-                                   ? (s->round_pages - s->round_done) * s->ctx->ram.page_size
-                                   : 0,
+            .remaining_bytes = s->st.remaining,
+            .elapsed_ms = s->st.total_time_ms,
+            .transferred = s->st.transferred,
+            .status = s->st.status,
+            .throttle_percent = s->throttle,
         };
         s->p->progress(s->p->progress_opaque, &pr);
     }
@@ -85,19 +119,38 @@ void lm__src_report_progress(lm_source *s, bool force)
  * is not saved up for a burst of more than one batch. */
 static void pace(lm_source *s, uint64_t bytes)
 {
+    lm__params_refresh(s->ctx, &s->params, &s->params_gen);
     if (!s->p->max_bandwidth || s->fsm.state == LM_STATUS_DEVICE)
         return;
-    uint64_t now = lm_now_ns();
+    uint64_t now = lm_now_ns(), rate = s->p->max_bandwidth;
     if (s->pace_next_ns < now)
         s->pace_next_ns = now;
-    s->pace_next_ns += (uint64_t)((double)bytes * 1e9 / (double)s->p->max_bandwidth);
-    /* In slices, so that a cancel is heard within 100 ms at any rate. */
-    while (now < s->pace_next_ns && !atomic_load(&s->ctx->cancel)) {
-        uint64_t ns = s->pace_next_ns - now < 100000000 ? s->pace_next_ns - now : 100000000;
+    s->pace_next_ns += (uint64_t)((double)bytes * 1e9 / (double)rate);
+    /* In slices, so that a cancel, a postcopy request or a new rate is
+     * heard within 20 ms at any rate. */
+    while (now < s->pace_next_ns && !atomic_load(&s->ctx->cancel) && !lm__src_postcopy_now(s)) {
+        if (lm__params_refresh(s->ctx, &s->params, &s->params_gen)) {
+            if (!s->p->max_bandwidth) {
+                s->pace_next_ns = now;
+                break;
+            }
+            /* What is still owed, at the new rate. */
+            s->pace_next_ns = now + (uint64_t)((double)(s->pace_next_ns - now) * (double)rate /
+                                               (double)s->p->max_bandwidth);
+            rate = s->p->max_bandwidth;
+            continue;
+        }
+        uint64_t ns = s->pace_next_ns - now < PACE_SLICE_NS ? s->pace_next_ns - now : PACE_SLICE_NS;
         struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)ns};
         nanosleep(&ts, NULL);
         now = lm_now_ns();
     }
+}
+
+bool lm__src_postcopy_now(const lm_source *s)
+{
+    return s->p->postcopy && s->fsm.state == LM_STATUS_ACTIVE &&
+           atomic_load_explicit(&s->ctx->postcopy_requested, memory_order_relaxed);
 }
 
 /* Hands a batch to a channel: pages that need reading go to an idle multifd
@@ -118,8 +171,13 @@ static int flush_one(lm_source *s, lm_page_batch **bp, bool via_pool)
         return ret;
     lm_batch_reset(*bp);
     s->round_done += n;
+    s->st.remaining = s->round_done < s->round_pages
+                          ? (s->round_pages - s->round_done) * s->ctx->ram.page_size
+                          : 0;
     pace(s, bytes);
     lm__src_report_progress(s, false);
+    if (lm__src_postcopy_now(s))
+        s->pass_cut = true; /* the pass stops after the page being queued */
     if (atomic_load(&s->ctx->cancel))
         return lm_err_set(&s->ctx->err, -ECANCELED, "migration cancelled");
     return 0;
@@ -172,6 +230,7 @@ void lm__src_begin_round(lm_source *s, uint64_t pages)
     s->round_done = 0;
     s->round_start_ns = lm_now_ns();
     s->round_bytes0 = lm__src_wire_bytes(s);
+    s->st.remaining = pages * s->ctx->ram.page_size;
 }
 
 /* Ends a round: records its statistics and updates the bandwidth estimate. */
@@ -211,8 +270,9 @@ uint64_t lm__src_chunk_pages(const lm_source *s)
 int lm__src_sync_dirty(lm_source *s, bool rearm, uint64_t *count)
 {
     lm_ctx *ctx = s->ctx;
-    uint64_t n = 0, now = lm_now_ns();
+    uint64_t n = 0, before = 0, now = lm_now_ns();
     for (unsigned i = 0; i < ctx->ram.nblocks; i++) {
+        before += lm_bitmap_count(s->dirty[i], ctx->ram.blocks[i].npages);
         int ret = lm_tracker_sync(s->tracker, i, 0, ctx->ram.blocks[i].npages, s->dirty[i], rearm,
                                   &ctx->err);
         if (ret < 0)
@@ -220,11 +280,17 @@ int lm__src_sync_dirty(lm_source *s, bool rearm, uint64_t *count)
         n += lm_bitmap_count(s->dirty[i], ctx->ram.blocks[i].npages);
     }
     s->round_dirtied = n + s->rearm_found;
+    /* The rate: pages this sync found new (not those a converged round
+     * left for the switchover), over the time the guest ran since the
+     * last sync. */
+    uint64_t found = n - before + s->rearm_found, until = s->stopped ? s->stop_ns : now;
     s->rearm_found = 0;
-    if (s->last_sync_ns && now > s->last_sync_ns)
-        s->dirty_rate = (double)s->round_dirtied * 1e9 / (double)(now - s->last_sync_ns);
+    if (s->last_sync_ns && until > s->last_sync_ns && until - s->last_sync_ns >= MIN_DIRTY_RATE_NS)
+        s->dirty_rate = (double)found * 1e9 / (double)(until - s->last_sync_ns);
     s->last_sync_ns = now;
     s->st.dirty_sync_count++;
+    s->st.dirty_pages_rate = s->dirty_rate;
+    s->st.remaining = n * ctx->ram.page_size;
     *count = n;
     return 0;
 }

@@ -7,39 +7,52 @@
 #include "util/json.h"
 #include "util/parse.h"
 
-/* The contract's fields, into the currently open JSON object. */
+/* A time in ms as QEMU's integers: rounded, never negative. */
+static uint64_t ms_int(double ms)
+{
+    return ms > 0 ? (uint64_t)(ms + 0.5) : 0;
+}
+
+/* The contract's fields, into the currently open JSON object. Fields that
+ * QEMU's query-migrate has (qapi/migration.json, MigrationInfo and
+ * MigrationStats) carry its names and JSON types: integers for times in ms,
+ * counts and rates in pages, a number for mbps. The rest are livemig's. */
 static void stats_json_fields(lm_json *j, const lm_stats *s, const char *role)
 {
     bool dest = role && role[0] == 'd';
     lm_json_str(j, "role", role);
     lm_json_str(j, "status", lm_status_name(s->status));
-    lm_json_double(j, "total-time", s->total_time_ms);
-    lm_json_double(j, "downtime", s->downtime_ms);
-    lm_json_double(j, "setup-time", s->setup_time_ms);
-    lm_json_double(j, "verify-time", s->verify_time_ms);
+    if (s->error_desc[0])
+        lm_json_str(j, "error-desc", s->error_desc);
+    lm_json_u64(j, "total-time", ms_int(s->total_time_ms));
+    lm_json_u64(j, "downtime", ms_int(s->downtime_ms));
+    lm_json_double(j, "downtime-ms", s->downtime_ms); /* the same, with its fraction */
+    lm_json_u64(j, "setup-time", ms_int(s->setup_time_ms));
+    lm_json_u64(j, "verify-time", ms_int(s->verify_time_ms));
     if (!dest) {
         lm_json_str(j, "dirty-tracker", s->tracker);
         lm_json_str(j, "switchover-reason", s->switchover_reason);
-        lm_json_double(j, "expected-downtime", s->expected_downtime_ms);
+        lm_json_u64(j, "expected-downtime", ms_int(s->expected_downtime_ms));
+        lm_json_u64(j, "cpu-throttle-percentage", s->cpu_throttle_percentage);
+        lm_json_u64(j, "dirty-limit", s->dirty_limit);
     }
     lm_json_object_begin(j, "ram");
     lm_json_u64(j, "transferred", s->transferred);
+    lm_json_u64(j, "remaining", s->remaining);
     lm_json_u64(j, "total", s->total);
     lm_json_u64(j, "duplicate", s->duplicate);
     lm_json_u64(j, "normal", s->normal);
     lm_json_u64(j, "normal-bytes", s->normal_bytes);
-    lm_json_u64(j, "dirty-sync-count", s->dirty_sync_count);
-    lm_json_u64(j, "multifd-bytes", s->multifd_bytes);
-    lm_json_double(j, "pages-per-second", s->pages_per_second);
+    lm_json_u64(j, "dirty-pages-rate", ms_int(s->dirty_pages_rate));
     lm_json_double(j, "mbps", s->mbps);
+    lm_json_u64(j, "dirty-sync-count", s->dirty_sync_count);
+    lm_json_u64(j, "postcopy-requests", s->postcopy_requests);
+    lm_json_u64(j, "page-size", s->page_size);
+    lm_json_u64(j, "multifd-bytes", s->multifd_bytes);
+    lm_json_u64(j, "pages-per-second", ms_int(s->pages_per_second));
     lm_json_u64(j, "precopy-bytes", s->precopy_bytes);
     lm_json_u64(j, "downtime-bytes", s->downtime_bytes);
     lm_json_u64(j, "postcopy-bytes", s->postcopy_bytes);
-    if (!dest) {
-        lm_json_double(j, "dirty-pages-rate", s->dirty_pages_rate);
-        lm_json_u64(j, "cpu-throttle-percentage", s->cpu_throttle_percentage);
-        lm_json_u64(j, "dirty-limit", s->dirty_limit);
-    }
     lm_json_object_end(j);
     if (dest) {
         lm_json_u64(j, "dest-minor-faults", s->dest_minor_faults);
@@ -55,7 +68,7 @@ static void stats_json_fields(lm_json *j, const lm_stats *s, const char *role)
             lm_json_u64(j, "bytes", r->bytes);
             lm_json_double(j, "duration", r->duration_ms);
             lm_json_double(j, "bandwidth-mbps", r->bandwidth_bps * 8 / 1e6);
-            lm_json_double(j, "dirty-pages-rate", r->dirty_pages_rate);
+            lm_json_u64(j, "dirty-pages-rate", ms_int(r->dirty_pages_rate));
             lm_json_u64(j, "cpu-throttle-percentage", r->throttle_percent);
             lm_json_object_end(j);
         }
@@ -63,7 +76,6 @@ static void stats_json_fields(lm_json *j, const lm_stats *s, const char *role)
     }
     if (s->postcopy) {
         lm_json_object_begin(j, "postcopy");
-        lm_json_u64(j, "requests", s->postcopy_requests);
         if (!dest)
             lm_json_u64(j, "needed", s->postcopy_needed);
         if (dest) {
@@ -125,9 +137,11 @@ void lm_stats_print(const lm_stats *s, const char *role, FILE *out)
     bool dest = role && role[0] == 'd';
     fprintf(out, "Migration status: %s (%s)\n", lm_status_name(s->status),
             dest ? "destination" : "source");
+    if (s->error_desc[0])
+        fprintf(out, "error: %s\n", s->error_desc);
     fprintf(out, "total time: %.0f ms\n", s->total_time_ms);
-    if (!dest)
-        fprintf(out, "downtime: %.1f ms\n", s->downtime_ms);
+    fprintf(out, "downtime: %.1f ms%s\n", s->downtime_ms,
+            dest ? " (from the source's last word before it stopped the guest)" : "");
     fprintf(out, "setup: %.1f ms\n", s->setup_time_ms);
     if (s->tls_mode[0])
         fprintf(out, "tls: %s, %s, kernel TLS %s\n", s->tls_mode, s->tls_cipher,
@@ -144,8 +158,7 @@ void lm_stats_print(const lm_stats *s, const char *role, FILE *out)
     fprintf(out, "dirty sync count: %llu\n", (unsigned long long)s->dirty_sync_count);
     fprintf(out, "pages-per-second: %.0f\n", s->pages_per_second);
     if (s->postcopy)
-        fprintf(out, "postcopy: %llu page requests%s\n", (unsigned long long)s->postcopy_requests,
-                dest ? "" : "");
+        fprintf(out, "postcopy: %llu page requests\n", (unsigned long long)s->postcopy_requests);
     if (s->reconnects)
         fprintf(out, "recovery: %llu reconnects, paused %.0f ms, last resume %.0f ms\n",
                 (unsigned long long)s->reconnects, s->paused_ms, s->resume_ms);
@@ -164,9 +177,12 @@ void lm_stats_print(const lm_stats *s, const char *role, FILE *out)
             fprintf(out, "convergence: cpu throttle %u%%, dirty limit %llu pages/s per vCPU\n",
                     s->cpu_throttle_percentage, (unsigned long long)s->dirty_limit);
         fprintf(out, "dirty tracker: %s\n", s->tracker);
-        fprintf(out, "precopy ram: %s\n", lm_format_bytes(s->precopy_bytes, a, sizeof(a)));
-        fprintf(out, "downtime ram: %s\n", lm_format_bytes(s->downtime_bytes, b, sizeof(b)));
-    } else {
+    }
+    fprintf(out, "precopy ram: %s\n", lm_format_bytes(s->precopy_bytes, a, sizeof(a)));
+    fprintf(out, "downtime ram: %s\n", lm_format_bytes(s->downtime_bytes, b, sizeof(b)));
+    if (s->postcopy)
+        fprintf(out, "postcopy ram: %s\n", lm_format_bytes(s->postcopy_bytes, a, sizeof(a)));
+    if (dest) {
         fprintf(out, "destination page faults: %llu minor, %llu major\n",
                 (unsigned long long)s->dest_minor_faults, (unsigned long long)s->dest_major_faults);
     }

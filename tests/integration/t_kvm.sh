@@ -79,12 +79,12 @@ kvm_ok fill 64M fill:16M
 kvm_ok pc 256M stress:2x32M --postcopy --postcopy-after-rounds 1 --downtime-limit 1 \
     --max-bandwidth 200M
 expect_json "$TMP/pc.src.json" 'j["postcopy"]["needed"] > 0'
-expect_json "$TMP/pc.dst.json" 'j["postcopy"]["faults"] > 0 and j["postcopy"]["requests"] > 0'
+expect_json "$TMP/pc.dst.json" 'j["postcopy"]["faults"] > 0 and j["ram"]["postcopy-requests"] > 0'
 note "pc: $(json "$TMP/pc.dst.json" 'j["postcopy"]["faults"]') faults, request latency p50" \
     "$(json "$TMP/pc.dst.json" 'j["postcopy"]["request-latency-p50-us"]') us"
 kvm_ok pcnp 256M stress:2x32M --postcopy --postcopy-after-rounds 1 --downtime-limit 1 \
     --max-bandwidth 200M --no-postcopy-preempt --multifd-channels 2
-note "pcnp: $(json "$TMP/pcnp.dst.json" 'j["postcopy"]["faults"]') faults, $(json "$TMP/pcnp.dst.json" 'j["postcopy"]["requests"]') requests"
+note "pcnp: $(json "$TMP/pcnp.dst.json" 'j["postcopy"]["faults"]') faults, $(json "$TMP/pcnp.dst.json" 'j["ram"]["postcopy-requests"]') requests"
 
 # 4. A destination that lost a page (the testing aid sets one back a pass)
 #    fails its continuity check before its vCPUs run; the migration fails

@@ -8,7 +8,7 @@
 # request whose page the background placed in that same instant goes
 # untimed, so not always as many; but nearly (at least half).
 request_latencies_ok() {
-    expect_json "$1" 'j["postcopy"]["request-latency-count"] <= j["postcopy"]["requests"] <= 2 * j["postcopy"]["request-latency-count"]'
+    expect_json "$1" 'j["postcopy"]["request-latency-count"] <= j["ram"]["postcopy-requests"] <= 2 * j["postcopy"]["request-latency-count"]'
 }
 
 # 1. The switch is automatic: the dirty set stops shrinking (the bandwidth
@@ -31,7 +31,7 @@ migrate_ok hot 256M hot:8x16M --postcopy --postcopy-after-rounds 1 --downtime-li
     --multifd-channels 4 --compress lz4 --max-bandwidth 16M
 N=$(json "$TMP/hot.src.json" 'j["postcopy"]["needed"]')
 expect_json "$TMP/hot.dst.json" "j['postcopy']['pages-placed'] == $N and j['postcopy']['eexist'] == 0"
-expect_json "$TMP/hot.dst.json" 'j["postcopy"]["requests"] > 0'
+expect_json "$TMP/hot.dst.json" 'j["ram"]["postcopy-requests"] > 0'
 request_latencies_ok "$TMP/hot.dst.json"
 expect_json "$TMP/hot.dst.json" 'j["guest"]["vcpus"] == 8'
 
@@ -45,7 +45,7 @@ DEST_ARGS="--dest-thp off" migrate_ok zero 256M random:3000 --postcopy --postcop
     --max-bandwidth 6M
 D=$TMP/zero.dst.json
 expect_json "$D" 'j["postcopy"]["zero-pages-placed"] > 100'
-expect_json "$D" 'j["postcopy"]["requests"] <= '"$(json "$TMP/zero.src.json" 'j["postcopy"]["needed"]')"
+expect_json "$D" 'j["ram"]["postcopy-requests"] <= '"$(json "$TMP/zero.src.json" 'j["postcopy"]["needed"]')"
 # The zero pages waited for were not requested: their waits are not request latencies.
 request_latencies_ok "$D"
 # 4. The other placement and the other urgent path: UFFDIO_MOVE on the
