@@ -15,11 +15,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cli/control.h"
 #include "cli/options.h"
+#include "cli/plot.h"
 #include "cli/progress.h"
 #include "cli/report.h"
 #include "cli/run.h"
 #include "cli/steal.h"
+#include "cli/timeline.h"
 #include "guest/guest.h"
 #include "guest/kvm_guest.h"
 #include "guest/load.h"
@@ -115,14 +118,30 @@ int cli_run_incoming(cli_opts *o, lm_listener *l)
         return cli_run_incoming_kvm(o, l);
     lm_ctx *ctx = lm_ctx_new();
     dest_guest *dg = calloc(1, sizeof(*dg));
+    cli_control *ctl = NULL;
     if (!ctx || !dg) {
         fprintf(stderr, "livemig: out of memory\n");
+        return 1;
+    }
+    if (cli_control_start(&ctl, o, ctx, false)) {
+        lm_ctx_free(ctx);
+        free(dg);
+        return 1;
+    }
+    /* No listener given: --listen, or QMP's migrate-incoming for defer. */
+    lm_listener *own = l ? NULL : cli_control_listener(ctl);
+    if (!l && !(l = own)) {
+        cli_control_free(ctl);
+        lm_ctx_free(ctx);
+        free(dg);
         return 1;
     }
     cli_set_cancel_target(ctx, "livemig incoming"); /* a Ctrl-C from here on cancels */
     uint8_t *ram = NULL;
     if ((o->dest_prealloc && cli_prealloc_ram(o, ctx, &ram) < 0) || !cli_tell_ready(o)) {
         cli_set_cancel_target(NULL, NULL);
+        cli_control_free(ctl);
+        lm_listener_close(own);
         lm_ctx_free(ctx);
         lm_ram_free(ram, o->ram);
         free(dg);
@@ -132,7 +151,10 @@ int cli_run_incoming(cli_opts *o, lm_listener *l)
     lm_guest_ops ops = {.load_state = dest_load_state, .resume = dest_resume};
     lm_set_guest_ops(ctx, &ops, dg);
     fprintf(stderr, "livemig: waiting for a migration on %s\n", lm_listener_uri(l));
-    int ret = lm_incoming(ctx, l, &o->params);
+    lm_params run;
+    cli_control_begin(ctl, &run);
+    int ret = lm_incoming(ctx, l, &run);
+    cli_control_end(ctl, ret == 0);
     lm_stats st;
     lm_stats_get(ctx, &st);
     lm_guest_report gr;
@@ -143,6 +165,7 @@ int cli_run_incoming(cli_opts *o, lm_listener *l)
             fprintf(stderr, "livemig: guest running on the destination; Ctrl-C stops it\n");
         cli_sleep_seconds(o->run_for);
         lm_guest_callbacks.stop(&dg->g);
+        cli_control_guest_stopped(ctl);
         lm_guest_report_take(&dg->g, start, &gr);
         have_guest = true;
     }
@@ -158,6 +181,9 @@ int cli_run_incoming(cli_opts *o, lm_listener *l)
     if (ret < 0 && st.status == LM_STATUS_POSTCOPY_PAUSED)
         cli_hold_paused_state("livemig incoming", ctx);
     cli_set_cancel_target(NULL, NULL);
+    cli_control_wait_quit(ctl);
+    cli_control_free(ctl);
+    lm_listener_close(own);
     if (have_guest || dg->g.nvcpus)
         lm_guest_destroy(&dg->g);
     lm_ctx_free(ctx);
@@ -203,7 +229,7 @@ static unsigned run_baseline(const cli_opts *o, lm_guest *g, lm_steal_sampler *s
 
 /* The migration failed: show that the guest survived (it runs on, its
  * memory untouched), then stop it. */
-static void report_survival(lm_ctx *ctx, lm_guest *g)
+static void report_survival(lm_ctx *ctx, lm_guest *g, bool keep_running)
 {
     uint64_t before = lm_guest_counter_sum(g);
     cli_sleep_seconds(0.2);
@@ -211,12 +237,13 @@ static void report_survival(lm_ctx *ctx, lm_guest *g)
     fprintf(stderr,
             "livemig migrate: the guest keeps running on the source (progress %llu -> %llu)\n",
             (unsigned long long)before, (unsigned long long)lm_guest_counter_sum(g));
-    lm_guest_callbacks.stop(g);
+    if (!keep_running) /* with QMP it may be migrated again */
+        lm_guest_callbacks.stop(g);
 }
 
 /* Migrates the running guest g (RAM registered in ctx); returns the exit
  * status. */
-static int migrate_guest(cli_opts *o, lm_ctx *ctx, lm_guest *g)
+static int migrate_guest(cli_opts *o, lm_ctx *ctx, lm_guest *g, cli_control *ctl, const char *to)
 {
     lm_cli_progress_state prog;
     lm_cli_progress_init(&prog);
@@ -234,7 +261,20 @@ static int migrate_guest(cli_opts *o, lm_ctx *ctx, lm_guest *g)
         load = run_baseline(o, g, &steal, load);
     cli_set_cancel_target(ctx, "livemig migrate");
     uint64_t start = lm_guest_counter_sum(g);
-    int ret = lm_migrate(ctx, o->to, &o->params);
+    int ret_early = 0;
+    lm_params run;
+    cli_control_begin(ctl, &run);
+    cli_timeline *tl = NULL;
+    if (o->timeline && cli_timeline_start(&tl, o->timeline, ctx, g) < 0)
+        ret_early = -EIO;
+    cli_control_set_timeline(ctl, tl);
+    int ret = ret_early ? ret_early : lm_migrate(ctx, to, &run);
+    cli_control_set_timeline(ctl, NULL);
+    cli_timeline_stop(tl);
+    if (tl)
+        fprintf(stderr, "livemig migrate: timeline in %s (draw it: livemig plot %s -o %s.png)\n",
+                o->timeline, o->timeline, o->timeline);
+    cli_control_end(ctl, ret == 0);
     cli_set_cancel_target(NULL, NULL);
     lm_cli_progress_done(&prog);
 
@@ -248,7 +288,7 @@ static int migrate_guest(cli_opts *o, lm_ctx *ctx, lm_guest *g)
         cli_hold_paused_state("livemig migrate", ctx);
     }
     if (ret < 0)
-        report_survival(ctx, g);
+        report_survival(ctx, g, cli_control_active(ctl));
     lm_guest_report gr;
     lm_guest_report_take(g, start, &gr);
     gr.baseline_load = load;
@@ -294,7 +334,23 @@ int cli_run_migrate(cli_opts *o)
         return 1;
     }
     lm_set_guest_ops(ctx, &lm_guest_callbacks, g);
-    rc = migrate_guest(o, ctx, g);
+    cli_control *ctl;
+    if ((rc = cli_control_start(&ctl, o, ctx, true)) == 0) {
+        /* --to, or (with QMP) each migrate until one completes or quit. */
+        char to[1024];
+        rc = 1;
+        while (cli_control_next_migration(ctl, to, sizeof(to))) {
+            rc = migrate_guest(o, ctx, g, ctl, to);
+            if (rc == 0 || !cli_control_active(ctl))
+                break;
+        }
+        if (rc == 0)
+            cli_control_guest_stopped(ctl);
+        cli_control_wait_quit(ctl);
+        if (!cli_control_active(ctl) || rc != 0)
+            lm_guest_callbacks.stop(g); /* a failed run left it going */
+        cli_control_free(ctl);
+    }
     lm_guest_destroy(g);
     lm_ctx_free(ctx);
     lm_ram_free(ram, o->ram);
@@ -302,22 +358,42 @@ int cli_run_migrate(cli_opts *o)
     return rc;
 }
 
+/* --qmp's address and what needs it: usage errors before anything starts. */
+static int check_qmp(cli_opts *o, const char *addr_opt, const char *addr)
+{
+    char bad[512];
+    if (o->qmp && lm_uri_check(o->qmp, true, bad, sizeof(bad)) < 0)
+        return cli_fail_usage(o, "--qmp: %s", bad);
+    if (o->qmp && !strncmp(o->qmp, "fd:", 3))
+        return cli_fail_usage(o, "--qmp takes unix:PATH or tcp:HOST:PORT");
+    if (o->qmp && o->guest == CLI_GUEST_KVM)
+        return cli_fail_usage(o, "--qmp works with the thread guest; --guest kvm has no QMP yet");
+    if (!strcmp(addr, "defer") && !o->qmp)
+        return cli_fail_usage(o, "%s defer waits for a QMP command: add --qmp unix:PATH", addr_opt);
+    return 0;
+}
+
 static int cmd_incoming(cli_opts *o)
 {
     char bad[512];
     if (!o->listen)
         return cli_fail_usage(o, "incoming needs --listen tcp:HOST:PORT");
-    if (lm_uri_check(o->listen, true, bad, sizeof(bad)) < 0)
+    if (strcmp(o->listen, "defer") && lm_uri_check(o->listen, true, bad, sizeof(bad)) < 0)
         return cli_fail_usage(o, "--listen: %s", bad);
     if (o->dest_prealloc && !o->ram)
         return cli_fail_usage(o, "--dest-prealloc needs --ram SIZE, the guest's RAM size");
+    int rc = check_qmp(o, "--listen", o->listen);
+    if (rc)
+        return rc;
+    if (o->guest != CLI_GUEST_KVM)
+        return cli_run_incoming(o, NULL);
     lm_listener *l;
     char why[512];
     if (lm_listen(o->listen, &l, why, sizeof(why)) < 0) {
         fprintf(stderr, "livemig: %s\n", why);
         return 1;
     }
-    int rc = cli_run_incoming(o, l);
+    rc = cli_run_incoming(o, l);
     lm_listener_close(l);
     return rc;
 }
@@ -328,13 +404,16 @@ static int cmd_migrate(cli_opts *o)
         return cli_fail_usage(o, "migrate needs --ram SIZE --workload SPEC --to tcp:HOST:PORT");
     /* Before the guest starts: a mistyped address is a usage error. */
     char bad[512];
-    if (lm_uri_check(o->to, false, bad, sizeof(bad)) < 0)
+    if (strcmp(o->to, "defer") && lm_uri_check(o->to, false, bad, sizeof(bad)) < 0)
         return cli_fail_usage(o, "--to: %s", bad);
-    return cli_run_migrate(o);
+    int rc = check_qmp(o, "--to", o->to);
+    return rc ? rc : cli_run_migrate(o);
 }
 
 int main(int argc, char **argv)
 {
+    if (argc > 1 && !strcmp(argv[1], "plot")) /* its own arguments */
+        return cli_plot(argc, argv);
     cli_opts o;
     int rc = cli_parse(argc, argv, &o);
     if (rc >= 0)

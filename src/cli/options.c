@@ -73,13 +73,22 @@ static const cli_option options[] = {
      .help = "what the guest's vCPUs do (see workloads; demo: stress:2x64M)", .cmds = CLI_SOURCE},
     {"to", "URI", CLI_STRING, FIELD(to),
      .help = "the destination: tcp:HOST:PORT, unix:PATH, or fd:N (a connected socket "
-             "this process inherited; one connection: no channels)",
+             "this process inherited; one connection: no channels); defer: wait for QMP's "
+             "migrate (needs --qmp)",
      .cmds = CLI_MIGRATE},
     {"listen", "URI", CLI_STRING, FIELD(listen),
      .help = "where to wait for the source: tcp:HOST:PORT (port 0 picks a free one) or "
              "unix:PATH (demo: tcp:127.0.0.1:0), or fd:N (an inherited socket, listening or "
-             "connected)",
+             "connected); defer: wait for QMP's migrate-incoming (needs --qmp)",
      .cmds = CLI_DEST},
+    {"qmp", "URI", CLI_STRING, FIELD(qmp),
+     .help = "a QMP control socket (QEMU's protocol and command names) on unix:PATH or "
+             "tcp:HOST:PORT; the process then stays until QMP's quit (docs/QMP.md)",
+     .cmds = CLI_MIGRATE | CLI_INCOMING},
+    {"timeline", "FILE", CLI_STRING, FIELD(timeline),
+     .help = "record a sample every 100 ms and at each round, switchover and postcopy event "
+             "(draw it with `livemig plot FILE -o OUT.png`)",
+     .cmds = CLI_SOURCE},
     {"run-for", "SECONDS|inf", CLI_SECONDS, FIELD(run_for), .expect = "seconds or inf",
      .help = "let the guest run on the destination this long before the report (1)",
      .cmds = CLI_DEST},

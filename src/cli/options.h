@@ -33,6 +33,8 @@ typedef struct cli_opts {
     const char *workload;
     const char *to;
     const char *listen;
+    const char *qmp;      /* --qmp URI: a QMP control socket */
+    const char *timeline; /* --timeline FILE */
     lm_params params;
     const char *stats_json;
     const char *dest_stats_json;

@@ -8,35 +8,47 @@
 #include "util/clock.h"
 
 /* A source starts postcopy only as its precopy handshake says: postcopy
- * announced in HELLO, its first pass complete (every page was sent once,
- * as data or as a zero page) and the pipe drained (PING answered, nothing
- * since). A switch out of that order is forged or broken: taking it would
- * run a guest here on memory nobody sent, and park this side waiting for
- * pages that will never come. */
+ * announced in HELLO and the pipe drained (PING answered, nothing since).
+ * A switch out of that order is forged or broken. */
 static int check_switch_order(lm_dest *d)
 {
-    char why[256];
     if (!(d->hello.flags & LM_HELLO_POSTCOPY))
         return lm__dest_protocol_error(d, -EPROTO,
                                        "POSTCOPY_SWITCH, but the source did not announce postcopy");
-    lm_ram *ram = &d->ctx->ram;
-    uint64_t have = 0, all = 0;
-    for (unsigned i = 0; i < ram->nblocks; i++) {
-        have += lm_bitmap_count(ram->blocks[i].received, ram->blocks[i].npages);
-        all += ram->blocks[i].npages;
-    }
-    if (have < all) {
-        snprintf(why, sizeof(why),
-                 "POSTCOPY_SWITCH before the first pass was complete (%llu of %llu pages "
-                 "received): a source switches only after sending every page once",
-                 (unsigned long long)have, (unsigned long long)all);
-        return lm__dest_protocol_error(d, -EPROTO, why);
-    }
     if (!d->caught_up)
         return lm__dest_protocol_error(d, -EPROTO,
                                        "POSTCOPY_SWITCH without the PING that drains the pipe "
                                        "before it");
     return 0;
+}
+
+/* The switch may come in the middle of the first pass (postcopy started
+ * at once): every page this side has not received must then be in the
+ * map of pages to come. A page in neither would run the guest here on
+ * memory nobody sent. */
+static int check_switch_covers(lm_dest *d)
+{
+    lm_ram *ram = &d->ctx->ram;
+    uint64_t missing = 0, all = 0;
+    for (unsigned i = 0; i < ram->nblocks; i++) {
+        const lm_block *b = &ram->blocks[i];
+        uint64_t words = LM_BITMAP_WORDS(b->npages);
+        for (uint64_t w = 0; w < words; w++) {
+            lm_word hole = ~(b->received[w] | d->pc.needed[i][w]);
+            if (w == words - 1 && b->npages % 64)
+                hole &= ((lm_word)1 << (b->npages % 64)) - 1;
+            missing += (uint64_t)__builtin_popcountll(hole);
+        }
+        all += b->npages;
+    }
+    if (!missing)
+        return 0;
+    char why[256];
+    snprintf(why, sizeof(why),
+             "POSTCOPY_SWITCH leaves %llu of %llu pages neither received nor in its map of "
+             "pages to come",
+             (unsigned long long)missing, (unsigned long long)all);
+    return lm__dest_protocol_error(d, -EPROTO, why);
 }
 
 /* Every needed page is placed after the commit, where nothing can be
@@ -75,6 +87,8 @@ int lm__dest_on_postcopy_switch(lm_dest *d, const lm_frame *f)
                                d->p->postcopy_move, &d->conn, &d->conn_lock);
     d->pc_init = true; /* whatever init allocated is freed by stop */
     free(body);
+    if (ret == 0)
+        ret = check_switch_covers(d);
     if (ret == 0)
         ret = reserve_for_postcopy(d);
     return ret < 0 ? ret : lm__dest_enter(d, LM_DST_POSTCOPY_SWITCH);

@@ -194,6 +194,7 @@ static int setup(lm_source *s, const char *uri)
 
     s->st.total = lm__ram_total(&ctx->ram);
     s->st.page_size = ctx->ram.page_size;
+    s->st.remaining = s->st.total; /* every page is still to send */
     for (unsigned i = 0; i < ctx->ram.nblocks; i++) {
         lm_block *b = &ctx->ram.blocks[i];
         if (!(s->dirty[i] = lm_bitmap_new(b->npages)))
@@ -279,6 +280,8 @@ static int enter_failed(lm_source *s, int ret)
         return lm__src_enter(s, LM_STATUS_POSTCOPY_PAUSED);
     if (s->committed)
         return lm__src_enter(s, LM_STATUS_SWITCHOVER_PAUSED);
+    if (ret == -ECANCELED) /* the cause, whatever the threads tripped over on the way out */
+        snprintf(s->st.error_desc, sizeof(s->st.error_desc), "migration cancelled");
     return lm__src_enter(s, ret == -ECANCELED ? LM_STATUS_CANCELLING : LM_STATUS_FAILED);
 }
 
@@ -300,6 +303,10 @@ int lm_migrate(lm_ctx *ctx, const char *uri, const lm_params *params)
     s->preempt_conn.fd = -1;
     s->pm.fd = -1;
     lm_err_reset(&ctx->err);
+    /* A cancel or postcopy request heard while no migration ran was for
+     * none (QEMU's migrate_cancel is a no-op then): this one starts clean. */
+    atomic_store(&ctx->cancel, 0);
+    atomic_store(&ctx->postcopy_requested, 0);
     lm__stats_reset(ctx, LM_STATUS_NONE);
     lm__fsm_init(&s->fsm, &lm_source_fsm, LM_STATUS_NONE);
     s->start_ns = lm_now_ns();

@@ -223,8 +223,10 @@ def guest_state():
 def forged_postcopy(s, case):
     """A postcopy start out of order: before any page (postcopy-first), or
     after the first pass but without the PING that drains the pipe
-    (postcopy-without-ping). A destination that takes it runs the guest and
-    then waits on pages that never come; it must refuse the switch."""
+    (postcopy-without-ping), or drained but with a map that leaves pages
+    neither received nor to come (postcopy-uncovered: half the pages sent,
+    an empty map). A destination that takes it runs the guest on memory
+    nobody sent, or waits on pages that never come; it must refuse."""
     s.sendall(hello(flags=POSTCOPY | NO_PREEMPT))
     mtype, body = recv_frame(s)
     if mtype != HELLO_ACK:
@@ -235,7 +237,17 @@ def forged_postcopy(s, case):
             s.sendall(frame(PAGES, packet([], [p * PAGE for p in range(first, first + 128)])))
         s.sendall(frame(ROUND_END))
     words = (npages + 63) // 64
-    s.sendall(frame(POSTCOPY_SWITCH, struct.pack(">IIQ", 0, 0, npages) + b"\xff" * 8 * words))
+    need = b"\xff" * 8 * words
+    if case == "postcopy-uncovered":
+        for first in range(0, npages // 2, 128):
+            s.sendall(frame(PAGES, packet([], [p * PAGE for p in range(first, first + 128)])))
+        s.sendall(frame(ROUND_END))
+        s.sendall(frame(PING))
+        mtype, body = recv_frame(s)
+        if mtype != PONG:
+            sys.exit(f"fake source: expected PONG, got {mtype} {body!r}")
+        need = b"\x00" * 8 * words
+    s.sendall(frame(POSTCOPY_SWITCH, struct.pack(">IIQ", 0, 0, npages) + need))
     s.sendall(frame(DEVICE_STATE, guest_state()))
     mtype, body = recv_frame(s)
     if mtype == SWITCHOVER_READY:

@@ -52,7 +52,8 @@ check_case oversize-compressed      'compressed payload of'
 check_case verify-wait-declared     'no progress receiving from the source'
 # A forged postcopy start: refused, never a guest run here on memory nobody
 # sent (which then parked this side until a signal).
-check_case postcopy-first           'POSTCOPY_SWITCH before the first pass was complete \(0 of 256'
+check_case postcopy-first           'POSTCOPY_SWITCH without the PING'
+check_case postcopy-uncovered       'POSTCOPY_SWITCH leaves 128 of 256 pages neither received nor'
 check_case postcopy-without-ping    'POSTCOPY_SWITCH without the PING' --recover-timeout 1
 grep -q 'verified=2' "$TMP/verify-mismatch.reply" || fail "verify-mismatch: source was not told"
 grep -q 'ERROR: .*outside the block' "$TMP/offset-out-of-range.reply" || fail "source was not told why"
