@@ -22,6 +22,8 @@ extern "C" {
 #define LM_VERSION_STRING "0.1.0"
 #define LM_MAX_BLOCKS     64
 #define LM_BLOCK_NAME_MAX 32
+/* lm_params.multifd_channels at most. */
+#define LM_MAX_MULTIFD_CHANNELS 64
 /* lm_params.max_ram's default: 16 TiB, far above any host, so that a sparse
  * guest larger than the host still migrates (memory is committed as data
  * arrives, and checked against what the host can give). */

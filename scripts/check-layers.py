@@ -3,8 +3,9 @@
 
 1. A file includes headers of its own layer or of layers below it, never
    above (the page sink is how multifd reaches the engine, not an include).
-2. The CLI includes only the public header, the synthetic guest's headers
-   and its own.
+2. The CLI includes only the public header, the synthetic guest's and the
+   control socket's headers, and its own; the control layer (QMP) only the
+   public header and its own.
 3. No include cycle between files.
 
 Usage: check-layers.py SRC_DIR [INCLUDE_DIR]. Exit 1 with each violation.
@@ -15,8 +16,9 @@ import sys
 
 # Lower number = lower layer. A layer may include its own and lower ones.
 RANK = {"util": 0, "proto": 1, "transport": 2, "dirty": 2, "ram": 3,
-        "multifd": 4, "migration": 5, "guest": 6, "cli": 7}
-CLI_ALLOWED = ("cli/", "guest/", "livemig.h")
+        "multifd": 4, "migration": 5, "guest": 6, "control": 6, "cli": 7}
+CLI_ALLOWED = ("cli/", "guest/", "control/", "livemig.h")
+CONTROL_ALLOWED = ("control/", "livemig.h", "jansson.h")
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
 
 
@@ -34,7 +36,11 @@ def main():
             graph[path] = [d for d in deps if "/" in d]
             for dep in deps:
                 if layer == "cli" and not dep.startswith(CLI_ALLOWED):
-                    bad.append(f"{path}: the CLI includes {dep} (only livemig.h, guest/, cli/)")
+                    bad.append(f"{path}: the CLI includes {dep} (only livemig.h, guest/, "
+                               "control/, cli/)")
+                if layer == "control" and not dep.startswith(CONTROL_ALLOWED):
+                    bad.append(f"{path}: the control layer includes {dep} (only livemig.h, "
+                               "control/)")
                 if "/" not in dep:
                     if dep != "livemig.h" and not (inc and os.path.exists(os.path.join(inc, dep))):
                         bad.append(f"{path}: includes {dep} without a layer")

@@ -341,6 +341,7 @@ static void print_usage(FILE *out)
     fprintf(out, "usage:\n");
     for (size_t c = 0; c < NCOMMANDS; c++)
         fprintf(out, "  livemig %s %s\n", commands[c].name, commands[c].synopsis);
+    fprintf(out, "  livemig plot FILE -o OUT.png|OUT.svg   (draws a --timeline)\n");
     fprintf(out, "\n%s", workloads_help);
     for (size_t g = 0; g < sizeof(groups) / sizeof(groups[0]); g++)
         print_options(out, groups[g].cmds, true, groups[g].heading);
@@ -490,7 +491,7 @@ int cli_parse(int argc, char **argv, cli_opts *o)
             cmd = &commands[c];
     if (!cmd)
         return cli_fail_usage(
-            NULL, "unknown command '%s': use incoming, migrate, demo or kvm-check", argv[1]);
+            NULL, "unknown command '%s': use incoming, migrate, demo, plot or kvm-check", argv[1]);
     o->cmd = cmd->bit;
     o->cmd_name = cmd->name;
 

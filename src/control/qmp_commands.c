@@ -10,7 +10,6 @@
 #include <string.h>
 
 #include "control/qmp_internal.h"
-#include "proto/wire.h"
 
 typedef json_t *(*qmp_handler)(lm_qmp *q, json_t *args, qmp_error *err);
 
@@ -216,10 +215,10 @@ static json_t *cmd_set_parameters(lm_qmp *q, json_t *args, qmp_error *err)
     }
     if ((v = json_object_get(args, "multifd-channels"))) {
         json_int_t n = json_integer_value(v);
-        if (n < 1 || n > LM_MAX_CHANNELS) {
+        if (n < 1 || n > LM_MAX_MULTIFD_CHANNELS) {
             lm__qmp_error(err, "GenericError",
                           "Parameter 'multifd-channels' expects a value between 1 and %d",
-                          LM_MAX_CHANNELS);
+                          LM_MAX_MULTIFD_CHANNELS);
             return NULL;
         }
         channels = (unsigned)n;

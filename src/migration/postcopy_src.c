@@ -218,6 +218,8 @@ static int background(postcopy_src *pc, uint64_t needed)
         }
         lm_bit_clear(s->dirty[r], page);
         left--;
+        /* query-migrate follows the requests as they come */
+        s->st.postcopy_requests = atomic_load_explicit(&pc->requests, memory_order_relaxed);
         if (lm_bit_test_atomic(pc->urgent[r], page))
             continue;
         int ret = lm__src_queue_page(s, b, page, false);

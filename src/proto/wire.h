@@ -26,7 +26,7 @@
 
 #define LM_HELLO_FIXED_SIZE   48
 #define LM_CHANNEL_HELLO_SIZE 24
-#define LM_MAX_CHANNELS       64
+#define LM_MAX_CHANNELS       LM_MAX_MULTIFD_CHANNELS
 #define LM_HELLO_BLOCK_SIZE   48
 #define LM_VERIFY_SIZE        32
 #define LM_RESUMED_SIZE       16
