@@ -434,10 +434,14 @@ static void gather_counters(lm_dest *d)
     if (d->use_pool)
         lm_multifd_recv_stop(&d->pool);
     lm__dest_count_received(d);
+    /* The last phase takes the bytes after it too (the goodbyes): the
+     * three add up to transferred. */
     if (!d->switch_ns)
         d->st.precopy_bytes = d->st.transferred;
     else if (d->st.postcopy)
         d->st.postcopy_bytes = d->st.transferred - d->st.precopy_bytes - d->st.downtime_bytes;
+    else
+        d->st.downtime_bytes = d->st.transferred - d->st.precopy_bytes;
     double secs = (d->st.total_time_ms - d->st.setup_time_ms) / 1000.0;
     d->st.mbps = secs > 0 ? (double)d->st.transferred * 8 / 1e6 / secs : 0;
     d->st.pages_per_second = secs > 0 ? (double)(d->st.normal + d->st.duplicate) / secs : 0;

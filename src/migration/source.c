@@ -357,6 +357,14 @@ int lm_migrate(lm_ctx *ctx, const char *uri, const lm_params *params)
         lm__src_enter(s, LM_STATUS_CANCELLED);
 
     lm__src_gather_counters(s);
+    /* The last phase takes the bytes after it too (the goodbyes): the
+     * three add up to transferred. */
+    if (s->st.postcopy)
+        s->st.postcopy_bytes = s->st.transferred - s->st.precopy_bytes - s->st.downtime_bytes;
+    else if (s->stop_ns)
+        s->st.downtime_bytes = s->st.transferred - s->st.precopy_bytes;
+    else
+        s->st.precopy_bytes = s->st.transferred;
     if (s->resume_wire0)
         s->st.resume_sent_bytes = lm__src_wire_bytes(s) - s->resume_wire0;
     s->st.total_time_ms = lm_ns_to_ms(lm_now_ns() - s->start_ns);
