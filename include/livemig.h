@@ -418,6 +418,15 @@ int lm_incoming(lm_ctx *ctx, lm_listener *l, const lm_params *params);
  * signal handler. */
 void lm_start_postcopy(lm_ctx *ctx);
 
+/* Source, postcopy (QEMU's migrate-pause): cut the migration's links as a
+ * network failure would; both sides go to postcopy-paused, and this side
+ * does not reconnect until lm_resume() (or the recover timeout, which then
+ * fails it as any lost link does). 0, or -EINVAL outside postcopy-active. */
+int lm_pause(lm_ctx *ctx);
+/* Lets a source paused by lm_pause() reconnect (QEMU's migrate with
+ * resume: true): 0, or -EINVAL when no pause holds it. */
+int lm_resume(lm_ctx *ctx);
+
 /*
  * Parameters that may change while a migration runs (QEMU's
  * migrate-set-parameters): max_bandwidth (heard within 20 ms),

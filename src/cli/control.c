@@ -193,6 +193,8 @@ bool cli_control_next_migration(cli_control *c, char *buf, size_t len)
         c->first_given = true;
         snprintf(buf, len, "%s", c->o->to);
         pthread_mutex_unlock(&c->mu);
+        if (c->qmp)
+            lm_qmp_set_migration_uri(c->qmp, buf);
         return true;
     }
     c->first_given = true;
@@ -207,6 +209,8 @@ bool cli_control_next_migration(cli_control *c, char *buf, size_t len)
     if (go)
         snprintf(buf, len, "%s", c->uri);
     pthread_mutex_unlock(&c->mu);
+    if (go)
+        lm_qmp_set_migration_uri(c->qmp, buf);
     return go;
 }
 
@@ -220,6 +224,8 @@ lm_listener *cli_control_listener(cli_control *c)
             fprintf(stderr, "livemig: %s\n", why);
             return NULL;
         }
+        if (c->qmp)
+            lm_qmp_set_migration_uri(c->qmp, lm_listener_uri(l));
         return l;
     }
     pthread_mutex_lock(&c->mu);
@@ -231,6 +237,8 @@ lm_listener *cli_control_listener(cli_control *c)
         c->incoming = NULL; /* the caller's now */
     c->first_given = true;
     pthread_mutex_unlock(&c->mu);
+    if (l)
+        lm_qmp_set_migration_uri(c->qmp, lm_listener_uri(l));
     return l;
 }
 

@@ -55,6 +55,11 @@ void lm_qmp_stop(lm_qmp *q);
  * never blocks (a pipe hands the event to the server thread). */
 void lm_qmp_event(lm_qmp *q, const lm_event *ev);
 
+/* The address of the migration that runs (source: where it goes;
+ * destination: where it listens), for migrate's resume and
+ * migrate-recover. Takes the lock. */
+void lm_qmp_set_migration_uri(lm_qmp *q, const char *uri);
+
 void lm_qmp_lock(lm_qmp *q);
 void lm_qmp_unlock(lm_qmp *q);
 /* Whether a migration runs (set by the program, with the lock held):

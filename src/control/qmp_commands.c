@@ -362,20 +362,28 @@ static json_t *cmd_migrate(lm_qmp *q, json_t *args, qmp_error *err)
 {
     if (!source_only(q, "migrate", err))
         return NULL;
+    const char *uri = json_string_value(json_object_get(args, "uri"));
     json_t *resume = json_object_get(args, "resume");
     if (resume && json_is_true(resume)) {
-        /* livemig's source reconnects to the address it started with
-         * by itself while paused (--recover-timeout). */
-        lm__qmp_error(err, "GenericError",
-                      "livemig's source reconnects by itself while paused (postcopy-paused); "
-                      "'resume' is not needed and not supported");
-        return NULL;
+        if (lm_status_current(q->cfg.ctx) != LM_STATUS_POSTCOPY_PAUSED) {
+            lm__qmp_error(err, "GenericError", "Cannot resume if there is no paused migration");
+            return NULL;
+        }
+        if (strcmp(uri, q->migration_uri)) {
+            lm__qmp_error(err, "GenericError",
+                          "livemig reconnects to the address the migration started with (%s)",
+                          q->migration_uri);
+            return NULL;
+        }
+        /* Held by migrate-pause: let it go. Paused by the network: it is
+         * reconnecting already, and this asks for nothing more. */
+        lm_resume(q->cfg.ctx);
+        return json_object();
     }
     if (q->busy || migration_active(lm_status_current(q->cfg.ctx))) {
         lm__qmp_error(err, "GenericError", "There's a migration process in progress");
         return NULL;
     }
-    const char *uri = json_string_value(json_object_get(args, "uri"));
     char why[512];
     if (lm_uri_check(uri, false, why, sizeof(why)) < 0) {
         lm__qmp_error(err, "GenericError", "%s", why);
@@ -441,22 +449,39 @@ static json_t *cmd_start_postcopy(lm_qmp *q, json_t *args, qmp_error *err)
 
 static json_t *cmd_migrate_pause(lm_qmp *q, json_t *args, qmp_error *err)
 {
-    (void)q, (void)args;
-    lm__qmp_error(err, "GenericError",
-                  "migrate-pause is not supported by livemig: a broken link pauses postcopy "
-                  "by itself and the sides reconnect within --recover-timeout");
-    return NULL;
+    (void)args;
+    if (!q->cfg.source) {
+        lm__qmp_error(err, "GenericError",
+                      "livemig pauses a migration from its source (migrate-pause there); the "
+                      "destination then waits for the source to come back");
+        return NULL;
+    }
+    if (lm_pause(q->cfg.ctx) < 0) {
+        lm__qmp_error(err, "GenericError",
+                      "migrate-pause is currently only supported during postcopy-active state");
+        return NULL;
+    }
+    return json_object();
 }
 
 static json_t *cmd_migrate_recover(lm_qmp *q, json_t *args, qmp_error *err)
 {
-    (void)args;
     if (!dest_only(q, "migrate-recover", err))
         return NULL;
-    lm__qmp_error(err, "GenericError",
-                  "livemig's destination takes the source's reconnection on the address it "
-                  "listens on, by itself; migrate-recover is not needed and not supported");
-    return NULL;
+    if (lm_status_current(q->cfg.ctx) != LM_STATUS_POSTCOPY_PAUSED) {
+        lm__qmp_error(err, "GenericError",
+                      "Migrate recover can only be run when postcopy is paused.");
+        return NULL;
+    }
+    const char *uri = json_string_value(json_object_get(args, "uri"));
+    if (strcmp(uri, q->migration_uri)) {
+        lm__qmp_error(err, "GenericError",
+                      "livemig's destination takes the source back on the address it listens "
+                      "on (%s), not on another",
+                      q->migration_uri);
+        return NULL;
+    }
+    return json_object(); /* it listens there already */
 }
 
 static json_t *cmd_query_status(lm_qmp *q, json_t *args, qmp_error *err)

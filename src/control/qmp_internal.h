@@ -37,6 +37,7 @@ struct lm_qmp {
     bool cap_multifd, cap_dirty_limit;
     unsigned multifd_channels;
     uint64_t vcpu_dirty_limit;
+    char migration_uri[1024]; /* lm_qmp_set_migration_uri */
     int listen_fd;
     char unix_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
     int event_pipe[2]; /* the event callback writes, the thread reads */

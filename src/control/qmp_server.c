@@ -464,6 +464,13 @@ void lm_qmp_unlock(lm_qmp *q)
     pthread_mutex_unlock(&q->lock);
 }
 
+void lm_qmp_set_migration_uri(lm_qmp *q, const char *uri)
+{
+    pthread_mutex_lock(&q->lock);
+    snprintf(q->migration_uri, sizeof(q->migration_uri), "%s", uri);
+    pthread_mutex_unlock(&q->lock);
+}
+
 void lm_qmp_set_busy(lm_qmp *q, bool busy)
 {
     q->busy = busy;

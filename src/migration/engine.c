@@ -117,6 +117,23 @@ void lm_start_postcopy(lm_ctx *ctx)
     atomic_store(&ctx->postcopy_requested, 1);
 }
 
+int lm_pause(lm_ctx *ctx)
+{
+    if (lm_status_current(ctx) != LM_STATUS_POSTCOPY_ACTIVE)
+        return -EINVAL;
+    atomic_store(&ctx->hold_reconnect, 1);
+    atomic_store(&ctx->pause_requested, 1);
+    return 0;
+}
+
+int lm_resume(lm_ctx *ctx)
+{
+    if (!atomic_load(&ctx->hold_reconnect))
+        return -EINVAL;
+    atomic_store(&ctx->hold_reconnect, 0);
+    return 0;
+}
+
 /* lm_cancel() and lm_status_current() are called from signal handlers:
  * plain loads and stores of a lock-free atomic are async-signal-safe. */
 static_assert(ATOMIC_INT_LOCK_FREE == 2, "lm_cancel() needs a lock-free atomic int");

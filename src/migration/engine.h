@@ -38,6 +38,10 @@ struct lm_ctx {
      * lm_status_current() read it without a lock, from signal handlers too. */
     _Atomic int status_now;
     _Atomic int postcopy_requested;
+    /* lm_pause: cut the links (pause_requested, taken by the background
+     * loop) and hold the reconnection (hold_reconnect) until lm_resume. */
+    _Atomic int pause_requested;
+    _Atomic int hold_reconnect;
     _Atomic uint64_t io_progress_ns; /* shared by the migration's connections */
     pthread_mutex_t stats_lock;
     lm_stats stats;

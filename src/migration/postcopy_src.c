@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include "migration/postcopy.h"
 #include "migration/source.h"
@@ -193,6 +194,9 @@ static int background(postcopy_src *pc, uint64_t needed)
     if (s->p->x_postcopy_cut_ms && !s->st.reconnects) /* once: the first background */
         cut_at = lm_now_ns() + (uint64_t)s->p->x_postcopy_cut_ms * 1000000;
     while (left) {
+        /* lm_pause: the network goes away, as the testing aid does it. */
+        if (atomic_exchange(&ctx->pause_requested, 0))
+            cut_at = lm_now_ns();
         if (cut_at && lm_now_ns() >= cut_at) {
             /* Testing aid: the network goes away under both sides. */
             shutdown(s->conn.fd, SHUT_RDWR);
@@ -287,7 +291,13 @@ static int recover(postcopy_src *pc, uint64_t *needed)
             (ret = lm__src_enter(s, LM_STATUS_POSTCOPY_PAUSED)) < 0)
             return ret;
         lm__src_retire_channels(s);
-        ret = lm__src_reconnect(s, lm_now_ns() + (uint64_t)wait_ms * 1000000);
+        uint64_t deadline = lm_now_ns() + (uint64_t)wait_ms * 1000000;
+        /* Paused on purpose (lm_pause): no reconnection until lm_resume. */
+        while (atomic_load(&ctx->hold_reconnect) && lm_now_ns() < deadline) {
+            struct timespec ts = {0, 20000000};
+            nanosleep(&ts, NULL);
+        }
+        ret = lm__src_reconnect(s, deadline);
         back_at = lm_now_ns();
         s->st.paused_ms += lm_ns_to_ms(back_at - paused_at);
         paused_at = back_at;

@@ -307,6 +307,8 @@ int lm_migrate(lm_ctx *ctx, const char *uri, const lm_params *params)
      * none (QEMU's migrate_cancel is a no-op then): this one starts clean. */
     atomic_store(&ctx->cancel, 0);
     atomic_store(&ctx->postcopy_requested, 0);
+    atomic_store(&ctx->pause_requested, 0);
+    atomic_store(&ctx->hold_reconnect, 0);
     lm__stats_reset(ctx, LM_STATUS_NONE);
     lm__fsm_init(&s->fsm, &lm_source_fsm, LM_STATUS_NONE);
     s->start_ns = lm_now_ns();

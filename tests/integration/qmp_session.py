@@ -179,6 +179,27 @@ def main():
     check(src.wait_status({"postcopy-active", "completed", "failed"}) == "postcopy-active",
           "event MIGRATION postcopy-active")
     expect_error(src, "GenericError", "migrate-cancel")  # the guest is split: refused
+    # Pause (the links cut, held), recover, resume.
+    expect_error(dst_b, "GenericError", "migrate-recover", uri=f"tcp:127.0.0.1:{port_b}")
+    check(src.cmd("migrate-pause") == {}, "migrate-pause")
+    check(src.wait_status({"postcopy-paused", "completed"}) == "postcopy-paused",
+          "event MIGRATION postcopy-paused")
+    check(dst_b.wait_status({"postcopy-paused", "completed"}) == "postcopy-paused",
+          "the destination pauses too")
+    expect_error(src, "GenericError", "migrate-pause")
+    expect_error(src, "GenericError", "migrate", uri="tcp:127.0.0.1:1", resume=True)
+    expect_error(dst_b, "GenericError", "migrate-recover", uri="tcp:127.0.0.1:1")
+    check(dst_b.cmd("migrate-recover", uri=f"tcp:127.0.0.1:{port_b}") == {}, "migrate-recover")
+    time.sleep(0.5)
+    check(src.cmd("query-migrate")["status"] == "postcopy-paused",
+          "held paused until migrate resume")
+    src.cmd("migrate-set-parameters", **{"max-bandwidth": 0})
+    check(src.cmd("migrate", uri=f"tcp:127.0.0.1:{port_b}", resume=True) == {},
+          "migrate resume: true")
+    check(src.wait_status({"postcopy-recover", "completed", "failed"}) == "postcopy-recover",
+          "event MIGRATION postcopy-recover")
+    check(src.wait_status({"postcopy-active", "completed", "failed"}) != "failed",
+          "back to postcopy-active")
     check(src.wait_status({"completed", "failed"}, timeout=120) == "completed",
           "event MIGRATION completed")
     info = src.cmd("query-migrate")
@@ -189,6 +210,7 @@ def main():
     check(ram["precopy-bytes"] < 128 * MiB,
           f"postcopy began mid-pass: {ram['precopy-bytes'] / MiB:.0f} MiB of 384 MiB sent before")
     check(ram["postcopy-bytes"] > 128 * MiB, "the rest went in postcopy")
+    check(info["recovery"]["reconnects"] == 1, "one reconnection")
     check(src.cmd("query-status")["status"] == "postmigrate", "the source: postmigrate")
     expect_error(src, "GenericError", "migrate", uri=f"tcp:127.0.0.1:{port_b}")
     dst_b.wait_status({"completed"})
