@@ -55,6 +55,10 @@ bool lm__qmp_command_exists(const char *name);
 void lm__qmp_settings_init(lm_qmp *q);
 
 /* qmp_server.c */
+/* For tests and fuzzing: a server with neither socket nor thread, and the
+ * input path of one of its clients (c->fd receives the replies). */
+lm_qmp *lm__qmp_new(const lm_qmp_config *cfg);
+void lm__qmp_client_data(lm_qmp *q, qmp_client *c, const char *data, size_t len);
 void lm__qmp_error(qmp_error *err, const char *cls, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 

@@ -6,15 +6,18 @@
  * order, with the migration's events in between. The migration's threads
  * hand events over through a pipe, so they never wait on a client.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -216,16 +219,9 @@ static size_t json_value_end(const char *buf, size_t len)
     return 0;
 }
 
-static void client_read(lm_qmp *q, qmp_client *c)
+/* Every complete command in c's buffer, in order. */
+static void client_process(lm_qmp *q, qmp_client *c)
 {
-    ssize_t n = recv(c->fd, c->in + c->len, sizeof(c->in) - c->len, MSG_DONTWAIT);
-    if (n < 0 && (errno == EINTR || errno == EAGAIN))
-        return;
-    if (n <= 0) {
-        client_close(c);
-        return;
-    }
-    c->len += (size_t)n;
     size_t end;
     while (c->fd >= 0 && (end = json_value_end(c->in, c->len)) > 0) {
         handle_command(q, c, c->in, end);
@@ -242,6 +238,31 @@ static void client_read(lm_qmp *q, qmp_client *c)
                       QMP_MAX_INPUT);
         reply_error(c, NULL, &err);
         client_close(c);
+    }
+}
+
+static void client_read(lm_qmp *q, qmp_client *c)
+{
+    ssize_t n = recv(c->fd, c->in + c->len, sizeof(c->in) - c->len, MSG_DONTWAIT);
+    if (n < 0 && (errno == EINTR || errno == EAGAIN))
+        return;
+    if (n <= 0) {
+        client_close(c);
+        return;
+    }
+    c->len += (size_t)n;
+    client_process(q, c);
+}
+
+void lm__qmp_client_data(lm_qmp *q, qmp_client *c, const char *data, size_t len)
+{
+    while (len && c->fd >= 0 && !q->quit_requested) {
+        size_t n = sizeof(c->in) - c->len < len ? sizeof(c->in) - c->len : len;
+        memcpy(c->in + c->len, data, n);
+        c->len += n;
+        data += n;
+        len -= n;
+        client_process(q, c);
     }
 }
 
@@ -339,6 +360,15 @@ static void *server_main(void *arg)
     return NULL;
 }
 
+static bool is_loopback(const struct sockaddr *sa)
+{
+    if (sa->sa_family == AF_INET)
+        return (ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr) >> 24) == 127;
+    if (sa->sa_family == AF_INET6)
+        return IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)sa)->sin6_addr);
+    return false;
+}
+
 /* unix:PATH or tcp:HOST:PORT, listening. */
 static int listen_on(lm_qmp *q, const char *uri, char *err, size_t errlen)
 {
@@ -368,6 +398,12 @@ static int listen_on(lm_qmp *q, const char *uri, char *err, size_t errlen)
         }
         q->listen_fd = fd;
         snprintf(q->unix_path, sizeof(q->unix_path), "%s", path);
+        /* QMP has no authentication: the file's permissions are its lock. */
+        if (chmod(path, 0600) < 0) {
+            snprintf(err, errlen, "--qmp: cannot restrict %s to its owner: %s", path,
+                     strerror(errno));
+            return -errno;
+        }
         return 0;
     }
     if (strncmp(uri, "tcp:", 4)) {
@@ -387,6 +423,15 @@ static int listen_on(lm_qmp *q, const char *uri, char *err, size_t errlen)
         snprintf(err, errlen, "--qmp: cannot resolve '%s': %s", host, gai_strerror(rc));
         return -EINVAL;
     }
+    if (!is_loopback(ai->ai_addr)) {
+        snprintf(err, errlen,
+                 "--qmp %s: QMP has no authentication, so a tcp: control socket listens only "
+                 "on a loopback address (127.0.0.1, ::1); use unix:PATH (owner-only), or an "
+                 "SSH tunnel to reach it from elsewhere",
+                 uri);
+        freeaddrinfo(ai);
+        return -EACCES;
+    }
     int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
     if (fd >= 0)
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
@@ -403,19 +448,27 @@ static int listen_on(lm_qmp *q, const char *uri, char *err, size_t errlen)
     return 0;
 }
 
-int lm_qmp_start(lm_qmp **out, const lm_qmp_config *cfg, char *err, size_t errlen)
+lm_qmp *lm__qmp_new(const lm_qmp_config *cfg)
 {
     lm_qmp *q = calloc(1, sizeof(*q));
-    if (!q) {
-        snprintf(err, errlen, "out of memory");
-        return -ENOMEM;
-    }
+    if (!q)
+        return NULL;
     q->cfg = *cfg;
     q->listen_fd = q->event_pipe[0] = q->event_pipe[1] = q->stop_pipe[0] = q->stop_pipe[1] = -1;
     for (unsigned i = 0; i < QMP_MAX_CLIENTS; i++)
         q->clients[i].fd = -1;
     pthread_mutex_init(&q->lock, NULL);
     lm__qmp_settings_init(q);
+    return q;
+}
+
+int lm_qmp_start(lm_qmp **out, const lm_qmp_config *cfg, char *err, size_t errlen)
+{
+    lm_qmp *q = lm__qmp_new(cfg);
+    if (!q) {
+        snprintf(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
     int ret = listen_on(q, cfg->uri, err, errlen);
     if (ret == 0 &&
         (pipe2(q->event_pipe, O_CLOEXEC | O_NONBLOCK) < 0 || pipe2(q->stop_pipe, O_CLOEXEC) < 0)) {
