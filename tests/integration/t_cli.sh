@@ -97,6 +97,25 @@ bad_address "livemig addresses have no '//': write tcp:127.0.0.1:4445" \
 bad_address "bad address 'fd:x'" migrate --ram 16M --workload idle --to fd:x --no-progress
 bad_address "has no scheme" incoming --listen 127.0.0.1:0
 
+# defer and --qmp (issue 13): usage errors before anything starts.
+bad_address "--to defer waits for a QMP command: add --qmp unix:PATH" \
+    migrate --ram 16M --workload idle --to defer --no-progress
+bad_address "--listen defer waits for a QMP command: add --qmp unix:PATH" incoming --listen defer
+bad_address "--qmp: address '127.0.0.1:4446' has no scheme" \
+    migrate --ram 16M --workload idle --to defer --qmp 127.0.0.1:4446 --no-progress
+bad_address "--qmp takes unix:PATH or tcp:HOST:PORT" \
+    incoming --listen defer --qmp fd:3
+# QMP has no authentication: tcp only on loopback (exit 1: not a typo).
+rc=0
+"$LIVEMIG" incoming --listen defer --qmp tcp:0.0.0.0:0 >"$TMP/out" 2>"$TMP/err" || rc=$?
+[ "$rc" = 1 ] && grep -q "only on a loopback address" "$TMP/err" ||
+    fail "--qmp tcp:0.0.0.0: exit $rc, $(cat "$TMP/err")"
+"$LIVEMIG" migrate --help >"$TMP/mhelp"
+"$LIVEMIG" incoming --help >"$TMP/ihelp"
+grep -q -- "--qmp URI" "$TMP/mhelp" || fail "migrate --help lacks --qmp"
+grep -q -- "--timeline FILE" "$TMP/mhelp" || fail "migrate --help lacks --timeline"
+! grep -q -- "--timeline" "$TMP/ihelp" || fail "incoming --help lists --timeline"
+
 # --version: the release, exit 0.
 "$LIVEMIG" --version >"$TMP/version" || fail "--version exited non-zero"
 grep -Eq '^livemig [0-9]+\.[0-9]+\.[0-9]+$' "$TMP/version" || fail "--version: $(cat "$TMP/version")"
