@@ -193,6 +193,22 @@ static json_t *cmd_set_parameters(lm_qmp *q, json_t *args, qmp_error *err)
     unsigned channels = q->multifd_channels;
     uint64_t dirty_mbps = q->vcpu_dirty_limit;
     json_t *v;
+    /* Each number within its field before it is stored (check_args saw it
+     * is a non-negative integer). */
+    static const struct {
+        const char *name;
+        uint64_t max;
+    } bounds[] = {{"max-bandwidth", UINT64_MAX >> 1}, {"downtime-limit", LM_MAX_DOWNTIME_LIMIT_MS},
+                  {"cpu-throttle-initial", 99},       {"cpu-throttle-increment", 99},
+                  {"max-cpu-throttle", 99},           {"x-max-rounds", 1u << 20},
+                  {"vcpu-dirty-limit", 1u << 30}};
+    for (unsigned i = 0; i < sizeof(bounds) / sizeof(bounds[0]); i++)
+        if ((v = json_object_get(args, bounds[i].name)) &&
+            (uint64_t)json_integer_value(v) > bounds[i].max) {
+            lm__qmp_error(err, "GenericError", "Parameter '%s' expects a value of at most %llu",
+                          bounds[i].name, (unsigned long long)bounds[i].max);
+            return NULL;
+        }
     if ((v = json_object_get(args, "max-bandwidth")))
         next.max_bandwidth = (uint64_t)json_integer_value(v);
     if ((v = json_object_get(args, "downtime-limit")))

@@ -88,6 +88,9 @@ def main():
     expect_error(src, "GenericError", "migrate-set-parameters", **{"max-bandwidth": "fast"})
     expect_error(src, "GenericError", "migrate-set-parameters", **{"no-such-parameter": 1})
     expect_error(src, "GenericError", "migrate-set-parameters", **{"cpu-throttle-initial": 100})
+    expect_error(src, "GenericError", "migrate-set-parameters",  # 30 once cut to 32 bits
+                 **{"cpu-throttle-initial": (1 << 32) + 30})
+    expect_error(src, "GenericError", "migrate-set-parameters", **{"downtime-limit": -1})
     expect_error(src, "GenericError", "migrate-set-capabilities",
                  capabilities=[{"capability": "xbzrle", "state": True}])
     expect_error(src, "GenericError", "migrate-start-postcopy")  # postcopy-ram is off
