@@ -63,6 +63,7 @@ typedef struct lm_source {
      * sync had read (written during the round too), and the pages written
      * during the last round: those plus what the sync that ended it found. */
     uint64_t rearm_found, round_dirtied;
+    uint64_t rate_found; /* pages found since last_sync_ns, for the dirty rate */
     double bandwidth;  /* bytes per second, from the last round that sent enough */
     double dirty_rate; /* pages per second */
     bool stopped; /* the guest is stopped by us (resumed here on a failure before the commit) */

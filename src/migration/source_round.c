@@ -285,9 +285,25 @@ int lm__src_sync_dirty(lm_source *s, bool rearm, uint64_t *count)
      * last sync. */
     uint64_t found = n - before + s->rearm_found, until = s->stopped ? s->stop_ns : now;
     s->rearm_found = 0;
-    if (s->last_sync_ns && until > s->last_sync_ns && until - s->last_sync_ns >= MIN_DIRTY_RATE_NS)
-        s->dirty_rate = (double)found * 1e9 / (double)(until - s->last_sync_ns);
-    s->last_sync_ns = now;
+    /* A window shorter than MIN_DIRTY_RATE_NS says little about a rate (a
+     * few pages over microseconds reads as millions a second), so short
+     * syncs add to the window rather than replace the estimate, with two
+     * exceptions: a running guest that dirtied nothing is an exact zero at
+     * any length, and pages found replace an estimate of zero. The sync
+     * while stopped keeps the estimate the guest's running made. */
+    s->rate_found += found;
+    if (s->last_sync_ns && until > s->last_sync_ns) {
+        uint64_t window = until - s->last_sync_ns;
+        if (window >= MIN_DIRTY_RATE_NS || (s->rate_found == 0 && !s->stopped) ||
+            (s->rate_found > 0 && s->dirty_rate == 0)) {
+            s->dirty_rate = (double)s->rate_found * 1e9 / (double)window;
+            s->rate_found = 0;
+            s->last_sync_ns = now;
+        }
+    } else {
+        s->rate_found = 0;
+        s->last_sync_ns = now;
+    }
     s->st.dirty_sync_count++;
     s->st.dirty_pages_rate = s->dirty_rate;
     s->st.remaining = n * ctx->ram.page_size;

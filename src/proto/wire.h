@@ -15,7 +15,7 @@
 #include "livemig.h"
 
 #define LM_WIRE_MAGIC     0x4C4D4947u /* "LMIG" */
-#define LM_WIRE_VERSION   2
+#define LM_WIRE_VERSION   3
 #define LM_FRAME_HDR_SIZE 16
 #define LM_FRAME_MAX_LEN  (64u << 20)
 

@@ -74,7 +74,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1 || size > 3 * QMP_MAX_INPUT)
         return 0;
+    /* The first byte chooses where the input splits and whether the
+     * client has negotiated; the rest is what the client sends. */
     size_t split = data[0] < size - 1 ? data[0] : size - 1;
+    bool negotiated = data[0] & 1; /* half the inputs skip the negotiation */
     data++, size--;
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
@@ -99,7 +102,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     qmp_client *c = calloc(1, sizeof(*c));
     FUZZ_CHECK(c);
     c->fd = sv[0];
-    c->negotiated = data[0] & 1; /* half the inputs skip the negotiation */
+    c->negotiated = negotiated;
     lm__qmp_client_data(q, c, (const char *)data, split);
     lm__qmp_client_data(q, c, (const char *)data + split, size - split);
     FUZZ_CHECK(c->fd < 0 || c->len < QMP_MAX_INPUT);

@@ -58,9 +58,9 @@ static void frames(void)
     CHECK(strcmp(lm_msg_name(LM_MSG__COUNT), "UNKNOWN") == 0);
     CHECK(strcmp(lm_msg_name(0xffff), "UNKNOWN") == 0);
     CHECK(strcmp(lm_msg_name(LM_MSG_PAGES), "PAGES") == 0);
-    /* The exact bytes: "LMIG", version 2, type, length, reserved. */
+    /* The exact bytes: "LMIG", version 3, type, length, reserved. */
     lm_frame_encode(b, LM_MSG_PAGES, 0x11223344);
-    static const uint8_t want[LM_FRAME_HDR_SIZE] = {'L',  'M',  'I',  'G',  0, 2, 0, 3,
+    static const uint8_t want[LM_FRAME_HDR_SIZE] = {'L',  'M',  'I',  'G',  0, 3, 0, 3,
                                                     0x11, 0x22, 0x33, 0x44, 0, 0, 0, 0};
     CHECK(memcmp(b, want, sizeof(want)) == 0);
 
@@ -72,9 +72,9 @@ static void frames(void)
     lm_put_be32(x, 0);
     REJECTS(lm_frame_decode(x, &f, why, sizeof(why)), -EBADMSG);
     memcpy(x, b, sizeof(x));
-    lm_put_be16(x + 4, 1); /* a peer of the release before the commit handshake */
+    lm_put_be16(x + 4, 2); /* a peer of the release before mid-pass postcopy */
     REJECTS(lm_frame_decode(x, &f, why, sizeof(why)), -EPROTO); /* version */
-    CHECK(strstr(why, "protocol version 1, this livemig speaks 2") != NULL);
+    CHECK(strstr(why, "protocol version 2, this livemig speaks 3") != NULL);
     memcpy(x, b, sizeof(x));
     lm_put_be16(x + 4, 0);
     REJECTS(lm_frame_decode(x, &f, why, sizeof(why)), -EPROTO);
