@@ -6,8 +6,10 @@ FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 60
 JOBS    ?= $(shell nproc)
 CMAKE_FLAGS ?=
+PREFIX  ?= /usr/local
+DESTDIR ?=
 
-.PHONY: all deps configure demo check check-asan fuzz bench format clean
+.PHONY: all deps configure demo check check-asan fuzz bench format clean install deb
 
 all: deps configure
 	cmake --build $(BUILD) -j $(JOBS)
@@ -37,6 +39,16 @@ fuzz:
 	@test -f $(FUZZ_BUILD)/CMakeCache.txt || CC=clang cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLM_FUZZ=ON
 	cmake --build $(FUZZ_BUILD) -j $(JOBS)
 	NO_BUILD=1 FUZZ_BUILD=$(FUZZ_BUILD) FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_RUNS=0 FUZZ_MIN_TOTAL=0 ./bench/fuzz.sh
+
+# Installs livemig, liblivemig.so.1 and .a, livemig.h, livemig.pc and the
+# man pages under $(DESTDIR)$(PREFIX) (docs/API.md, "Installing").
+install: all
+	DESTDIR=$(DESTDIR) cmake --install $(BUILD) --prefix $(PREFIX)
+
+# The Debian packages (livemig, liblivemig1, liblivemig-dev) in ../, built
+# and checked by scripts/check-debian.sh (docs/API.md, "Debian packages").
+deb:
+	./scripts/check-debian.sh
 
 bench: all
 	./bench/precopy.sh

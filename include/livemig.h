@@ -6,6 +6,17 @@
  * callbacks, and calls lm_migrate() on the source or lm_incoming() on the
  * destination. Every call returns 0 or a negative errno; lm_last_error()
  * gives a sentence that says what went wrong and what to do.
+ *
+ * Threads (docs/API.md). lm_migrate() and lm_incoming() block until the
+ * migration ends: an event-loop VMM runs each on a thread of its own and
+ * hears about it through lm_set_event_callback() (write the event to a pipe
+ * or an eventfd the loop polls). The guest callbacks and the progress
+ * callback run on that thread or on the migration's own threads, never two
+ * at once for one context. From any thread, at any time: lm_cancel(),
+ * lm_start_postcopy(), lm_pause(), lm_resume(), lm_params_update(),
+ * lm_stats_get(), lm_status_current(). Everything else belongs to the
+ * thread that owns the context, while no migration runs. One context per
+ * migration at a time; contexts are independent.
  */
 #ifndef LIVEMIG_H
 #define LIVEMIG_H
@@ -19,8 +30,31 @@
 extern "C" {
 #endif
 
-#define LM_VERSION_STRING "0.1.0"
-#define LM_MAX_BLOCKS     64
+/*
+ * API version 1 (docs/API.md). Within a major version the ABI only grows:
+ * functions are added, never changed, and the structures a program hands to
+ * the library (lm_params, lm_guest_ops, lm_stats) carry their size, so a
+ * program built against 1.0 runs unchanged on 1.x, which appends fields.
+ * Structures the library hands to a callback (lm_progress, lm_event) may
+ * grow at their end: read only the fields you know. Arrays of structures
+ * (lm_kvm_slot, lm_round_stats) never change within a major version.
+ */
+#define LM_VERSION_MAJOR  1
+#define LM_VERSION_MINOR  0
+#define LM_VERSION_PATCH  0
+#define LM_VERSION_STRING "1.0.0"
+/* One number for comparisons: LM_VERSION_NUMBER >= LM_VERSION_AT(1, 1, 0). */
+#define LM_VERSION_AT(major, minor, patch) (((major) << 16) | ((minor) << 8) | (patch))
+#define LM_VERSION_NUMBER                  LM_VERSION_AT(LM_VERSION_MAJOR, LM_VERSION_MINOR, LM_VERSION_PATCH)
+
+/* The version of the library running, which may be a later minor one than
+ * the header a program was built with: LM_VERSION_AT's number, and the
+ * string. */
+unsigned lm_version(void);
+const char *lm_version_string(void);
+
+#define LM_MAX_BLOCKS 64
+/* A RAM block's name: 1 to LM_BLOCK_NAME_MAX - 1 printable ASCII bytes. */
 #define LM_BLOCK_NAME_MAX 32
 /* lm_params.multifd_channels at most. */
 #define LM_MAX_MULTIFD_CHANNELS 64
@@ -43,7 +77,8 @@ enum {
 
 /*
  * Guest callbacks, called from the thread running lm_migrate()/lm_incoming().
- * Each returns 0 or a negative errno.
+ * Each returns 0 or a negative errno. lm_set_guest_ops copies the table
+ * (with its size: see lm_set_guest_ops below); NULL members are absent.
  *   stop:       park every vCPU; on return guest RAM must not change.
  *   resume:     restart vCPUs (destination after switchover; source when a
  *               switchover fails, so the guest keeps running where it was).
@@ -125,7 +160,8 @@ typedef enum lm_status {
 
 const char *lm_status_name(lm_status s);
 
-/* A snapshot passed to the progress callback ten times a second. */
+/* A snapshot passed to the progress callback ten times a second (later
+ * versions may append fields). */
 typedef struct lm_progress {
     unsigned round;            /* the round under way; 1 = the first full pass */
     double pass_percent;       /* of the current round's pages */
@@ -138,7 +174,17 @@ typedef struct lm_progress {
     unsigned throttle_percent; /* auto-converge, now */
 } lm_progress;
 
+/*
+ * Migration parameters. Fill them with lm_params_init(&p), which records
+ * sizeof(lm_params) as this program was built in p.size, then change what
+ * you need. The library reads p.size bytes and takes the defaults for any
+ * field a later version appended; a size it does not know is refused with
+ * -EINVAL. lm_migrate and lm_incoming copy the parameters when they start:
+ * later changes to the caller's struct are not seen (lm_params_update
+ * changes the live ones).
+ */
 typedef struct lm_params {
+    size_t size;                /* set by lm_params_init: sizeof(lm_params) */
     uint64_t downtime_limit_ms; /* switch over when the rest fits in this (300) */
     uint64_t max_bandwidth;     /* bytes per second, 0 = unlimited */
     unsigned max_rounds;        /* switch over after this many rounds anyway (30) */
@@ -205,18 +251,26 @@ typedef struct lm_params {
     const char *tls_psk_identity; /* source: which identity of tls_psk ("qemu") */
     const char *tls_hostname;     /* source: the name the destination's certificate must
                                      carry (default: the URI's host; needed for unix:) */
-    unsigned x_postcopy_cut_ms;   /* testing aid, source: cut every connection this long
-                                     after the guest started on the destination */
-    unsigned x_slow_channel_us;   /* testing aid, destination: multifd channel 0 waits this
-                                     long before placing each packet, so packets of a
-                                     round arrive late against the next round's */
-    uint64_t x_host_available;    /* testing aid, destination: pretend the host can give
-                                     guest RAM this many bytes (less what this migration
-                                     committed); 0: read MemAvailable and the cgroup */
+    /* Called ten times a second from the migration thread (source). */
     void (*progress)(void *opaque, const lm_progress *p);
     void *progress_opaque;
+    /* Fields added in later 1.x versions go here, at the end. */
+#ifdef LM_ABI_TEST_APPENDED
+    /* Only in the ABI test's library (tests/abi/): a field as a later 1.x
+     * would append, whose default (7) the library checks it was given. */
+    uint64_t abi_test_appended;
+#endif
 } lm_params;
 
+/* Fills *p with the defaults and p->size. Call lm_params_init, compiled
+ * into the program with the size of the lm_params it was built with. */
+void lm_params_init_size(lm_params *p, size_t size);
+static inline void lm_params_init(lm_params *p)
+{
+    lm_params_init_size(p, sizeof(*p));
+}
+
+/* Frozen within a major version (lm_stats holds an array of them). */
 typedef struct lm_round_stats {
     unsigned round;
     uint64_t dirty_pages;      /* dirtied during the round: found by its chunk re-arms and the
@@ -235,6 +289,7 @@ typedef struct lm_round_stats {
  * more); once it has ended they are averages over the time after setup, as
  * QEMU reports them. */
 typedef struct lm_stats {
+    size_t size; /* set by lm_stats_get: the bytes it filled */
     lm_status status;
     /* Why a failed or cancelled migration ended (lm_last_error's sentence);
      * "" otherwise. QEMU's error-desc. */
@@ -302,6 +357,10 @@ typedef struct lm_stats {
     char tls_ktls_why[200]; /* why they are, or are not */
     unsigned nrounds;
     lm_round_stats rounds[LM_MAX_ROUND_STATS];
+    /* Fields added in later 1.x versions go here, at the end. */
+#ifdef LM_ABI_TEST_APPENDED
+    uint64_t abi_test_appended; /* only in the ABI test's library, as above */
+#endif
 } lm_stats;
 
 lm_ctx *lm_ctx_new(void);
@@ -313,16 +372,29 @@ const char *lm_last_error(const lm_ctx *ctx);
 void *lm_ram_alloc(uint64_t len);
 void lm_ram_free(void *host, uint64_t len);
 
-/* Register guest RAM. len must be a multiple of the page size. On the
- * destination, registering nothing lets lm_incoming() allocate blocks that
- * match the source's layout; lm_ram_block_get() then reports them. */
+/* Register guest RAM. len must be a multiple of the page size; name is
+ * 1 to LM_BLOCK_NAME_MAX - 1 printable ASCII bytes, unique, as is id:
+ * -EINVAL (a name too long, empty or unprintable), -EEXIST (taken) with
+ * lm_last_error() otherwise. The destination matches its blocks to the
+ * source's by name and size (and id, which must agree too), and refuses a
+ * source whose layout differs, naming both. Registering nothing on the
+ * destination lets lm_incoming() allocate blocks that match the source's
+ * layout; lm_ram_block_get() then reports them. */
 int lm_ram_block_add(lm_ctx *ctx, uint32_t id, const char *name, void *host, uint64_t len,
                      unsigned flags);
 unsigned lm_ram_block_count(const lm_ctx *ctx);
-int lm_ram_block_get(const lm_ctx *ctx, unsigned index, uint32_t *id, void **host, uint64_t *len);
+/* Block index (0 .. lm_ram_block_count - 1), in registration order; any
+ * out-pointer may be NULL. *name points into ctx, valid until it is freed. */
+int lm_ram_block_get(const lm_ctx *ctx, unsigned index, uint32_t *id, const char **name,
+                     void **host, uint64_t *len);
 
-void lm_set_guest_ops(lm_ctx *ctx, const lm_guest_ops *ops, void *opaque);
-void lm_params_init(lm_params *p);
+/* Copies *ops (its size bytes: call lm_set_guest_ops, which passes the
+ * size this program was built with) and keeps opaque. */
+void lm_set_guest_ops_size(lm_ctx *ctx, const lm_guest_ops *ops, size_t size, void *opaque);
+static inline void lm_set_guest_ops(lm_ctx *ctx, const lm_guest_ops *ops, void *opaque)
+{
+    lm_set_guest_ops_size(ctx, ops, sizeof(*ops), opaque);
+}
 
 /*
  * KVM guests: hand livemig the VM so that it can use KVM's own dirty log
@@ -446,6 +518,7 @@ typedef enum lm_event_kind {
     LM_EVENT_PASS,       /* a dirty-page sync began pass ev->pass (QEMU's dirty-sync-count) */
 } lm_event_kind;
 
+/* Later versions may append fields. */
 typedef struct lm_event {
     lm_event_kind kind;
     lm_status status;
@@ -477,10 +550,16 @@ bool lm_status_guest_split(lm_status s);
  * lm_status_name(), a table lookup). */
 lm_status lm_status_current(const lm_ctx *ctx);
 
-/* A consistent copy of the current statistics; safe from any thread. */
-void lm_stats_get(lm_ctx *ctx, lm_stats *out);
+/* A consistent copy of the current statistics, as much as this program's
+ * lm_stats holds (lm_stats_get passes its size); safe from any thread. */
+void lm_stats_get_size(lm_ctx *ctx, lm_stats *out, size_t size);
+static inline void lm_stats_get(lm_ctx *ctx, lm_stats *out)
+{
+    lm_stats_get_size(ctx, out, sizeof(*out));
+}
 /* The statistics as one JSON object (README.md, "The JSON report"), in a
- * malloc()ed string the caller frees; role is "source" or "destination". */
+ * malloc()ed string the caller frees; role is "source" or "destination".
+ * Fields beyond s->size are reported as zero. */
 char *lm_stats_json(const lm_stats *s, const char *role);
 /* A human report in the style of QEMU's `info migrate`. */
 void lm_stats_print(const lm_stats *s, const char *role, FILE *out);

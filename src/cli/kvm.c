@@ -91,7 +91,7 @@ int cli_run_migrate_kvm(cli_opts *o, const lm_workload *wl)
                                                           : 0);
     if (ram && !o->ram_thp)
         (void)madvise(ram, touch < o->ram ? touch : o->ram, 23 /* MADV_POPULATE_WRITE */);
-    lm_ctx *ctx = lm_ctx_new();
+    lm_ctx *ctx = cli_ctx_new(o);
     if (!ram || !ctx) {
         fprintf(stderr, "livemig: cannot allocate %llu bytes of guest RAM\n",
                 (unsigned long long)o->ram);
@@ -158,7 +158,7 @@ int cli_run_migrate_kvm(cli_opts *o, const lm_workload *wl)
 
 int cli_run_incoming_kvm(cli_opts *o, lm_listener *l)
 {
-    lm_ctx *ctx = lm_ctx_new();
+    lm_ctx *ctx = cli_ctx_new(o);
     lm_kvm_guest *g = ctx ? lm_kvm_guest_new_empty(ctx) : NULL;
     if (!g) {
         fprintf(stderr, "livemig: out of memory\n");

@@ -58,7 +58,7 @@ static int dest_load_state(void *opaque, const void *buf, size_t len)
     }
     void *host;
     uint64_t len0;
-    if (lm_ram_block_get(dg->ctx, 0, NULL, &host, &len0) < 0)
+    if (lm_ram_block_get(dg->ctx, 0, NULL, NULL, &host, &len0) < 0)
         return -ENOENT;
     lm_guest_init_empty(&dg->g, host, len0);
     return lm_guest_callbacks.load_state(&dg->g, buf, len);
@@ -116,7 +116,7 @@ int cli_run_incoming(cli_opts *o, lm_listener *l)
     o->params.ram_size = o->ram; /* --ram: this side owns the layout */
     if (o->guest == CLI_GUEST_KVM)
         return cli_run_incoming_kvm(o, l);
-    lm_ctx *ctx = lm_ctx_new();
+    lm_ctx *ctx = cli_ctx_new(o);
     dest_guest *dg = calloc(1, sizeof(*dg));
     cli_control *ctl = NULL;
     if (!ctx || !dg) {
@@ -318,7 +318,7 @@ int cli_run_migrate(cli_opts *o)
                 strerror(errno));
         return 1;
     }
-    lm_ctx *ctx = lm_ctx_new();
+    lm_ctx *ctx = cli_ctx_new(o);
     lm_guest *g = calloc(1, sizeof(*g));
     if (!ram || !ctx || !g) {
         fprintf(stderr, "livemig: cannot allocate %llu bytes of guest RAM\n",

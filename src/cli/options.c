@@ -201,12 +201,12 @@ static const cli_option options[] = {
     {"no-progress", NULL, CLI_FLAG, FIELD(no_progress), .help = "no progress line on stderr",
      .cmds = CLI_SOURCE},
     /* Testing aids, deliberately not in the help. */
-    {"x-postcopy-cut-ms", "MS", CLI_COUNT, PARAM(x_postcopy_cut_ms), .min = 1, .max = 3600000,
+    {"x-postcopy-cut-ms", "MS", CLI_COUNT, FIELD(testing.postcopy_cut_ms), .min = 1, .max = 3600000,
      .cmds = CLI_SOURCE},
-    {"x-slow-channel-us", "US", CLI_COUNT, PARAM(x_slow_channel_us), .max = 1000000,
+    {"x-slow-channel-us", "US", CLI_COUNT, FIELD(testing.slow_channel_us), .max = 1000000,
      .cmds = CLI_DEST},
     {"x-kvm-damage-page", "N", CLI_COUNT, FIELD(x_kvm_damage), .min = 1, .cmds = CLI_DEST},
-    {"x-host-available", "SIZE", CLI_SIZE, PARAM(x_host_available), .min = 1,
+    {"x-host-available", "SIZE", CLI_SIZE, FIELD(testing.host_available), .min = 1,
      .expect = "a size such as 256M", .cmds = CLI_DEST},
     /* Benchmark aid (bench/kvm.py): the KVM guest runs this long before the
      * baseline window, so that both windows see it warm. */
@@ -538,4 +538,12 @@ int cli_parse(int argc, char **argv, cli_opts *o)
     if (o->params.postcopy_after_rounds)
         o->params.postcopy = true;
     return -1;
+}
+
+lm_ctx *cli_ctx_new(const cli_opts *o)
+{
+    lm_ctx *ctx = lm_ctx_new();
+    if (ctx)
+        lm_testing_set(ctx, &o->testing);
+    return ctx;
 }

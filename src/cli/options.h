@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "livemig.h"
+#include "livemig_testing.h"
 
 /* The subcommands, as bits of an option's mask. */
 enum {
@@ -51,7 +52,11 @@ typedef struct cli_opts {
     unsigned x_warmup_ms;   /* bench aid: the KVM guest runs this long before the baseline */
     uint64_t x_kvm_damage;  /* testing aid: 1 + a page the KVM destination sets back, 0: none */
     uint32_t dirty_ring;    /* --guest kvm --dirty-tracker kvm-ring: entries per vCPU ring */
+    lm_testing testing;     /* the hidden --x-* testing aids */
 } cli_opts;
+
+/* A context with the options' testing aids set; NULL when out of memory. */
+lm_ctx *cli_ctx_new(const cli_opts *o);
 
 /* Parses argv (argv[1] names the subcommand) into o, which it initializes
  * first. Returns -1 when the command should run, or the exit status to end

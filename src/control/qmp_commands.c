@@ -511,8 +511,7 @@ static json_t *cmd_query_status(lm_qmp *q, json_t *args, qmp_error *err)
 static json_t *cmd_query_version(lm_qmp *q, json_t *args, qmp_error *err)
 {
     (void)q, (void)args, (void)err;
-    unsigned major = 0, minor = 0, micro = 0;
-    sscanf(LM_VERSION_STRING, "%u.%u.%u", &major, &minor, &micro);
+    unsigned major = LM_VERSION_MAJOR, minor = LM_VERSION_MINOR, micro = LM_VERSION_PATCH;
     return json_pack("{s:{s:i,s:i,s:i},s:s}", "qemu", "micro", (int)micro, "minor", (int)minor,
                      "major", (int)major, "package", "livemig " LM_VERSION_STRING);
 }

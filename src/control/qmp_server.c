@@ -92,8 +92,7 @@ static int client_send(qmp_client *c, json_t *v)
 
 static json_t *greeting(void)
 {
-    unsigned major = 0, minor = 0, micro = 0;
-    sscanf(LM_VERSION_STRING, "%u.%u.%u", &major, &minor, &micro);
+    unsigned major = LM_VERSION_MAJOR, minor = LM_VERSION_MINOR, micro = LM_VERSION_PATCH;
     return json_pack("{s:{s:{s:{s:i,s:i,s:i},s:s},s:[]}}", "QMP", "version", "qemu", "micro",
                      (int)micro, "minor", (int)minor, "major", (int)major, "package",
                      "livemig " LM_VERSION_STRING, "capabilities");

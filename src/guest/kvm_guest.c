@@ -284,7 +284,7 @@ static int create_vm_here(lm_kvm_guest *g)
         uint32_t id;
         void *host;
         uint64_t len;
-        if (lm_ram_block_get(g->ctx, i, &id, &host, &len) < 0 ||
+        if (lm_ram_block_get(g->ctx, i, &id, NULL, &host, &len) < 0 ||
             lm__kvm_slot_add(g, id, host, len, why, sizeof(why)) < 0)
             return load_fail(g, -EINVAL, why);
     }

@@ -473,16 +473,16 @@ int lm__dest_secure(lm_dest *d, lm_conn *c)
 
 int lm_incoming(lm_ctx *ctx, lm_listener *l, const lm_params *params)
 {
-    lm_params defaults;
-    if (!params) {
-        lm_params_init(&defaults);
-        params = &defaults;
-    }
     lm_dest *d = calloc(1, sizeof(*d));
     if (!d)
         return -ENOMEM;
     d->ctx = ctx;
-    d->p = params;
+    int ret = lm__params_import(ctx, params, &d->params);
+    if (ret < 0) {
+        free(d);
+        return ret;
+    }
+    d->p = &d->params;
     d->conn.fd = -1;
     d->listener = l;
     pthread_mutex_init(&d->conn_lock, NULL);
@@ -492,7 +492,7 @@ int lm_incoming(lm_ctx *ctx, lm_listener *l, const lm_params *params)
     d->st.status = LM_STATUS_SETUP;
 
     lm_frame first;
-    int ret = setup_tls(d);
+    ret = setup_tls(d);
     if (ret == 0)
         ret = lm__dest_accept_source(d, &first);
     if (ret == 0) {

@@ -22,7 +22,8 @@
 
 typedef struct lm_dest {
     lm_ctx *ctx;
-    const lm_params *p;
+    lm_params params;   /* the caller's, imported (lm__params_import) */
+    const lm_params *p; /* &params */
     lm_listener *listener;
     lm_tls *tls; /* credentials when the migration uses TLS, else NULL */
     lm_fsm fsm;  /* lm_dest_fsm: LM_DST_* */

@@ -56,11 +56,12 @@ static bool same_layout(const lm_hello *h, const lm_wire_block *ours, unsigned n
         return false;
     for (unsigned i = 0; i < n; i++) {
         const lm_wire_block *theirs = NULL;
+        /* Matched by name, as QEMU matches RAMBlocks by idstr; the id, which
+         * the wire's page addresses carry, must agree as well. */
         for (unsigned j = 0; j < h->nblocks && !theirs; j++)
-            if (h->blocks[j].id == ours[i].id)
+            if (!strncmp(h->blocks[j].name, ours[i].name, LM_BLOCK_NAME_MAX))
                 theirs = &h->blocks[j];
-        if (!theirs || theirs->len != ours[i].len ||
-            strncmp(theirs->name, ours[i].name, LM_BLOCK_NAME_MAX))
+        if (!theirs || theirs->len != ours[i].len || theirs->id != ours[i].id)
             return false;
     }
     return true;
@@ -137,8 +138,8 @@ static int allocate(lm_dest *d)
          * source fills sparsely (ram/budget.c). Off means off, also where
          * THP is "always". */
         (void)madvise(host, h->blocks[i].len, d->p->dest_thp ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
-        int ret = lm_ram_block_add(ctx, h->blocks[i].id, h->blocks[i].name, host, h->blocks[i].len,
-                                   LM_RAM_ZEROED);
+        int ret = lm__ram_add(&ctx->ram, h->blocks[i].id, h->blocks[i].name, host, h->blocks[i].len,
+                              LM_RAM_ZEROED, &ctx->err);
         if (ret < 0) {
             lm_ram_free(host, h->blocks[i].len);
             return ret;

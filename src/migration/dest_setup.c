@@ -137,7 +137,7 @@ int lm__dest_accept_channels(lm_dest *d)
                                .page_size = ctx->ram.page_size,
                                .timeout_ms = d->conn.timeout_ms,
                                .cancel = &ctx->cancel,
-                               .slow_channel_us = d->p->x_slow_channel_us,
+                               .slow_channel_us = d->ctx->testing.slow_channel_us,
                                .main_fd = d->conn.fd,
                                .progress_ns = &ctx->io_progress_ns};
     ret = lm_multifd_recv_start(&d->pool, nch, conns, &cfg, &ctx->err);
@@ -171,8 +171,8 @@ int lm__dest_handshake(lm_dest *d, const lm_frame *first)
     if ((ret = lm__dest_accept_layout(d)) < 0)
         return ret;
     lm_compression method = (lm_compression)d->hello.compress;
-    if ((ret = lm_ram_budget_init(&d->budget, &d->ctx->ram, d->p->dest_thp, d->p->x_host_available,
-                                  &d->ctx->err)) < 0)
+    if ((ret = lm_ram_budget_init(&d->budget, &d->ctx->ram, d->p->dest_thp,
+                                  d->ctx->testing.host_available, &d->ctx->err)) < 0)
         return ret;
     lm_inplace_sink_init(&d->inplace, &d->ctx->ram, d->p->no_receivedmap, &d->budget, &d->ctx->err);
     if ((ret = lm_recv_chan_init(&d->main_chan, 0, &d->conn, &d->inplace.sink, method,

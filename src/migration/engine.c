@@ -2,6 +2,8 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <inttypes.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,6 +59,7 @@ void lm_ram_free(void *host, uint64_t len)
 int lm_ram_block_add(lm_ctx *ctx, uint32_t id, const char *name, void *host, uint64_t len,
                      unsigned flags)
 {
+    lm_err_reset(&ctx->err); /* lm_last_error() then speaks of this call */
     return lm__ram_add(&ctx->ram, id, name, host, len, flags, &ctx->err);
 }
 
@@ -65,12 +68,15 @@ unsigned lm_ram_block_count(const lm_ctx *ctx)
     return ctx->ram.nblocks;
 }
 
-int lm_ram_block_get(const lm_ctx *ctx, unsigned index, uint32_t *id, void **host, uint64_t *len)
+int lm_ram_block_get(const lm_ctx *ctx, unsigned index, uint32_t *id, const char **name,
+                     void **host, uint64_t *len)
 {
     if (index >= ctx->ram.nblocks)
         return -ENOENT;
     if (id)
         *id = ctx->ram.blocks[index].id;
+    if (name)
+        *name = ctx->ram.blocks[index].name;
     if (host)
         *host = ctx->ram.blocks[index].host;
     if (len)
@@ -78,24 +84,103 @@ int lm_ram_block_get(const lm_ctx *ctx, unsigned index, uint32_t *id, void **hos
     return 0;
 }
 
-void lm_set_guest_ops(lm_ctx *ctx, const lm_guest_ops *ops, void *opaque)
+unsigned lm_version(void)
 {
-    ctx->gops = *ops;
+    return LM_VERSION_NUMBER;
+}
+
+const char *lm_version_string(void)
+{
+    return LM_VERSION_STRING;
+}
+
+void lm_set_guest_ops_size(lm_ctx *ctx, const lm_guest_ops *ops, size_t size, void *opaque)
+{
+    /* A program built against an older header hands a shorter table: the
+     * callbacks it does not know stay absent. */
+    memset(&ctx->gops, 0, sizeof(ctx->gops));
+    if (ops)
+        memcpy(&ctx->gops, ops, size < sizeof(ctx->gops) ? size : sizeof(ctx->gops));
     ctx->gopaque = opaque;
 }
 
-void lm_params_init(lm_params *p)
+void lm_testing_set(lm_ctx *ctx, const lm_testing *t)
 {
-    memset(p, 0, sizeof(*p));
-    p->downtime_limit_ms = 300;
-    p->max_rounds = 30;
-    p->tracker = LM_TRACKER_AUTO;
-    p->io_timeout_ms = 10000;
-    p->throttle_initial = 20;
-    p->track_chunk = 64ull << 20;
-    p->throttle_increment = 10;
-    p->throttle_max = 99;
-    p->dest_thp = 1; /* measured: docs/BENCHMARKS.md, "Destination huge pages" */
+    if (t)
+        ctx->testing = *t;
+    else
+        memset(&ctx->testing, 0, sizeof(ctx->testing));
+}
+
+/* The smallest lm_params a caller may hand in: API 1.0's, which ends
+ * with progress_opaque. */
+#define LM_PARAMS_SIZE_1_0 (offsetof(lm_params, progress_opaque) + sizeof(void *))
+
+static int params_size_check(size_t size, char *errbuf, size_t errlen)
+{
+    if (size >= LM_PARAMS_SIZE_1_0 && size <= sizeof(lm_params))
+        return 0;
+    if (size > sizeof(lm_params))
+        snprintf(errbuf, errlen,
+                 "lm_params is %zu bytes, this livemig %s knows %zu: the program was built "
+                 "against a later livemig.h than the library it runs with; install that "
+                 "release's library",
+                 size, LM_VERSION_STRING, sizeof(lm_params));
+    else
+        snprintf(errbuf, errlen,
+                 "lm_params.size is %zu, not the size of an lm_params (%zu to %zu bytes): "
+                 "fill the parameters with lm_params_init() first",
+                 size, LM_PARAMS_SIZE_1_0, sizeof(lm_params));
+    return -EINVAL;
+}
+
+int lm__params_import(lm_ctx *ctx, const lm_params *in, lm_params *out)
+{
+    lm_err_reset(&ctx->err); /* a migration begins: its errors are new */
+    lm_params_init(out);
+    if (!in)
+        return 0;
+    char why[256];
+    if (params_size_check(in->size, why, sizeof(why)) < 0)
+        return lm_err_set(&ctx->err, -EINVAL, "%s", why);
+    memcpy(out, in, in->size);
+    out->size = sizeof(*out);
+#ifdef LM_ABI_TEST_APPENDED
+    if (out->abi_test_appended != 7)
+        return lm_err_set(&ctx->err, -EINVAL,
+                          "ABI test: the appended field holds %" PRIu64 ", not its default 7",
+                          out->abi_test_appended);
+#endif
+    return 0;
+}
+
+void lm_params_init_size(lm_params *p, size_t size)
+{
+    lm_params d;
+    memset(&d, 0, sizeof(d));
+    d.downtime_limit_ms = 300;
+    d.max_rounds = 30;
+    d.tracker = LM_TRACKER_AUTO;
+    d.io_timeout_ms = 10000;
+    d.throttle_initial = 20;
+    d.track_chunk = 64ull << 20;
+    d.throttle_increment = 10;
+    d.throttle_max = 99;
+    d.dest_thp = 1; /* measured: docs/BENCHMARKS.md, "Destination huge pages" */
+#ifdef LM_ABI_TEST_APPENDED
+    d.abi_test_appended = 7;
+#endif
+    if (!p || size < sizeof(size_t))
+        return;
+    /* Only the caller's bytes are written: a program built against an
+     * older header has a shorter struct. One built against a newer header
+     * than this library gets zeros past what the library knows, and its
+     * lm_migrate/lm_incoming is refused with the reason. */
+    size_t known = size < sizeof(d) ? size : sizeof(d);
+    memcpy(p, &d, known);
+    if (size > known)
+        memset((char *)p + known, 0, size - known);
+    p->size = size;
 }
 
 unsigned lm__recover_timeout_ms(const lm_params *p, bool postcopy)
@@ -196,6 +281,7 @@ void lm__stats_reset(lm_ctx *ctx, lm_status status)
     }
     pthread_mutex_lock(&ctx->stats_lock); /* no event then, but a clean slate */
     memset(&ctx->stats, 0, sizeof(ctx->stats));
+    ctx->stats.size = sizeof(ctx->stats);
     ctx->stats.status = status;
     status_publish(ctx, status);
     pthread_mutex_unlock(&ctx->stats_lock);
@@ -227,6 +313,7 @@ void lm__stats_publish(lm_ctx *ctx, const lm_stats *working)
     lm_stats old_status = {.status = ctx->stats.status,
                            .dirty_sync_count = ctx->stats.dirty_sync_count};
     ctx->stats = *working;
+    ctx->stats.size = sizeof(ctx->stats);
     stats_error_desc(ctx, &ctx->stats);
     status_publish(ctx, working->status);
     if (ctx->event_fn) {
@@ -268,8 +355,21 @@ void lm__params_copy_live(lm_params *dst, const lm_params *src)
     dst->dirty_limit = src->dirty_limit;
 }
 
-int lm_params_update(lm_ctx *ctx, const lm_params *p, char *errbuf, size_t errlen)
+int lm_params_update(lm_ctx *ctx, const lm_params *in, char *errbuf, size_t errlen)
 {
+    if (params_size_check(in->size, errbuf, errlen) < 0)
+        return -EINVAL;
+    lm_params full;
+    lm_params_init(&full);
+    memcpy(&full, in, in->size);
+#ifdef LM_ABI_TEST_APPENDED
+    if (full.abi_test_appended != 7) {
+        snprintf(errbuf, errlen, "ABI test: the appended field holds %" PRIu64 ", not 7",
+                 full.abi_test_appended);
+        return -EINVAL;
+    }
+#endif
+    const lm_params *p = &full;
     const char *bad = NULL;
     unsigned v = 0;
     if (p->throttle_initial < 1 || p->throttle_initial > 99)
@@ -327,9 +427,15 @@ void lm__params_end(lm_ctx *ctx)
     pthread_mutex_unlock(&ctx->live_lock);
 }
 
-void lm_stats_get(lm_ctx *ctx, lm_stats *out)
+void lm_stats_get_size(lm_ctx *ctx, lm_stats *out, size_t size)
 {
+    if (!out || size < sizeof(size_t))
+        return;
+    size_t known = size < sizeof(*out) ? size : sizeof(*out);
     pthread_mutex_lock(&ctx->stats_lock);
-    *out = ctx->stats;
+    memcpy(out, &ctx->stats, known);
     pthread_mutex_unlock(&ctx->stats_lock);
+    if (size > known)
+        memset((char *)out + known, 0, size - known);
+    out->size = known;
 }

@@ -14,6 +14,7 @@
 
 #include "dirty/tracker.h"
 #include "livemig.h"
+#include "livemig_testing.h"
 #include "ram/ram.h"
 #include "util/error.h"
 
@@ -57,8 +58,17 @@ struct lm_ctx {
     void *event_opaque;
     pthread_mutex_t event_lock;
 
+    /* lm_testing_set: the testing aids (zero: none). */
+    lm_testing testing;
+
     lm_err err;
 };
+
+/* At a migration's start: clears ctx->err, then takes the caller's
+ * parameters (in->size bytes of them, checked) over the defaults into
+ * *out, a full-size copy the library owns: 0, or -EINVAL with the reason
+ * in ctx->err. NULL in: the defaults. */
+int lm__params_import(lm_ctx *ctx, const lm_params *in, lm_params *out);
 
 /* The attached KVM slots as the tracker wants them (range = block index);
  * *out is malloc()ed (NULL when nothing is attached). */

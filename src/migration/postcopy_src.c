@@ -191,8 +191,8 @@ static int background(postcopy_src *pc, uint64_t needed)
     lm__src_begin_round(s, needed);
     unsigned r = 0;
     uint64_t page = 0, left = needed, cut_at = 0;
-    if (s->p->x_postcopy_cut_ms && !s->st.reconnects) /* once: the first background */
-        cut_at = lm_now_ns() + (uint64_t)s->p->x_postcopy_cut_ms * 1000000;
+    if (s->ctx->testing.postcopy_cut_ms && !s->st.reconnects) /* once: the first background */
+        cut_at = lm_now_ns() + (uint64_t)s->ctx->testing.postcopy_cut_ms * 1000000;
     while (left) {
         /* lm_pause: the network goes away, as the testing aid does it. */
         if (atomic_exchange(&ctx->pause_requested, 0))

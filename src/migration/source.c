@@ -287,16 +287,15 @@ static int enter_failed(lm_source *s, int ret)
 
 int lm_migrate(lm_ctx *ctx, const char *uri, const lm_params *params)
 {
-    lm_params defaults;
-    if (!params) {
-        lm_params_init(&defaults);
-        params = &defaults;
-    }
     lm_source *s = calloc(1, sizeof(*s));
     if (!s)
         return -ENOMEM;
     s->ctx = ctx;
-    s->params = *params;
+    int ret = lm__params_import(ctx, params, &s->params);
+    if (ret < 0) {
+        free(s);
+        return ret;
+    }
     s->p = &s->params;
     lm__params_begin(ctx, &s->params, &s->params_gen);
     s->conn.fd = -1;
@@ -313,7 +312,7 @@ int lm_migrate(lm_ctx *ctx, const char *uri, const lm_params *params)
     lm__fsm_init(&s->fsm, &lm_source_fsm, LM_STATUS_NONE);
     s->start_ns = lm_now_ns();
 
-    int ret = lm__src_enter(s, LM_STATUS_SETUP);
+    ret = lm__src_enter(s, LM_STATUS_SETUP);
     if (ret == 0)
         ret = setup(s, uri);
     s->st.setup_time_ms = lm_ns_to_ms(lm_now_ns() - s->start_ns);

@@ -2,6 +2,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "livemig.h"
 #include "util/json.h"
@@ -121,7 +122,33 @@ static void stats_json_fields(lm_json *j, const lm_stats *s, const char *role)
     }
 }
 
-char *lm_stats_json(const lm_stats *s, const char *role)
+static char *stats_json_text(const lm_stats *s, const char *role);
+static void stats_print_text(const lm_stats *s, const char *role, FILE *out);
+
+/* A caller's lm_stats may be shorter (built against an older header):
+ * its size bytes over zeros, in a full one. NULL if out of memory. */
+static lm_stats *stats_full(const lm_stats *s)
+{
+    lm_stats *full = calloc(1, sizeof(*full));
+    if (!full)
+        return NULL;
+    size_t n = s->size && s->size < sizeof(*full) ? s->size : sizeof(*full);
+    memcpy(full, s, n);
+    full->size = sizeof(*full);
+    return full;
+}
+
+char *lm_stats_json(const lm_stats *caller, const char *role)
+{
+    lm_stats *s = stats_full(caller);
+    if (!s)
+        return NULL;
+    char *out = stats_json_text(s, role);
+    free(s);
+    return out;
+}
+
+static char *stats_json_text(const lm_stats *s, const char *role)
 {
     lm_json j;
     lm_json_init(&j);
@@ -131,7 +158,19 @@ char *lm_stats_json(const lm_stats *s, const char *role)
     return lm_json_finish(&j);
 }
 
-void lm_stats_print(const lm_stats *s, const char *role, FILE *out)
+void lm_stats_print(const lm_stats *caller, const char *role, FILE *out)
+{
+    lm_stats *s = stats_full(caller);
+    if (!s) {
+        fprintf(out, "Migration status: %s (the report needs memory it could not get)\n",
+                lm_status_name(caller->status));
+        return;
+    }
+    stats_print_text(s, role, out);
+    free(s);
+}
+
+static void stats_print_text(const lm_stats *s, const char *role, FILE *out)
 {
     char a[32], b[32];
     bool dest = role && role[0] == 'd';

@@ -45,7 +45,7 @@ typedef struct lm_ram_budget {
     lm_ram *ram;
     lm_err *err;
     bool thp;                /* owned blocks were given MADV_HUGEPAGE, and THP can back them */
-    uint64_t fake_available; /* testing aid (lm_params.x_host_available); 0: the host's */
+    uint64_t fake_available; /* testing aid (lm_testing.host_available); 0: the host's */
     lm_hostmem host;
     lm_word *huge[LM_MAX_BLOCKS]; /* per owned block: 2 MiB regions committed as huge pages */
     /* Shared by the receiving threads. */

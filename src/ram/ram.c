@@ -23,6 +23,31 @@ void lm__ram_release(lm_ram *ram)
     ram->nblocks = 0;
 }
 
+/* A block's name says which block it is on both sides (the destination
+ * matches by it), so it is never cut short or left empty, and it goes to
+ * terminals and JSON: printable ASCII only. */
+static int name_check(const lm_ram *ram, uint32_t id, const char *name, lm_err *err)
+{
+    if (!name || !name[0])
+        return lm_err_set(err, -EINVAL, "RAM block %u has no name: give each block a name", id);
+    size_t len = strnlen(name, LM_BLOCK_NAME_MAX);
+    if (len >= LM_BLOCK_NAME_MAX)
+        return lm_err_set(err, -EINVAL,
+                          "RAM block %u's name is longer than %d bytes: give it a shorter one", id,
+                          LM_BLOCK_NAME_MAX - 1);
+    for (size_t i = 0; i < len; i++)
+        if (name[i] < 0x20 || name[i] > 0x7e)
+            return lm_err_set(err, -EINVAL,
+                              "RAM block %u's name has byte 0x%02x at %zu: names are printable "
+                              "ASCII",
+                              id, (unsigned char)name[i], i);
+    for (unsigned i = 0; i < ram->nblocks; i++)
+        if (!strcmp(ram->blocks[i].name, name))
+            return lm_err_set(err, -EEXIST, "RAM block name \"%s\" is already registered (id %u)",
+                              name, ram->blocks[i].id);
+    return 0;
+}
+
 int lm__ram_add(lm_ram *ram, uint32_t id, const char *name, void *host, uint64_t len,
                 unsigned flags, lm_err *err)
 {
@@ -35,10 +60,13 @@ int lm__ram_add(lm_ram *ram, uint32_t id, const char *name, void *host, uint64_t
                           id, (unsigned long long)ram->page_size);
     if (lm__ram_find(ram, id))
         return lm_err_set(err, -EEXIST, "RAM block id %u is already registered", id);
+    int ret = name_check(ram, id, name, err);
+    if (ret < 0)
+        return ret;
     lm_block *b = &ram->blocks[ram->nblocks];
     memset(b, 0, sizeof(*b));
     b->id = id;
-    snprintf(b->name, sizeof(b->name), "%s", name ? name : "");
+    memcpy(b->name, name, strlen(name) + 1);
     b->host = host;
     b->len = len;
     b->npages = len / ram->page_size;

@@ -34,6 +34,23 @@ struct ram {
 };
 
 /* Registers the layout's blocks, in the order given by 'order'. */
+/* Block names are unique within a context: "blk0", "blk1", ... */
+static const char *blk_name(unsigned i)
+{
+    static const char *const names[] = {"blk0", "blk1", "blk2", "blk3", "blk4",
+                                        "blk5", "blk6", "blk7", "blk8", "blk9"};
+    CHECK(i < sizeof(names) / sizeof(names[0]));
+    return names[i];
+}
+
+static const char *other_name(unsigned i)
+{
+    static const char *const names[] = {"other0", "other1", "other2", "other3", "other4",
+                                        "other5", "other6", "other7", "other8", "other9"};
+    CHECK(i < sizeof(names) / sizeof(names[0]));
+    return names[i];
+}
+
 static void ram_new(struct ram *r, const unsigned order[NBLK])
 {
     r->ctx = lm_ctx_new();
@@ -44,7 +61,7 @@ static void ram_new(struct ram *r, const unsigned order[NBLK])
     }
     for (unsigned k = 0; k < NBLK; k++) {
         unsigned i = order ? order[k] : k;
-        CHECK(lm_ram_block_add(r->ctx, layout[i].id, "blk", r->host[i], layout[i].npages * ps,
+        CHECK(lm_ram_block_add(r->ctx, layout[i].id, blk_name(i), r->host[i], layout[i].npages * ps,
                                LM_RAM_ZEROED) == 0);
     }
 }
@@ -138,8 +155,8 @@ static void same_content(void)
     /* Block ids are part of the digest: same content under other ids. */
     lm_ctx *e = lm_ctx_new();
     for (unsigned i = 0; i < NBLK; i++)
-        CHECK(lm_ram_block_add(e, layout[i].id + 100, "blk", a.host[i], layout[i].npages * ps, 0) ==
-              0);
+        CHECK(lm_ram_block_add(e, layout[i].id + 100, blk_name(i), a.host[i], layout[i].npages * ps,
+                               0) == 0);
     uint8_t de[16];
     uint64_t pe;
     digest(e, de, &pe);
@@ -150,7 +167,7 @@ static void same_content(void)
     /* Names and flags are not: same blocks registered with other names. */
     e = lm_ctx_new();
     for (unsigned i = 0; i < NBLK; i++)
-        CHECK(lm_ram_block_add(e, layout[i].id, i % 2 ? "other" : NULL, a.host[i],
+        CHECK(lm_ram_block_add(e, layout[i].id, i % 2 ? other_name(i) : blk_name(i), a.host[i],
                                layout[i].npages * ps, 0) == 0);
     digest(e, de, &pe);
     CHECK(memcmp(da, de, 16) == 0);
@@ -160,7 +177,7 @@ static void same_content(void)
     e = lm_ctx_new();
     for (unsigned i = 0; i < NBLK; i++) {
         uint32_t id = layout[i].id == 5 ? 9 : layout[i].id == 9 ? 5 : layout[i].id;
-        CHECK(lm_ram_block_add(e, id, "blk", a.host[i], layout[i].npages * ps, 0) == 0);
+        CHECK(lm_ram_block_add(e, id, blk_name(i), a.host[i], layout[i].npages * ps, 0) == 0);
     }
     digest(e, de, &pe);
     CHECK(memcmp(da, de, 16) != 0);
@@ -168,8 +185,8 @@ static void same_content(void)
 
     /* A subset of the blocks: fewer pages, another digest. */
     e = lm_ctx_new();
-    CHECK(lm_ram_block_add(e, layout[1].id, "blk", a.host[1], layout[1].npages * ps, 0) == 0);
-    CHECK(lm_ram_block_add(e, layout[3].id, "blk", a.host[3], layout[3].npages * ps, 0) == 0);
+    CHECK(lm_ram_block_add(e, layout[1].id, blk_name(1), a.host[1], layout[1].npages * ps, 0) == 0);
+    CHECK(lm_ram_block_add(e, layout[3].id, blk_name(3), a.host[3], layout[3].npages * ps, 0) == 0);
     digest(e, de, &pe);
     CHECK_EQ_U64(pe, layout[1].npages + layout[3].npages);
     CHECK(memcmp(da, de, 16) != 0);
@@ -284,7 +301,7 @@ static void zero_pages(void)
     lm_ctx_free(ctx);
     ctx = lm_ctx_new();
     CHECK(lm_ram_block_add(ctx, 3, "ram", zeroed, len / 2, 0) == 0);
-    CHECK(lm_ram_block_add(ctx, 4, "ram", zeroed + len / 2, len / 2, 0) == 0);
+    CHECK(lm_ram_block_add(ctx, 4, "ram2", zeroed + len / 2, len / 2, 0) == 0);
     digest(ctx, dh, &pages);
     CHECK_EQ_U64(pages, NP);
     CHECK(memcmp(d[0], dh, 16) != 0);
@@ -430,11 +447,27 @@ static void block_add_rules(void)
     CHECK(lm_ram_block_add(ctx, 2, "zero", m + 2 * ps, 0, 0) == -EINVAL);
     CHECK(lm_ram_block_add(ctx, 2, "unaligned", m + 1, ps, 0) == -EINVAL);
     CHECK(lm_ram_block_add(ctx, 2, "null", NULL, ps, 0) == -EINVAL);
+    /* Names: never cut, never empty, printable, unique. */
+    CHECK(lm_ram_block_add(ctx, 2, "a-name-of-thirty-two-bytes-long!", m + 2 * ps, ps, 0) ==
+          -EINVAL);
+    CHECK(strstr(lm_last_error(ctx), "longer than 31 bytes") != NULL);
+    CHECK(lm_ram_block_add(ctx, 2, "", m + 2 * ps, ps, 0) == -EINVAL);
+    CHECK(lm_ram_block_add(ctx, 2, NULL, m + 2 * ps, ps, 0) == -EINVAL);
+    CHECK(lm_ram_block_add(ctx, 2, "tab\there", m + 2 * ps, ps, 0) == -EINVAL);
+    CHECK(lm_ram_block_add(ctx, 2, "a", m + 2 * ps, ps, 0) == -EEXIST);
+    CHECK(strstr(lm_last_error(ctx), "name \"a\" is already registered") != NULL);
     CHECK_EQ_U64(lm_ram_block_count(ctx), 1);
+    /* Thirty-one bytes is the longest, and lm_ram_block_get gives it back. */
+    CHECK(lm_ram_block_add(ctx, 2, "a-name-of-thirty-one-bytes-long", m + 2 * ps, ps, 0) == 0);
+    const char *name = NULL;
+    uint32_t id = 0;
+    CHECK(lm_ram_block_get(ctx, 1, &id, &name, NULL, NULL) == 0);
+    CHECK(id == 2 && name && !strcmp(name, "a-name-of-thirty-one-bytes-long"));
+    CHECK(lm_ram_block_get(ctx, 2, NULL, NULL, NULL, NULL) == -ENOENT);
     uint8_t d[16];
     uint64_t pages;
     digest(ctx, d, &pages);
-    CHECK_EQ_U64(pages, 2);
+    CHECK_EQ_U64(pages, 3);
     lm_ctx_free(ctx);
     lm_ram_free(m, 4 * ps);
 }

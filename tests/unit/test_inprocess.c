@@ -289,7 +289,7 @@ static int dst_resume(void *opaque)
     for (unsigned i = 0; i < dg->nblocks; i++) {
         void *host;
         uint32_t id;
-        lm_ram_block_get(dg->ctx, i, &id, &host, &dg->len[i]);
+        lm_ram_block_get(dg->ctx, i, &id, NULL, &host, &dg->len[i]);
         dg->host[i] = host;
     }
     if (pthread_create(&dg->toucher, NULL, toucher_main, dg))
@@ -756,7 +756,7 @@ static void check_same_ram(run *r)
         uint32_t id;
         void *host;
         uint64_t len;
-        CHECK(lm_ram_block_get(r->dctx, i, &id, &host, &len) == 0);
+        CHECK(lm_ram_block_get(r->dctx, i, &id, NULL, &host, &len) == 0);
         CHECK(id >= 1 && id <= NBLOCKS);
         if (id < 1 || id > NBLOCKS)
             continue;

@@ -207,7 +207,7 @@ static void migrate_case(const char *name, uint64_t track_chunk)
     /* The source stays stopped: its RAM must equal the destination's. */
     void *host = NULL;
     uint64_t len = 0;
-    CHECK(lm_ram_block_get(d.ctx, 0, NULL, &host, &len) == 0);
+    CHECK(lm_ram_block_get(d.ctx, 0, NULL, NULL, &host, &len) == 0);
     CHECK(len == MEM && host && memcmp(host, fx.mem, MEM) == 0);
     if (len == MEM && host) {
         uint64_t diff = 0;
