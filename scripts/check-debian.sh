@@ -52,7 +52,8 @@ say "the example against the installed packages"
 # shellcheck disable=SC2046
 cc -std=c11 -Wall -Wextra -Werror -o "$WORK/selfmigrate" "$SRC/examples/selfmigrate.c" \
     $(pkg-config --cflags --libs livemig)
-ldd "$WORK/selfmigrate" | grep -Eq 'liblivemig.so.1 => /(usr/)?lib/' ||
+ldd "$WORK/selfmigrate" >"$WORK/ldd"
+grep -Eq 'liblivemig.so.1 => /(usr/)?lib/' "$WORK/ldd" ||
     { say "the example does not use the installed library"; exit 1; }
 "$WORK/selfmigrate" incoming "unix:$WORK/vm.sock" >"$WORK/dst.out" 2>&1 &
 DST=$!
