@@ -397,6 +397,61 @@ static inline void lm_set_guest_ops(lm_ctx *ctx, const lm_guest_ops *ops, void *
 }
 
 /*
+ * Device-state sections (QEMU's SaveStateEntry and switchover-ack), for
+ * devices whose state is large or changes while the guest runs (VFIO,
+ * vhost): each section is registered on both sides under the same name,
+ * with a version, and its state travels on the main connection in the
+ * order it is saved.
+ *
+ * Source (all called on the migration thread):
+ *   save_setup     optional, once as the migration starts.
+ *   save_iterate   optional, while the guest runs, after each precopy round:
+ *                  *buf (malloc()ed, the library frees it; NULL with *len 0
+ *                  sends nothing this round), *done set once nothing more
+ *                  is pending before the stop. A migration does not
+ *                  converge while any section is not done; the round limit
+ *                  and postcopy switch over anyway.
+ *   save_complete  with the guest stopped: the rest of the state (may be
+ *                  empty); required.
+ * Destination:
+ *   load           each part as it arrives, in order; complete is true for
+ *                  save_complete's part. version is the source's, never
+ *                  above this side's (a newer one is refused, naming the
+ *                  section). After a link lost at the switchover and
+ *                  recovered, the complete part may come again.
+ *   switchover_ready  optional (switchover-ack): the source does not stop
+ *                  the guest (nor switch to postcopy) until every section
+ *                  that has it returned true once; it is asked at the
+ *                  source's convergence points.
+ * Each callback returns 0 or a negative errno (which fails the
+ * migration, with the section named). The destination refuses a section
+ * it has not registered and, at the switchover, a registered one the
+ * source sent no complete part for. One part is at most
+ * LM_SECTION_MAX_PART bytes. Register before lm_migrate/lm_incoming: 0,
+ * -EINVAL (a bad name, version 0, save_complete or load missing), -EEXIST
+ * (the name is taken) or -E2BIG (LM_MAX_SECTIONS).
+ */
+#define LM_MAX_SECTIONS     32
+#define LM_SECTION_NAME_MAX 32
+#define LM_SECTION_MAX_PART (32u << 20)
+
+typedef struct lm_section_ops {
+    int (*save_setup)(void *opaque);
+    int (*save_iterate)(void *opaque, void **buf, size_t *len, bool *done);
+    int (*save_complete)(void *opaque, void **buf, size_t *len);
+    int (*load)(void *opaque, uint32_t version, const void *buf, size_t len, bool complete);
+    bool (*switchover_ready)(void *opaque);
+} lm_section_ops;
+
+int lm_section_register_size(lm_ctx *ctx, const char *name, uint32_t version,
+                             const lm_section_ops *ops, size_t size, void *opaque);
+static inline int lm_section_register(lm_ctx *ctx, const char *name, uint32_t version,
+                                      const lm_section_ops *ops, void *opaque)
+{
+    return lm_section_register_size(ctx, name, version, ops, sizeof(*ops), opaque);
+}
+
+/*
  * KVM guests: hand livemig the VM so that it can use KVM's own dirty log
  * (params.tracker = LM_TRACKER_KVM_LOG, `--dirty-tracker kvm-log`) or, with
  * lm_kvm_attach_rings below, its dirty rings (LM_TRACKER_KVM_RING). Each

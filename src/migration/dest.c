@@ -22,6 +22,7 @@
 #include <sys/resource.h>
 
 #include "migration/dest.h"
+#include "migration/section.h"
 #include "util/clock.h"
 
 /* The page faults this process took since 'start' (receiving starts), or
@@ -165,7 +166,10 @@ static int on_device_state(lm_dest *d, const lm_frame *f)
 {
     free(d->device_state); /* one from a switchover that was resumed from */
     d->device_state = NULL;
-    int ret = lm__dest_read_body(d, f, &d->device_state);
+    /* The sections' complete parts came just before. */
+    int ret = lm__dest_sections_check_complete(d);
+    if (ret == 0)
+        ret = lm__dest_read_body(d, f, &d->device_state);
     if (ret < 0)
         return ret;
     d->device_state_len = f->length;
@@ -270,11 +274,14 @@ static const lm_dest_handler handlers[LM_DST__COUNT][LM_MSG__COUNT] = {
             [LM_MSG_PING] = on_ping,
             [LM_MSG_DEVICE_STATE] = on_device_state,
             [LM_MSG_POSTCOPY_SWITCH] = lm__dest_on_postcopy_switch,
+            [LM_MSG_SECTION] = lm__dest_on_section,
+            [LM_MSG_SWITCHOVER_QUERY] = lm__dest_on_switchover_query,
         },
     [LM_DST_DEVICE] = {[LM_MSG_COMPLETE] = on_complete},
     [LM_DST_VERIFY] = {[LM_MSG_VERIFY] = on_verify},
     [LM_DST_READY] = {[LM_MSG_COMMIT] = on_commit},
-    [LM_DST_POSTCOPY_SWITCH] = {[LM_MSG_DEVICE_STATE] = on_device_state},
+    [LM_DST_POSTCOPY_SWITCH] =
+        {[LM_MSG_DEVICE_STATE] = on_device_state, [LM_MSG_SECTION] = lm__dest_on_section},
     [LM_DST_POSTCOPY_READY] = {[LM_MSG_POSTCOPY_RUN] = lm__dest_on_postcopy_run},
     [LM_DST_POSTCOPY_ACTIVE] =
         {

@@ -32,6 +32,10 @@ typedef struct lm_dest {
     lm_stats st; /* working copy, published to ctx->stats */
     uint64_t start_ns;
     uint64_t switch_ns; /* PONG sent: the source stops its guest next */
+    /* Device-state sections (section.c): which registered sections got
+     * their complete part, and which said they are ready to switch over. */
+    bool section_complete[LM_MAX_SECTIONS];
+    bool section_ready[LM_MAX_SECTIONS];
     /* Pages. */
     lm_inplace_sink inplace; /* precopy: pages land where they live */
     lm_ram_budget budget;    /* what they may commit (ram/budget.h) */

@@ -10,6 +10,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "util/parse.h"
+
 lm_ctx *lm_ctx_new(void)
 {
     lm_ctx *ctx = calloc(1, sizeof(*ctx));
@@ -102,6 +104,40 @@ void lm_set_guest_ops_size(lm_ctx *ctx, const lm_guest_ops *ops, size_t size, vo
     if (ops)
         memcpy(&ctx->gops, ops, size < sizeof(ctx->gops) ? size : sizeof(ctx->gops));
     ctx->gopaque = opaque;
+}
+
+int lm_section_register_size(lm_ctx *ctx, const char *name, uint32_t version,
+                             const lm_section_ops *ops, size_t size, void *opaque)
+{
+    lm_err_reset(&ctx->err);
+    char why[96];
+    if (lm_name_check(name, LM_SECTION_NAME_MAX, why, sizeof(why)) < 0)
+        return lm_err_set(&ctx->err, -EINVAL,
+                          "a device-state section %s: give it a name of 1 to %d "
+                          "printable bytes",
+                          why, LM_SECTION_NAME_MAX - 1);
+    lm_section_ops full;
+    memset(&full, 0, sizeof(full));
+    if (ops)
+        memcpy(&full, ops, size < sizeof(full) ? size : sizeof(full));
+    if (version == 0 || !full.save_complete || !full.load)
+        return lm_err_set(&ctx->err, -EINVAL,
+                          "device-state section \"%s\" needs a version of 1 or more, "
+                          "save_complete and load",
+                          name);
+    for (unsigned i = 0; i < ctx->nsections; i++)
+        if (!strcmp(ctx->sections[i].name, name))
+            return lm_err_set(&ctx->err, -EEXIST,
+                              "device-state section \"%s\" is already registered", name);
+    if (ctx->nsections >= LM_MAX_SECTIONS)
+        return lm_err_set(&ctx->err, -E2BIG, "at most %d device-state sections", LM_MAX_SECTIONS);
+    lm_section *sec = &ctx->sections[ctx->nsections++];
+    memset(sec, 0, sizeof(*sec));
+    memcpy(sec->name, name, strlen(name) + 1);
+    sec->version = version;
+    sec->ops = full;
+    sec->opaque = opaque;
+    return 0;
 }
 
 void lm_testing_set(lm_ctx *ctx, const lm_testing *t)

@@ -18,6 +18,13 @@
 #include "ram/ram.h"
 #include "util/error.h"
 
+typedef struct lm_section {
+    char name[LM_SECTION_NAME_MAX];
+    uint32_t version;
+    lm_section_ops ops;
+    void *opaque;
+} lm_section;
+
 struct lm_ctx {
     /* Set up by the embedder before a migration. */
     lm_ram ram;
@@ -58,6 +65,10 @@ struct lm_ctx {
     void *event_opaque;
     pthread_mutex_t event_lock;
 
+    /* lm_section_register: the device-state sections, in registration
+     * order (the order the source saves them in). */
+    lm_section sections[LM_MAX_SECTIONS];
+    unsigned nsections;
     /* lm_testing_set: the testing aids (zero: none). */
     lm_testing testing;
 

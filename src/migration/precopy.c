@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "migration/section.h"
 #include "migration/source.h"
 #include "util/clock.h"
 
@@ -192,7 +193,9 @@ int lm__src_switchover(lm_source *s)
  * by the last sync stay in s->dirty for whichever comes next. */
 int lm__src_precopy(lm_source *s, bool *to_postcopy)
 {
-    int ret;
+    int ret = lm__src_sections_setup(s);
+    if (ret < 0)
+        return ret;
     /* A broken link with --recover-timeout pauses and resumes from what
      * the destination has (resume.c); otherwise it fails the migration. */
     while (!s->fp_done && (ret = first_pass(s)) < 0)
@@ -206,16 +209,31 @@ int lm__src_precopy(lm_source *s, bool *to_postcopy)
          * are about how much the guest dirtied in the round. */
         lm__src_end_round(s, s->round_dirtied);
         lm__params_refresh(s->ctx, &s->params, &s->params_gen);
+        /* Device sections send their part of the round while the guest
+         * runs; pending iterative state keeps precopy going. */
+        bool sections_done = true;
+        if ((ret = lm__src_sections_iterate(s, &sections_done)) < 0)
+            return ret;
         double remaining = (double)(count * (s->ctx->ram.page_size + 8));
         double expect_ms = s->bandwidth > 0 ? remaining * 1000.0 / s->bandwidth : 0;
         /* A pass cut short for postcopy measured no bandwidth to judge by. */
-        bool converged = expect_ms <= (double)s->p->downtime_limit_ms && !s->pass_cut;
+        bool converged =
+            expect_ms <= (double)s->p->downtime_limit_ms && !s->pass_cut && sections_done;
         bool postcopy = lm__src_want_postcopy(s, s->round_dirtied);
         s->pass_cut = false;
         s->st.expected_downtime_ms = expect_ms;
         if (!converged)
             lm__src_converge_policy(s, s->round_dirtied);
-        if (converged || s->st.nrounds >= s->p->max_rounds || postcopy) {
+        /* No switchover, precopy's or postcopy's, before the destination's
+         * sections said they are ready (switchover-ack). */
+        bool switching = converged || s->st.nrounds >= s->p->max_rounds || postcopy;
+        bool acked = true;
+        if (switching && (ret = lm__src_switchover_acked(s, &acked)) < 0) {
+            if (!lm__src_can_resume(s, ret) || (ret = lm__src_precopy_resume(s)) < 0)
+                return ret;
+            continue;
+        }
+        if (switching && acked) {
             *to_postcopy = !converged && (postcopy || s->p->postcopy);
             snprintf(s->st.switchover_reason, sizeof(s->st.switchover_reason), "%s",
                      converged      ? "converged"

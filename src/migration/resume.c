@@ -19,6 +19,7 @@
 #include <stdlib.h>
 
 #include "migration/postcopy.h"
+#include "migration/section.h"
 #include "migration/source.h"
 #include "util/clock.h"
 
@@ -26,7 +27,10 @@ bool lm__src_can_resume(const lm_source *s, int ret)
 {
     unsigned st = s->fsm.state;
     bool switchover = st == LM_STATUS_DEVICE && !s->postcopy_switch;
+    /* A section's iterative part lost with the link cannot be told apart
+     * from one that arrived: such a migration fails rather than resume. */
     return s->p->recover_timeout_ms && !s->committed && lm__link_lost(ret) &&
+           !lm__sections_iterative(s->ctx) &&
            (st == LM_STATUS_ACTIVE || st == LM_STATUS_PRE_SWITCHOVER ||
             st == LM_STATUS_PRECOPY_PAUSED || switchover) &&
            !atomic_load(&s->ctx->cancel);

@@ -64,6 +64,12 @@ typedef struct lm_source {
      * during the last round: those plus what the sync that ended it found. */
     uint64_t rearm_found, round_dirtied;
     uint64_t rate_found; /* pages found since last_sync_ns, for the dirty rate */
+    /* Device-state sections (section.c): save_setup called, which sections
+     * said their iterative state is done, and whether the destination
+     * acknowledged the switchover (once is enough, as in QEMU). */
+    bool sections_set_up;
+    bool section_done[LM_MAX_SECTIONS];
+    bool switchover_acked;
     double bandwidth;  /* bytes per second, from the last round that sent enough */
     double dirty_rate; /* pages per second */
     bool stopped; /* the guest is stopped by us (resumed here on a failure before the commit) */

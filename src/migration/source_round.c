@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "migration/section.h"
 #include "migration/source.h"
 #include "util/clock.h"
 #include "util/zero.h"
@@ -331,7 +332,11 @@ int lm__src_send_device_state(lm_source *s)
     lm_ctx *ctx = s->ctx;
     void *state = NULL;
     size_t len = 0;
-    int ret = ctx->gops.save_state ? ctx->gops.save_state(ctx->gopaque, &state, &len) : 0;
+    /* The sections' complete parts first: DEVICE_STATE closes them. */
+    int ret = lm__src_sections_complete(s);
+    if (ret < 0)
+        return ret;
+    ret = ctx->gops.save_state ? ctx->gops.save_state(ctx->gopaque, &state, &len) : 0;
     if (ret < 0)
         return lm_err_set(&ctx->err, ret, "saving the guest's device state failed");
     if (len > LM_FRAME_MAX_LEN)

@@ -43,6 +43,9 @@ const char *lm_msg_name(uint16_t type)
         [LM_MSG_COMMIT] = "COMMIT",
         [LM_MSG_CONFIRMED] = "CONFIRMED",
         [LM_MSG_RECOVER_MAP] = "RECOVER_MAP",
+        [LM_MSG_SECTION] = "SECTION",
+        [LM_MSG_SWITCHOVER_QUERY] = "SWITCHOVER_QUERY",
+        [LM_MSG_SWITCHOVER_ACK] = "SWITCHOVER_ACK",
     };
     return type < LM_MSG__COUNT && names[type] ? names[type] : "UNKNOWN";
 }
@@ -320,6 +323,46 @@ int lm_resumed_decode(const uint8_t *in, size_t len, lm_resumed *r, char *why, s
     r->verify_time_us = lm_get_be64(in + 8);
     if (r->verified > 2 || r->status > 0 || r->status < -4095)
         return reject(why, whylen, -EBADMSG, "RESUMED has invalid fields");
+    return 0;
+}
+
+void lm_section_hdr_encode(const lm_section_hdr *h, uint8_t out[LM_SECTION_HDR_SIZE])
+{
+    memset(out, 0, LM_SECTION_NAME_MAX);
+    memcpy(out, h->name, strnlen(h->name, LM_SECTION_NAME_MAX - 1));
+    lm_put_be32(out + 32, h->version);
+    lm_put_be32(out + 36, h->flags);
+}
+
+int lm_section_hdr_decode(const uint8_t *in, size_t len, lm_section_hdr *h, char *why,
+                          size_t whylen)
+{
+    if (len < LM_SECTION_HDR_SIZE)
+        return reject(why, whylen, -EBADMSG,
+                      "SECTION is %zu bytes, shorter than its %d-byte header", len,
+                      LM_SECTION_HDR_SIZE);
+    size_t n = strnlen((const char *)in, LM_SECTION_NAME_MAX);
+    if (n == 0 || n == LM_SECTION_NAME_MAX)
+        return reject(why, whylen, -EBADMSG, "SECTION's name is %s",
+                      n ? "not terminated" : "empty");
+    for (size_t i = n; i < LM_SECTION_NAME_MAX; i++)
+        if (in[i])
+            return reject(why, whylen, -EBADMSG, "SECTION's name is not NUL-padded");
+    for (size_t i = 0; i < n; i++)
+        if (in[i] < 0x20 || in[i] > 0x7e)
+            return reject(why, whylen, -EBADMSG, "SECTION's name has byte 0x%02x", in[i]);
+    memcpy(h->name, in, LM_SECTION_NAME_MAX);
+    h->version = lm_get_be32(in + 32);
+    h->flags = lm_get_be32(in + 36);
+    if (h->version == 0)
+        return reject(why, whylen, -EBADMSG, "SECTION \"%s\" has version 0", h->name);
+    if (h->flags & ~(uint32_t)LM_SECTION_COMPLETE)
+        return reject(why, whylen, -EBADMSG, "SECTION \"%s\" has unknown flags 0x%x", h->name,
+                      h->flags);
+    if (len - LM_SECTION_HDR_SIZE > LM_SECTION_MAX_PART)
+        return reject(why, whylen, -EBADMSG,
+                      "SECTION \"%s\" carries %zu bytes, more than a part may (%u)", h->name,
+                      len - LM_SECTION_HDR_SIZE, LM_SECTION_MAX_PART);
     return 0;
 }
 

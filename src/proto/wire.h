@@ -15,7 +15,7 @@
 #include "livemig.h"
 
 #define LM_WIRE_MAGIC     0x4C4D4947u /* "LMIG" */
-#define LM_WIRE_VERSION   3
+#define LM_WIRE_VERSION   4
 #define LM_FRAME_HDR_SIZE 16
 #define LM_FRAME_MAX_LEN  (64u << 20)
 
@@ -24,15 +24,17 @@
 #define LM_PACKET_HDR_SIZE  64
 #define LM_PACKET_MAX_PAGES 128
 
-#define LM_HELLO_FIXED_SIZE   48
-#define LM_CHANNEL_HELLO_SIZE 24
-#define LM_MAX_CHANNELS       LM_MAX_MULTIFD_CHANNELS
-#define LM_HELLO_BLOCK_SIZE   48
-#define LM_VERIFY_SIZE        32
-#define LM_RESUMED_SIZE       16
-#define LM_ERROR_MAX_TEXT     1024
-#define LM_PAGE_REQUEST_SIZE  16
-#define LM_SWITCH_BLOCK_HDR   16
+#define LM_HELLO_FIXED_SIZE    48
+#define LM_CHANNEL_HELLO_SIZE  24
+#define LM_MAX_CHANNELS        LM_MAX_MULTIFD_CHANNELS
+#define LM_HELLO_BLOCK_SIZE    48
+#define LM_VERIFY_SIZE         32
+#define LM_RESUMED_SIZE        16
+#define LM_ERROR_MAX_TEXT      1024
+#define LM_PAGE_REQUEST_SIZE   16
+#define LM_SWITCH_BLOCK_HDR    16
+#define LM_SECTION_HDR_SIZE    40
+#define LM_SWITCHOVER_ACK_SIZE 4
 
 typedef enum lm_msg_type {
     LM_MSG_HELLO = 1,        /* source -> destination: version, page size, RAM layout */
@@ -58,6 +60,9 @@ typedef enum lm_msg_type {
     LM_MSG_CONFIRMED,        /* source -> destination: RESUMED heard; nothing more follows */
     LM_MSG_RECOVER_MAP,      /* destination -> source, postcopy recovery: the pages it still
                                 lacks (POSTCOPY_SWITCH's layout) */
+    LM_MSG_SECTION,          /* a part of a device-state section (version 4) */
+    LM_MSG_SWITCHOVER_QUERY, /* may the source switch over? (switchover-ack, version 4) */
+    LM_MSG_SWITCHOVER_ACK,   /* destination -> source: how many sections are not ready */
     LM_MSG__COUNT
 } lm_msg_type;
 
@@ -128,6 +133,19 @@ typedef struct lm_resumed {
     uint32_t verified; /* 0 not asked, 1 match, 2 mismatch */
     uint64_t verify_time_us;
 } lm_resumed;
+
+/* SECTION flags. */
+enum {
+    LM_SECTION_COMPLETE = 1u << 0, /* save_complete's part, sent with the guest stopped */
+};
+
+/* SECTION body: name[32] (NUL-padded, terminated) | version u32 | flags
+ * u32, then the part's bytes. */
+typedef struct lm_section_hdr {
+    char name[LM_SECTION_NAME_MAX];
+    uint32_t version;
+    uint32_t flags;
+} lm_section_hdr;
 
 typedef struct lm_page_request {
     uint32_t block_id;
@@ -203,6 +221,12 @@ uint8_t *lm_switch_block_encode(uint8_t *out, uint32_t id, uint64_t npages, cons
  * npages pages; fills words. Returns the bytes consumed, or -EBADMSG. */
 long lm_switch_block_decode(const uint8_t *in, size_t len, uint32_t id, uint64_t npages,
                             uint64_t *words, char *why, size_t whylen);
+
+void lm_section_hdr_encode(const lm_section_hdr *h, uint8_t out[LM_SECTION_HDR_SIZE]);
+/* Checks the header (a terminated, printable name, a version, known flags)
+ * of a body of len bytes. */
+int lm_section_hdr_decode(const uint8_t *in, size_t len, lm_section_hdr *h, char *why,
+                          size_t whylen);
 
 void lm_resumed_encode(const lm_resumed *r, uint8_t out[LM_RESUMED_SIZE]);
 int lm_resumed_decode(const uint8_t *in, size_t len, lm_resumed *r, char *why, size_t whylen);

@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "util/parse.h"
+
 void lm__ram_init(lm_ram *ram, uint64_t page_size)
 {
     memset(ram, 0, sizeof(*ram));
@@ -28,19 +30,12 @@ void lm__ram_release(lm_ram *ram)
  * terminals and JSON: printable ASCII only. */
 static int name_check(const lm_ram *ram, uint32_t id, const char *name, lm_err *err)
 {
-    if (!name || !name[0])
-        return lm_err_set(err, -EINVAL, "RAM block %u has no name: give each block a name", id);
-    size_t len = strnlen(name, LM_BLOCK_NAME_MAX);
-    if (len >= LM_BLOCK_NAME_MAX)
+    char why[96];
+    if (lm_name_check(name, LM_BLOCK_NAME_MAX, why, sizeof(why)) < 0)
         return lm_err_set(err, -EINVAL,
-                          "RAM block %u's name is longer than %d bytes: give it a shorter one", id,
-                          LM_BLOCK_NAME_MAX - 1);
-    for (size_t i = 0; i < len; i++)
-        if (name[i] < 0x20 || name[i] > 0x7e)
-            return lm_err_set(err, -EINVAL,
-                              "RAM block %u's name has byte 0x%02x at %zu: names are printable "
-                              "ASCII",
-                              id, (unsigned char)name[i], i);
+                          "RAM block %u %s: give each block a name of 1 to %d "
+                          "printable bytes",
+                          id, why, LM_BLOCK_NAME_MAX - 1);
     for (unsigned i = 0; i < ram->nblocks; i++)
         if (!strcmp(ram->blocks[i].name, name))
             return lm_err_set(err, -EEXIST, "RAM block name \"%s\" is already registered (id %u)",

@@ -115,3 +115,23 @@ int lm_parse_schedstat(const char *text, uint64_t *run_ns, uint64_t *wait_ns)
     *wait_ns = wait;
     return 0;
 }
+
+int lm_name_check(const char *name, size_t max, char *why, size_t whylen)
+{
+    if (!name || !name[0]) {
+        snprintf(why, whylen, "has no name");
+        return -EINVAL;
+    }
+    size_t len = strnlen(name, max);
+    if (len >= max) {
+        snprintf(why, whylen, "has a name longer than %zu bytes", max - 1);
+        return -EINVAL;
+    }
+    for (size_t i = 0; i < len; i++)
+        if (name[i] < 0x20 || name[i] > 0x7e) {
+            snprintf(why, whylen, "has byte 0x%02x at %zu of its name (printable ASCII only)",
+                     (unsigned char)name[i], i);
+            return -EINVAL;
+        }
+    return 0;
+}

@@ -48,7 +48,9 @@ void fuzz_ram_init(lm_ram *ram)
 {
     static const struct {
         uint32_t id, pages;
-    } layout[] = {{FUZZ_BLOCK0_ID, FUZZ_BLOCK0_PAGES}, {FUZZ_BLOCK1_ID, FUZZ_BLOCK1_PAGES}};
+        const char *name; /* as gen_corpus.c's HELLO names them */
+    } layout[] = {{FUZZ_BLOCK0_ID, FUZZ_BLOCK0_PAGES, "pc.ram"},
+                  {FUZZ_BLOCK1_ID, FUZZ_BLOCK1_PAGES, "vga.vram"}};
     lm_err err;
     lm_err_init(&err);
     lm__ram_init(ram, FUZZ_PAGE);
@@ -56,7 +58,8 @@ void fuzz_ram_init(lm_ram *ram)
         size_t len = (size_t)layout[i].pages * FUZZ_PAGE;
         void *host = block_alloc(len);
         memset(host, 0, len);
-        FUZZ_CHECK(lm__ram_add(ram, layout[i].id, "fuzz", host, len, LM_RAM_ZEROED, &err) == 0);
+        FUZZ_CHECK(lm__ram_add(ram, layout[i].id, layout[i].name, host, len, LM_RAM_ZEROED, &err) ==
+                   0);
     }
     FUZZ_CHECK(lm__ram_receivedmap_reset(ram, &err) == 0);
 }

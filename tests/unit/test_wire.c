@@ -58,9 +58,9 @@ static void frames(void)
     CHECK(strcmp(lm_msg_name(LM_MSG__COUNT), "UNKNOWN") == 0);
     CHECK(strcmp(lm_msg_name(0xffff), "UNKNOWN") == 0);
     CHECK(strcmp(lm_msg_name(LM_MSG_PAGES), "PAGES") == 0);
-    /* The exact bytes: "LMIG", version 3, type, length, reserved. */
+    /* The exact bytes: "LMIG", version 4, type, length, reserved. */
     lm_frame_encode(b, LM_MSG_PAGES, 0x11223344);
-    static const uint8_t want[LM_FRAME_HDR_SIZE] = {'L',  'M',  'I',  'G',  0, 3, 0, 3,
+    static const uint8_t want[LM_FRAME_HDR_SIZE] = {'L',  'M',  'I',  'G',  0, 4, 0, 3,
                                                     0x11, 0x22, 0x33, 0x44, 0, 0, 0, 0};
     CHECK(memcmp(b, want, sizeof(want)) == 0);
 
@@ -72,9 +72,9 @@ static void frames(void)
     lm_put_be32(x, 0);
     REJECTS(lm_frame_decode(x, &f, why, sizeof(why)), -EBADMSG);
     memcpy(x, b, sizeof(x));
-    lm_put_be16(x + 4, 2); /* a peer of the release before mid-pass postcopy */
+    lm_put_be16(x + 4, 3); /* a peer of the release before device-state sections */
     REJECTS(lm_frame_decode(x, &f, why, sizeof(why)), -EPROTO); /* version */
-    CHECK(strstr(why, "protocol version 2, this livemig speaks 3") != NULL);
+    CHECK(strstr(why, "protocol version 3, this livemig speaks 4") != NULL);
     memcpy(x, b, sizeof(x));
     lm_put_be16(x + 4, 0);
     REJECTS(lm_frame_decode(x, &f, why, sizeof(why)), -EPROTO);
@@ -904,8 +904,45 @@ static void peer_error_text(void)
     CHECK(!strcmp(small, "a\\x0a"));
 }
 
+/* SECTION's header: the exact bytes, and every field checked. */
+static void section_header(void)
+{
+    lm_section_hdr h = {.name = "vfio-net", .version = 7, .flags = LM_SECTION_COMPLETE}, d;
+    uint8_t b[LM_SECTION_HDR_SIZE + 4] = {0};
+    lm_section_hdr_encode(&h, b);
+    CHECK(!memcmp(b, "vfio-net\0", 9) && b[31] == 0);
+    CHECK(lm_get_be32(b + 32) == 7 && lm_get_be32(b + 36) == LM_SECTION_COMPLETE);
+    char reason[160];
+    CHECK(lm_section_hdr_decode(b, sizeof(b), &d, reason, sizeof(reason)) == 0);
+    CHECK(!strcmp(d.name, "vfio-net") && d.version == 7 && d.flags == LM_SECTION_COMPLETE);
+    uint8_t x[sizeof(b)];
+    memcpy(x, b, sizeof(b));
+    CHECK(lm_section_hdr_decode(x, LM_SECTION_HDR_SIZE - 1, &d, reason, sizeof(reason)) ==
+          -EBADMSG);
+    x[0] = 0; /* empty name */
+    CHECK(lm_section_hdr_decode(x, sizeof(x), &d, reason, sizeof(reason)) == -EBADMSG);
+    memset(x, 'a', LM_SECTION_NAME_MAX); /* not terminated */
+    CHECK(lm_section_hdr_decode(x, sizeof(x), &d, reason, sizeof(reason)) == -EBADMSG);
+    CHECK(strstr(reason, "not terminated") != NULL);
+    memcpy(x, b, sizeof(b));
+    x[20] = 'z'; /* bytes after the terminator */
+    CHECK(lm_section_hdr_decode(x, sizeof(x), &d, reason, sizeof(reason)) == -EBADMSG);
+    memcpy(x, b, sizeof(b));
+    x[2] = '\n';
+    CHECK(lm_section_hdr_decode(x, sizeof(x), &d, reason, sizeof(reason)) == -EBADMSG);
+    memcpy(x, b, sizeof(b));
+    lm_put_be32(x + 32, 0);
+    CHECK(lm_section_hdr_decode(x, sizeof(x), &d, reason, sizeof(reason)) == -EBADMSG);
+    memcpy(x, b, sizeof(b));
+    lm_put_be32(x + 36, 2);
+    CHECK(lm_section_hdr_decode(x, sizeof(x), &d, reason, sizeof(reason)) == -EBADMSG);
+    CHECK(lm_section_hdr_decode(b, LM_SECTION_HDR_SIZE + LM_SECTION_MAX_PART + 1, &d, reason,
+                                sizeof(reason)) == -EBADMSG);
+}
+
 int main(void)
 {
+    section_header();
     peer_error_text();
     frames();
     hello_roundtrip();
