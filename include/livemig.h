@@ -107,6 +107,7 @@ typedef enum lm_tracker_kind {
                               sees only the guest's writes through KVM, see lm_kvm_attach */
     LM_TRACKER_KVM_RING,   /* KVM's per-vCPU dirty rings (needs lm_kvm_attach and
                               lm_kvm_attach_rings); same limits as KVM_LOG */
+    LM_TRACKER_EXTERNAL,   /* the embedder's own (needs lm_set_dirty_tracker) */
 } lm_tracker_kind;
 
 /* Where zero pages are found (pages the kernel reports as never populated
@@ -449,6 +450,47 @@ static inline int lm_section_register(lm_ctx *ctx, const char *name, uint32_t ve
                                       const lm_section_ops *ops, void *opaque)
 {
     return lm_section_register_size(ctx, name, version, ops, sizeof(*ops), opaque);
+}
+
+/*
+ * A dirty tracker the embedder supplies (params.tracker =
+ * LM_TRACKER_EXTERNAL), for a VMM that already knows which pages its guest
+ * wrote (it harvests KVM's dirty ring itself, or emulates every write):
+ * livemig asks it instead of tracking. These are the operations the
+ * built-in trackers implement (src/dirty/tracker.h); which pages held data
+ * when armed livemig reads itself (/proc/self/pagemap). All are called on
+ * the migration thread; block is the RAM block's index (lm_ram_block_get),
+ * pages count from the block's start, and a bitmap holds 64 pages a word,
+ * page p at bit p % 64 of word p / 64.
+ *   start  optional, as the migration starts.
+ *   arm    from now on, report every write to pages [first, first+count).
+ *          The first pass arms each chunk just before sending it.
+ *   sync   set in dirty every page of [first, first+count) written since
+ *          it was armed or last re-armed (never clear a bit). With rearm,
+ *          forget what this reported, atomically with reading it: a write
+ *          that lands after the read must be reported by a later sync.
+ *          Without, report the same pages again next time (the final sync,
+ *          with the guest stopped, reads without rearm).
+ *   stop   optional, when tracking ends (the migration ended, or tracking
+ *          is no longer needed); must not fail.
+ * A missed write is a corrupt guest on the destination: run with
+ * params.verify while bringing a tracker up.
+ */
+typedef struct lm_dirty_tracker_ops {
+    int (*start)(void *opaque);
+    int (*arm)(void *opaque, unsigned block, uint64_t first, uint64_t count);
+    int (*sync)(void *opaque, unsigned block, uint64_t first, uint64_t count, uint64_t *dirty,
+                bool rearm);
+    void (*stop)(void *opaque);
+} lm_dirty_tracker_ops;
+
+/* Copies *ops (size bytes of it; call lm_set_dirty_tracker) and keeps
+ * opaque: 0, or -EINVAL without arm or sync. NULL ops removes it. */
+int lm_set_dirty_tracker_size(lm_ctx *ctx, const lm_dirty_tracker_ops *ops, size_t size,
+                              void *opaque);
+static inline int lm_set_dirty_tracker(lm_ctx *ctx, const lm_dirty_tracker_ops *ops, void *opaque)
+{
+    return lm_set_dirty_tracker_size(ctx, ops, sizeof(*ops), opaque);
 }
 
 /*

@@ -38,15 +38,25 @@ static const lm_tracker_ops *choose(lm_tracker_kind kind, lm_err *err)
 int lm_tracker_create(lm_tracker_kind kind, const lm_track_range *ranges, unsigned n,
                       const lm_track_kvm *kvm, lm_tracker **out, lm_err *err)
 {
+    if (kind == LM_TRACKER_EXTERNAL)
+        return lm_err_set(err, -EINVAL,
+                          "the external dirty tracker needs lm_set_dirty_tracker() first");
     const lm_tracker_ops *ops = choose(kind, err);
     if (!ops)
         return err->code ? err->code : -ENOTSUP;
+    return lm_tracker_create_ops(ops, NULL, ranges, n, kvm, out, err);
+}
+
+int lm_tracker_create_ops(const lm_tracker_ops *ops, void *priv, const lm_track_range *ranges,
+                          unsigned n, const lm_track_kvm *kvm, lm_tracker **out, lm_err *err)
+{
     if (n > LM_MAX_BLOCKS)
         return lm_err_set(err, -E2BIG, "too many ranges to track (%u)", n);
     lm_tracker *t = calloc(1, sizeof(*t));
     if (!t)
         return lm_err_set(err, -ENOMEM, "out of memory for the dirty tracker");
     t->ops = ops;
+    t->priv = priv;
     t->nranges = n;
     t->page_size = (uint64_t)sysconf(_SC_PAGESIZE);
     for (unsigned i = 0; i < n; i++)

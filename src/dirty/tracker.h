@@ -96,12 +96,22 @@ extern const lm_tracker_ops lm_tracker_uffd_async_ops;
 extern const lm_tracker_ops lm_tracker_uffd_sync_ops;
 extern const lm_tracker_ops lm_tracker_kvm_log_ops;
 extern const lm_tracker_ops lm_tracker_kvm_ring_ops;
+extern const lm_tracker_ops lm_tracker_external_ops;
 
 /* Picks the backend for 'kind' (AUTO: the best userfaultfd backend this
  * kernel supports; KVM backends only when asked for by name). kvm may be
  * NULL (no VM attached). */
 int lm_tracker_create(lm_tracker_kind kind, const lm_track_range *ranges, unsigned n,
                       const lm_track_kvm *kvm, lm_tracker **out, lm_err *err);
+/* A tracker with these operations; priv, when not NULL, is theirs from
+ * before start (lm_tracker_create passes NULL: start sets it). */
+int lm_tracker_create_ops(const lm_tracker_ops *ops, void *priv, const lm_track_range *ranges,
+                          unsigned n, const lm_track_kvm *kvm, lm_tracker **out, lm_err *err);
+/* LM_TRACKER_EXTERNAL: the embedder's operations (external.c) behind the
+ * same wrappers. */
+int lm_tracker_create_external(const lm_dirty_tracker_ops *ops, void *opaque,
+                               const lm_track_range *ranges, unsigned n, lm_tracker **out,
+                               lm_err *err);
 int lm_tracker_arm(lm_tracker *t, unsigned r, uint64_t first, uint64_t count, lm_word *populated,
                    lm_err *err);
 int lm_tracker_sync(lm_tracker *t, unsigned r, uint64_t first, uint64_t count, lm_word *dirty,

@@ -140,6 +140,21 @@ int lm_section_register_size(lm_ctx *ctx, const char *name, uint32_t version,
     return 0;
 }
 
+int lm_set_dirty_tracker_size(lm_ctx *ctx, const lm_dirty_tracker_ops *ops, size_t size,
+                              void *opaque)
+{
+    lm_dirty_tracker_ops full;
+    memset(&full, 0, sizeof(full));
+    if (ops)
+        memcpy(&full, ops, size < sizeof(full) ? size : sizeof(full));
+    lm_err_reset(&ctx->err);
+    if (ops && (!full.arm || !full.sync))
+        return lm_err_set(&ctx->err, -EINVAL, "a dirty tracker needs arm and sync");
+    ctx->ext_tracker = full;
+    ctx->ext_tracker_opaque = opaque;
+    return 0;
+}
+
 void lm_testing_set(lm_ctx *ctx, const lm_testing *t)
 {
     if (t)

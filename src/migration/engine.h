@@ -69,6 +69,10 @@ struct lm_ctx {
      * order (the order the source saves them in). */
     lm_section sections[LM_MAX_SECTIONS];
     unsigned nsections;
+    /* lm_set_dirty_tracker: the embedder's tracker (ext_tracker.sync NULL:
+     * none). */
+    lm_dirty_tracker_ops ext_tracker;
+    void *ext_tracker_opaque;
     /* lm_testing_set: the testing aids (zero: none). */
     lm_testing testing;
 

@@ -140,6 +140,13 @@ int lm__src_create_tracker(lm_source *s)
         lm_block *b = &ctx->ram.blocks[i];
         ranges[i] = (lm_track_range){b->host, b->len, b->npages};
     }
+    if (s->p->tracker == LM_TRACKER_EXTERNAL) {
+        if (!ctx->ext_tracker.sync)
+            return lm_err_set(&ctx->err, -EINVAL,
+                              "the external dirty tracker needs lm_set_dirty_tracker() first");
+        return lm_tracker_create_external(&ctx->ext_tracker, ctx->ext_tracker_opaque, ranges,
+                                          ctx->ram.nblocks, &s->tracker, &ctx->err);
+    }
     lm_track_kvm kvm;
     lm_track_kvm_slot *kslots;
     int ret = lm__kvm_track_slots(ctx, &kvm, &kslots);
@@ -152,6 +159,9 @@ int lm__src_create_tracker(lm_source *s)
 
 static int check_params(lm_ctx *ctx, const lm_params *p)
 {
+    if (p->tracker == LM_TRACKER_EXTERNAL && !ctx->ext_tracker.sync)
+        return lm_err_set(&ctx->err, -EINVAL,
+                          "the external dirty tracker needs lm_set_dirty_tracker() first");
     if (p->multifd_channels > LM_MAX_CHANNELS)
         return lm_err_set(&ctx->err, -EINVAL, "at most %d multifd channels", LM_MAX_CHANNELS);
     if ((unsigned)p->zero_detection > LM_ZERO_DETECT_NONE)
