@@ -247,6 +247,34 @@ static void test_ack_holds_switchover(void)
     teardown(&r);
 }
 
+/* Postcopy: the complete parts go after the switch map, before the
+ * device state, and the destination's guest starts with them loaded. */
+static void test_postcopy(void)
+{
+    run r;
+    setup(&r);
+    r.sp.postcopy = true;
+    r.sp.postcopy_after_rounds = 1;
+    r.sp.downtime_limit_ms = 0; /* never converge: switch to postcopy */
+    device src_iter = {.parts_to_send = 3, .guest_stopped = &r.stopped}, dst_iter = {0};
+    CHECK(lm_section_register(r.src, "vfio-net", 1, &iterative_ops, &src_iter) == 0);
+    CHECK(lm_section_register(r.dst, "vfio-net", 1, &iterative_ops, &dst_iter) == 0);
+    migrate(&r);
+    if (r.src_ret || r.dst_ret)
+        fprintf(stderr, "source %d (%s), destination %d (%s)\n", r.src_ret, lm_last_error(r.src),
+                r.dst_ret, lm_last_error(r.dst));
+    CHECK(r.src_ret == 0 && r.dst_ret == 0);
+    lm_stats st;
+    lm_stats_get(r.src, &st);
+    CHECK(st.postcopy);
+    /* One round ran (one iterative part), then postcopy: the rest in the
+     * complete part, saved with the guest stopped. */
+    CHECK(src_iter.stopped_at_complete);
+    CHECK(dst_iter.nloads >= 2 && dst_iter.load_complete[dst_iter.nloads - 1]);
+    CHECK_EQ_U64(dst_iter.nloads, src_iter.iterations + 1);
+    teardown(&r);
+}
+
 /* Refusals: each fails the migration with the section named, and the
  * source's guest runs on. */
 static void expect_refused(const char *src_name, uint32_t src_version, const char *dst_name,
@@ -314,6 +342,7 @@ int main(void)
     test_registration();
     test_parts_and_ack();
     test_ack_holds_switchover();
+    test_postcopy();
     expect_refused("vfio-net", 1, "vhost-blk", 1, "section \"vfio-net\", which this destination");
     expect_refused("vfio-net", 3, "vfio-net", 2, "is version 3 on the source");
     test_missing_on_source();
