@@ -47,12 +47,8 @@ static int ext_arm(lm_tracker *t, unsigned r, uint64_t first, uint64_t count, lm
             err, ret, "the embedder's dirty tracker could not arm block %u pages %llu-%llu: %s", r,
             (unsigned long long)first, (unsigned long long)(first + count), strerror(-ret));
     /* After arming: a page populated from now on is reported by a sync. */
-    if (populated && (ret = lm_pagemap_pages(&x->pm, t->ranges[r].host + first * t->page_size,
-                                             count * t->page_size, LM_PM_PRESENT | LM_PM_SWAPPED,
-                                             populated)) < 0)
-        return lm_err_set(err, ret, "reading /proc/self/pagemap (arming) failed: %s",
-                          strerror(-ret));
-    return 0;
+    return lm_pagemap_populated(&x->pm, t->ranges[r].host + first * t->page_size,
+                                count * t->page_size, populated, err);
 }
 
 static int ext_sync(lm_tracker *t, unsigned r, uint64_t first, uint64_t count, lm_word *dirty,

@@ -213,14 +213,8 @@ static int klog_arm(lm_tracker *t, unsigned r, uint64_t first, uint64_t count, l
             return ret;
     }
     /* After the clear: a page the guest populates from now on is logged. */
-    if (populated) {
-        int ret = lm_pagemap_pages(&s->pm, t->ranges[r].host + first * t->page_size,
-                                   count * t->page_size, LM_PM_PRESENT | LM_PM_SWAPPED, populated);
-        if (ret < 0)
-            return lm_err_set(err, ret, "reading /proc/self/pagemap (arming) failed: %s",
-                              strerror(-ret));
-    }
-    return 0;
+    return lm_pagemap_populated(&s->pm, t->ranges[r].host + first * t->page_size,
+                                count * t->page_size, populated, err);
 }
 
 static int klog_sync(lm_tracker *t, unsigned r, uint64_t first, uint64_t count, lm_word *dirty,

@@ -123,3 +123,15 @@ int lm_pagemap_pages(lm_pagemap *pm, const void *host, uint64_t len, unsigned wh
     return lm_pagemap_scan(pm, (uintptr_t)host, (uintptr_t)host + len, 0, 0, cats, cats, mark_pages,
                            &c);
 }
+
+int lm_pagemap_populated(lm_pagemap *pm, const void *host, uint64_t len, lm_word *populated,
+                         lm_err *err)
+{
+    if (!populated)
+        return 0;
+    int ret = lm_pagemap_pages(pm, host, len, LM_PM_PRESENT | LM_PM_SWAPPED, populated);
+    if (ret < 0)
+        return lm_err_set(err, ret, "reading /proc/self/pagemap (arming) failed: %s",
+                          strerror(-ret));
+    return 0;
+}

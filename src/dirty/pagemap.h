@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "util/bitmap.h"
+#include "util/error.h"
 
 typedef struct lm_pagemap {
     int fd;
@@ -29,6 +30,11 @@ enum {
  * else reads the pagemap entries.
  */
 int lm_pagemap_pages(lm_pagemap *pm, const void *host, uint64_t len, unsigned what, lm_word *map);
+
+/* A tracker's arm: the pages of [host, host+len) that hold data (present
+ * or swapped) into 'populated', when it is not NULL; the error says so. */
+int lm_pagemap_populated(lm_pagemap *pm, const void *host, uint64_t len, lm_word *populated,
+                         lm_err *err);
 
 /*
  * One PAGEMAP_SCAN walk over [start, end); calls fn for each returned region

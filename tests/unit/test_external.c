@@ -15,6 +15,7 @@
 
 #include "check.h"
 #include "livemig.h"
+#include "pair.h"
 
 #define RAM_LEN (16u << 20)
 #define PAGE    4096u
@@ -110,67 +111,34 @@ static int sync_log(void *opaque, unsigned block, uint64_t first, uint64_t count
 
 static const lm_dirty_tracker_ops log_tracker = {.arm = arm, .sync = sync_log};
 
-typedef struct run {
-    lm_ctx *src, *dst;
-    lm_listener *l;
-    lm_params sp, dp;
-    int src_ret, dst_ret;
-    pthread_t dthread;
-    char dir[64];
-} run;
-
-static void *dest_main(void *arg)
-{
-    run *r = arg;
-    r->dst_ret = lm_incoming(r->dst, r->l, &r->dp);
-    return NULL;
-}
+typedef lm_pair run;
 
 static void migrate_with(vmm *v, bool drop_bits, run *r)
 {
-    memset(r, 0, sizeof(*r));
     memset(v, 0, sizeof(*v));
     v->drop_bits = drop_bits;
     v->ram = lm_ram_alloc(RAM_LEN);
     CHECK(v->ram != NULL);
     memset(v->ram, 1, RAM_LEN / 2);
-    r->src = lm_ctx_new();
-    r->dst = lm_ctx_new();
+    pair_open(r);
     CHECK(lm_ram_block_add(r->src, 0, "ram", v->ram, RAM_LEN, LM_RAM_ZEROED) == 0);
     lm_guest_ops ops = {.stop = stop, .resume = resume};
     lm_set_guest_ops(r->src, &ops, v);
     CHECK(lm_set_dirty_tracker(r->src, &log_tracker, v) == 0);
-    lm_params_init(&r->sp);
-    r->sp.verify = true;
     r->sp.tracker = LM_TRACKER_EXTERNAL;
     r->sp.max_bandwidth = 64ull << 20; /* rounds long enough for the vCPU to dirty pages */
     r->sp.track_chunk = 4u << 20;      /* the first pass arms in chunks */
-    r->dp = r->sp;
-    r->dp.accept_timeout_ms = 20000;
-    snprintf(r->dir, sizeof(r->dir), "/tmp/lm-external-XXXXXX");
-    CHECK(mkdtemp(r->dir) != NULL);
-    char uri[128], err[256];
-    snprintf(uri, sizeof(uri), "unix:%s/sock", r->dir);
-    CHECK(lm_listen(uri, &r->l, err, sizeof(err)) == 0);
     atomic_store(&v->run, true);
     CHECK(pthread_create(&v->vcpu, NULL, vcpu_main, v) == 0);
     usleep(20000);
-    CHECK(pthread_create(&r->dthread, NULL, dest_main, r) == 0);
-    r->src_ret = lm_migrate(r->src, lm_listener_uri(r->l), &r->sp);
-    pthread_join(r->dthread, NULL);
+    pair_migrate(r);
     atomic_store(&v->quit, true);
     pthread_join(v->vcpu, NULL);
 }
 
 static void cleanup(vmm *v, run *r)
 {
-    lm_listener_close(r->l);
-    char path[128];
-    snprintf(path, sizeof(path), "%s/sock", r->dir);
-    unlink(path);
-    rmdir(r->dir);
-    lm_ctx_free(r->src);
-    lm_ctx_free(r->dst);
+    pair_close(r);
     lm_ram_free(v->ram, RAM_LEN);
 }
 

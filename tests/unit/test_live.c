@@ -15,6 +15,7 @@
 
 #include "check.h"
 #include "livemig.h"
+#include "pair.h"
 
 #define RAM_LEN  (32u << 20)
 #define MAX_EVTS 256
@@ -35,24 +36,10 @@ static void record(void *opaque, const lm_event *ev)
 }
 
 typedef struct run {
-    lm_ctx *src, *dst;
-    lm_listener *l;
-    lm_params sp, dp;
+    lm_pair p;
     events se, de;
     uint8_t *ram;
-    int src_ret, dst_ret;
-    lm_stats src_st, dst_st;
-    pthread_t dthread;
-    char dir[64];
 } run;
-
-static void *dest_main(void *arg)
-{
-    run *r = arg;
-    r->dst_ret = lm_incoming(r->dst, r->l, &r->dp);
-    lm_stats_get(r->dst, &r->dst_st);
-    return NULL;
-}
 
 static void setup(run *r)
 {
@@ -63,45 +50,21 @@ static void setup(run *r)
     CHECK(r->ram != NULL);
     for (size_t i = 0; i < RAM_LEN / 2; i += 8) /* half data, half never touched */
         *(uint64_t *)(r->ram + i) = i * 0x9e3779b97f4a7c15ull + 1;
-    r->src = lm_ctx_new();
-    r->dst = lm_ctx_new();
-    CHECK(lm_ram_block_add(r->src, 0, "ram", r->ram, RAM_LEN, LM_RAM_ZEROED) == 0);
-    lm_set_event_callback(r->src, record, &r->se);
-    lm_set_event_callback(r->dst, record, &r->de);
-    lm_params_init(&r->sp);
-    r->sp.verify = true;
-    r->dp = r->sp;
-    r->dp.accept_timeout_ms = 20000;
-    snprintf(r->dir, sizeof(r->dir), "/tmp/lm-live-XXXXXX");
-    CHECK(mkdtemp(r->dir) != NULL);
-    char uri[128], err[256];
-    snprintf(uri, sizeof(uri), "unix:%s/sock", r->dir);
-    if (lm_listen(uri, &r->l, err, sizeof(err)) < 0) {
-        fprintf(stderr, "lm_listen: %s\n", err);
-        exit(1);
-    }
+    pair_open(&r->p);
+    CHECK(lm_ram_block_add(r->p.src, 0, "ram", r->ram, RAM_LEN, LM_RAM_ZEROED) == 0);
+    lm_set_event_callback(r->p.src, record, &r->se);
+    lm_set_event_callback(r->p.dst, record, &r->de);
 }
 
 static void migrate(run *r)
 {
-    CHECK(pthread_create(&r->dthread, NULL, dest_main, r) == 0);
-    r->src_ret = lm_migrate(r->src, lm_listener_uri(r->l), &r->sp);
-    lm_stats_get(r->src, &r->src_st);
-    pthread_join(r->dthread, NULL);
-    if (r->src_ret || r->dst_ret)
-        fprintf(stderr, "source %d (%s), destination %d (%s)\n", r->src_ret, lm_last_error(r->src),
-                r->dst_ret, lm_last_error(r->dst));
+    pair_migrate(&r->p);
+    pair_report(&r->p);
 }
 
 static void teardown(run *r)
 {
-    lm_listener_close(r->l);
-    char path[128];
-    snprintf(path, sizeof(path), "%s/sock", r->dir);
-    unlink(path);
-    rmdir(r->dir);
-    lm_ctx_free(r->src);
-    lm_ctx_free(r->dst);
+    pair_close(&r->p);
     lm_ram_free(r->ram, RAM_LEN);
 }
 
@@ -141,19 +104,19 @@ static void test_precopy_events(void)
     run r;
     setup(&r);
     migrate(&r);
-    CHECK(r.src_ret == 0 && r.dst_ret == 0);
+    CHECK(r.p.src_ret == 0 && r.p.dst_ret == 0);
     static const lm_status src_seq[] = {LM_STATUS_SETUP, LM_STATUS_ACTIVE, LM_STATUS_PRE_SWITCHOVER,
                                         LM_STATUS_DEVICE, LM_STATUS_COMPLETED};
     static const lm_status dst_seq[] = {LM_STATUS_SETUP, LM_STATUS_ACTIVE, LM_STATUS_DEVICE,
                                         LM_STATUS_COMPLETED};
     check_events(&r.se, src_seq, 5, true);
     check_events(&r.de, dst_seq, 4, false);
-    check_bytes(&r.src_st);
-    check_bytes(&r.dst_st);
-    CHECK_EQ_U64(r.src_st.remaining, 0);
+    check_bytes(&r.p.src_st);
+    check_bytes(&r.p.dst_st);
+    CHECK_EQ_U64(r.p.src_st.remaining, 0);
     /* The destination saw the switchover: downtime bytes after the PONG. */
-    CHECK(r.dst_st.precopy_bytes > 0 && r.dst_st.precopy_bytes < r.dst_st.transferred);
-    CHECK(r.src_st.verify_match && r.dst_st.verify_match);
+    CHECK(r.p.dst_st.precopy_bytes > 0 && r.p.dst_st.precopy_bytes < r.p.dst_st.transferred);
+    CHECK(r.p.src_st.verify_match && r.p.dst_st.verify_match);
     teardown(&r);
 }
 
@@ -165,12 +128,12 @@ static void test_failure_desc(void)
     lm_params_init(&p);
     p.io_timeout_ms = 2000;
     char uri[128];
-    snprintf(uri, sizeof(uri), "unix:%s/nobody", r.dir);
-    CHECK(lm_migrate(r.src, uri, &p) < 0);
+    snprintf(uri, sizeof(uri), "unix:%s/nobody", r.p.dir);
+    CHECK(lm_migrate(r.p.src, uri, &p) < 0);
     lm_stats st;
-    lm_stats_get(r.src, &st);
+    lm_stats_get(r.p.src, &st);
     CHECK(st.status == LM_STATUS_FAILED);
-    CHECK(st.error_desc[0] != '\0' && !strcmp(st.error_desc, lm_last_error(r.src)));
+    CHECK(st.error_desc[0] != '\0' && !strcmp(st.error_desc, lm_last_error(r.p.src)));
     char *json = lm_stats_json(&st, "source");
     CHECK(json && strstr(json, "\"error-desc\":"));
     /* QEMU's integers: no fraction in total-time. */
@@ -208,10 +171,10 @@ static void *lift_cap(void *arg)
 {
     run *r = arg;
     usleep(300000);
-    lm_params p = r->sp;
+    lm_params p = r->p.sp;
     p.max_bandwidth = 0;
     char why[128];
-    CHECK(lm_params_update(r->src, &p, why, sizeof(why)) == 0);
+    CHECK(lm_params_update(r->p.src, &p, why, sizeof(why)) == 0);
     return NULL;
 }
 
@@ -219,15 +182,15 @@ static void test_cap_lifted(void)
 {
     run r;
     setup(&r);
-    r.sp.max_bandwidth = 4u << 20;
+    r.p.sp.max_bandwidth = 4u << 20;
     pthread_t t;
     CHECK(pthread_create(&t, NULL, lift_cap, &r) == 0);
     migrate(&r);
     pthread_join(t, NULL);
-    CHECK(r.src_ret == 0 && r.dst_ret == 0);
-    CHECK(r.src_st.nrounds > 0 && r.src_st.rounds[0].bandwidth_bps > 2.0 * (4u << 20));
+    CHECK(r.p.src_ret == 0 && r.p.dst_ret == 0);
+    CHECK(r.p.src_st.nrounds > 0 && r.p.src_st.rounds[0].bandwidth_bps > 2.0 * (4u << 20));
     fprintf(stderr, "cap of 4 MiB/s lifted after 300 ms: the first pass at %.1f MiB/s\n",
-            r.src_st.nrounds ? r.src_st.rounds[0].bandwidth_bps / (1 << 20) : 0.0);
+            r.p.src_st.nrounds ? r.p.src_st.rounds[0].bandwidth_bps / (1 << 20) : 0.0);
     teardown(&r);
 }
 
@@ -236,9 +199,9 @@ static void test_cap_lifted(void)
 static void *ask_postcopy(void *arg)
 {
     run *r = arg;
-    while (lm_status_current(r->src) != LM_STATUS_ACTIVE)
+    while (lm_status_current(r->p.src) != LM_STATUS_ACTIVE)
         usleep(1000);
-    lm_start_postcopy(r->src);
+    lm_start_postcopy(r->p.src);
     return NULL;
 }
 
@@ -246,23 +209,23 @@ static void test_postcopy_at_once(void)
 {
     run r;
     setup(&r);
-    r.sp.postcopy = true;
-    r.sp.max_bandwidth = 8u << 20; /* the first pass would take 2 s */
+    r.p.sp.postcopy = true;
+    r.p.sp.max_bandwidth = 8u << 20; /* the first pass would take 2 s */
     pthread_t t;
     CHECK(pthread_create(&t, NULL, ask_postcopy, &r) == 0);
     migrate(&r);
     pthread_join(t, NULL);
-    CHECK(r.src_ret == 0 && r.dst_ret == 0);
-    CHECK(r.src_st.postcopy && !strcmp(r.src_st.switchover_reason, "postcopy"));
+    CHECK(r.p.src_ret == 0 && r.p.dst_ret == 0);
+    CHECK(r.p.src_st.postcopy && !strcmp(r.p.src_st.switchover_reason, "postcopy"));
     /* Most of the 16 MiB of data went in postcopy. */
-    CHECK(r.src_st.precopy_bytes < (8u << 20));
-    CHECK(r.src_st.postcopy_bytes > (8u << 20));
-    check_bytes(&r.src_st);
-    check_bytes(&r.dst_st);
-    CHECK(r.src_st.verify_match && r.dst_st.verify_match);
+    CHECK(r.p.src_st.precopy_bytes < (8u << 20));
+    CHECK(r.p.src_st.postcopy_bytes > (8u << 20));
+    check_bytes(&r.p.src_st);
+    check_bytes(&r.p.dst_st);
+    CHECK(r.p.src_st.verify_match && r.p.dst_st.verify_match);
     fprintf(stderr, "postcopy at once: %llu bytes before the switch, %llu after\n",
-            (unsigned long long)r.src_st.precopy_bytes,
-            (unsigned long long)r.src_st.postcopy_bytes);
+            (unsigned long long)r.p.src_st.precopy_bytes,
+            (unsigned long long)r.p.src_st.postcopy_bytes);
     teardown(&r);
 }
 

@@ -16,6 +16,7 @@
 
 #include "check.h"
 #include "livemig.h"
+#include "pair.h"
 
 #define RAM_LEN   (8u << 20)
 #define MAX_LOADS 64
@@ -100,13 +101,8 @@ static const lm_section_ops acking_ops = {
     .save_complete = save_complete, .load = load, .switchover_ready = switchover_ready};
 
 typedef struct run {
-    lm_ctx *src, *dst;
-    lm_listener *l;
-    lm_params sp, dp;
+    lm_pair p;
     uint8_t *ram;
-    int src_ret, dst_ret;
-    pthread_t dthread;
-    char dir[64];
     atomic_bool stopped;
 } run;
 
@@ -122,54 +118,26 @@ static int guest_resume(void *opaque)
     return 0;
 }
 
-static void *dest_main(void *arg)
-{
-    run *r = arg;
-    r->dst_ret = lm_incoming(r->dst, r->l, &r->dp);
-    return NULL;
-}
-
 static void setup(run *r)
 {
     memset(r, 0, sizeof(*r));
     r->ram = lm_ram_alloc(RAM_LEN);
     CHECK(r->ram != NULL);
     memset(r->ram, 0x5a, RAM_LEN / 2);
-    r->src = lm_ctx_new();
-    r->dst = lm_ctx_new();
-    CHECK(lm_ram_block_add(r->src, 0, "ram", r->ram, RAM_LEN, LM_RAM_ZEROED) == 0);
+    pair_open(&r->p);
+    CHECK(lm_ram_block_add(r->p.src, 0, "ram", r->ram, RAM_LEN, LM_RAM_ZEROED) == 0);
     lm_guest_ops ops = {.stop = guest_stop, .resume = guest_resume};
-    lm_set_guest_ops(r->src, &ops, &r->stopped);
-    lm_params_init(&r->sp);
-    r->sp.verify = true;
-    r->dp = r->sp;
-    r->dp.accept_timeout_ms = 20000;
-    snprintf(r->dir, sizeof(r->dir), "/tmp/lm-sections-XXXXXX");
-    CHECK(mkdtemp(r->dir) != NULL);
-    char uri[128], err[256];
-    snprintf(uri, sizeof(uri), "unix:%s/sock", r->dir);
-    if (lm_listen(uri, &r->l, err, sizeof(err)) < 0) {
-        fprintf(stderr, "lm_listen: %s\n", err);
-        exit(1);
-    }
+    lm_set_guest_ops(r->p.src, &ops, &r->stopped);
 }
 
 static void migrate(run *r)
 {
-    CHECK(pthread_create(&r->dthread, NULL, dest_main, r) == 0);
-    r->src_ret = lm_migrate(r->src, lm_listener_uri(r->l), &r->sp);
-    pthread_join(r->dthread, NULL);
+    pair_migrate(&r->p);
 }
 
 static void teardown(run *r)
 {
-    lm_listener_close(r->l);
-    char path[128];
-    snprintf(path, sizeof(path), "%s/sock", r->dir);
-    unlink(path);
-    rmdir(r->dir);
-    lm_ctx_free(r->src);
-    lm_ctx_free(r->dst);
+    pair_close(&r->p);
     lm_ram_free(r->ram, RAM_LEN);
 }
 
@@ -184,19 +152,19 @@ static void test_parts_and_ack(void)
     device src_iter = {.parts_to_send = 4, .guest_stopped = &r.stopped};
     device src_ack = {.guest_stopped = &r.stopped};
     device dst_iter = {0}, dst_ack = {.ready_after = 0};
-    CHECK(lm_section_register(r.src, "vfio-net", 2, &iterative_ops, &src_iter) == 0);
-    CHECK(lm_section_register(r.src, "vhost-blk", 1, &acking_ops, &src_ack) == 0);
+    CHECK(lm_section_register(r.p.src, "vfio-net", 2, &iterative_ops, &src_iter) == 0);
+    CHECK(lm_section_register(r.p.src, "vhost-blk", 1, &acking_ops, &src_ack) == 0);
     /* The destination is a newer release: vfio-net version 3 loads 2. */
-    CHECK(lm_section_register(r.dst, "vfio-net", 3, &iterative_ops, &dst_iter) == 0);
-    CHECK(lm_section_register(r.dst, "vhost-blk", 1, &acking_ops, &dst_ack) == 0);
+    CHECK(lm_section_register(r.p.dst, "vfio-net", 3, &iterative_ops, &dst_iter) == 0);
+    CHECK(lm_section_register(r.p.dst, "vhost-blk", 1, &acking_ops, &dst_ack) == 0);
     /* vhost-blk is ready once vfio-net's iterative parts are all in: its
      * switchover_ready reads the other device's count. */
     dst_ack.ready_after = 0;
     migrate(&r);
-    if (r.src_ret || r.dst_ret)
-        fprintf(stderr, "source %d (%s), destination %d (%s)\n", r.src_ret, lm_last_error(r.src),
-                r.dst_ret, lm_last_error(r.dst));
-    CHECK(r.src_ret == 0 && r.dst_ret == 0);
+    if (r.p.src_ret || r.p.dst_ret)
+        fprintf(stderr, "source %d (%s), destination %d (%s)\n", r.p.src_ret,
+                lm_last_error(r.p.src), r.p.dst_ret, lm_last_error(r.p.dst));
+    CHECK(r.p.src_ret == 0 && r.p.dst_ret == 0);
     CHECK_EQ_U64(src_iter.setups, 1);
     CHECK_EQ_U64(src_iter.iterations, 4);
     CHECK(src_iter.stopped_at_complete && src_ack.stopped_at_complete);
@@ -235,13 +203,13 @@ static void test_ack_holds_switchover(void)
     lm_section_ops dst_ops = acking_ops;
     dst_ops.switchover_ready = ready_after_asks;
     not_ready_for = 3;
-    CHECK(lm_section_register(r.src, "vhost-blk", 1, &acking_ops, &src_dev) == 0);
-    CHECK(lm_section_register(r.dst, "vhost-blk", 1, &dst_ops, &dst_dev) == 0);
+    CHECK(lm_section_register(r.p.src, "vhost-blk", 1, &acking_ops, &src_dev) == 0);
+    CHECK(lm_section_register(r.p.dst, "vhost-blk", 1, &dst_ops, &dst_dev) == 0);
     migrate(&r);
-    CHECK(r.src_ret == 0 && r.dst_ret == 0);
+    CHECK(r.p.src_ret == 0 && r.p.dst_ret == 0);
     CHECK_EQ_U64(dst_dev.ready_asks, 4); /* three "not yet", then ready: never asked again */
     lm_stats st;
-    lm_stats_get(r.src, &st);
+    lm_stats_get(r.p.src, &st);
     CHECK(st.nrounds >= 4); /* a round a question, the guest running */
     CHECK_EQ_U64(dst_dev.nloads, 1);
     teardown(&r);
@@ -253,19 +221,19 @@ static void test_postcopy(void)
 {
     run r;
     setup(&r);
-    r.sp.postcopy = true;
-    r.sp.postcopy_after_rounds = 1;
-    r.sp.downtime_limit_ms = 0; /* never converge: switch to postcopy */
+    r.p.sp.postcopy = true;
+    r.p.sp.postcopy_after_rounds = 1;
+    r.p.sp.downtime_limit_ms = 0; /* never converge: switch to postcopy */
     device src_iter = {.parts_to_send = 3, .guest_stopped = &r.stopped}, dst_iter = {0};
-    CHECK(lm_section_register(r.src, "vfio-net", 1, &iterative_ops, &src_iter) == 0);
-    CHECK(lm_section_register(r.dst, "vfio-net", 1, &iterative_ops, &dst_iter) == 0);
+    CHECK(lm_section_register(r.p.src, "vfio-net", 1, &iterative_ops, &src_iter) == 0);
+    CHECK(lm_section_register(r.p.dst, "vfio-net", 1, &iterative_ops, &dst_iter) == 0);
     migrate(&r);
-    if (r.src_ret || r.dst_ret)
-        fprintf(stderr, "source %d (%s), destination %d (%s)\n", r.src_ret, lm_last_error(r.src),
-                r.dst_ret, lm_last_error(r.dst));
-    CHECK(r.src_ret == 0 && r.dst_ret == 0);
+    if (r.p.src_ret || r.p.dst_ret)
+        fprintf(stderr, "source %d (%s), destination %d (%s)\n", r.p.src_ret,
+                lm_last_error(r.p.src), r.p.dst_ret, lm_last_error(r.p.dst));
+    CHECK(r.p.src_ret == 0 && r.p.dst_ret == 0);
     lm_stats st;
-    lm_stats_get(r.src, &st);
+    lm_stats_get(r.p.src, &st);
     CHECK(st.postcopy);
     /* One round ran (one iterative part), then postcopy: the rest in the
      * complete part, saved with the guest stopped. */
@@ -283,16 +251,16 @@ static void expect_refused(const char *src_name, uint32_t src_version, const cha
     run r;
     setup(&r);
     device s = {.guest_stopped = &r.stopped}, d = {0};
-    CHECK(lm_section_register(r.src, src_name, src_version, &acking_ops, &s) == 0);
-    CHECK(lm_section_register(r.dst, dst_name, dst_version, &acking_ops, &d) == 0);
+    CHECK(lm_section_register(r.p.src, src_name, src_version, &acking_ops, &s) == 0);
+    CHECK(lm_section_register(r.p.dst, dst_name, dst_version, &acking_ops, &d) == 0);
     migrate(&r);
-    CHECK(r.src_ret < 0 && r.dst_ret < 0);
-    if (!strstr(lm_last_error(r.dst), why) || !strstr(lm_last_error(r.src), why))
-        fprintf(stderr, "want \"%s\": source: %s; destination: %s\n", why, lm_last_error(r.src),
-                lm_last_error(r.dst));
-    CHECK(strstr(lm_last_error(r.dst), why) != NULL);
-    CHECK(strstr(lm_last_error(r.src), why) != NULL); /* the destination told it */
-    CHECK(!atomic_load(&r.stopped));                  /* the guest runs on the source */
+    CHECK(r.p.src_ret < 0 && r.p.dst_ret < 0);
+    if (!strstr(lm_last_error(r.p.dst), why) || !strstr(lm_last_error(r.p.src), why))
+        fprintf(stderr, "want \"%s\": source: %s; destination: %s\n", why, lm_last_error(r.p.src),
+                lm_last_error(r.p.dst));
+    CHECK(strstr(lm_last_error(r.p.dst), why) != NULL);
+    CHECK(strstr(lm_last_error(r.p.src), why) != NULL); /* the destination told it */
+    CHECK(!atomic_load(&r.stopped));                    /* the guest runs on the source */
     CHECK_EQ_U64(d.nloads, 0);
     teardown(&r);
 }
@@ -304,13 +272,15 @@ static void test_missing_on_source(void)
     run r;
     setup(&r);
     device s = {.guest_stopped = &r.stopped}, d = {0}, d2 = {0};
-    CHECK(lm_section_register(r.src, "vfio-net", 1, &acking_ops, &s) == 0);
-    CHECK(lm_section_register(r.dst, "vfio-net", 1, &acking_ops, &d) == 0);
-    CHECK(lm_section_register(r.dst, "vhost-blk", 1, &acking_ops, &d2) == 0);
+    CHECK(lm_section_register(r.p.src, "vfio-net", 1, &acking_ops, &s) == 0);
+    CHECK(lm_section_register(r.p.dst, "vfio-net", 1, &acking_ops, &d) == 0);
+    CHECK(lm_section_register(r.p.dst, "vhost-blk", 1, &acking_ops, &d2) == 0);
     migrate(&r);
-    CHECK(r.src_ret < 0 && r.dst_ret < 0);
-    CHECK(strstr(lm_last_error(r.dst), "\"vhost-blk\" is registered here but the source") != NULL);
-    CHECK(strstr(lm_last_error(r.src), "\"vhost-blk\" is registered here but the source") != NULL);
+    CHECK(r.p.src_ret < 0 && r.p.dst_ret < 0);
+    CHECK(strstr(lm_last_error(r.p.dst), "\"vhost-blk\" is registered here but the source") !=
+          NULL);
+    CHECK(strstr(lm_last_error(r.p.src), "\"vhost-blk\" is registered here but the source") !=
+          NULL);
     CHECK(!atomic_load(&r.stopped));
     teardown(&r);
 }
