@@ -128,6 +128,10 @@ static void migrate_with(vmm *v, bool drop_bits, run *r)
     r->sp.tracker = LM_TRACKER_EXTERNAL;
     r->sp.max_bandwidth = 64ull << 20; /* rounds long enough for the vCPU to dirty pages */
     r->sp.track_chunk = 4u << 20;      /* the first pass arms in chunks */
+    /* Never converged (the vCPU keeps dirtying): four rounds, each re-arming
+     * what it sends, then the round limit switches over. */
+    r->sp.downtime_limit_ms = 1;
+    r->sp.max_rounds = 4;
     atomic_store(&v->run, true);
     CHECK(pthread_create(&v->vcpu, NULL, vcpu_main, v) == 0);
     usleep(20000);
@@ -154,7 +158,9 @@ static void test_migrates(void)
     lm_stats_get(r.src, &st);
     CHECK(!strcmp(st.tracker, "external"));
     CHECK(st.verify_done && st.verify_match);
-    CHECK(v.arms >= RAM_LEN / (4u << 20));                    /* a chunk at a time */
+    CHECK(v.arms >= RAM_LEN / (4u << 20)); /* a chunk at a time */
+    CHECK_EQ_U64(st.nrounds, 5);           /* four while running, one stopped */
+    CHECK(!strcmp(st.switchover_reason, "round-limit"));
     CHECK(v.syncs > 0 && v.rearms > 0 && v.rearms < v.syncs); /* the final sync reads only */
     CHECK(v.writes > 0);
     fprintf(stderr, "external tracker: %u arms, %u syncs, %llu guest writes, %u rounds\n", v.arms,
