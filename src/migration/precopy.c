@@ -217,12 +217,13 @@ int lm__src_precopy(lm_source *s, bool *to_postcopy)
         double remaining = (double)(count * (s->ctx->ram.page_size + 8));
         double expect_ms = s->bandwidth > 0 ? remaining * 1000.0 / s->bandwidth : 0;
         /* A pass cut short for postcopy measured no bandwidth to judge by. */
-        bool converged =
-            expect_ms <= (double)s->p->downtime_limit_ms && !s->pass_cut && sections_done;
+        bool ram_converged = expect_ms <= (double)s->p->downtime_limit_ms && !s->pass_cut;
+        bool converged = ram_converged && sections_done;
         bool postcopy = lm__src_want_postcopy(s, s->round_dirtied);
         s->pass_cut = false;
         s->st.expected_downtime_ms = expect_ms;
-        if (!converged)
+        /* Throttling the vCPUs helps RAM converge, never a device section. */
+        if (!ram_converged)
             lm__src_converge_policy(s, s->round_dirtied);
         /* No switchover, precopy's or postcopy's, before the destination's
          * sections said they are ready (switchover-ack). */

@@ -2,8 +2,13 @@
 #include "migration/section.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "util/clock.h"
+
+#define SWITCHOVER_QUERY_NS 10000000ull
 
 /* Source. */
 
@@ -32,8 +37,11 @@ static int send_part(lm_source *s, const lm_section *sec, uint32_t flags, const 
     if (len > LM_SECTION_MAX_PART)
         return lm_err_set(&s->ctx->err, -E2BIG,
                           "device-state section \"%s\" saved %zu bytes at once, more than a "
-                          "part may carry (%u): save it over more rounds",
-                          sec->name, len, LM_SECTION_MAX_PART);
+                          "part may carry (%u): %s",
+                          sec->name, len, LM_SECTION_MAX_PART,
+                          flags & LM_SECTION_COMPLETE
+                              ? "send the bulk of it from save_iterate while the guest runs"
+                              : "save it over more rounds");
     lm_section_hdr h = {.version = sec->version, .flags = flags};
     memcpy(h.name, sec->name, sizeof(h.name));
     size_t total = LM_SECTION_HDR_SIZE + len;
@@ -103,6 +111,13 @@ int lm__src_switchover_acked(lm_source *s, bool *ok)
         *ok = true;
         return 0;
     }
+    /* Rounds may be short while the destination is not ready: ask at most
+     * every SWITCHOVER_QUERY_NS, not at the round trip's rate. */
+    uint64_t now = lm_now_ns();
+    *ok = false;
+    if (now < s->switchover_query_ns + SWITCHOVER_QUERY_NS)
+        return 0;
+    s->switchover_query_ns = now;
     uint8_t body[LM_SWITCHOVER_ACK_SIZE];
     uint32_t len = 0;
     int ret = lm_conn_send_frame(&s->conn, LM_MSG_SWITCHOVER_QUERY, NULL, 0);
@@ -146,6 +161,18 @@ static lm_section *find_section(lm_ctx *ctx, const char *name, unsigned *index)
 int lm__dest_on_section(lm_dest *d, const lm_frame *f)
 {
     lm_ctx *ctx = d->ctx;
+    /* Nothing larger than a part is read, and nothing at all for a
+     * destination without sections. */
+    if (f->length < LM_SECTION_HDR_SIZE || f->length - LM_SECTION_HDR_SIZE > LM_SECTION_MAX_PART) {
+        char why[128];
+        snprintf(why, sizeof(why), "SECTION is %u bytes: a %d-byte header and at most %u more",
+                 f->length, LM_SECTION_HDR_SIZE, LM_SECTION_MAX_PART);
+        return lm__dest_protocol_error(d, -EBADMSG, why);
+    }
+    if (!ctx->nsections)
+        return lm_err_set(&ctx->err, -EPROTO,
+                          "the source sends device-state sections, and this destination "
+                          "registered none: register the same sections on both sides");
     uint8_t *body = NULL;
     int ret = lm__dest_read_body(d, f, &body);
     if (ret < 0)

@@ -70,8 +70,9 @@ typedef struct lm_source {
     bool sections_set_up;
     bool section_done[LM_MAX_SECTIONS];
     bool switchover_acked;
-    double bandwidth;  /* bytes per second, from the last round that sent enough */
-    double dirty_rate; /* pages per second */
+    uint64_t switchover_query_ns; /* when the destination was last asked */
+    double bandwidth;             /* bytes per second, from the last round that sent enough */
+    double dirty_rate;            /* pages per second */
     bool stopped; /* the guest is stopped by us (resumed here on a failure before the commit) */
     /* The commit (COMMIT or POSTCOPY_RUN) may have reached the destination:
      * from then on this side never resumes its copy (commit.c). */

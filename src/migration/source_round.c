@@ -150,7 +150,11 @@ static void pace(lm_source *s, uint64_t bytes)
 
 bool lm__src_postcopy_now(const lm_source *s)
 {
+    /* Not before the destination's sections acknowledged the switchover:
+     * a pass cut then would only stall the pages (precopy.c asks at each
+     * round's end). */
     return s->p->postcopy && s->fsm.state == LM_STATUS_ACTIVE &&
+           (s->switchover_acked || !s->ctx->nsections) &&
            atomic_load_explicit(&s->ctx->postcopy_requested, memory_order_relaxed);
 }
 

@@ -1,5 +1,6 @@
 /* The statistics report: lm_stats_json() and lm_stats_print(). */
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -132,7 +133,10 @@ static lm_stats *stats_full(const lm_stats *s)
     lm_stats *full = calloc(1, sizeof(*full));
     if (!full)
         return NULL;
-    size_t n = s->size && s->size < sizeof(*full) ? s->size : sizeof(*full);
+    /* A size of 0 (a struct the caller filled itself) is API 1.0's. */
+    size_t v1_0 = offsetof(lm_stats, rounds) + sizeof(s->rounds);
+    size_t size = s->size ? s->size : v1_0;
+    size_t n = size < sizeof(*full) ? size : sizeof(*full);
     memcpy(full, s, n);
     full->size = sizeof(*full);
     return full;

@@ -166,9 +166,19 @@ int lm_hello_decode(const uint8_t *in, size_t len, lm_hello *h, char *why, size_
         if (!memchr(b + 16, '\0', LM_BLOCK_NAME_MAX))
             return reject(why, whylen, -EBADMSG, "HELLO block %u name is not terminated", i);
         memcpy(blk->name, b + 16, LM_BLOCK_NAME_MAX);
-        for (uint32_t j = 0; j < i; j++)
+        /* Names as lm_ram_block_add takes them: 1-31 printable bytes, unique. */
+        if (!blk->name[0])
+            return reject(why, whylen, -EBADMSG, "HELLO block %u has no name", i);
+        for (const char *c = blk->name; *c; c++)
+            if (*c < 0x20 || *c > 0x7e)
+                return reject(why, whylen, -EBADMSG, "HELLO block %u name has byte 0x%02x", i,
+                              (unsigned char)*c);
+        for (uint32_t j = 0; j < i; j++) {
             if (h->blocks[j].id == blk->id)
                 return reject(why, whylen, -EBADMSG, "HELLO repeats block id %u", blk->id);
+            if (!strcmp(h->blocks[j].name, blk->name))
+                return reject(why, whylen, -EBADMSG, "HELLO repeats block name \"%s\"", blk->name);
+        }
         sum += blk->len;
     }
     if (sum != h->ram_total)

@@ -160,10 +160,11 @@ static void hello_roundtrip(void)
     CHECK_EQ_U64(d.nblocks, LM_MAX_BLOCKS);
     CHECK_EQ_U64(d.blocks[LM_MAX_BLOCKS - 1].id, (LM_MAX_BLOCKS - 1) * 7 + 3);
 
-    /* Every legal page size, big block lengths, names of 0 and 31 chars. */
+    /* Every legal page size, big block lengths, names of 1 and 31 chars
+     * (an empty name is refused: hello_rejects). */
     for (uint32_t ps = 4096; ps <= (1u << 21); ps <<= 1) {
         make_hello(&h, 3, ps);
-        h.blocks[0].name[0] = '\0';
+        snprintf(h.blocks[0].name, sizeof(h.blocks[0].name), "a");
         memset(h.blocks[1].name, 'n', LM_BLOCK_NAME_MAX - 1);
         h.blocks[1].name[LM_BLOCK_NAME_MAX - 1] = '\0';
         h.ram_total -= h.blocks[2].len;
@@ -172,7 +173,7 @@ static void hello_roundtrip(void)
         lm_hello_encode(&h, hbuf);
         ACCEPTS(lm_hello_decode(hbuf, lm_hello_size(3), &d, why, sizeof(why)));
         CHECK(hello_equal(&h, &d));
-        CHECK(d.blocks[0].name[0] == '\0');
+        CHECK(!strcmp(d.blocks[0].name, "a"));
         CHECK_EQ_U64(strlen(d.blocks[1].name), LM_BLOCK_NAME_MAX - 1);
     }
     /* A name filling all 32 bytes (no NUL) is encoded truncated to 31. */
@@ -213,6 +214,19 @@ static void hello_rejects(void)
     static lm_hello d;
     size_t n = hello_base();
     ACCEPTS(lm_hello_decode(hx, n, &d, why, sizeof(why)));
+
+    /* Block names: empty, unprintable, or the same twice. */
+    n = hello_base();
+    HB(1)[16] = 0;
+    REJECTS(lm_hello_decode(hx, n, &d, why, sizeof(why)), -EBADMSG);
+    n = hello_base();
+    HB(1)[17] = '\t';
+    REJECTS(lm_hello_decode(hx, n, &d, why, sizeof(why)), -EBADMSG);
+    n = hello_base();
+    memcpy(HB(1) + 16, HB(0) + 16, LM_BLOCK_NAME_MAX);
+    REJECTS(lm_hello_decode(hx, n, &d, why, sizeof(why)), -EBADMSG);
+    CHECK(strstr(why, "repeats block name") != NULL);
+    n = hello_base();
 
     /* Truncated: every length below the fixed part, and a partial block. */
     for (size_t l = 0; l < LM_HELLO_FIXED_SIZE; l++)
