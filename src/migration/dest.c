@@ -133,6 +133,50 @@ static int on_pages(lm_dest *d, const lm_frame *f)
     return lm_recv_chan_body(&d->main_chan, &ph);
 }
 
+/* ZERO_RANGES: runs of pages the source knows hold nothing, in precopy
+ * only (the sink is the in-place one). Checked whole before any applies. */
+static int on_zero_ranges(lm_dest *d, const lm_frame *f)
+{
+    uint32_t id, count;
+    char why[256];
+    if (f->length > lm_zero_ranges_size(LM_ZERO_RANGES_MAX))
+        return lm__dest_protocol_error(d, -EBADMSG, "ZERO_RANGES frame longer than its limit");
+    uint8_t *body;
+    int ret = lm__dest_read_body(d, f, &body);
+    if (ret < 0)
+        return ret;
+    lm_zero_range *ranges = NULL;
+    lm_block *b = NULL;
+    if ((ret = lm_zero_ranges_decode_hdr(body, f->length, &id, &count, why, sizeof(why))) < 0)
+        goto bad;
+    if (!(b = lm__ram_find(&d->ctx->ram, id))) {
+        snprintf(why, sizeof(why), "ZERO_RANGES names unknown RAM block %u", id);
+        ret = -EBADMSG;
+        goto bad;
+    }
+    if (!(ranges = malloc(count * sizeof(*ranges)))) {
+        free(body);
+        return lm_err_set(&d->ctx->err, -ENOMEM, "out of memory for %u zero ranges", count);
+    }
+    if ((ret = lm_zero_ranges_decode(body, count, b->npages, ranges, why, sizeof(why))) < 0)
+        goto bad;
+    free(body);
+    d->caught_up = false;
+    lm_page_sink *sink = &d->inplace.sink;
+    uint64_t pages = 0;
+    for (uint32_t i = 0; i < count && ret == 0; i++) {
+        ret = sink->ops->place_zero_range(sink, b, ranges[i].first, ranges[i].npages);
+        pages += ranges[i].npages;
+    }
+    free(ranges);
+    atomic_fetch_add_explicit(&d->main_chan.zero, pages, memory_order_relaxed);
+    return ret;
+bad:
+    free(body);
+    free(ranges);
+    return lm__dest_protocol_error(d, ret, why);
+}
+
 static int on_round_end(lm_dest *d, const lm_frame *f)
 {
     if (f->length)
@@ -270,6 +314,7 @@ static const lm_dest_handler handlers[LM_DST__COUNT][LM_MSG__COUNT] = {
     [LM_DST_ACTIVE] =
         {
             [LM_MSG_PAGES] = on_pages,
+            [LM_MSG_ZERO_RANGES] = on_zero_ranges,
             [LM_MSG_ROUND_END] = on_round_end,
             [LM_MSG_PING] = on_ping,
             [LM_MSG_DEVICE_STATE] = on_device_state,

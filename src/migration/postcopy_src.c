@@ -226,7 +226,7 @@ static int background(postcopy_src *pc, uint64_t needed)
         s->st.postcopy_requests = atomic_load_explicit(&pc->requests, memory_order_relaxed);
         if (lm_bit_test_atomic(pc->urgent[r], page))
             continue;
-        int ret = lm__src_queue_page(s, b, page, false);
+        int ret = lm__src_queue_page(s, b, page);
         if (ret < 0)
             return ret;
         if (pc->result < 0 || pc->got_done)

@@ -46,11 +46,20 @@ static int first_pass(lm_source *s)
                 return ret;
             s->fp_block = i;
             s->fp_end = first + n;
-            for (uint64_t p = 0; p < n; p++) {
-                if ((ret = lm__src_queue_page(s, b, first + p, !lm_bit_test(s->populated, p))) < 0)
+            /* Runs: what was never populated goes as one range (merged
+             * across chunks), what holds data page by page. */
+            for (uint64_t p = 0; p < n;) {
+                uint64_t data = lm_bitmap_next_set(s->populated, n, p);
+                uint64_t end = data < n ? lm_bitmap_next_clear(s->populated, n, data) : n;
+                if (data > p && (ret = lm__src_queue_zero_run(s, b, first + p, data - p)) < 0)
                     return ret;
+                for (p = data; p < end && !s->pass_cut; p++)
+                    if ((ret = lm__src_queue_page(s, b, first + p)) < 0)
+                        return ret;
+                p = s->pass_cut ? p : end;
                 if (s->pass_cut) { /* postcopy sends what the pass had not reached */
-                    lm_bitmap_set_range(s->dirty[i], first + p + 1, b->npages - (first + p + 1));
+                    uint64_t next = first + (p > data ? p : data);
+                    lm_bitmap_set_range(s->dirty[i], next, b->npages - next);
                     for (unsigned k = i + 1; k < ctx->ram.nblocks; k++)
                         lm_bitmap_set_range(s->dirty[k], 0, ctx->ram.blocks[k].npages);
                     goto out;
@@ -99,7 +108,7 @@ static int send_dirty(lm_source *s, uint64_t count, bool rearm)
             }
             for (uint64_t p = lm_bitmap_next_set(s->dirty[i], end, first); p < end;
                  p = lm_bitmap_next_set(s->dirty[i], end, p + 1)) {
-                if ((ret = lm__src_queue_page(s, b, p, false)) < 0)
+                if ((ret = lm__src_queue_page(s, b, p)) < 0)
                     return ret;
                 if (s->pass_cut) { /* the pages after p stay dirty, for postcopy */
                     if (s->inflight[i])

@@ -128,7 +128,7 @@ int lm__src_precopy_resume(lm_source *s)
             break;
         lm__src_retire_channels(s);
         lm_batch_reset(s->batch);
-        lm_batch_reset(s->zbatch);
+        s->nzr = 0; /* what they held is not received: the map says so */
         /* The guest runs on meanwhile; a cancel still works here. */
         s->conn.cancel = &ctx->cancel;
         if ((ret = lm__src_reconnect(s, lm_now_ns() + (uint64_t)wait_ms * 1000000)) < 0) {

@@ -224,7 +224,9 @@ static int setup(lm_source *s, const char *uri)
         return ret;
     snprintf(s->st.tracker, sizeof(s->st.tracker), "%s", lm_tracker_name(s->tracker));
 
-    if (!(s->batch = calloc(1, sizeof(*s->batch))) || !(s->zbatch = calloc(1, sizeof(*s->zbatch))))
+    if (!(s->batch = calloc(1, sizeof(*s->batch))) ||
+        !(s->zr = calloc(LM_ZERO_RANGES_MAX, sizeof(*s->zr))) ||
+        !(s->zr_buf = malloc(lm_zero_ranges_size(LM_ZERO_RANGES_MAX))))
         return lm_err_set(&ctx->err, -ENOMEM, "out of memory");
     if (getrandom(s->uuid, sizeof(s->uuid), 0) != sizeof(s->uuid))
         return lm_err_set(&ctx->err, -EIO, "getrandom failed: %s", strerror(errno));
@@ -387,7 +389,8 @@ int lm_migrate(lm_ctx *ctx, const char *uri, const lm_params *params)
 
     lm_send_chan_cleanup(&s->main_chan);
     free(s->batch);
-    free(s->zbatch);
+    free(s->zr);
+    free(s->zr_buf);
     lm_conn_close(&s->conn);
     if (s->preempt_conn.fd >= 0)
         lm_conn_close(&s->preempt_conn);

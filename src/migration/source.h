@@ -32,7 +32,14 @@ typedef struct lm_source {
     lm_word *populated;     /* one chunk's worth, reused */
     lm_stats st;            /* working copy, published to ctx->stats */
     lm_page_batch *batch;   /* being filled by the scheduler */
-    lm_page_batch *zbatch;  /* never-populated pages: sent inline, no payload, no hand-off */
+    /* Runs of zero pages for one ZERO_RANGES frame on the main connection
+     * (precopy only): never-populated memory, and pages legacy detection
+     * found zero. zr_pages counts the pages of every frame sent. */
+    lm_block *zr_block;
+    lm_zero_range *zr; /* LM_ZERO_RANGES_MAX */
+    uint8_t *zr_buf;   /* its encoding */
+    uint32_t nzr;
+    uint64_t zr_pages;
     lm_send_chan main_chan; /* single stream: packets inline on the main connection */
     lm_multifd_send pool;   /* multifd: sender threads, one connection each */
     lm_conn preempt_conn;   /* postcopy: urgent pages, written by the request thread */
@@ -101,7 +108,10 @@ uint64_t lm__src_wire_bytes(lm_source *s);
 void lm__src_gather_counters(lm_source *s);
 void lm__src_report_progress(lm_source *s, bool force);
 int lm__src_flush_batch(lm_source *s);
-int lm__src_queue_page(lm_source *s, lm_block *b, uint64_t page, bool known_zero);
+int lm__src_queue_page(lm_source *s, lm_block *b, uint64_t page);
+/* Queues pages [first, first + n) of b as known to be zero (never
+ * populated): in precopy a range, merged with the run before it. */
+int lm__src_queue_zero_run(lm_source *s, lm_block *b, uint64_t first, uint64_t n);
 int lm__src_end_of_round_barrier(lm_source *s);
 int lm__src_sync_dirty(lm_source *s, bool rearm, uint64_t *count);
 void lm__src_begin_round(lm_source *s, uint64_t pages);

@@ -52,7 +52,7 @@ void lm__src_gather_counters(lm_source *s)
     if (s->use_pool)
         lm_multifd_send_counters(&s->pool, &s->st.normal, &s->st.duplicate, &s->st.normal_bytes);
     s->st.normal += s->pool_acc.normal;
-    s->st.duplicate += s->pool_acc.zero;
+    s->st.duplicate += s->pool_acc.zero + s->zr_pages;
     s->st.normal_bytes += s->pool_acc.normal_bytes;
     s->st.multifd_bytes = s->pool_acc.bytes + (s->use_pool ? lm_multifd_send_bytes(&s->pool) : 0);
     s->st.transferred = lm__src_wire_bytes(s);
@@ -158,23 +158,10 @@ bool lm__src_postcopy_now(const lm_source *s)
            atomic_load_explicit(&s->ctx->postcopy_requested, memory_order_relaxed);
 }
 
-/* Hands a batch to a channel: pages that need reading go to an idle multifd
- * sender thread (or inline on the main connection for a single stream);
- * never-populated pages go inline, since a thread hand-off would cost more
- * than writing their offsets. Safe for ordering: they are only ever sent
- * in the first pass, and every page only once in a round. */
-static int flush_one(lm_source *s, lm_page_batch **bp, bool via_pool)
+/* After n pages of bytes on the wire: the round's progress, pacing, and
+ * whether to stop the pass (postcopy) or the migration (cancel). */
+static int sent(lm_source *s, uint64_t n, uint64_t bytes)
 {
-    lm_page_batch *b = *bp;
-    uint32_t n = lm_batch_pages(b);
-    if (!n)
-        return 0;
-    uint64_t bytes = b->nnormal * s->ctx->ram.page_size + 8ull * n;
-    int ret = via_pool ? lm_multifd_send_queue(&s->pool, bp)
-                       : lm_send_chan_packet(&s->main_chan, b, &s->ctx->err);
-    if (ret < 0)
-        return ret;
-    lm_batch_reset(*bp);
     s->round_done += n;
     s->st.remaining = s->round_done < s->round_pages
                           ? (s->round_pages - s->round_done) * s->ctx->ram.page_size
@@ -188,28 +175,92 @@ static int flush_one(lm_source *s, lm_page_batch **bp, bool via_pool)
     return 0;
 }
 
-int lm__src_flush_batch(lm_source *s)
+/* Hands the batch to a channel: an idle multifd sender thread, or inline
+ * on the main connection for a single stream. */
+static int flush_pages(lm_source *s)
 {
-    int ret = flush_one(s, &s->zbatch, false);
-    return ret < 0 ? ret : flush_one(s, &s->batch, s->use_pool);
+    lm_page_batch *b = s->batch;
+    uint32_t n = lm_batch_pages(b);
+    if (!n)
+        return 0;
+    uint64_t bytes = b->nnormal * s->ctx->ram.page_size + 8ull * n;
+    int ret = s->use_pool ? lm_multifd_send_queue(&s->pool, &s->batch)
+                          : lm_send_chan_packet(&s->main_chan, b, &s->ctx->err);
+    if (ret < 0)
+        return ret;
+    lm_batch_reset(s->batch);
+    return sent(s, n, bytes);
 }
 
-/* Queues one page; 'known_zero' when it is zero without looking (never
- * populated). Legacy detection looks here, on this thread. */
-int lm__src_queue_page(lm_source *s, lm_block *b, uint64_t page, bool known_zero)
+/* The pending runs as one ZERO_RANGES frame, inline: a thread hand-off
+ * would cost more than the frame. Safe for ordering with the channels'
+ * pages: a page goes once in a round, and rounds end with a barrier. */
+static int flush_zero_ranges(lm_source *s)
 {
-    lm_page_batch **bp = known_zero ? &s->zbatch : &s->batch;
-    if ((*bp)->block != b || lm_batch_pages(*bp) == LM_PACKET_MAX_PAGES) {
-        int ret = flush_one(s, bp, !known_zero && s->use_pool);
+    if (!s->nzr)
+        return 0;
+    uint64_t pages = 0;
+    for (uint32_t i = 0; i < s->nzr; i++)
+        pages += s->zr[i].npages;
+    size_t len = lm_zero_ranges_size(s->nzr);
+    lm_zero_ranges_encode(s->zr_block->id, s->zr, s->nzr, s->zr_buf);
+    int ret = lm_conn_send_frame(&s->conn, LM_MSG_ZERO_RANGES, s->zr_buf, (uint32_t)len);
+    if (ret < 0)
+        return ret;
+    s->nzr = 0;
+    s->zr_pages += pages;
+    return sent(s, pages, LM_FRAME_HDR_SIZE + len);
+}
+
+int lm__src_flush_batch(lm_source *s)
+{
+    int ret = flush_zero_ranges(s);
+    return ret < 0 ? ret : flush_pages(s);
+}
+
+int lm__src_queue_zero_run(lm_source *s, lm_block *b, uint64_t first, uint64_t n)
+{
+    /* The destination takes ranges in precopy only: in postcopy a page
+     * goes in a packet, whose placement the fault handler knows. */
+    if (s->postcopy_switch) {
+        for (uint64_t p = first; p < first + n; p++) {
+            int ret = lm__src_queue_page(s, b, p);
+            if (ret < 0)
+                return ret;
+        }
+        return 0;
+    }
+    lm_zero_range *last = s->nzr ? &s->zr[s->nzr - 1] : NULL;
+    if (last && s->zr_block == b && last->first + last->npages == first) {
+        last->npages += n;
+        return 0;
+    }
+    if (s->nzr && (s->zr_block != b || s->nzr == LM_ZERO_RANGES_MAX)) {
+        int ret = flush_zero_ranges(s);
         if (ret < 0)
             return ret;
-        (*bp)->block = b;
     }
-    lm_page_batch *pk = *bp;
+    s->zr_block = b;
+    s->zr[s->nzr++] = (lm_zero_range){first, n};
+    return 0;
+}
+
+/* Queues one page to be read and sent. Legacy detection looks here, on
+ * this thread: a zero page joins the zero runs. */
+int lm__src_queue_page(lm_source *s, lm_block *b, uint64_t page)
+{
     uint64_t off = page * s->ctx->ram.page_size;
-    bool zero = known_zero;
-    if (!zero && s->p->zero_detection == LM_ZERO_DETECT_LEGACY)
-        zero = lm_buffer_is_zero(b->host + off, s->ctx->ram.page_size);
+    bool zero = s->p->zero_detection == LM_ZERO_DETECT_LEGACY &&
+                lm_buffer_is_zero(b->host + off, s->ctx->ram.page_size);
+    if (zero && !s->postcopy_switch)
+        return lm__src_queue_zero_run(s, b, page, 1);
+    if (s->batch->block != b || lm_batch_pages(s->batch) == LM_PACKET_MAX_PAGES) {
+        int ret = flush_pages(s); /* hands s->batch over and takes an empty one */
+        if (ret < 0)
+            return ret;
+        s->batch->block = b;
+    }
+    lm_page_batch *pk = s->batch;
     if (zero)
         pk->zero[pk->nzero++] = off;
     else

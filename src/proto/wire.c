@@ -46,6 +46,7 @@ const char *lm_msg_name(uint16_t type)
         [LM_MSG_SECTION] = "SECTION",
         [LM_MSG_SWITCHOVER_QUERY] = "SWITCHOVER_QUERY",
         [LM_MSG_SWITCHOVER_ACK] = "SWITCHOVER_ACK",
+        [LM_MSG_ZERO_RANGES] = "ZERO_RANGES",
     };
     return type < LM_MSG__COUNT && names[type] ? names[type] : "UNKNOWN";
 }
@@ -427,4 +428,65 @@ long lm_switch_block_decode(const uint8_t *in, size_t len, uint32_t id, uint64_t
     if (npages % 64 && words[nwords - 1] >> (npages % 64))
         return reject(why, whylen, -EBADMSG, "bits beyond the end of a block are set");
     return (long)need;
+}
+
+size_t lm_zero_ranges_size(uint32_t count)
+{
+    return LM_ZERO_RANGES_HDR + (size_t)count * LM_ZERO_RANGE_SIZE;
+}
+
+void lm_zero_ranges_encode(uint32_t block_id, const lm_zero_range *r, uint32_t count, uint8_t *out)
+{
+    lm_put_be32(out, block_id);
+    lm_put_be32(out + 4, count);
+    out += LM_ZERO_RANGES_HDR;
+    for (uint32_t i = 0; i < count; i++, out += LM_ZERO_RANGE_SIZE) {
+        lm_put_be64(out, r[i].first);
+        lm_put_be64(out + 8, r[i].npages);
+    }
+}
+
+int lm_zero_ranges_decode_hdr(const uint8_t *in, size_t len, uint32_t *block_id, uint32_t *count,
+                              char *why, size_t whylen)
+{
+    if (len < LM_ZERO_RANGES_HDR)
+        return reject(why, whylen, -EBADMSG, "ZERO_RANGES of %zu bytes, shorter than its header",
+                      len);
+    uint32_t n = lm_get_be32(in + 4);
+    if (n == 0 || n > LM_ZERO_RANGES_MAX)
+        return reject(why, whylen, -EBADMSG, "ZERO_RANGES with %u ranges (1 to %d allowed)", n,
+                      LM_ZERO_RANGES_MAX);
+    if (len != lm_zero_ranges_size(n))
+        return reject(why, whylen, -EBADMSG, "ZERO_RANGES of %zu bytes, its %u ranges need %zu",
+                      len, n, lm_zero_ranges_size(n));
+    *block_id = lm_get_be32(in);
+    *count = n;
+    return 0;
+}
+
+int lm_zero_ranges_decode(const uint8_t *in, uint32_t count, uint64_t npages, lm_zero_range *out,
+                          char *why, size_t whylen)
+{
+    uint64_t end = 0;
+    in += LM_ZERO_RANGES_HDR;
+    for (uint32_t i = 0; i < count; i++, in += LM_ZERO_RANGE_SIZE) {
+        uint64_t first = lm_get_be64(in), n = lm_get_be64(in + 8);
+        if (n == 0)
+            return reject(why, whylen, -EBADMSG, "ZERO_RANGES range %u is empty", i);
+        /* Written so that no sum can wrap. */
+        if (first >= npages || n > npages - first)
+            return reject(why, whylen, -EBADMSG,
+                          "ZERO_RANGES range %u (pages %llu+%llu) is outside the block's %llu "
+                          "pages",
+                          i, (unsigned long long)first, (unsigned long long)n,
+                          (unsigned long long)npages);
+        if (i && first < end)
+            return reject(why, whylen, -EBADMSG,
+                          "ZERO_RANGES range %u starts at page %llu, before the end of the one "
+                          "before it",
+                          i, (unsigned long long)first);
+        out[i] = (lm_zero_range){first, n};
+        end = first + n;
+    }
+    return 0;
 }

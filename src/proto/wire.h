@@ -15,7 +15,7 @@
 #include "livemig.h"
 
 #define LM_WIRE_MAGIC     0x4C4D4947u /* "LMIG" */
-#define LM_WIRE_VERSION   4
+#define LM_WIRE_VERSION   5
 #define LM_FRAME_HDR_SIZE 16
 #define LM_FRAME_MAX_LEN  (64u << 20)
 
@@ -35,6 +35,9 @@
 #define LM_SWITCH_BLOCK_HDR    16
 #define LM_SECTION_HDR_SIZE    40
 #define LM_SWITCHOVER_ACK_SIZE 4
+#define LM_ZERO_RANGES_HDR     8
+#define LM_ZERO_RANGE_SIZE     16
+#define LM_ZERO_RANGES_MAX     4096 /* ranges in one ZERO_RANGES frame */
 
 typedef enum lm_msg_type {
     LM_MSG_HELLO = 1,        /* source -> destination: version, page size, RAM layout */
@@ -63,6 +66,7 @@ typedef enum lm_msg_type {
     LM_MSG_SECTION,          /* a part of a device-state section (version 4) */
     LM_MSG_SWITCHOVER_QUERY, /* may the source switch over? (switchover-ack, version 4) */
     LM_MSG_SWITCHOVER_ACK,   /* destination -> source: how many sections are not ready */
+    LM_MSG_ZERO_RANGES,      /* runs of zero pages of one block, a range each (version 5) */
     LM_MSG__COUNT
 } lm_msg_type;
 
@@ -147,6 +151,12 @@ typedef struct lm_section_hdr {
     uint32_t flags;
 } lm_section_hdr;
 
+/* A run of zero pages: npages pages from page index first. */
+typedef struct lm_zero_range {
+    uint64_t first;
+    uint64_t npages;
+} lm_zero_range;
+
 typedef struct lm_page_request {
     uint32_t block_id;
     uint64_t offset; /* byte offset of the page in the block */
@@ -227,6 +237,20 @@ void lm_section_hdr_encode(const lm_section_hdr *h, uint8_t out[LM_SECTION_HDR_S
  * of a body of len bytes. */
 int lm_section_hdr_decode(const uint8_t *in, size_t len, lm_section_hdr *h, char *why,
                           size_t whylen);
+
+/* ZERO_RANGES body: block_id u32 | count u32, then count ranges of
+ * first u64 | npages u64, ascending and apart. */
+size_t lm_zero_ranges_size(uint32_t count);
+void lm_zero_ranges_encode(uint32_t block_id, const lm_zero_range *r, uint32_t count,
+                           uint8_t *out);
+/* Reads the header of a body of len bytes: the block and how many ranges
+ * follow (1..LM_ZERO_RANGES_MAX, exactly filling len). */
+int lm_zero_ranges_decode_hdr(const uint8_t *in, size_t len, uint32_t *block_id, uint32_t *count,
+                              char *why, size_t whylen);
+/* Reads the count ranges after the header into out, each checked against
+ * a block of npages pages: not empty, inside it, after the one before. */
+int lm_zero_ranges_decode(const uint8_t *in, uint32_t count, uint64_t npages, lm_zero_range *out,
+                          char *why, size_t whylen);
 
 void lm_resumed_encode(const lm_resumed *r, uint8_t out[LM_RESUMED_SIZE]);
 int lm_resumed_decode(const uint8_t *in, size_t len, lm_resumed *r, char *why, size_t whylen);

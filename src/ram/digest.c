@@ -19,14 +19,57 @@ uint64_t lm__zero_page_hash(uint64_t page_size)
     return XXH3_64bits(zero, page_size <= sizeof(zero) ? page_size : sizeof(zero));
 }
 
-/* Per-page hash of block b, given or computed: hashes (if not NULL) holds
- * one per page; otherwise pages the kernel says were never populated hash
- * as zero without being read. */
+/* The stream hashed for a block: a header, then per-page hashes in
+ * order, except that a maximal run of zero pages (never populated, or
+ * hashing as a zero page) is the zero-page hash followed by the run's
+ * length. A page that is not zero never hashes as one, so the stream is
+ * unambiguous, and it depends on the contents only: each side may learn
+ * where nothing is from its own kernel, and an empty terabyte costs a few
+ * bitmap words, not a hash a page. */
+typedef struct digest_stream {
+    XXH3_state_t *st;
+    uint64_t zero_hash;
+    uint64_t zero_run; /* zero pages pending */
+    size_t used;
+    uint8_t buf[8 * 256]; /* batched: the update calls stay cheap */
+} digest_stream;
+
+static void put_word(digest_stream *d, uint64_t v)
+{
+    lm_put_be64(d->buf + d->used, v);
+    d->used += 8;
+    if (d->used == sizeof(d->buf)) {
+        XXH3_128bits_update(d->st, d->buf, d->used);
+        d->used = 0;
+    }
+}
+
+static void end_zero_run(digest_stream *d)
+{
+    if (d->zero_run) {
+        put_word(d, d->zero_hash);
+        put_word(d, d->zero_run);
+        d->zero_run = 0;
+    }
+}
+
+static void put_page_hash(digest_stream *d, uint64_t h)
+{
+    if (h == d->zero_hash) {
+        d->zero_run++;
+        return;
+    }
+    end_zero_run(d);
+    put_word(d, h);
+}
+
+/* Block b into the stream: from hashes (one per page) when given, else
+ * from its pages, where those the kernel says were never populated count
+ * as zero a run at a time without being read. */
 static int block_hashes_update(lm_ram *ram, lm_block *b, const uint64_t *hashes, lm_pagemap *pm,
-                               XXH3_state_t *st, lm_err *err)
+                               digest_stream *d, lm_err *err)
 {
     lm_word *populated = NULL;
-    uint64_t zero_hash = lm__zero_page_hash(ram->page_size);
     if (!hashes) {
         if (!(populated = lm_bitmap_new(b->npages)))
             return lm_err_set(err, -ENOMEM, "out of memory for the digest");
@@ -40,23 +83,22 @@ static int block_hashes_update(lm_ram *ram, lm_block *b, const uint64_t *hashes,
     uint8_t head[12];
     lm_put_be32(head, b->id);
     lm_put_be64(head + 4, b->len);
-    XXH3_128bits_update(st, head, sizeof(head));
-    /* Hash per-page hashes in batches to keep the update calls cheap. */
-    uint8_t batch[8 * 256];
-    size_t used = 0;
-    for (uint64_t p = 0; p < b->npages; p++) {
-        uint64_t h = hashes ? hashes[p]
-                     : lm_bit_test(populated, p)
-                         ? XXH3_64bits(b->host + p * ram->page_size, ram->page_size)
-                         : zero_hash;
-        lm_put_be64(batch + used, h);
-        used += 8;
-        if (used == sizeof(batch)) {
-            XXH3_128bits_update(st, batch, used);
-            used = 0;
+    XXH3_128bits_update(d->st, head, sizeof(head));
+    for (uint64_t p = 0; p < b->npages;) {
+        if (hashes) {
+            put_page_hash(d, hashes[p++]);
+            continue;
         }
+        uint64_t data = lm_bitmap_next_set(populated, b->npages, p);
+        d->zero_run += data - p;
+        uint64_t end = data < b->npages ? lm_bitmap_next_clear(populated, b->npages, data)
+                                        : b->npages;
+        for (p = data; p < end; p++)
+            put_page_hash(d, XXH3_64bits(b->host + p * ram->page_size, ram->page_size));
     }
-    XXH3_128bits_update(st, batch, used);
+    end_zero_run(d); /* a run ends with its block */
+    XXH3_128bits_update(d->st, d->buf, d->used);
+    d->used = 0;
     lm_bitmap_free(populated);
     return 0;
 }
@@ -80,16 +122,18 @@ int lm__ram_digest_of(lm_ram *ram, uint64_t *const hashes[], uint8_t out[16], ui
     if (ret < 0)
         return lm_err_set(err, ret, "cannot open /proc/self/pagemap for the digest: %s",
                           strerror(-ret));
-    XXH3_state_t *st = XXH3_createState();
+    digest_stream *d = calloc(1, sizeof(*d));
+    XXH3_state_t *st = d ? (d->st = XXH3_createState()) : NULL;
     if (!st) {
         ret = lm_err_set(err, -ENOMEM, "out of memory for the digest");
         goto out;
     }
+    d->zero_hash = lm__zero_page_hash(ram->page_size);
     XXH3_128bits_reset(st);
     uint64_t n = 0;
     for (unsigned i = 0; i < ram->nblocks; i++) {
         lm_block *b = &ram->blocks[order[i]];
-        if ((ret = block_hashes_update(ram, b, hashes ? hashes[order[i]] : NULL, &pm, st, err)) < 0)
+        if ((ret = block_hashes_update(ram, b, hashes ? hashes[order[i]] : NULL, &pm, d, err)) < 0)
             goto out;
         n += b->npages;
     }
@@ -99,6 +143,7 @@ int lm__ram_digest_of(lm_ram *ram, uint64_t *const hashes[], uint8_t out[16], ui
     *pages = n;
 out:
     XXH3_freeState(st);
+    free(d);
     lm_pagemap_close(&pm);
     return ret;
 }

@@ -38,6 +38,9 @@ typedef struct lm_page_sink_ops {
                  uint32_t n);
     /* n pages of block b are zero. */
     int (*place_zero)(lm_page_sink *sink, lm_block *b, const uint64_t *offsets, uint32_t n);
+    /* Pages [first, first + npages) of block b (validated) are zero: a
+     * run the source knows holds nothing. Only precopy sinks take it. */
+    int (*place_zero_range)(lm_page_sink *sink, lm_block *b, uint64_t first, uint64_t npages);
     /* Optional: the n normal pages at offsets (validated) are about to be
      * written, before any of their payload is read: the sink may refuse
      * them (0, or -errno with a message in sink->err), e.g. when this host

@@ -94,6 +94,48 @@ uint64_t lm_bitmap_next_set(const lm_word *map, uint64_t nbits, uint64_t from)
     return bit < nbits ? bit : nbits;
 }
 
+uint64_t lm_bitmap_next_clear(const lm_word *map, uint64_t nbits, uint64_t from)
+{
+    if (from >= nbits)
+        return nbits;
+    uint64_t idx = from / LM_BITS_PER_WORD;
+    lm_word w = ~map[idx] & (~(lm_word)0 << (from % LM_BITS_PER_WORD));
+    uint64_t words = LM_BITMAP_WORDS(nbits);
+
+    while (!w) {
+        if (++idx >= words)
+            return nbits;
+        w = ~map[idx];
+    }
+    uint64_t bit = idx * LM_BITS_PER_WORD + (uint64_t)__builtin_ctzll(w);
+    return bit < nbits ? bit : nbits;
+}
+
+/* Bits [lo, hi) of one word, lo < hi <= 64. */
+static lm_word word_mask(uint64_t lo, uint64_t hi)
+{
+    lm_word high = hi == LM_BITS_PER_WORD ? ~(lm_word)0 : ((lm_word)1 << hi) - 1;
+    return high & (~(lm_word)0 << lo);
+}
+
+void lm_bitmap_set_range_atomic(lm_word *map, uint64_t start, uint64_t count)
+{
+    uint64_t bit = start, end = start + count;
+    while (bit < end) {
+        uint64_t idx = bit / LM_BITS_PER_WORD, lo = bit % LM_BITS_PER_WORD;
+        uint64_t hi = end - idx * LM_BITS_PER_WORD;
+        if (hi > LM_BITS_PER_WORD)
+            hi = LM_BITS_PER_WORD;
+        lm_word mask = word_mask(lo, hi);
+        /* A whole word is this range's alone; a partial one may be shared. */
+        if (mask == ~(lm_word)0)
+            __atomic_store_n(&map[idx], mask, __ATOMIC_RELAXED);
+        else
+            __atomic_fetch_or(&map[idx], mask, __ATOMIC_RELAXED);
+        bit = (idx + 1) * LM_BITS_PER_WORD;
+    }
+}
+
 void lm_bitmap_or(lm_word *dst, const lm_word *src, uint64_t nbits)
 {
     for (uint64_t i = 0; i < LM_BITMAP_WORDS(nbits); i++)

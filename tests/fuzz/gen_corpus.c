@@ -649,6 +649,19 @@ static void seeds_recv_chan(void)
     }
 }
 
+/* A ZERO_RANGES frame; the shadow's pages in the ranges become zero. */
+static void zero_ranges_frame(buf *out, lm_ram *shadow, uint32_t block, const lm_zero_range *r,
+                              uint32_t n)
+{
+    uint8_t body[LM_ZERO_RANGES_HDR + 4 * LM_ZERO_RANGE_SIZE];
+    FUZZ_CHECK(n <= 4);
+    lm_zero_ranges_encode(block, r, n, body);
+    frame(out, LM_MSG_ZERO_RANGES, body, (uint32_t)lm_zero_ranges_size(n));
+    lm_block *b = shadow_block(shadow, block);
+    for (uint32_t i = 0; i < n; i++)
+        memset(b->host + r[i].first * FUZZ_PAGE, 0, r[i].npages * FUZZ_PAGE);
+}
+
 /* Precopy with everything a destination reads, for the layout of fuzz.h.
  * flags: HELLO flags (with verify: a matching digest). */
 static void precopy_stream(buf *b, uint32_t flags, lm_compression m, unsigned chunk_opt)
@@ -666,9 +679,12 @@ static void precopy_stream(buf *b, uint32_t flags, lm_compression m, unsigned ch
     hello(b, flags, 0, m);
     pages_frame(b, m ? &tx : NULL, &shadow, FUZZ_BLOCK0_ID, n0, 3, z0, 1, 1);
     pages_frame(b, m ? &tx : NULL, &shadow, FUZZ_BLOCK1_ID, n1, 1, z1, 2, 2);
+    const lm_zero_range r1[] = {{5, 2}, {7, 1}}, r0[] = {{0, 1}, {6, 26}};
+    zero_ranges_frame(b, &shadow, FUZZ_BLOCK1_ID, r1, 2);
     empty(b, LM_MSG_ROUND_END);
     empty(b, LM_MSG_PING);
     pages_frame(b, m ? &tx : NULL, &shadow, FUZZ_BLOCK0_ID, n0 + 1, 1, NULL, 0, 3);
+    zero_ranges_frame(b, &shadow, FUZZ_BLOCK0_ID, r0, 2); /* page 0 held data: cleared */
     empty(b, LM_MSG_ROUND_END);
     device_state_frame(b);
     empty(b, LM_MSG_COMPLETE);

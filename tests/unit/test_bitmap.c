@@ -196,6 +196,32 @@ static void next_set_cases(void)
     CHECK(n == 3 && seen[0] == 5 && seen[1] == 70 && seen[2] == 255);
 }
 
+/* next_clear mirrors next_set; set_range_atomic sets exactly the range,
+ * keeping bits around it, whatever its alignment. */
+static void next_clear_and_atomic_ranges(void)
+{
+    lm_word m[4];
+    memset(m, 0xff, sizeof(m));
+    CHECK_EQ_U64(lm_bitmap_next_clear(m, 256, 0), 256); /* full */
+    lm_bit_clear(m, 5);
+    lm_bit_clear(m, 70);
+    lm_bit_clear(m, 255);
+    CHECK_EQ_U64(lm_bitmap_next_clear(m, 256, 0), 5);
+    CHECK_EQ_U64(lm_bitmap_next_clear(m, 256, 6), 70);
+    CHECK_EQ_U64(lm_bitmap_next_clear(m, 256, 71), 255);
+    CHECK_EQ_U64(lm_bitmap_next_clear(m, 200, 71), 200); /* clear bits past nbits do not count */
+    CHECK_EQ_U64(lm_bitmap_next_clear(m, 256, 256), 256);
+    for (uint64_t start = 0; start < 200; start += 7)
+        for (uint64_t count = 0; start + count <= 256; count += 13) {
+            lm_word a[4] = {0x5555555555555555ull, 0, 0x8000000000000001ull, 0};
+            lm_word b[4];
+            memcpy(b, a, sizeof(a));
+            lm_bitmap_set_range(a, start, count);
+            lm_bitmap_set_range_atomic(b, start, count);
+            CHECK(memcmp(a, b, sizeof(a)) == 0);
+        }
+}
+
 static void or_cases(void)
 {
     lm_word a[3] = {0x1, 0x0, 0xF0}, b[3] = {0x2, 0x8000000000000000ull, 0x0F};
@@ -379,6 +405,7 @@ int main(void)
     clear_range_exhaustive();
     tail_garbage();
     next_set_cases();
+    next_clear_and_atomic_ranges();
     or_cases();
     randomized();
     count_range_exhaustive();

@@ -58,9 +58,9 @@ static void frames(void)
     CHECK(strcmp(lm_msg_name(LM_MSG__COUNT), "UNKNOWN") == 0);
     CHECK(strcmp(lm_msg_name(0xffff), "UNKNOWN") == 0);
     CHECK(strcmp(lm_msg_name(LM_MSG_PAGES), "PAGES") == 0);
-    /* The exact bytes: "LMIG", version 4, type, length, reserved. */
+    /* The exact bytes: "LMIG", version 5, type, length, reserved. */
     lm_frame_encode(b, LM_MSG_PAGES, 0x11223344);
-    static const uint8_t want[LM_FRAME_HDR_SIZE] = {'L',  'M',  'I',  'G',  0, 4, 0, 3,
+    static const uint8_t want[LM_FRAME_HDR_SIZE] = {'L',  'M',  'I',  'G',  0, 5, 0, 3,
                                                     0x11, 0x22, 0x33, 0x44, 0, 0, 0, 0};
     CHECK(memcmp(b, want, sizeof(want)) == 0);
 
@@ -72,9 +72,9 @@ static void frames(void)
     lm_put_be32(x, 0);
     REJECTS(lm_frame_decode(x, &f, why, sizeof(why)), -EBADMSG);
     memcpy(x, b, sizeof(x));
-    lm_put_be16(x + 4, 3); /* a peer of the release before device-state sections */
+    lm_put_be16(x + 4, 4); /* a peer of the release before zero ranges */
     REJECTS(lm_frame_decode(x, &f, why, sizeof(why)), -EPROTO); /* version */
-    CHECK(strstr(why, "protocol version 3, this livemig speaks 4") != NULL);
+    CHECK(strstr(why, "protocol version 4, this livemig speaks 5") != NULL);
     memcpy(x, b, sizeof(x));
     lm_put_be16(x + 4, 0);
     REJECTS(lm_frame_decode(x, &f, why, sizeof(why)), -EPROTO);
@@ -954,8 +954,50 @@ static void section_header(void)
                                 sizeof(reason)) == -EBADMSG);
 }
 
+/* ZERO_RANGES: the exact bytes, and every field checked. */
+static void zero_ranges(void)
+{
+    lm_zero_range r[3] = {{0, 5}, {5, 1}, {100, 28}}, d[LM_ZERO_RANGES_MAX];
+    uint8_t b[LM_ZERO_RANGES_HDR + 3 * LM_ZERO_RANGE_SIZE];
+    CHECK_EQ_U64(lm_zero_ranges_size(3), sizeof(b));
+    lm_zero_ranges_encode(7, r, 3, b);
+    CHECK(lm_get_be32(b) == 7 && lm_get_be32(b + 4) == 3);
+    CHECK(lm_get_be64(b + 8 + 32) == 100 && lm_get_be64(b + 8 + 40) == 28);
+    uint32_t id, n;
+    ACCEPTS(lm_zero_ranges_decode_hdr(b, sizeof(b), &id, &n, why, sizeof(why)));
+    CHECK(id == 7 && n == 3);
+    ACCEPTS(lm_zero_ranges_decode(b, n, 128, d, why, sizeof(why)));
+    CHECK(!memcmp(d, r, sizeof(r)));
+    /* The range that ends at the block's last page is inside it. */
+    REJECTS(lm_zero_ranges_decode(b, n, 127, d, why, sizeof(why)), -EBADMSG);
+    CHECK(strstr(why, "outside the block") != NULL);
+    REJECTS(lm_zero_ranges_decode_hdr(b, sizeof(b) - 1, &id, &n, why, sizeof(why)), -EBADMSG);
+    REJECTS(lm_zero_ranges_decode_hdr(b, 4, &id, &n, why, sizeof(why)), -EBADMSG);
+    uint8_t x[sizeof(b)];
+    memcpy(x, b, sizeof(b));
+    lm_put_be32(x + 4, 0); /* no ranges */
+    REJECTS(lm_zero_ranges_decode_hdr(x, LM_ZERO_RANGES_HDR, &id, &n, why, sizeof(why)), -EBADMSG);
+    lm_put_be32(x + 4, LM_ZERO_RANGES_MAX + 1);
+    REJECTS(lm_zero_ranges_decode_hdr(x, lm_zero_ranges_size(LM_ZERO_RANGES_MAX + 1), &id, &n, why,
+                                      sizeof(why)),
+            -EBADMSG);
+    memcpy(x, b, sizeof(b));
+    lm_put_be64(x + 8 + 8, 0); /* an empty range */
+    REJECTS(lm_zero_ranges_decode(x, 3, 128, d, why, sizeof(why)), -EBADMSG);
+    memcpy(x, b, sizeof(b));
+    lm_put_be64(x + 8 + 16, 4); /* overlaps the range before */
+    REJECTS(lm_zero_ranges_decode(x, 3, 128, d, why, sizeof(why)), -EBADMSG);
+    memcpy(x, b, sizeof(b));
+    lm_put_be64(x + 8 + 32, UINT64_MAX - 1); /* first + npages would wrap */
+    REJECTS(lm_zero_ranges_decode(x, 3, 128, d, why, sizeof(why)), -EBADMSG);
+    memcpy(x, b, sizeof(b));
+    lm_put_be64(x + 8 + 40, UINT64_MAX); /* npages would wrap */
+    REJECTS(lm_zero_ranges_decode(x, 3, 128, d, why, sizeof(why)), -EBADMSG);
+}
+
 int main(void)
 {
+    zero_ranges();
     section_header();
     peer_error_text();
     frames();
