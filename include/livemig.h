@@ -326,7 +326,8 @@ typedef struct lm_stats {
     bool verify_done;
     bool verify_match;
     char digest[40];  /* hex */
-    char tracker[16]; /* dirty tracker used (source) */
+    char tracker[16]; /* dirty tracker used (source); precopy page placement,
+                         "uffd-copy" or "in-place" (destination) */
     /* Postcopy. */
     bool postcopy;                  /* the migration switched to postcopy */
     uint64_t postcopy_requests;     /* pages a vCPU waited for, requested on the return path */

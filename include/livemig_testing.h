@@ -19,6 +19,10 @@ typedef struct lm_testing {
     uint64_t host_available;  /* destination: pretend the host can give guest RAM
                                  this many bytes (less what this migration
                                  committed); 0: read MemAvailable and the cgroup */
+    bool place_copy;          /* destination: place precopy pages never received
+                                 with UFFDIO_COPY instead of writing them in place
+                                 (measured in docs/BENCHMARKS.md, "Placement":
+                                 not the default on this machine) */
 } lm_testing;
 
 /* Copies *t into ctx for the migrations that follow; NULL clears it. */

@@ -206,6 +206,7 @@ static const cli_option options[] = {
     {"x-slow-channel-us", "US", CLI_COUNT, FIELD(testing.slow_channel_us), .max = 1000000,
      .cmds = CLI_DEST},
     {"x-kvm-damage-page", "N", CLI_COUNT, FIELD(x_kvm_damage), .min = 1, .cmds = CLI_DEST},
+    {"x-place-copy", NULL, CLI_FLAG, FIELD(testing.place_copy), .cmds = CLI_DEST},
     {"x-host-available", "SIZE", CLI_SIZE, FIELD(testing.host_available), .min = 1,
      .expect = "a size such as 256M", .cmds = CLI_DEST},
     /* Benchmark aid (bench/kvm.py): the KVM guest runs this long before the

@@ -291,6 +291,7 @@ static int on_complete(lm_dest *d, const lm_frame *f)
     int ret = d->use_pool ? lm_multifd_recv_finish(&d->pool, d->conn.timeout_ms) : 0;
     if (ret < 0)
         return ret;
+    lm__dest_placement_end(d); /* every page is in: RAM may be read */
     lm__dest_count_faults(d, false);
     lm_resumed r = {0};
     if (!(d->hello.flags & LM_HELLO_VERIFY))
@@ -536,6 +537,7 @@ int lm_incoming(lm_ctx *ctx, lm_listener *l, const lm_params *params)
     }
     d->p = &d->params;
     d->conn.fd = -1;
+    d->place_uffd = -1;
     d->listener = l;
     pthread_mutex_init(&d->conn_lock, NULL);
     lm_err_reset(&ctx->err);
@@ -590,6 +592,7 @@ int lm_incoming(lm_ctx *ctx, lm_listener *l, const lm_params *params)
         lm_conn_close(&d->preempt.own_conn);
     }
     gather_counters(d);
+    lm__dest_placement_end(d);
     lm_recv_chan_cleanup(&d->main_chan);
     if (ret < 0 && d->conn.fd >= 0 && ret != -ECONNRESET && ret != -EPIPE)
         lm_conn_send_error(&d->conn, ret, ctx->err.msg);

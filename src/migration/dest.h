@@ -38,6 +38,7 @@ typedef struct lm_dest {
     bool section_ready[LM_MAX_SECTIONS];
     /* Pages. */
     lm_inplace_sink inplace; /* precopy: pages land where they live */
+    int place_uffd;          /* >= 0: precopy places by UFFDIO_COPY through it */
     lm_ram_budget budget;    /* what they may commit (ram/budget.h) */
     lm_recv_chan main_chan;  /* packets on the main connection */
     lm_multifd_recv pool;    /* multifd channels, when the source asked for them */
@@ -150,6 +151,12 @@ int lm__dest_handshake(lm_dest *d, const lm_frame *first);
 int lm__dest_secure(lm_dest *d, lm_conn *c);
 /* The channels the HELLO announced (multifd, preempt), pages in place. */
 int lm__dest_accept_channels(lm_dest *d);
+/* Precopy placement by UFFDIO_COPY (ram/sink.h), when it can be had: the
+ * blocks this side allocated registered for MISSING faults. No one answers
+ * those faults, so it ends before anything reads guest RAM or runs the
+ * guest (the digest, the switchover, postcopy's own userfaultfd). */
+void lm__dest_placement_start(lm_dest *d);
+void lm__dest_placement_end(lm_dest *d);
 
 /* RESUMED after the commit: the guest runs here. */
 void lm__dest_confirm_commit(lm_dest *d);

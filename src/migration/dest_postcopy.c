@@ -83,6 +83,7 @@ int lm__dest_on_postcopy_switch(lm_dest *d, const lm_frame *f)
     uint8_t *body;
     if ((ret = lm__dest_read_body(d, f, &body)) < 0)
         return ret;
+    lm__dest_placement_end(d); /* postcopy registers the blocks with its own */
     ret = lm_postcopy_dst_init(&d->pc, d->ctx, body, f->length, d->hello.flags & LM_HELLO_VERIFY,
                                d->p->postcopy_move, &d->conn, &d->conn_lock);
     d->pc_init = true; /* whatever init allocated is freed by stop */

@@ -1,13 +1,55 @@
 /* The destination's setup: HELLO, the RAM layout, HELLO_ACK, channels. */
 #include <errno.h>
+#include <linux/userfaultfd.h>
 #include <poll.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "dirty/uffd.h"
 #include "migration/dest.h"
 #include "util/clock.h"
+
+void lm__dest_placement_start(lm_dest *d)
+{
+    lm_ctx *ctx = d->ctx;
+    bool owned = false;
+    for (unsigned i = 0; i < ctx->ram.nblocks; i++)
+        owned |= ctx->ram.blocks[i].owned;
+    /* Only where nothing reads a page never received before the end of
+     * precopy: it would wait for an answer that never comes. A section's
+     * load runs during precopy, and --no-receivedmap reads every zero
+     * page. Blocks the embedder registered are its own to read. */
+    bool want = owned && ctx->testing.place_copy && !d->p->no_receivedmap && !ctx->nsections;
+    lm_err scratch;
+    lm_err_init(&scratch);
+    int uffd = want ? lm_uffd_open(0, &scratch) : -1;
+    for (unsigned i = 0; uffd >= 0 && i < ctx->ram.nblocks; i++) {
+        lm_block *b = &ctx->ram.blocks[i];
+        if (b->owned &&
+            lm_uffd_register(uffd, b->host, b->len, UFFDIO_REGISTER_MODE_MISSING, &scratch) < 0) {
+            close(uffd); /* unregisters what it had */
+            uffd = -1;
+        }
+    }
+    /* The report says which (a kernel without userfaultfd writes in place).
+     * Not the default: the copy is fast, but every page it places is a
+     * 4 KiB one, and on this machine the first access to each costs more
+     * than in-place huge pages saved (docs/BENCHMARKS.md, "Placement"). */
+    snprintf(d->st.tracker, sizeof(d->st.tracker), "%s", uffd >= 0 ? "uffd-copy" : "in-place");
+    d->place_uffd = uffd;
+    lm_inplace_sink_set_copy(&d->inplace, uffd);
+}
+
+void lm__dest_placement_end(lm_dest *d)
+{
+    if (d->place_uffd < 0)
+        return;
+    lm_inplace_sink_set_copy(&d->inplace, -1);
+    close(d->place_uffd); /* unregisters every block: faults are the kernel's again */
+    d->place_uffd = -1;
+}
 
 /* Watches the main connection while channels connect (the lobby calls it
  * when it is readable): a source that fails before its channels connect
@@ -171,10 +213,13 @@ int lm__dest_handshake(lm_dest *d, const lm_frame *first)
     if ((ret = lm__dest_accept_layout(d)) < 0)
         return ret;
     lm_compression method = (lm_compression)d->hello.compress;
-    if ((ret = lm_ram_budget_init(&d->budget, &d->ctx->ram, d->p->dest_thp,
-                                  d->ctx->testing.host_available, &d->ctx->err)) < 0)
-        return ret;
     lm_inplace_sink_init(&d->inplace, &d->ctx->ram, d->p->no_receivedmap, &d->budget, &d->ctx->err);
+    lm__dest_placement_start(d);
+    /* Copied pages are 4 KiB ones: no huge page commits more than it holds. */
+    bool thp = d->p->dest_thp && d->place_uffd < 0;
+    if ((ret = lm_ram_budget_init(&d->budget, &d->ctx->ram, thp, d->ctx->testing.host_available,
+                                  &d->ctx->err)) < 0)
+        return ret;
     if ((ret = lm_recv_chan_init(&d->main_chan, 0, &d->conn, &d->inplace.sink, method,
                                  d->ctx->ram.page_size, &d->ctx->err)) < 0)
         return ret;

@@ -29,9 +29,9 @@ typedef struct lm_source {
     lm_tracker *tracker;
     lm_pagemap pm;
     lm_word *dirty[LM_MAX_BLOCKS];
-    lm_word *populated;     /* one chunk's worth, reused */
-    lm_stats st;            /* working copy, published to ctx->stats */
-    lm_page_batch *batch;   /* being filled by the scheduler */
+    lm_word *populated;   /* one chunk's worth, reused */
+    lm_stats st;          /* working copy, published to ctx->stats */
+    lm_page_batch *batch; /* being filled by the scheduler */
     /* Runs of zero pages for one ZERO_RANGES frame on the main connection
      * (precopy only): never-populated memory, and pages legacy detection
      * found zero. zr_pages counts the pages of every frame sent. */

@@ -37,6 +37,8 @@ static void stats_json_fields(lm_json *j, const lm_stats *s, const char *role)
         lm_json_u64(j, "expected-downtime", ms_int(s->expected_downtime_ms));
         lm_json_u64(j, "cpu-throttle-percentage", s->cpu_throttle_percentage);
         lm_json_u64(j, "dirty-limit", s->dirty_limit);
+    } else if (s->tracker[0]) {
+        lm_json_str(j, "placement", s->tracker); /* how precopy pages were placed */
     }
     lm_json_object_begin(j, "ram");
     lm_json_u64(j, "transferred", s->transferred);

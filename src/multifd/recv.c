@@ -19,8 +19,9 @@ int lm_recv_chan_init(lm_recv_chan *c, unsigned id, lm_conn *conn, lm_page_sink 
     c->conn = conn;
     c->page_size = page_size;
     c->err = err;
-    atomic_init(&c->sink, sink);
-    return lm_codec_init(&c->codec, method, false, LM_PACKET_MAX_PAGES, page_size, id, err);
+    atomic_init(&c->sink, NULL);
+    int ret = lm_codec_init(&c->codec, method, false, LM_PACKET_MAX_PAGES, page_size, id, err);
+    return ret < 0 ? ret : lm_recv_chan_set_sink(c, sink);
 }
 
 int lm_recv_chan_set_sink(lm_recv_chan *c, lm_page_sink *sink)

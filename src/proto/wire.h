@@ -241,8 +241,7 @@ int lm_section_hdr_decode(const uint8_t *in, size_t len, lm_section_hdr *h, char
 /* ZERO_RANGES body: block_id u32 | count u32, then count ranges of
  * first u64 | npages u64, ascending and apart. */
 size_t lm_zero_ranges_size(uint32_t count);
-void lm_zero_ranges_encode(uint32_t block_id, const lm_zero_range *r, uint32_t count,
-                           uint8_t *out);
+void lm_zero_ranges_encode(uint32_t block_id, const lm_zero_range *r, uint32_t count, uint8_t *out);
 /* Reads the header of a body of len bytes: the block and how many ranges
  * follow (1..LM_ZERO_RANGES_MAX, exactly filling len). */
 int lm_zero_ranges_decode_hdr(const uint8_t *in, size_t len, uint32_t *block_id, uint32_t *count,

@@ -91,8 +91,8 @@ static int block_hashes_update(lm_ram *ram, lm_block *b, const uint64_t *hashes,
         }
         uint64_t data = lm_bitmap_next_set(populated, b->npages, p);
         d->zero_run += data - p;
-        uint64_t end = data < b->npages ? lm_bitmap_next_clear(populated, b->npages, data)
-                                        : b->npages;
+        uint64_t end =
+            data < b->npages ? lm_bitmap_next_clear(populated, b->npages, data) : b->npages;
         for (p = data; p < end; p++)
             put_page_hash(d, XXH3_64bits(b->host + p * ram->page_size, ram->page_size));
     }

@@ -58,14 +58,27 @@ struct lm_page_sink {
 
 /* Precopy: pages land in place; a zero page costs nothing where the block
  * is fresh memory and the page was never received (seed 000's receivedmap),
- * unless no_receivedmap asks for the baseline that reads each one. */
+ * unless no_receivedmap asks for the baseline that reads each one.
+ *
+ * With a userfaultfd (lm_inplace_sink_set_copy), a page never received is
+ * not written where it lives: the channel reads it into its own buffer and
+ * UFFDIO_COPY puts it into the missing page, which the kernel allocates
+ * and fills without zeroing it first and without a page fault (measured in
+ * docs/BENCHMARKS.md, "Placement"). Pages received before are present and
+ * are copied over. */
 typedef struct lm_inplace_sink {
     lm_page_sink sink;
     bool no_receivedmap;
     lm_ram_budget *budget; /* what receiving may commit (budget.h); NULL: no bound */
+    int uffd;              /* >= 0: placement by UFFDIO_COPY through it */
 } lm_inplace_sink;
 
 void lm_inplace_sink_init(lm_inplace_sink *s, lm_ram *ram, bool no_receivedmap,
                           lm_ram_budget *budget, lm_err *err);
+/* Places never-received pages of engine-allocated (LM_RAM_ZEROED, owned)
+ * blocks with UFFDIO_COPY through uffd, which has them registered for
+ * MISSING faults; -1 goes back to writing in place. Only while no channel
+ * is inside a packet. */
+void lm_inplace_sink_set_copy(lm_inplace_sink *s, int uffd);
 
 #endif

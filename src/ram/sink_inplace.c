@@ -1,7 +1,13 @@
-/* The precopy page sink: pages are written where they live (sink.h). */
+/* The precopy page sink: pages are written where they live, or copied into
+ * missing pages by userfaultfd (sink.h). */
+#include <errno.h>
+#include <linux/userfaultfd.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/ioctl.h>
 
 #include "ram/sink.h"
+#include "util/sys.h"
 #include "util/zero.h"
 
 static int inplace_place(lm_page_sink *sink, lm_block *b, const uint64_t *offsets,
@@ -60,6 +66,61 @@ static int inplace_place_zero_range(lm_page_sink *sink, lm_block *b, uint64_t fi
     return 0;
 }
 
+/* UFFDIO_COPY of len bytes at dst from src. A page already present
+ * (EEXIST: populated since, e.g. by a zero page's clearing) is copied
+ * over instead, and the rest of the run goes on. */
+static int copy_run(lm_page_sink *sink, int uffd, uint8_t *dst, const uint8_t *src, uint64_t len)
+{
+    uint64_t ps = sink->ram->page_size;
+    while (len) {
+        struct uffdio_copy c = {.dst = (uintptr_t)dst, .src = (uintptr_t)src, .len = len};
+        int ret = lm_sys_ioctl(uffd, UFFDIO_COPY, &c);
+        uint64_t done = c.copy > 0 ? (uint64_t)c.copy : 0;
+        if (ret == 0)
+            done = len;
+        else if (errno == EEXIST && done == 0) {
+            memcpy(dst, src, ps);
+            done = ps;
+        } else if (errno != EAGAIN && done == 0)
+            return lm_err_set(sink->err, -errno, "UFFDIO_COPY into guest RAM at %p failed: %s",
+                              (void *)dst, strerror(errno));
+        dst += done;
+        src += done;
+        len -= done;
+    }
+    return 0;
+}
+
+/* Pages arrive in the channel's buffer: a page received before is copied
+ * over; runs of never-received pages, adjacent in the block and in the
+ * buffer, go into their missing pages with one UFFDIO_COPY each. */
+static int copy_place(lm_page_sink *sink, lm_block *b, const uint64_t *offsets,
+                      uint8_t *const data[], uint32_t n)
+{
+    lm_inplace_sink *s = (lm_inplace_sink *)sink;
+    uint64_t ps = sink->ram->page_size;
+    if (!b->owned)
+        return inplace_place(sink, b, offsets, data, n);
+    for (uint32_t i = 0; i < n;) {
+        uint64_t page = offsets[i] / ps;
+        if (lm_bit_test_atomic(b->received, page)) {
+            memcpy(b->host + offsets[i], data[i], ps);
+            i++;
+            continue;
+        }
+        uint32_t j = i + 1;
+        while (j < n && offsets[j] == offsets[j - 1] + ps && data[j] == data[j - 1] + ps &&
+               !lm_bit_test_atomic(b->received, offsets[j] / ps))
+            j++;
+        int ret = copy_run(sink, s->uffd, b->host + offsets[i], data[i], (uint64_t)(j - i) * ps);
+        if (ret < 0)
+            return ret;
+        for (; i < j; i++)
+            lm_bit_set_atomic(b->received, offsets[i] / ps);
+    }
+    return 0;
+}
+
 /* Before the payload lands: what it commits is the budget's to allow. */
 static int inplace_admit(lm_page_sink *sink, lm_block *b, const uint64_t *offsets, uint32_t n)
 {
@@ -76,10 +137,26 @@ static const lm_page_sink_ops inplace_ops = {
     .admit = inplace_admit,
 };
 
+static const lm_page_sink_ops copy_ops = {
+    .name = "userfaultfd copy",
+    .in_place = false,
+    .place = copy_place,
+    .place_zero = inplace_place_zero,
+    .place_zero_range = inplace_place_zero_range,
+    .admit = inplace_admit,
+};
+
+void lm_inplace_sink_set_copy(lm_inplace_sink *s, int uffd)
+{
+    s->uffd = uffd;
+    s->sink.ops = uffd >= 0 ? &copy_ops : &inplace_ops;
+}
+
 void lm_inplace_sink_init(lm_inplace_sink *s, lm_ram *ram, bool no_receivedmap,
                           lm_ram_budget *budget, lm_err *err)
 {
     s->sink = (lm_page_sink){.ops = &inplace_ops, .ram = ram, .err = err};
     s->no_receivedmap = no_receivedmap;
     s->budget = budget;
+    s->uffd = -1;
 }
