@@ -131,13 +131,33 @@ static int async_sync(lm_tracker *t, unsigned r, uint64_t first, uint64_t count,
     return 0;
 }
 
+struct unprotect {
+    int uffd;
+};
+
+static void unprotect_region(void *opaque, uint64_t start, uint64_t end, uint64_t categories)
+{
+    struct unprotect *u = opaque;
+    (void)categories;
+    lm_uffd_wp(u->uffd, (void *)(uintptr_t)start, end - start, false);
+}
+
 static void async_stop(lm_tracker *t)
 {
     async_state *s = t->priv;
     if (!s)
         return;
     for (unsigned i = 0; i < t->nranges; i++) {
-        lm_uffd_wp(s->uffd, t->ranges[i].host, t->ranges[i].len, false);
+        /* Only pages holding data carry the bit (arming leaves empty
+         * entries alone): unprotecting region by region costs what is
+         * populated, not the whole range's page-table walk (300 ms for an
+         * empty terabyte). A failed scan unprotects everything. */
+        uintptr_t start = (uintptr_t)t->ranges[i].host;
+        struct unprotect u = {s->uffd};
+        if (lm_pagemap_scan(&s->pm, start, start + t->ranges[i].len, 0, 0,
+                            PAGE_IS_PRESENT | PAGE_IS_SWAPPED, PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+                            unprotect_region, &u) < 0)
+            lm_uffd_wp(s->uffd, t->ranges[i].host, t->ranges[i].len, false);
         lm_uffd_unregister(s->uffd, t->ranges[i].host, t->ranges[i].len);
     }
     close(s->uffd);

@@ -118,6 +118,9 @@ static int send_dirty(lm_source *s, uint64_t count, bool rearm)
                 }
             }
         }
+        /* A huge block with nothing dirty is read, not rewritten. */
+        if (lm_bitmap_next_set(s->dirty[i], b->npages, 0) == b->npages)
+            continue;
         if (s->inflight[i]) /* sent, but maybe torn by a cut (resume.c) */
             lm_bitmap_or(s->inflight[i], s->dirty[i], b->npages);
         lm_bitmap_clear_all(s->dirty[i], b->npages);

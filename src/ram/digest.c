@@ -4,6 +4,7 @@
 #include <string.h>
 #include <xxhash.h>
 
+#include "dirty/linux_compat.h"
 #include "dirty/pagemap.h"
 #include "proto/wire.h"
 #include "ram/ram.h"
@@ -63,32 +64,58 @@ static void put_page_hash(digest_stream *d, uint64_t h)
     put_word(d, h);
 }
 
-/* Block b into the stream: from hashes (one per page) when given, else
- * from its pages, where those the kernel says were never populated count
- * as zero a run at a time without being read. */
-static int block_hashes_update(lm_ram *ram, lm_block *b, const uint64_t *hashes, lm_pagemap *pm,
-                               digest_stream *d, lm_err *err)
+/* A populated region [start, end) of the block being hashed, from
+ * PAGEMAP_SCAN in ascending order: the gap before it is a zero run. */
+struct region_walk {
+    digest_stream *d;
+    const uint8_t *host;
+    uint64_t page_size, next; /* the first page not accounted for yet */
+};
+
+static void hash_region(void *opaque, uint64_t start, uint64_t end, uint64_t categories)
 {
-    lm_word *populated = NULL;
-    if (!hashes) {
-        if (!(populated = lm_bitmap_new(b->npages)))
-            return lm_err_set(err, -ENOMEM, "out of memory for the digest");
-        /* Called with no write-protection armed, so swapped means swapped. */
-        int ret = lm_pagemap_pages(pm, b->host, b->len, LM_PM_PRESENT | LM_PM_SWAPPED, populated);
-        if (ret < 0) {
-            lm_bitmap_free(populated);
+    struct region_walk *w = opaque;
+    (void)categories;
+    uint64_t first = (start - (uintptr_t)w->host) / w->page_size;
+    uint64_t last = (end - (uintptr_t)w->host) / w->page_size;
+    /* A scan that resumes after a full vector may report again the
+     * region it stopped in. */
+    if (last <= w->next)
+        return;
+    if (first < w->next)
+        first = w->next;
+    w->d->zero_run += first - w->next;
+    for (uint64_t p = first; p < last; p++)
+        put_page_hash(w->d, XXH3_64bits(w->host + p * w->page_size, w->page_size));
+    w->next = last;
+}
+
+/* Block b's pages into the stream. With PAGEMAP_SCAN the kernel lists the
+ * populated regions and everything between them is a zero run, costing no
+ * bitmap at all; without it, a bitmap of the populated pages. */
+static int block_pages_update(lm_ram *ram, lm_block *b, lm_pagemap *pm, digest_stream *d,
+                              lm_err *err)
+{
+    /* Called with no write-protection armed, so swapped means swapped. */
+    if (pm->has_scan) {
+        struct region_walk w = {.d = d, .host = b->host, .page_size = ram->page_size};
+        int ret = lm_pagemap_scan(pm, (uintptr_t)b->host, (uintptr_t)b->host + b->len, 0, 0,
+                                  PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+                                  PAGE_IS_PRESENT | PAGE_IS_SWAPPED, hash_region, &w);
+        if (ret < 0)
             return lm_err_set(err, ret, "pagemap scan for the digest failed: %s", strerror(-ret));
-        }
+        d->zero_run += b->npages - w.next;
+        return 0;
     }
-    uint8_t head[12];
-    lm_put_be32(head, b->id);
-    lm_put_be64(head + 4, b->len);
-    XXH3_128bits_update(d->st, head, sizeof(head));
+    lm_word *populated = lm_bitmap_new(b->npages);
+    if (!populated)
+        return lm_err_set(err, -ENOMEM, "out of memory for the digest");
+    int ret = lm_pagemap_pages(pm, b->host, b->len, LM_PM_PRESENT | LM_PM_SWAPPED, populated);
+    if (ret < 0) {
+        lm_bitmap_free(populated);
+        return lm_err_set(err, ret, "pagemap scan for the digest failed: %s", strerror(-ret));
+    }
     for (uint64_t p = 0; p < b->npages;) {
-        if (hashes) {
-            put_page_hash(d, hashes[p++]);
-            continue;
-        }
         uint64_t data = lm_bitmap_next_set(populated, b->npages, p);
         d->zero_run += data - p;
         uint64_t end =
@@ -96,11 +123,30 @@ static int block_hashes_update(lm_ram *ram, lm_block *b, const uint64_t *hashes,
         for (p = data; p < end; p++)
             put_page_hash(d, XXH3_64bits(b->host + p * ram->page_size, ram->page_size));
     }
+    lm_bitmap_free(populated);
+    return 0;
+}
+
+/* Block b into the stream: from hashes (one per page) when given, else
+ * from its pages, where those the kernel says were never populated count
+ * as zero a run at a time without being read. */
+static int block_hashes_update(lm_ram *ram, lm_block *b, const uint64_t *hashes, lm_pagemap *pm,
+                               digest_stream *d, lm_err *err)
+{
+    uint8_t head[12];
+    lm_put_be32(head, b->id);
+    lm_put_be64(head + 4, b->len);
+    XXH3_128bits_update(d->st, head, sizeof(head));
+    int ret = 0;
+    if (hashes)
+        for (uint64_t p = 0; p < b->npages; p++)
+            put_page_hash(d, hashes[p]);
+    else
+        ret = block_pages_update(ram, b, pm, d, err);
     end_zero_run(d); /* a run ends with its block */
     XXH3_128bits_update(d->st, d->buf, d->used);
     d->used = 0;
-    lm_bitmap_free(populated);
-    return 0;
+    return ret;
 }
 
 int lm__ram_digest_of(lm_ram *ram, uint64_t *const hashes[], uint8_t out[16], uint64_t *pages,

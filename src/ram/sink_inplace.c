@@ -43,26 +43,35 @@ static int inplace_place_zero(lm_page_sink *sink, lm_block *b, const uint64_t *o
     return 0;
 }
 
+struct clear_received {
+    lm_block *b;
+    uint64_t page_size;
+};
+
+static void clear_page(void *opaque, uint64_t page)
+{
+    struct clear_received *c = opaque;
+    memset(c->b->host + page * c->page_size, 0, c->page_size);
+}
+
 /* A run of zero pages: in fresh memory only the pages received before need
- * clearing, found a receivedmap word at a time; the rest of the run costs
- * one bit each, set a word at a time. */
+ * clearing. One pass over the run's receivedmap words marks the run and
+ * finds them; the rest of the run costs one bit each. */
 static int inplace_place_zero_range(lm_page_sink *sink, lm_block *b, uint64_t first,
                                     uint64_t npages)
 {
     lm_inplace_sink *s = (lm_inplace_sink *)sink;
-    uint64_t ps = sink->ram->page_size, end = first + npages;
+    uint64_t ps = sink->ram->page_size;
     if (s->no_receivedmap || !(b->flags & LM_RAM_ZEROED)) {
-        for (uint64_t p = first; p < end; p++) {
+        for (uint64_t p = first; p < first + npages; p++) {
             uint64_t off = p * ps;
             if (inplace_place_zero(sink, b, &off, 1) < 0)
                 return -1;
         }
         return 0;
     }
-    for (uint64_t p = lm_bitmap_next_set(b->received, end, first); p < end;
-         p = lm_bitmap_next_set(b->received, end, p + 1))
-        memset(b->host + p * ps, 0, ps);
-    lm_bitmap_set_range_atomic(b->received, first, npages);
+    struct clear_received c = {b, ps};
+    lm_bitmap_set_range_atomic(b->received, first, npages, clear_page, &c);
     return 0;
 }
 

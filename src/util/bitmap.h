@@ -62,8 +62,10 @@ uint64_t lm_bitmap_next_set(const lm_word *map, uint64_t nbits, uint64_t from);
 /* First clear bit at or after 'from', or nbits when there is none. */
 uint64_t lm_bitmap_next_clear(const lm_word *map, uint64_t nbits, uint64_t from);
 /* lm_bitmap_set_range for a map other threads set bits in at the same time
- * (their bits outside the range): the words it shares are ORed atomically. */
-void lm_bitmap_set_range_atomic(lm_word *map, uint64_t start, uint64_t count);
+ * (their bits outside the range), in one pass: calls was_set(opaque, bit)
+ * for each bit of the range that was set already. */
+void lm_bitmap_set_range_atomic(lm_word *map, uint64_t start, uint64_t count,
+                                void (*was_set)(void *opaque, uint64_t bit), void *opaque);
 /* dst |= src */
 void lm_bitmap_or(lm_word *dst, const lm_word *src, uint64_t nbits);
 

@@ -196,6 +196,18 @@ static void next_set_cases(void)
     CHECK(n == 3 && seen[0] == 5 && seen[1] == 70 && seen[2] == 255);
 }
 
+struct seen {
+    uint64_t bits[256], n;
+};
+
+static void note_bit(void *opaque, uint64_t bit)
+{
+    struct seen *s = opaque;
+    if (s->n < 256)
+        s->bits[s->n] = bit;
+    s->n++;
+}
+
 /* next_clear mirrors next_set; set_range_atomic sets exactly the range,
  * keeping bits around it, whatever its alignment. */
 static void next_clear_and_atomic_ranges(void)
@@ -216,9 +228,20 @@ static void next_clear_and_atomic_ranges(void)
             lm_word a[4] = {0x5555555555555555ull, 0, 0x8000000000000001ull, 0};
             lm_word b[4];
             memcpy(b, a, sizeof(a));
+            lm_word before[4];
+            memcpy(before, a, sizeof(a));
             lm_bitmap_set_range(a, start, count);
-            lm_bitmap_set_range_atomic(b, start, count);
+            struct seen s = {0};
+            lm_bitmap_set_range_atomic(b, start, count, note_bit, &s);
             CHECK(memcmp(a, b, sizeof(a)) == 0);
+            /* Exactly the range's bits that were set, in order. */
+            uint64_t expect = 0;
+            for (uint64_t bit = start; bit < start + count; bit++)
+                if (lm_bit_test(before, bit)) {
+                    CHECK(expect < s.n && s.bits[expect] == bit);
+                    expect++;
+                }
+            CHECK_EQ_U64(s.n, expect);
         }
 }
 

@@ -350,6 +350,27 @@ static void runs_and_hashes(void)
     lm_ctx_free(ctx);
     free(hashes);
     lm_ram_free(host, len);
+
+    /* More populated regions than one PAGEMAP_SCAN returns (4096): the
+     * scan resumes, and may report the region it stopped in again. */
+    enum { ALT = 12000 };
+    len = ALT * ps;
+    host = lm_ram_alloc(len);
+    hashes = calloc(ALT, sizeof(*hashes));
+    CHECK(host != NULL && hashes != NULL);
+    for (uint64_t p = 0; p < ALT; p += 2)
+        memset(host + p * ps, (int)(p % 200 + 1), ps);
+    for (uint64_t p = 0; p < ALT; p++)
+        hashes[p] = lm__page_hash(p % 2 ? NULL : host + p * ps, ps);
+    ctx = lm_ctx_new();
+    CHECK(lm_ram_block_add(ctx, 3, "ram", host, len, 0) == 0);
+    digest(ctx, a, &pages);
+    uint64_t *const alt[1] = {hashes};
+    CHECK(lm__ram_digest_of(&ctx->ram, alt, b, &hpages, &err) == 0);
+    CHECK(pages == hpages && memcmp(a, b, 16) == 0);
+    lm_ctx_free(ctx);
+    free(hashes);
+    lm_ram_free(host, len);
 }
 
 /* The digest must not populate never-touched pages (it would fault in every

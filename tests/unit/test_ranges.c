@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "livemig_testing.h"
 #include "pair.h"
 
 #define FRAME_HDR  16 /* LM_FRAME_HDR_SIZE */
@@ -29,7 +30,10 @@ typedef struct block_spec {
 typedef struct outcome {
     uint64_t transferred, dst_duplicate, src_duplicate;
     bool ok;
+    char placement[16];
 } outcome;
+
+static bool place_copy; /* the destination places with UFFDIO_COPY */
 
 /* Migrates blocks made as the specs say; returns the wire bytes. */
 static outcome migrate(const block_spec *specs, unsigned n, uint64_t chunk_pages,
@@ -52,12 +56,15 @@ static outcome migrate(const block_spec *specs, unsigned n, uint64_t chunk_pages
     }
     p.sp.track_chunk = chunk_pages * ps;
     p.sp.zero_detection = detect;
+    lm_testing t = {.place_copy = place_copy};
+    lm_testing_set(p.dst, &t);
     pair_migrate(&p);
     pair_report(&p);
     outcome o = {.transferred = p.src_st.transferred,
                  .dst_duplicate = p.dst_st.duplicate,
                  .src_duplicate = p.src_st.duplicate,
                  .ok = p.src_ret == 0 && p.dst_ret == 0 && p.src_st.verify_match};
+    snprintf(o.placement, sizeof(o.placement), "%s", p.dst_st.tracker);
     pair_close(&p);
     for (unsigned b = 0; b < n; b++)
         lm_ram_free(host[b], specs[b].npages * ps);
@@ -150,6 +157,20 @@ static void split_at_blocks(void)
     CHECK_EQ_U64(a.dst_duplicate, 50 + 100);
 }
 
+/* Placement by UFFDIO_COPY lands the same bytes as writing in place. */
+static void copy_placement(void)
+{
+    block_spec b[2] = {{4096, two_islands}, {10000, alternate}};
+    outcome in_place = migrate(b, 2, 16, LM_ZERO_DETECT_MULTIFD);
+    place_copy = true;
+    outcome copied = migrate(b, 2, 16, LM_ZERO_DETECT_MULTIFD);
+    place_copy = false;
+    CHECK(in_place.ok && copied.ok);
+    CHECK(!strcmp(in_place.placement, "in-place"));
+    CHECK(!strcmp(copied.placement, "uffd-copy"));
+    CHECK_EQ_U64(copied.transferred, in_place.transferred);
+}
+
 int main(void)
 {
     ps = (uint64_t)sysconf(_SC_PAGESIZE);
@@ -157,5 +178,6 @@ int main(void)
     merge_with_detected();
     split_when_full();
     split_at_blocks();
+    copy_placement();
     TEST_DONE();
 }
