@@ -96,6 +96,11 @@ void lm_tracker_destroy(lm_tracker *t)
     free(t);
 }
 
+bool lm_tracker_pagemap_clean(const lm_tracker *t)
+{
+    return t && t->ops->pagemap_clean;
+}
+
 const char *lm_tracker_name(const lm_tracker *t)
 {
     return t->ops->name;

@@ -55,6 +55,11 @@ typedef struct lm_tracker lm_tracker;
 
 typedef struct lm_tracker_ops {
     const char *name;
+    /* Arming leaves the page tables as the pagemap reads them (no uffd-wp
+     * markers): the digest may run while tracking is still armed, and
+     * stop() (which, on this machine, costs about a microsecond a
+     * populated page) can wait until the switchover is over. */
+    bool pagemap_clean;
     /* Does this kernel support the backend? 0, or -errno with a message that
      * names the missing feature. Must not change any state. */
     int (*probe)(lm_err *err);
@@ -118,5 +123,6 @@ int lm_tracker_sync(lm_tracker *t, unsigned r, uint64_t first, uint64_t count, l
                     bool rearm, lm_err *err);
 void lm_tracker_destroy(lm_tracker *t);
 const char *lm_tracker_name(const lm_tracker *t);
+bool lm_tracker_pagemap_clean(const lm_tracker *t);
 
 #endif

@@ -168,6 +168,7 @@ static void async_stop(lm_tracker *t)
 
 const lm_tracker_ops lm_tracker_uffd_async_ops = {
     .name = "uffd-async",
+    .pagemap_clean = true,
     .probe = async_probe,
     .start = async_start,
     .arm = async_arm,

@@ -380,7 +380,9 @@ int lm_migrate(lm_ctx *ctx, const char *uri, const lm_params *params)
         s->st.precopy_bytes = s->st.transferred;
     if (s->resume_wire0)
         s->st.resume_sent_bytes = lm__src_wire_bytes(s) - s->resume_wire0;
-    s->st.total_time_ms = lm_ns_to_ms(lm_now_ns() - s->start_ns);
+    /* Completed: the time until the destination ran the guest; what is
+     * torn down after (tracking, channels) is not the migration's. */
+    s->st.total_time_ms = lm_ns_to_ms((s->end_ns ? s->end_ns : lm_now_ns()) - s->start_ns);
     if (s->fsm.state == LM_STATUS_COMPLETED)
         s->st.remaining = 0;
     s->ended = true; /* the rates become averages (lm_stats) */

@@ -56,6 +56,7 @@ typedef struct lm_source {
     lm_tls *tls;        /* credentials when the migration uses TLS, else NULL */
     char tls_host[256]; /* the name the destination's certificate must carry */
     uint64_t start_ns, stop_ns;
+    uint64_t end_ns;       /* entered 'completed': the end of total-time, as QEMU's */
     uint64_t pace_next_ns; /* --max-bandwidth: when the next batch may go */
     uint64_t round_pages, round_done, round_start_ns, round_bytes0;
     uint64_t last_progress_ns, last_sync_ns;

@@ -30,6 +30,8 @@ int lm__src_enter(lm_source *s, lm_status to)
         return lm_err_set(&s->ctx->err, ret, "internal error: the source cannot go from %s to %s",
                           lm__fsm_name(&s->fsm), lm_status_name(to));
     s->st.status = to;
+    if (to == LM_STATUS_COMPLETED)
+        s->end_ns = lm_now_ns();
     lm__stats_publish(s->ctx, &s->st);
     return 0;
 }
@@ -92,7 +94,7 @@ void lm__src_report_progress(lm_source *s, bool force)
     lm__src_gather_counters(s);
     if (!s->stop_ns) /* precopy bytes: what went out before the guest stopped */
         s->st.precopy_bytes = s->st.transferred;
-    s->st.total_time_ms = lm_ns_to_ms(now - s->start_ns);
+    s->st.total_time_ms = lm_ns_to_ms((s->end_ns ? s->end_ns : now) - s->start_ns);
     update_rates(s, now);
     lm__stats_publish(s->ctx, &s->st);
     if (s->p->progress) {
