@@ -3,6 +3,7 @@
 data rate of a full guest, with this machine's limits measured in the same run.
 
     ./bench/scale.py [--no-qemu] [--quick]
+    ./bench/scale.py --placement      in place vs UFFDIO_COPY, whole migrations
 
 Every migration is two fresh processes on loopback (cold: nothing is reused
 from the run before). QEMU is Debian's qemu-system-x86 (`-machine none`,
@@ -54,13 +55,13 @@ def wait_rusage(p, timeout):
     sys.exit(f"process {p.args[:3]} did not finish in {timeout} s")
 
 
-def livemig(name, ram, data, channels, verify=True, extra=()):
+def livemig(name, ram, data, channels, verify=True, extra=(), dst_extra=()):
     """One migration between two livemig processes; returns its numbers."""
     port = free_port()
     src_json, dst_json = (os.path.join(OUT, f"{name}.{s}.json") for s in ("src", "dst"))
     v = ["--verify"] if verify else []
     dst = subprocess.Popen([LIVEMIG, "incoming", "--listen", f"tcp:127.0.0.1:{port}",
-                            "--run-for", "0", "--stats-json", dst_json] + v,
+                            "--run-for", "0", "--stats-json", dst_json] + v + list(dst_extra),
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     time.sleep(0.2)
     src = subprocess.run([LIVEMIG, "migrate", "--ram", ram, "--workload", f"fill:{data}",
@@ -76,7 +77,8 @@ def livemig(name, ram, data, channels, verify=True, extra=()):
         sys.exit(f"{name}: not verified")
     return {"total_ms": s["total-time"], "wire": s["ram"]["transferred"],
             "normal_bytes": s["ram"]["normal-bytes"], "dst_rss": rss,
-            "dst_faults": d.get("dest-minor-faults", 0), "verify_ms": s.get("verify-time", 0)}
+            "dst_faults": d.get("dest-minor-faults", 0), "verify_ms": s.get("verify-time", 0),
+            "first_pass_ms": s["rounds"][0]["duration"], "placement": d.get("placement")}
 
 
 class Qmp:
@@ -150,6 +152,25 @@ def repeat(fn, *args):
     return rows
 
 
+def placement(lim):
+    """Whole migrations, the destination writing in place (huge pages) or
+    copying into missing pages with UFFDIO_COPY (--x-place-copy)."""
+    print("| 2G with 512 MiB random, 2 channels | placement | total ms | first pass ms | "
+          "verify ms | data GB/s in the first pass |")
+    print("|---|---|---:|---:|---:|---:|")
+    for verify in (False, True):
+        for label, dx in (("in place, huge pages", ()), ("UFFDIO_COPY", ("--x-place-copy",))):
+            rows = []
+            for i in range(WARMUP + RUNS):
+                r = livemig(f"place-{verify}-{len(dx)}-{i}", "2G", "512M", 2, verify, (), dx)
+                if i >= WARMUP:
+                    rows.append(r)
+            rate = statistics.median(r["normal_bytes"] / r["first_pass_ms"] / 1e6 for r in rows)
+            print(f"| {'verified' if verify else 'unverified'} | {label} ({rows[0]['placement']}) | "
+                  f"{median(rows, 'total_ms'):.0f} | {median(rows, 'first_pass_ms'):.0f} | "
+                  f"{median(rows, 'verify_ms'):.0f} | {rate:.2f} |", flush=True)
+
+
 def main():
     no_qemu = "--no-qemu" in sys.argv
     if not no_qemu and not QEMU:
@@ -168,6 +189,9 @@ def main():
           f"GB/s cold, XXH3 {lim['xxh3_gbps']:.2f} GB/s. Median of {RUNS} after {WARMUP} "
           f"warm-up.\n")
 
+    if "--placement" in sys.argv:
+        placement(lim)
+        return
     tmp = tempfile.mkdtemp(prefix="lm-scale-")
     try:
         if not no_qemu:

@@ -133,6 +133,9 @@ static int on_pages(lm_dest *d, const lm_frame *f)
     return lm_recv_chan_body(&d->main_chan, &ph);
 }
 
+#define ZERO_RANGE_SLICE 4096ull /* pages applied between looks at the clock */
+#define BUSY_INTERVAL_NS 100000000ull /* at most 10 BUSY a second */
+
 /* ZERO_RANGES: runs of pages the source knows hold nothing, in precopy
  * only (the sink is the in-place one). Checked whole before any applies. */
 static int on_zero_ranges(lm_dest *d, const lm_frame *f)
@@ -163,11 +166,22 @@ static int on_zero_ranges(lm_dest *d, const lm_frame *f)
     free(body);
     d->caught_up = false;
     lm_page_sink *sink = &d->inplace.sink;
-    uint64_t pages = 0;
-    for (uint32_t i = 0; i < count && ret == 0; i++) {
-        ret = sink->ops->place_zero_range(sink, b, ranges[i].first, ranges[i].npages);
-        pages += ranges[i].npages;
-    }
+    uint64_t pages = 0, busy_ns = lm_now_ns();
+    /* A slice at a time: where each page costs a read or a clear
+     * (--no-receivedmap, RAM the embedder registered), a long run takes
+     * seconds while the source, which sent a few bytes, waits; BUSY tells
+     * it this side is working, not stuck. */
+    for (uint32_t i = 0; i < count && ret == 0; i++)
+        for (uint64_t first = ranges[i].first, end = first + ranges[i].npages;
+             first < end && ret == 0; first += ZERO_RANGE_SLICE) {
+            uint64_t n = end - first < ZERO_RANGE_SLICE ? end - first : ZERO_RANGE_SLICE;
+            ret = sink->ops->place_zero_range(sink, b, first, n);
+            pages += n;
+            if (ret == 0 && lm_now_ns() - busy_ns >= BUSY_INTERVAL_NS) {
+                ret = lm__dest_send_locked(d, LM_MSG_BUSY, NULL, 0);
+                busy_ns = lm_now_ns();
+            }
+        }
     free(ranges);
     atomic_fetch_add_explicit(&d->main_chan.zero, pages, memory_order_relaxed);
     return ret;

@@ -47,6 +47,7 @@ const char *lm_msg_name(uint16_t type)
         [LM_MSG_SWITCHOVER_QUERY] = "SWITCHOVER_QUERY",
         [LM_MSG_SWITCHOVER_ACK] = "SWITCHOVER_ACK",
         [LM_MSG_ZERO_RANGES] = "ZERO_RANGES",
+        [LM_MSG_BUSY] = "BUSY",
     };
     return type < LM_MSG__COUNT && names[type] ? names[type] : "UNKNOWN";
 }

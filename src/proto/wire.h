@@ -67,6 +67,8 @@ typedef enum lm_msg_type {
     LM_MSG_SWITCHOVER_QUERY, /* may the source switch over? (switchover-ack, version 4) */
     LM_MSG_SWITCHOVER_ACK,   /* destination -> source: how many sections are not ready */
     LM_MSG_ZERO_RANGES,      /* runs of zero pages of one block, a range each (version 5) */
+    LM_MSG_BUSY,             /* destination -> source, empty: still applying what came (a long
+                                run of zero pages it must read or clear); resets the wait */
     LM_MSG__COUNT
 } lm_msg_type;
 

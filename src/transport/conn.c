@@ -376,7 +376,23 @@ int lm_conn_expect(lm_conn *c, uint16_t type, void *body, size_t cap, uint32_t *
     lm_frame f;
     unsigned io_timeout = c->timeout_ms;
     c->timeout_ms += extra_ms;
-    int ret = lm_conn_recv_frame(c, &f);
+    int ret;
+    /* BUSY: the peer is working through what it was sent; its arrival is
+     * the progress the wait needed, and the wait goes on, for as long as
+     * the work asked of it allows (busy_allow_ns), never longer. */
+    uint64_t since = lm_now_ns();
+    while ((ret = lm_conn_recv_frame(c, &f)) == 0 && f.type == LM_MSG_BUSY && !f.length) {
+        uint64_t now = lm_now_ns(), spent = now - since;
+        since = now;
+        if (spent > c->busy_allow_ns) {
+            ret = lm_err_set(c->err, -ETIMEDOUT,
+                             "the %s kept saying it is busy longer than the work it was sent "
+                             "can take",
+                             c->peer);
+            break;
+        }
+        c->busy_allow_ns -= spent;
+    }
     c->timeout_ms = io_timeout;
     if (ret < 0)
         return ret;

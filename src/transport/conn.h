@@ -40,6 +40,10 @@ typedef struct lm_conn {
     lm_tls_session *tls;
     /* The TLS handshake failed: the peer reads no plaintext frames. */
     bool tls_refused;
+    /* How long lm_conn_expect may still wait on a peer that says BUSY:
+     * grown by the reader for the work it asked of the peer, spent by the
+     * waits BUSY kept alive. 0: BUSY is not expected and is refused. */
+    uint64_t busy_allow_ns;
 } lm_conn;
 
 void lm_conn_init(lm_conn *c, int fd, unsigned timeout_ms, const _Atomic int *cancel,

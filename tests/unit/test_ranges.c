@@ -157,6 +157,30 @@ static void split_at_blocks(void)
     CHECK_EQ_U64(a.dst_duplicate, 50 + 100);
 }
 
+/* A destination that reads every zero page (--no-receivedmap, 4 KiB
+ * pages) spends seconds on one frame of ranges while the source, which
+ * sent a few bytes, waits for it with a short timeout: BUSY keeps the wait
+ * alive. 1 GiB empty is 262144 page faults, far over 300 ms here. */
+static void busy_destination(void)
+{
+    lm_pair p;
+    pair_open(&p);
+    uint64_t len = 1ull << 30;
+    uint8_t *host = lm_ram_alloc(len);
+    CHECK(host != NULL);
+    memset(host, 7, 16 * ps);
+    CHECK(lm_ram_block_add(p.src, 0, "pc.ram", host, len, 0) == 0);
+    p.sp.io_timeout_ms = 300;
+    p.dp.no_receivedmap = true;
+    p.dp.dest_thp = false;
+    pair_migrate(&p);
+    pair_report(&p);
+    CHECK(p.src_ret == 0 && p.dst_ret == 0 && p.src_st.verify_match);
+    CHECK_EQ_U64(p.dst_st.duplicate, len / ps - 16);
+    pair_close(&p);
+    lm_ram_free(host, len);
+}
+
 /* Placement by UFFDIO_COPY lands the same bytes as writing in place. */
 static void copy_placement(void)
 {
@@ -179,5 +203,6 @@ int main(void)
     split_when_full();
     split_at_blocks();
     copy_placement();
+    busy_destination();
     TEST_DONE();
 }
