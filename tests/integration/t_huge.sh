@@ -14,7 +14,8 @@ done
 # Data pages cost their 8-byte offset and packet headers; the empty
 # terabyte a few ranges. Without ranges it was 2 GiB of offsets.
 expect_json "$TMP/huge.src.json" "j['ram']['transferred'] <= $DATA * 1.02"
-# The receivedmap (32 MiB, one fault a 4 KiB page) and the data in huge
-# pages: never one fault a guest page.
-expect_json "$TMP/huge.dst.json" "j['dest-minor-faults'] < 20000"
+# The receivedmap (32 MiB: 8192 faults of 4 KiB) and the data (16384
+# faults even without huge pages): never one fault per guest page (268
+# million).
+expect_json "$TMP/huge.dst.json" "j['dest-minor-faults'] < 40000"
 echo ok
