@@ -57,8 +57,8 @@ typedef struct lm_tracker_ops {
     const char *name;
     /* Arming leaves the page tables as the pagemap reads them (no uffd-wp
      * markers): the digest may run while tracking is still armed, and
-     * stop() (which, on this machine, costs about a microsecond a
-     * populated page) can wait until the switchover is over. */
+     * stop() (whose cost follows the populated pages: hundreds of ms
+     * for a GiB on this PVM host) can wait until the switchover is over. */
     bool pagemap_clean;
     /* Does this kernel support the backend? 0, or -errno with a message that
      * names the missing feature. Must not change any state. */

@@ -165,7 +165,7 @@ int lm__src_switchover(lm_source *s)
      * whose markers would make never-populated pages look swapped ends
      * first; one that leaves the pagemap clean ends, as without
      * verification, after the destination resumed, outside the downtime
-     * (ending it costs about a microsecond a populated page here). */
+     * (ending it costs in proportion to the populated pages). */
     if (s->p->verify) {
         if (!lm_tracker_pagemap_clean(s->tracker)) {
             lm_tracker_destroy(s->tracker);
