@@ -133,7 +133,7 @@ static int on_pages(lm_dest *d, const lm_frame *f)
     return lm_recv_chan_body(&d->main_chan, &ph);
 }
 
-#define ZERO_RANGE_SLICE 4096ull /* pages applied between looks at the clock */
+#define ZERO_RANGE_SLICE 4096ull      /* pages applied between looks at the clock */
 #define BUSY_INTERVAL_NS 100000000ull /* at most 10 BUSY a second */
 
 /* ZERO_RANGES: runs of pages the source knows hold nothing, in precopy
@@ -605,8 +605,9 @@ int lm_incoming(lm_ctx *ctx, lm_listener *l, const lm_params *params)
         lm_recv_chan_cleanup(&d->preempt);
         lm_conn_close(&d->preempt.own_conn);
     }
-    gather_counters(d);
+    /* Before the receivers are joined: none may wait on a missing page. */
     lm__dest_placement_end(d);
+    gather_counters(d);
     lm_recv_chan_cleanup(&d->main_chan);
     if (ret < 0 && d->conn.fd >= 0 && ret != -ECONNRESET && ret != -EPIPE)
         lm_conn_send_error(&d->conn, ret, ctx->err.msg);

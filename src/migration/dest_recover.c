@@ -85,6 +85,7 @@ int lm__dest_take_back_source(lm_dest *d, uint64_t deadline_ns)
  * faults are noted and asked for again once the source is back. */
 static void retire_receivers(lm_dest *d)
 {
+    lm__dest_placement_end(d); /* none may wait on a missing page; in place from here */
     if (d->pc_init)
         lm_postcopy_dst_link_down(&d->pc);
     if (d->use_pool) {

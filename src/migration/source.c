@@ -64,7 +64,10 @@ static void read_peer_reason(lm_source *s)
         struct timespec ts = {0, 10 * 1000000};
         nanosleep(&ts, NULL);
     }
-    if (lm_conn_recv_frame(&probe, &f) == 0 && f.type == LM_MSG_ERROR &&
+    int got; /* past any BUSY queued ahead of the reason */
+    while ((got = lm_conn_recv_frame(&probe, &f)) == 0 && f.type == LM_MSG_BUSY && !f.length)
+        ;
+    if (got == 0 && f.type == LM_MSG_ERROR &&
         lm_conn_recv_body(&probe, &f, body, sizeof(body)) == 0) {
         lm_err_reset(&s->ctx->err);
         lm_conn_peer_error(&probe, body, f.length);

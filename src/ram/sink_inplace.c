@@ -23,6 +23,25 @@ static int inplace_place(lm_page_sink *sink, lm_block *b, const uint64_t *offset
     return 0;
 }
 
+/* Clears a page received before. With placement by copy its bit may be
+ * set while the page is still missing (a zero range marks pages without
+ * touching them), and writing a missing page would wait on a fault no one
+ * answers: UFFDIO_ZEROPAGE says EEXIST for a present page, which is then
+ * cleared, and leaves a missing one reading as zero, which it is. */
+static void clear_received_page(lm_inplace_sink *s, lm_block *b, uint8_t *dst)
+{
+    uint64_t ps = s->sink.ram->page_size;
+    if (s->uffd >= 0 && b->owned) {
+        struct uffdio_zeropage z = {.range = {.start = (uintptr_t)dst, .len = ps}};
+        int ret;
+        while ((ret = lm_sys_ioctl(s->uffd, UFFDIO_ZEROPAGE, &z)) < 0 && errno == EAGAIN)
+            ;
+        if (ret == 0 || errno != EEXIST)
+            return;
+    }
+    memset(dst, 0, ps);
+}
+
 /* Fresh memory already reads as zero, so only a page that held data
  * before is cleared; the baseline reads every page to find out. */
 static int inplace_place_zero(lm_page_sink *sink, lm_block *b, const uint64_t *offsets, uint32_t n)
@@ -36,7 +55,7 @@ static int inplace_place_zero(lm_page_sink *sink, lm_block *b, const uint64_t *o
             if (!lm_buffer_is_zero(dst, ps))
                 memset(dst, 0, ps);
         } else if (lm_bit_test_atomic(b->received, page) || !(b->flags & LM_RAM_ZEROED)) {
-            memset(dst, 0, ps);
+            clear_received_page(s, b, dst);
         }
         lm_bit_set_atomic(b->received, page);
     }
@@ -44,14 +63,14 @@ static int inplace_place_zero(lm_page_sink *sink, lm_block *b, const uint64_t *o
 }
 
 struct clear_received {
+    lm_inplace_sink *s;
     lm_block *b;
-    uint64_t page_size;
 };
 
 static void clear_page(void *opaque, uint64_t page)
 {
     struct clear_received *c = opaque;
-    memset(c->b->host + page * c->page_size, 0, c->page_size);
+    clear_received_page(c->s, c->b, c->b->host + page * c->s->sink.ram->page_size);
 }
 
 /* A run of zero pages: in fresh memory only the pages received before need
@@ -70,7 +89,7 @@ static int inplace_place_zero_range(lm_page_sink *sink, lm_block *b, uint64_t fi
         }
         return 0;
     }
-    struct clear_received c = {b, ps};
+    struct clear_received c = {s, b};
     lm_bitmap_set_range_atomic(b->received, first, npages, clear_page, &c);
     return 0;
 }
@@ -100,9 +119,10 @@ static int copy_run(lm_page_sink *sink, int uffd, uint8_t *dst, const uint8_t *s
     return 0;
 }
 
-/* Pages arrive in the channel's buffer: a page received before is copied
- * over; runs of never-received pages, adjacent in the block and in the
- * buffer, go into their missing pages with one UFFDIO_COPY each. */
+/* Pages arrive in the channel's buffer; runs adjacent in the block and in
+ * the buffer go with one UFFDIO_COPY each. Whether a page is present is
+ * the kernel's word (EEXIST: copied over), never the receivedmap's: a bit
+ * set by a zero range stands for a page that may still be missing. */
 static int copy_place(lm_page_sink *sink, lm_block *b, const uint64_t *offsets,
                       uint8_t *const data[], uint32_t n)
 {
@@ -111,15 +131,8 @@ static int copy_place(lm_page_sink *sink, lm_block *b, const uint64_t *offsets,
     if (!b->owned)
         return inplace_place(sink, b, offsets, data, n);
     for (uint32_t i = 0; i < n;) {
-        uint64_t page = offsets[i] / ps;
-        if (lm_bit_test_atomic(b->received, page)) {
-            memcpy(b->host + offsets[i], data[i], ps);
-            i++;
-            continue;
-        }
         uint32_t j = i + 1;
-        while (j < n && offsets[j] == offsets[j - 1] + ps && data[j] == data[j - 1] + ps &&
-               !lm_bit_test_atomic(b->received, offsets[j] / ps))
+        while (j < n && offsets[j] == offsets[j - 1] + ps && data[j] == data[j - 1] + ps)
             j++;
         int ret = copy_run(sink, s->uffd, b->host + offsets[i], data[i], (uint64_t)(j - i) * ps);
         if (ret < 0)

@@ -396,6 +396,9 @@ int lm_conn_expect(lm_conn *c, uint16_t type, void *body, size_t cap, uint32_t *
     c->timeout_ms = io_timeout;
     if (ret < 0)
         return ret;
+    /* Any other frame comes after the peer applied everything before it:
+     * the work granted so far is done. */
+    c->busy_allow_ns = 0;
     if (f.type == LM_MSG_ERROR) {
         uint8_t text[4 + LM_ERROR_MAX_TEXT];
         if ((ret = lm_conn_recv_body(c, &f, text, sizeof(text))) < 0)
